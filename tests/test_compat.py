@@ -1,0 +1,56 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sp_timm import compat
+
+
+def test_alias_maps_autoattack_onto_pyautoattack(monkeypatch):
+    """The finder robustbench relies on, exercised without robustbench: same module objects."""
+    for name in [n for n in sys.modules if n == 'autoattack' or n.startswith('autoattack.')]:
+        monkeypatch.delitem(sys.modules, name)
+    finder = compat._AutoAttackAlias()
+    monkeypatch.setattr(sys, 'meta_path', [finder] + sys.meta_path)
+    import pyautoattack
+    import pyautoattack.state
+    from autoattack import AutoAttack
+    from autoattack.state import EvaluationState
+    assert AutoAttack is pyautoattack.AutoAttack
+    assert EvaluationState is pyautoattack.state.EvaluationState
+    assert finder.find_spec('numpy') is None
+    for name in ('autoattack', 'autoattack.state'):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.robustbench
+def test_robustbench_imports_after_sp_timm():
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    code = textwrap.dedent('''
+        import dataclasses
+        import sp_timm, robustbench
+        from robustbench.utils import ModelInfo
+        import autoattack, pyautoattack
+        assert autoattack.AutoAttack is pyautoattack.AutoAttack
+        print(sorted(f.name for f in dataclasses.fields(ModelInfo)))
+    ''')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "'autoattack_acc'" in result.stdout and "'clean_acc'" in result.stdout
+
+
+@pytest.mark.robustbench
+def test_old_timm_of_the_robustbench_extra_uses_the_legacy_factory():
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    import timm.loss
+    import torch.nn as nn
+    from sp_timm import create_classification_loss, list_losses
+    from sp_timm.losses import _factory
+    if hasattr(timm.loss, 'create_classification_loss'):
+        pytest.skip('this timm has its own factory')
+    assert _factory._timm_factory() is None
+    assert list_losses('[!s]*') == ['bce', 'ce', 'jsd']
+    assert isinstance(create_classification_loss('ce', smoothing=0.1), timm.loss.LabelSmoothingCrossEntropy)
+    assert type(create_classification_loss()) is nn.CrossEntropyLoss
+    assert create_classification_loss('sp_ls', sp_pstar=0.8).pstar == 0.8
