@@ -36,6 +36,32 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, longtail_counts
+    spec = dataset_spec(args.dataset)
+    long_tailed = args.dataset.endswith(LT_SUFFIX)
+    if spec.hub_id is None or args.data_dir:
+        load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
+        train, test = load('train'), load('test')
+        classes, train_counts, test_counts = train.classes, train.class_counts(), test.class_counts()
+        origin = f'counted in the loaded data ({train.source})'
+    else:
+        classes = [str(c) for c in range(spec.num_classes)]
+        train_counts = (longtail_counts(spec.train_per_class, spec.num_classes, args.imbalance_ratio, args.imbalance_profile)
+                        if long_tailed else [spec.train_per_class] * spec.num_classes)
+        test_counts = [spec.test_per_class] * spec.num_classes
+        origin = f"from the count formula (data not loaded; --data-dir counts a local copy of '{spec.hub_id}')"
+    group_of = {c: g for g, members in class_groups(train_counts).items() for c in members}
+    title = args.dataset + (f', {args.imbalance_profile} profile, imbalance ratio {args.imbalance_ratio:g}' if long_tailed else '')
+    print(f'{title}: {sum(train_counts)} train / {sum(test_counts)} test images, {origin}\n')
+    rows = [[str(c), classes[c], str(n), str(m), group_of[c]] for c, (n, m) in enumerate(zip(train_counts, test_counts))]
+    print(format_table(['class', 'name', 'train', 'test', 'group'], rows))
+    groups = class_groups(train_counts)
+    print('\ngroups by training images (many > 100, medium 20..100, few < 20): '
+          + ', '.join(f'{g}: {len(m)} classes' for g, m in groups.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='sp-timm', description='Stationary point losses for timm.')
     parser.add_argument('--version', action='version', version=f'sp-timm {__version__}')
@@ -43,7 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     losses = sub.add_parser('losses', help='list the registered losses with their stationary points')
     losses.add_argument('--num-classes', type=int, default=_LISTED_K, help='K used for the stationary margins')
     losses.set_defaults(func=cmd_losses)
+    data = sub.add_parser('data', help='per-class train / test counts and many / medium / few-shot groups')
+    add_data_args(data)
+    data.set_defaults(func=cmd_data)
     return parser
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags shared by the data, train and eval commands."""
+    from .data import IMBALANCE_PROFILES, list_datasets
+    parser.add_argument('--dataset', required=True, choices=list_datasets(), metavar='NAME',
+                        help=f"one of {', '.join(list_datasets())}")
+    parser.add_argument('--data-dir', default=None, help='local copy: save_to_disk folder, parquet files or image folder')
+    parser.add_argument('--imbalance-ratio', type=float, default=100.0, help='n_max / n_min of the -lt variants')
+    parser.add_argument('--imbalance-profile', choices=IMBALANCE_PROFILES, default='exp')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -31,7 +31,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     'SPLoss', 'SPProbLoss', 'take_classes', 'log_complement_prob', 'symmetric_logits', 'symmetric_margin',
-    'check_open_interval',
+    'check_open_interval', 'check_positive',
 ]
 
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -43,6 +43,14 @@ def check_open_interval(name: str, value: float, low: float, high: float, why: s
     value = float(value)
     if not (low < value < high):
         raise ValueError(f'{name} must lie in ({low:g}, {high:g}), got {value!r}: {why}.')
+    return value
+
+
+def check_positive(name: str, value: float, why: str, allow_zero: bool = False) -> float:
+    """Return ``float(value)`` if it is finite and > 0 (>= 0 with ``allow_zero``), else raise a ValueError."""
+    value = float(value)
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}{why}.")
     return value
 
 

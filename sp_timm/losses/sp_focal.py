@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from ._base import SPProbLoss, check_open_interval, symmetric_margin
+from ._base import SPProbLoss, check_open_interval, check_positive, symmetric_margin
 from ._registry import register_loss
 
 
@@ -28,10 +28,7 @@ class SPFocal(SPProbLoss):
 
     def __init__(self, gamma: float = 2.0, pstar: float = 0.9, **kwargs):
         super().__init__(**kwargs)
-        gamma = float(gamma)
-        if not (gamma >= 0 and math.isfinite(gamma)):
-            raise ValueError(f'gamma must be a finite number >= 0, got {gamma!r}.')
-        self.gamma = gamma
+        self.gamma = check_positive('gamma', gamma, '', allow_zero=True)
         self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary set must classify correctly (> 1/2) and be finite (< 1)')
         q = 1.0 - self.pstar
         self.coef = q ** gamma / self.pstar - (gamma * q ** (gamma - 1) * math.log(self.pstar) if gamma else 0.0)

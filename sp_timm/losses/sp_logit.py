@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._base import SPLoss, take_classes
+from ._base import SPLoss, check_positive, take_classes
 from ._registry import register_loss
 
 
@@ -25,10 +25,7 @@ class SPLogitPenalty(SPLoss):
 
     def __init__(self, lam: float = 0.05, **kwargs):
         super().__init__(**kwargs)
-        lam = float(lam)
-        if not (lam > 0 and math.isfinite(lam)):
-            raise ValueError(f'lam must be a finite number > 0, got {lam!r}: with lam <= 0 the loss has no stationary point.')
-        self.lam = lam
+        self.lam = check_positive('lam', lam, ': with lam <= 0 the loss has no stationary point')
 
     def _losses(self, logits: torch.Tensor, log_probs: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
         return 0.5 * self.lam * logits.square().sum(-1, keepdim=True) - take_classes(log_probs, index)

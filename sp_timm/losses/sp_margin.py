@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from ._base import SPProbLoss
+from ._base import SPProbLoss, check_positive
 from ._registry import register_loss
 
 
@@ -25,10 +25,7 @@ class SPMargin(SPProbLoss):
 
     def __init__(self, margin: float = 2.0, **kwargs):
         super().__init__(**kwargs)
-        margin = float(margin)
-        if not (margin > 0 and math.isfinite(margin)):
-            raise ValueError(f'margin must be a finite number > 0, got {margin!r}: the stationary point must classify correctly.')
-        self.margin = margin
+        self.margin = check_positive('margin', margin, ': the stationary point must classify correctly')
 
     def prob_loss(self, log_p: torch.Tensor, log_1mp: torch.Tensor) -> torch.Tensor:
         return 0.5 * (log_p - log_1mp - self.margin).square()

@@ -1,0 +1,201 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sp_timm import create_loss, list_losses
+from sp_timm.cli import main
+from sp_timm.data import (
+    DataError, TensorLoader, class_groups, create_dataset, create_mixup, longtail_counts, longtail_indices,
+    random_crop_flip,
+)
+
+
+def test_longtail_counts_reproduce_cifar_lt():
+    assert longtail_counts(5000, 10, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert sum(longtail_counts(5000, 10, 100)) == 12406
+    assert sum(longtail_counts(500, 100, 100)) == 10847
+    assert sum(longtail_counts(5000, 10, 10)) == 20431
+    assert longtail_counts(5000, 10, 100, 'step') == [5000] * 5 + [50] * 5
+    assert longtail_counts(100, 4, 1) == [100] * 4
+    with pytest.raises(ValueError, match='profile must be one of'):
+        longtail_counts(5000, 10, 100, 'linear')
+    with pytest.raises(ValueError, match='ratio must be >= 1'):
+        longtail_counts(5000, 10, 0.5)
+
+
+def test_longtail_indices_follow_ldam_drw():
+    """Reference: LDAM-DRW seeds numpy's global RNG with 0, then shuffles each class's indices in turn."""
+    labels = np.repeat(np.arange(5), 40)
+    np.random.default_rng(3).shuffle(labels)
+    counts = longtail_counts(40, 5, 10)
+    np.random.seed(0)
+    reference = []
+    for cls, count in zip(np.unique(labels), counts):
+        idx = np.where(labels == cls)[0]
+        np.random.shuffle(idx)
+        reference.append(idx[:count])
+    kept = longtail_indices(labels, counts)
+    np.testing.assert_array_equal(kept, np.concatenate(reference))
+    np.testing.assert_array_equal(kept, longtail_indices(labels, counts))  # deterministic
+    assert np.bincount(labels[kept]).tolist() == counts
+    with pytest.raises(ValueError, match='fewer than'):
+        longtail_indices(labels, [41] * 5)
+
+
+def test_class_groups_boundaries():
+    assert class_groups([500, 101, 100, 20, 19, 0]) == {'many': [0, 1], 'medium': [2, 3], 'few': [4, 5]}
+
+
+def test_digits_split_and_pixels():
+    train, test = create_dataset('digits', 'train'), create_dataset('digits', 'test')
+    assert (len(train), len(test)) == (1384, 413)
+    assert train.images.shape[1:] == (3, 32, 32) and train.images.dtype == torch.uint8
+    assert train.num_classes == 10 and train.classes[3] == '3'
+    from sklearn.datasets import load_digits
+    full = np.bincount(load_digits().target)
+    assert np.all(np.abs(np.array(test.class_counts()) - full * 413 / 1797) <= 1)  # stratified
+    assert torch.equal(train.images[:, 0], train.images[:, 2])  # grey in 3 channels
+    assert train.images.max() == 255 and train.images.min() == 0
+    again = create_dataset('digits', 'train')
+    assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
+
+
+def test_digits_lt_keeps_test_balanced():
+    train = create_dataset('digits-lt', 'train', imbalance_ratio=10)
+    assert train.class_counts() == longtail_counts(134, 10, 10)
+    assert 'long-tailed' in train.source and train.meta['imbalance_ratio'] == 10
+    assert create_dataset('digits-lt', 'test').class_counts() == create_dataset('digits', 'test').class_counts()
+
+
+def make_cifar_like(num_per_split=(20, 10), fine=False):
+    """A tiny dataset in the Hub schema of uoft-cs/cifar10 (img, label) or cifar100 (img, fine_label)."""
+    import datasets
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    label_name = 'fine_label' if fine else 'label'
+    num_classes = 100 if fine else 10
+    splits = {}
+    for split, n in zip(('train', 'test'), num_per_split):
+        pixels = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        features = datasets.Features({'img': datasets.Image(),
+                                      label_name: datasets.ClassLabel(names=[f'c{i}' for i in range(num_classes)])})
+        splits[split] = datasets.Dataset.from_dict(
+            {'img': [Image.fromarray(p) for p in pixels], label_name: [i % num_classes for i in range(n)]}, features=features)
+    return datasets.DatasetDict(splits)
+
+
+@pytest.mark.parametrize('fmt', ['save_to_disk', 'parquet', 'imagefolder'])
+def test_local_cifar_formats(tmp_path, fmt):
+    dataset = make_cifar_like()
+    if fmt == 'save_to_disk':
+        dataset.save_to_disk(str(tmp_path))
+    elif fmt == 'parquet':
+        for split, ds in dataset.items():
+            ds.to_parquet(str(tmp_path / f'{split}-00000-of-00001.parquet'))
+    else:
+        for split, ds in dataset.items():
+            for i, row in enumerate(ds):
+                folder = tmp_path / split / f"c{row['label']}"
+                folder.mkdir(parents=True, exist_ok=True)
+                row['img'].save(folder / f'{i:03d}.png')
+    train = create_dataset('cifar10', 'train', data_dir=str(tmp_path))
+    test = create_dataset('cifar10', 'test', data_dir=str(tmp_path))
+    assert (len(train), len(test)) == (20, 10)
+    assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
+    expected = {tuple(np.asarray(im).reshape(-1)[:16]) for im in dataset['train']['img']}
+    assert {tuple(im.permute(1, 2, 0).reshape(-1)[:16].tolist()) for im in train.images} == expected
+    assert sorted(train.labels.tolist()) == sorted(dataset['train']['label'])
+    assert train.classes[:2] == ['c0', 'c1']
+
+
+def test_local_cifar100_schema(tmp_path):
+    make_cifar_like((30, 10), fine=True).save_to_disk(str(tmp_path))
+    data = create_dataset('cifar100', 'train', data_dir=str(tmp_path))
+    assert data.num_classes == 100 and data.labels.tolist() == list(range(30))
+
+
+def test_local_data_errors(tmp_path):
+    with pytest.raises(DataError, match='does not exist'):
+        create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'missing'))
+    with pytest.raises(DataError, match='holds no dataset'):
+        create_dataset('cifar10', 'train', data_dir=str(tmp_path))
+    wrong = make_cifar_like().rename_column('label', 'target')
+    wrong.save_to_disk(str(tmp_path / 'wrong'))
+    with pytest.raises(DataError, match="label column 'label'"):
+        create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'wrong'))
+    with pytest.raises(DataError, match='Unknown dataset'):
+        create_dataset('mnist')
+    with pytest.raises(DataError, match='split must be'):
+        create_dataset('digits', 'val')
+
+
+def test_offline_without_cache_says_how_to_provide_data(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', HF_HOME=str(tmp_path))
+    code = ('from sp_timm.data import create_dataset, DataError\n'
+            'try:\n    create_dataset("cifar10")\nexcept DataError as e:\n    print("DATAERROR", e)\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
+    assert 'DATAERROR' in result.stdout, result.stderr[-2000:]
+    assert '--data-dir' in result.stdout and 'uoft-cs/cifar10' in result.stdout
+
+
+def test_augmentation_is_a_padded_crop_and_flip():
+    images = torch.rand(6, 3, 32, 32)
+    out = random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+    padded = F.pad(images, (4,) * 4)
+    for i in range(len(images)):
+        candidates = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
+    assert not torch.equal(out, images)
+
+
+def test_loader_batches_epochs_and_shards():
+    data = create_dataset('digits', 'test')  # 413 images
+    loader = TensorLoader(data, batch_size=64, shuffle=True, augment=True, seed=1)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 7
+    assert batches[0][0].dtype == torch.float32 and batches[0][0].shape == (64, 3, 32, 32)
+    assert 0 <= batches[0][0].min() and batches[0][0].max() <= 1
+    first = loader.shard_indices()
+    loader.set_epoch(1)
+    assert not torch.equal(first, loader.shard_indices())
+    loader.set_epoch(0)
+    assert torch.equal(first, loader.shard_indices())
+    # evaluation shards: disjoint, covering every image once
+    shards = [TensorLoader(data, 50, num_shards=2, shard_index=r, even_shards=False).shard_indices() for r in range(2)]
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert sorted(torch.cat(shards).tolist()) == list(range(413))
+    # training shards: equal length (wrapped), together covering everything
+    train_shards = [TensorLoader(data, 50, shuffle=True, num_shards=2, shard_index=r).shard_indices() for r in range(2)]
+    assert len(train_shards[0]) == len(train_shards[1]) == 207
+    assert set(torch.cat(train_shards).tolist()) == set(range(413))
+    with pytest.raises(ValueError, match='shard_index'):
+        TensorLoader(data, 50, num_shards=2, shard_index=2)
+
+
+def test_mixup_targets_feed_every_sp_loss():
+    assert create_mixup(10) is None
+    mixup = create_mixup(10, mixup=0.8, cutmix=1.0, smoothing=0.1)
+    images, labels = next(iter(TensorLoader(create_dataset('digits', 'test'), batch_size=32)))
+    mixed, target = mixup(images, labels)
+    assert target.shape == (32, 10) and torch.allclose(target.sum(-1), torch.ones(32))
+    logits = torch.randn(32, 10)
+    for name in list_losses('sp_*'):
+        assert torch.isfinite(create_loss(name)(logits, target))
+
+
+def test_data_command(capsys):
+    assert main(['data', '--dataset', 'cifar10-lt']) == 0
+    out = capsys.readouterr().out
+    assert '12406 train / 10000 test' in out and 'count formula' in out
+    assert main(['data', '--dataset', 'digits-lt', '--imbalance-ratio', '10']) == 0
+    out = capsys.readouterr().out
+    assert f"{sum(longtail_counts(134, 10, 10))} train / 413 test" in out and 'counted in the loaded data' in out
+    assert main(['data', '--dataset', 'cifar10', '--data-dir', '/nonexistent']) == 2
+    assert 'does not exist' in capsys.readouterr().err
