@@ -59,13 +59,16 @@ def take_classes(values: torch.Tensor, index: Optional[torch.Tensor]) -> torch.T
     return values if index is None else values.gather(-1, index)
 
 
-def log_complement_prob(logits: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+def log_complement_prob(logits: torch.Tensor, index: Optional[torch.Tensor] = None,
+                        log_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``log(1 - p_k) = logsumexp_{j != k} z_j - logsumexp_j z_j`` for the selected classes ``k``.
 
     Computed without cancellation when ``p_k -> 1``: for the row's arg-max class by a logsumexp with that
-    class masked out; for every other class ``p_k <= 1/2``, where ``log1p(-p_k)`` is exact.
+    class masked out; for every other class ``p_k <= 1/2``, where ``log1p(-p_k)`` is exact. Pass
+    ``log_probs = logits.log_softmax(-1)`` when the caller has it already.
     """
-    log_probs = logits.log_softmax(-1)
+    if log_probs is None:
+        log_probs = logits.log_softmax(-1)
     top = logits.argmax(-1, keepdim=True)
     log_rest_of_top = log_probs.scatter(-1, top, float('-inf')).logsumexp(-1, keepdim=True)
     if index is None:
@@ -219,7 +222,8 @@ class SPProbLoss(SPLoss):
         raise NotImplementedError
 
     def class_losses(self, logits: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.prob_loss(take_classes(logits.log_softmax(-1), index), log_complement_prob(logits, index))
+        log_probs = logits.log_softmax(-1)
+        return self.prob_loss(take_classes(log_probs, index), log_complement_prob(logits, index, log_probs))
 
     def loss_and_grad(self, logits: torch.Tensor, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         rest = logits.scatter(-1, index, float('-inf'))
