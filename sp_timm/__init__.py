@@ -1,4 +1,5 @@
 """ sp-timm: stationary point (SP) losses for timm, Accelerate, AutoAttack / RobustBench and the Hub. """
+from . import models  # registers the CIFAR architectures with timm
 from .compat import install_robustbench_compat
 from .losses import (
     SPLoss,

@@ -3,6 +3,7 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
+from .hub import HubError
 from .losses import SPLoss, create_loss, list_losses, timm_loss_types
 from .version import __version__
 
@@ -62,6 +63,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .hub import export_model, push_folder
+    out = export_model(args.checkpoint, args.out, reports=args.eval or (), repo_id=args.repo_id)
+    print(f"exported '{args.checkpoint}' to '{out}': " + ', '.join(sorted(p.name for p in out.iterdir())))
+    print(f"load it with timm.create_model('local-dir:{out}', pretrained=True) after import sp_timm")
+    if args.push:
+        url = push_folder(out, args.repo_id, private=args.private)
+        print(f'pushed to {args.repo_id}: {url}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='sp-timm', description='Stationary point losses for timm.')
     parser.add_argument('--version', action='version', version=f'sp-timm {__version__}')
@@ -72,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser('data', help='per-class train / test counts and many / medium / few-shot groups')
     add_data_args(data)
     data.set_defaults(func=cmd_data)
+    sub.add_parser('train', add_help=False, help='train with timm flags through Accelerate (sp-timm train --help)')
+    export = sub.add_parser('export', help="write timm's Hub format (config.json, model.safetensors) with a model card")
+    export.add_argument('--checkpoint', required=True,
+                        help='an sp-timm checkpoint (OUTPUT/best, OUTPUT/last, OUTPUT) or local-dir:DIR / hf-hub:ORG/NAME')
+    export.add_argument('--out', required=True, help='the folder to write (replaced only once the new one is complete)')
+    export.add_argument('--eval', action='append', metavar='REPORT', help='report.json of sp-timm eval (repeatable)')
+    export.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs --repo-id and a token)')
+    export.add_argument('--repo-id', default=None, help='ORG/NAME of the Hub model repo (also used in the card)')
+    export.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    export.set_defaults(func=cmd_export)
     return parser
 
 
@@ -86,9 +108,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['train']:
+        from .train import main as train_main
+        return train_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, 'push', False) and not args.repo_id:
+        parser.error('--push needs --repo-id ORG/NAME')
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, HubError) as err:
         print(f'sp-timm {args.command}: error: {err}', file=sys.stderr)
         return 2

@@ -1,0 +1,200 @@
+""" Export in timm's Hub format (timm's own ``save_for_hf``: ``config.json`` + ``model.safetensors``), with a
+model card rendered from ``model_cards/template.md`` and the RobustBench JSON of each evaluation, and push
+with huggingface_hub.
+
+An export folder::
+
+    DIR/
+      config.json, model.safetensors        timm's format: timm.create_model('local-dir:DIR', pretrained=True)
+      sp_timm.json                          the training run record (loss and its parameters, dataset, flags)
+      README.md                             the model card (YAML front matter with a model-index)
+      eval/<threat_model>.json              full evaluation reports, when evaluations were given
+      model_info/<dataset>/<threat_model>/<name>.json   RobustBench leaderboard entries
+"""
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .checkpoint import CheckpointError, atomic_write_json, load_model
+
+__all__ = ['export_model', 'render_model_card', 'push_folder', 'HubError', 'CARD_TEMPLATE', 'DATASET_CARD_INFO']
+
+CARD_TEMPLATE = Path(__file__).parent / 'templates' / 'model_card.md'
+CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench', 'sp-loss']
+# dataset name -> (Hub dataset id or None, title)
+DATASET_CARD_INFO = {
+    'cifar10': ('uoft-cs/cifar10', 'CIFAR-10'),
+    'cifar100': ('uoft-cs/cifar100', 'CIFAR-100'),
+    'digits': (None, "scikit-learn's digits (8x8 handwritten digits, resized to 32x32)"),
+}
+
+
+class HubError(RuntimeError):
+    """Pushing to the Hub failed; the local folder is intact."""
+
+
+def _dataset_info(dataset: str):
+    base = dataset[:-3] if dataset.endswith('-lt') else dataset
+    hub_id, title = DATASET_CARD_INFO.get(base, (None, base))
+    return hub_id, (f'{title}, long-tailed' if dataset.endswith('-lt') else title)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return '' if value is None else f'{value:.2f}'
+
+
+def _training_rows(args: Dict[str, Any]) -> List[List[str]]:
+    keys = ('epochs', 'batch_size', 'opt', 'lr', 'momentum', 'weight_decay', 'sched', 'warmup_epochs', 'smoothing',
+            'mixup', 'cutmix', 'amp', 'seed', 'adv', 'adv_eps', 'adv_steps', 'adv_step_size', 'adv_norm',
+            'adv_loss', 'trades_beta')
+    rows = [[k.replace('_', '-'), str(args[k])] for k in keys if k in args and args[k] not in (None, '', False)]
+    return rows if rows else [['flags', 'not recorded']]
+
+
+def _train_command(record: Dict[str, Any]) -> str:
+    args = record.get('args', {})
+    flags = ['sp-timm train', f"--model {record.get('model')}", f"--dataset {record.get('dataset')}",
+             f"--loss {record.get('loss')}"]
+    flags += [f"--sp-{k} {v}" for k, v in record.get('loss_params', {}).items()]
+    for key in ('epochs', 'batch_size', 'lr', 'weight_decay', 'smoothing', 'seed', 'adv', 'adv_eps', 'adv_steps',
+                'adv_step_size'):
+        if args.get(key) not in (None, '', False, 'none'):
+            flags.append(f"--{key.replace('_', '-')} {args[key]}")
+    return ' \\\n  '.join(flags)
+
+
+def _evaluation_context(report: Dict[str, Any]) -> Dict[str, Any]:
+    protocol = report['protocol']
+    per_class = [dict(c, clean_acc=_fmt(c['clean_acc']), robust_acc=_fmt(c['robust_acc']),
+                      train_count=c.get('train_count', ''), group=c.get('group', ''))
+                 for c in report.get('per_class', [])] if report.get('long_tailed') else []
+    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
+    return dict(threat_model=protocol['threat_model'], eps=protocol['eps'], n_examples=protocol['n_examples'],
+                attacks=', '.join(protocol.get('attacks', [])), clean_acc=_fmt(report['clean_acc']),
+                robust_acc=_fmt(report['robust_acc']), clean_ci=ci(report['clean_ci']), robust_ci=ci(report['robust_ci']),
+                balanced_clean_acc=_fmt(report.get('balanced_clean_acc')),
+                balanced_robust_acc=_fmt(report.get('balanced_robust_acc')),
+                warnings=report.get('warnings', []), unreliable=report.get('unreliable', False), per_class=per_class)
+
+
+def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] = (), repo_id: Optional[str] = None,
+                      folder_name: str = 'model', template: os.PathLike = CARD_TEMPLATE) -> str:
+    """The model card (markdown with YAML front matter) of a trained model.
+
+    ``record`` is the training run record (``run.json``); ``reports`` are ``sp-timm eval`` reports. The front
+    matter's ``model-index`` holds clean and AutoAttack accuracy (percent) of every report.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    import timm
+    from . import __version__
+    from .losses import create_loss
+    dataset = record.get('dataset', 'unknown')
+    hub_dataset, dataset_title = _dataset_info(dataset)
+    name = record.get('name') or f"{record.get('model')}-{dataset}-{record.get('loss')}"
+    repo_id = repo_id or f'ORG/{name}'
+    eval_results = []
+    for report in reports:
+        protocol = report['protocol']
+        common = dict(task_type='image-classification', dataset_type=hub_dataset or dataset, dataset_name=dataset_title,
+                      dataset_split='test', metric_type='accuracy', source_name='sp-timm eval (AutoAttack, RobustBench protocol)')
+        eval_results.append(EvalResult(metric_value=round(report['clean_acc'], 2), metric_name='clean accuracy', **common))
+        eval_results.append(EvalResult(
+            metric_value=round(report['robust_acc'], 2), metric_args={'threat_model': protocol['threat_model'], 'eps': protocol['eps']},
+            metric_name=f"AutoAttack accuracy ({protocol['threat_model']}, eps={protocol['eps']})", **common))
+    card_data = ModelCardData(library_name='timm', license='apache-2.0', tags=list(CARD_TAGS), model_name=name,
+                              datasets=[hub_dataset] if hub_dataset else None, pipeline_tag='image-classification',
+                              eval_results=eval_results or None)
+    loss_name = record.get('loss', 'unknown')
+    loss_params = record.get('loss_params', {})
+    try:
+        formula = create_loss(loss_name, **loss_params).formula
+    except (ValueError, TypeError, AttributeError):
+        formula = 'see sp-timm losses'
+    args = record.get('args', {})
+    adversarial = None
+    if args.get('adv') not in (None, 'none'):
+        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {args.get('adv_eps')}, " \
+                      f"{args.get('adv_steps')} steps of {args.get('adv_step_size')})"
+    model_args = record.get('model_args', {})
+    card = ModelCard.from_template(
+        card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
+        dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula,
+        loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
+        sp_timm_version=record.get('sp_timm_version', __version__), timm_version=record.get('timm_version', timm.__version__),
+        input_mean=tuple(model_args.get('input_mean', record.get('input_mean', ()))),
+        input_std=tuple(model_args.get('input_std', record.get('input_std', ()))),
+        training_rows=_training_rows(args), train_counts=record.get('train_class_counts') if dataset.endswith('-lt') else None,
+        imbalance_note=f"imbalance ratio {args.get('imbalance_ratio')}, {args.get('imbalance_profile')} profile",
+        train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
+        repo_id=repo_id, folder_name=folder_name)
+    return str(card)
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; a previous ``out`` is removed only after that succeeded."""
+    old = None
+    if out.exists():
+        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] = (), repo_id: Optional[str] = None) -> Path:
+    """Write ``source`` (a checkpoint, ``local-dir:`` or ``hf-hub:``) to ``out`` in timm's Hub format with its
+    model card and RobustBench JSONs. The folder is built beside ``out`` and renamed into place when complete."""
+    from timm.models import save_for_hf
+    out = Path(out)
+    model, record = load_model(source)
+    loaded = []
+    for path in reports:
+        try:
+            loaded.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"Cannot read the evaluation report '{path}' ({err}); give the report.json "
+                                  f"written by sp-timm eval.") from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+    try:
+        model_config = {'label_names': record['classes']} if record.get('classes') else None
+        save_for_hf(model, tmp, model_config=model_config, model_args=record.get('model_args') or None,
+                    safe_serialization=True)
+        atomic_write_json(tmp / 'sp_timm.json', record)
+        for report in loaded:
+            protocol, entry = report['protocol'], report['leaderboard']
+            atomic_write_json(tmp / 'eval' / f"{protocol['threat_model']}.json", report)
+            atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{entry['name']}.json", entry)
+        card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name)
+        (tmp / 'README.md').write_text(card, encoding='utf-8')
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def push_folder(folder: os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,
+                commit_message: str = 'Add SP-loss model (sp-timm export)') -> str:
+    """Upload an export folder to the Hub model repo ``repo_id`` (created if needed). Never modifies ``folder``.
+    Raises ``HubError`` (naming the fix) with no token, no network or no permission."""
+    from huggingface_hub import HfApi, get_token
+    folder = Path(folder)
+    if not (folder / 'config.json').is_file():
+        raise HubError(f"'{folder}' is not an export folder (no config.json); run sp-timm export first.")
+    token = token or get_token()
+    if not token:
+        raise HubError(f"No Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again. "
+                       f"The export in '{folder}' is intact.")
+    api = HfApi(token=token, library_name='sp-timm')
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message)
+    except Exception as err:
+        raise HubError(f"Pushing '{folder}' to '{repo_id}' failed ({type(err).__name__}: {str(err)[:300]}). "
+                       f"Check the network, the token's write access and the repo id; the export in '{folder}' "
+                       f"is intact.") from err
+    return str(getattr(commit, 'commit_url', commit))

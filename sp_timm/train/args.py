@@ -1,0 +1,160 @@
+""" ``sp-timm train`` flags: timm ``train.py``'s names and meanings wherever they apply, plus the loss, dataset
+and adversarial-training flags. ``--config FILE.yaml`` sets defaults (as in timm); flags given on the command
+line win. """
+import argparse
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import yaml
+from timm.utils import ParseKwargs
+
+__all__ = ['build_train_parser', 'parse_train_args', 'ADV_MODES', 'ADV_NORMS']
+
+ADV_MODES = ('none', 'pgd', 'trades')
+ADV_NORMS = ('Linf', 'L2')
+AMP_DTYPES = ('float16', 'bfloat16')
+
+
+def parse_fraction(text: str) -> float:
+    """``0.03``, ``8/255`` -> float (the robustness literature writes epsilons as fractions)."""
+    try:
+        if '/' in str(text):
+            num, den = str(text).split('/', 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    from ..cli import add_data_args
+    p = argparse.ArgumentParser(prog='sp-timm train', description='Train a timm model with an SP (or timm) loss on '
+                                'one or many processes through Accelerate; standard or adversarial training.')
+    p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML of flag defaults (keys: flag names with _)')
+    g = p.add_argument_group('data')
+    add_data_args(g)
+    g.add_argument('--train-examples', type=int, default=None, help='use only the first N training images (smoke runs)')
+    g.add_argument('--val-examples', type=int, default=None, help='evaluate on the first N test images only')
+    g.add_argument('--no-aug', action='store_true', help='no random crop / flip (timm: --no-aug)')
+    g = p.add_argument_group('model')
+    g.add_argument('--model', default='resnet32_cifar', help='any timm model name (see sp_timm.models.CIFAR_MODELS)')
+    g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra create_model args k=v')
+    g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
+    g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    g.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                   help='torch.compile the model (default backend: inductor)')
+    g = p.add_argument_group('loss')
+    g.add_argument('--loss', default='sp_ls', help="a loss of sp_timm's factory: SP (sp-timm losses) or a timm loss type")
+    g.add_argument('--sp-pstar', type=float, default=None, help='target probability p* of sp_ls, sp_ce, sp_focal')
+    g.add_argument('--sp-lam', type=float, default=None, help='logit penalty weight of sp_logit')
+    g.add_argument('--sp-margin', type=float, default=None, help='margin of sp_margin')
+    g.add_argument('--sp-gamma', type=float, default=None, help='focusing exponent of sp_focal')
+    g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing (timm: --smoothing)')
+    g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (timm: --mixup)')
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (timm: --cutmix)')
+    g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    g = p.add_argument_group('optimizer and schedule (timm factories)')
+    g.add_argument('--opt', default='sgd', help="timm optimizer name (sgd is Nesterov in timm; 'momentum' is plain)")
+    g.add_argument('--lr', type=float, default=0.1)
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--weight-decay', type=float, default=5e-4)
+    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm (timm: --clip-grad)')
+    g.add_argument('--sched', default='cosine', help='timm scheduler: cosine, step, multistep, plateau, ...')
+    g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not every epoch')
+    g.add_argument('--epochs', type=int, default=200)
+    g.add_argument('--warmup-epochs', type=int, default=0)
+    g.add_argument('--warmup-lr', type=float, default=1e-5)
+    g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--decay-epochs', type=float, default=90)
+    g.add_argument('--decay-milestones', type=int, nargs='+', default=[100, 150])
+    g.add_argument('--decay-rate', type=float, default=0.1)
+    g.add_argument('-b', '--batch-size', type=int, default=128,
+                   help='images per process per step; the global batch is batch-size x number of processes')
+    g = p.add_argument_group('adversarial training')
+    g.add_argument('--adv', choices=ADV_MODES, default='none', help='PGD-AT (Madry et al.) or TRADES (Zhang et al.)')
+    g.add_argument('--adv-eps', type=parse_fraction, default=8 / 255, help='perturbation budget in [0, 1] pixels (8/255)')
+    g.add_argument('--adv-steps', type=int, default=10)
+    g.add_argument('--adv-step-size', type=parse_fraction, default=2 / 255)
+    g.add_argument('--adv-norm', choices=ADV_NORMS, default='Linf')
+    g.add_argument('--adv-loss', choices=('ce', 'train'), default='ce',
+                   help='the loss the inner maximisation ascends for PGD-AT: CE (default) or the training loss')
+    g.add_argument('--trades-beta', type=float, default=6.0)
+    g.add_argument('--adv-val-examples', type=int, default=500, help='test images attacked with PGD after each epoch')
+    g = p.add_argument_group('run')
+    g.add_argument('--amp', action='store_true', help='mixed precision through Accelerate')
+    g.add_argument('--amp-dtype', choices=AMP_DTYPES, default='float16', help='float16 (GPU) or bfloat16')
+    g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--deterministic', action='store_true', help='torch.use_deterministic_algorithms(True)')
+    g.add_argument('--output', default='', help='run folder (default: output/train/<time>-<model>-<loss>)')
+    g.add_argument('--resume', default='', help='a checkpoint folder (OUTPUT/last) or a run folder to continue')
+    g.add_argument('--log-interval', type=int, default=50, help='batches between progress-bar updates of the loss')
+    g.add_argument('--no-progress', action='store_true', help='no progress bars')
+    return p
+
+
+def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ValueError(f"--config '{path}' does not exist.")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config '{path}' is not valid YAML: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"--config '{path}' must be a mapping of flag names to values.")
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in config if k.replace('-', '_') not in known)
+    if unknown:
+        raise ValueError(f"--config '{path}' has unknown keys {unknown}; keys are flag names, e.g. batch_size, adv_eps.")
+    defaults = {k.replace('-', '_'): v for k, v in config.items()}
+    for key in ('adv_eps', 'adv_step_size'):
+        if isinstance(defaults.get(key), str):
+            defaults[key] = parse_fraction(defaults[key])
+    return defaults
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse like timm's train.py: ``--config`` first, its values become defaults, then the command line."""
+    parser = build_train_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument('-c', '--config', default='')
+    config_args, _ = config_parser.parse_known_args(argv)
+    if config_args.config:
+        try:
+            parser.set_defaults(**_config_defaults(parser, config_args.config))
+        except ValueError as err:
+            parser.error(str(err))
+    args = parser.parse_args(argv)
+    problems = check_train_args(args)
+    if problems:
+        parser.error(' '.join(problems))
+    return args
+
+
+def check_train_args(args: argparse.Namespace) -> List[str]:
+    """Values argparse cannot check alone, each as a sentence that names the fix."""
+    problems = []
+    if args.epochs < 1:
+        problems.append(f'--epochs must be >= 1, got {args.epochs}.')
+    if args.batch_size < 1:
+        problems.append(f'--batch-size must be >= 1, got {args.batch_size}.')
+    if args.lr <= 0:
+        problems.append(f'--lr must be > 0, got {args.lr}.')
+    if (args.mixup > 0 or args.cutmix > 0) and args.batch_size % 2:
+        problems.append(f'--mixup/--cutmix need an even --batch-size, got {args.batch_size}.')
+    if args.adv != 'none':
+        if (args.mixup > 0 or args.cutmix > 0):
+            problems.append('--mixup/--cutmix cannot be combined with --adv (the attack needs hard labels).')
+        if args.adv_eps <= 0 or args.adv_step_size <= 0 or args.adv_steps < 1:
+            problems.append('--adv-eps and --adv-step-size must be > 0 and --adv-steps >= 1.')
+        if args.adv_norm == 'Linf' and args.adv_eps > 1:
+            problems.append(f'--adv-eps {args.adv_eps:g} exceeds 1 for Linf on [0, 1] images: write 8/255, not 8.')
+    if not 0 <= args.smoothing < 1:
+        problems.append(f'--smoothing must be in [0, 1), got {args.smoothing}.')
+    for flag in ('train_examples', 'val_examples'):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}.")
+    return problems

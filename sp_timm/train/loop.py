@@ -1,0 +1,338 @@
+""" The training loop: one plain loop through Accelerate (devices, DDP over gloo or NCCL, mixed precision,
+several machines), timm's model / optimizer / scheduler factories, sp_timm's loss factory, the in-memory
+``TensorLoader`` sharded by process, PGD-AT or TRADES, and checkpoints that resume exactly.
+
+Reproducibility: every epoch reseeds torch / numpy / random from (seed, epoch, process index), and the data
+order and augmentation of an epoch depend only on (seed, epoch), so a run resumed from the checkpoint of
+epoch e replays epoch e + 1 exactly as the uninterrupted run did.
+"""
+import argparse
+import json
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import (CheckpointError, atomic_write_text, load_training_state, read_run_record, resolve_checkpoint,
+                          save_checkpoint)
+from ..data import ImageData, TensorLoader, class_groups, create_dataset, create_mixup
+from ..losses import SPLoss, create_classification_loss
+from .adversary import pgd_attack, trades_attack, trades_kl
+
+__all__ = ['train', 'build_run_record', 'read_metrics', 'METRICS_FILE']
+
+METRICS_FILE = 'metrics.jsonl'
+SP_FLAGS = ('pstar', 'lam', 'margin', 'gamma')
+RECORD_KEYS = ('model', 'dataset', 'loss', 'num_classes')
+
+
+def _channel_stats(images: torch.Tensor) -> Tuple[list, list]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    x = images.float().div_(255).transpose(0, 1).flatten(1)
+    return [round(v, 4) for v in x.mean(1).tolist()], [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]
+
+
+def _model_args(args: argparse.Namespace, train_data: ImageData, num_classes: int) -> Dict[str, Any]:
+    """The ``create_model`` arguments of the run; CIFAR networks get the training data's channel statistics."""
+    import timm
+    from ..models import CifarClassifier
+    model_args = dict(num_classes=num_classes, **args.model_kwargs)
+    if args.drop:
+        model_args['drop_rate'] = args.drop
+    with torch.device('meta'):
+        probe = timm.create_model(args.model, **model_args)
+    if isinstance(probe, CifarClassifier) and 'input_mean' not in model_args:
+        model_args['input_mean'], model_args['input_std'] = _channel_stats(train_data.images)
+    return model_args
+
+
+def build_run_record(args: argparse.Namespace, model_args: Dict[str, Any], train_data: ImageData,
+                     loss: nn.Module, num_processes: int) -> Dict[str, Any]:
+    """Everything needed to rebuild, evaluate, export and describe the model without the original command."""
+    import timm
+    from .. import __version__
+    counts = train_data.class_counts()
+    return {
+        'model': args.model, 'model_args': model_args, 'num_classes': model_args['num_classes'],
+        'classes': list(train_data.classes), 'dataset': args.dataset, 'data_source': train_data.source,
+        'train_class_counts': counts, 'class_groups': class_groups(counts),
+        'input_range': [0.0, 1.0], 'input_mean': model_args.get('input_mean'), 'input_std': model_args.get('input_std'),
+        'loss': args.loss, 'loss_params': loss.hparams() if isinstance(loss, SPLoss) else {},
+        'args': {k: v for k, v in vars(args).items()},
+        'num_processes': num_processes, 'global_batch_size': args.batch_size * num_processes,
+        'sp_timm_version': __version__, 'timm_version': timm.__version__, 'torch_version': torch.__version__,
+    }
+
+
+def _reseed(seed: int, epoch: int, process_index: int) -> None:
+    import random
+    import numpy as np
+    value = (seed * 1_000_003 + epoch * 7_919 + process_index) % (2 ** 31)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def _default_output(args: argparse.Namespace) -> Path:
+    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
+    return Path('output') / 'train' / f"{stamp}-{args.model.replace('/', '_').replace(':', '_')}-{args.loss}"
+
+
+def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
+    """The run folder and the checkpoint to resume, checked before anything is written."""
+    if args.resume:
+        checkpoint = resolve_checkpoint(args.resume)
+        output = Path(args.output) if args.output else checkpoint.parent
+        record = read_run_record(checkpoint)
+        for key in RECORD_KEYS[:3]:
+            if record.get(key) != getattr(args, key):
+                raise CheckpointError(f"--resume {args.resume} was trained with --{key} {record.get(key)}, not "
+                                      f"{getattr(args, key)}; resume with the same flags (or --config of the run).")
+        return output, checkpoint
+    output = Path(args.output) if args.output else _default_output(args)
+    if (output / 'last').exists():
+        raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
+                              f"--resume {output}, or choose another --output. Nothing was changed.")
+    return output, None
+
+
+def _accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return torch.stack([(logits.argmax(1) == labels).sum().float(), torch.tensor(float(labels.numel()), device=labels.device)])
+
+
+class _Trainer:
+    def __init__(self, args: argparse.Namespace):
+        import timm
+        from accelerate import Accelerator, PartialState
+        from accelerate.utils import broadcast_object_list, set_seed
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        self.args = args
+        mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[args.amp_dtype] if args.amp else 'no'
+        if mixed == 'fp16' and not torch.cuda.is_available():
+            raise ValueError('--amp with float16 needs a GPU; on CPU use --amp --amp-dtype bfloat16.')
+        PartialState()  # starts the process group, so the run folder can be broadcast before anything is written
+        output, self.resume_from = _prepare_output(args)
+        self.output = Path(broadcast_object_list([str(output)])[0])
+        self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=_trackers(), project_dir=self.output)
+        self.main = accelerator.is_main_process
+        if args.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+
+        load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
+        train_data, val_data = load('train'), load('test')
+        if args.train_examples:
+            train_data = train_data.subset(range(min(args.train_examples, len(train_data))), f'first {args.train_examples}')
+        if args.val_examples:
+            val_data = val_data.subset(range(min(args.val_examples, len(val_data))), f'first {args.val_examples}')
+        num_classes = args.num_classes or train_data.num_classes
+        if num_classes < train_data.num_classes:
+            raise ValueError(f'--num-classes {num_classes} is smaller than the {train_data.num_classes} classes of {args.dataset}.')
+
+        self.mixup = create_mixup(num_classes, args.mixup, args.cutmix, args.smoothing, args.mixup_prob, args.mixup_switch_prob)
+        sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
+        self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing, soft_targets=self.mixup is not None,
+                                                  **sp_kwargs)
+        self.eval_loss = nn.CrossEntropyLoss()
+
+        model_args = _model_args(args, train_data, num_classes)
+        set_seed(args.seed)
+        self.model = model = timm.create_model(args.model, **model_args)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes)
+
+        shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index, device=accelerator.device,
+                      seed=args.seed)
+        self.train_loader = TensorLoader(train_data, args.batch_size, shuffle=True, augment=not args.no_aug, drop_last=True,
+                                         even_shards=True, **shards)
+        self.val_loader = TensorLoader(val_data, args.batch_size, even_shards=False, **shards)
+        if len(self.train_loader) == 0:
+            raise ValueError(f'{len(train_data)} training images give no full batch of {args.batch_size} per process.')
+        adv_count = min(args.adv_val_examples, len(val_data))
+        self.adv_val_loader = TensorLoader(val_data.subset(range(adv_count), f'first {adv_count}'), args.batch_size,
+                                           even_shards=False, **shards) if args.adv != 'none' else None
+
+        optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
+        self.scheduler, self.num_epochs = create_scheduler_v2(
+            optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+            decay_milestones=args.decay_milestones, decay_rate=args.decay_rate, min_lr=args.min_lr,
+            warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, step_on_epochs=not args.sched_on_updates,
+            updates_per_epoch=len(self.train_loader))
+        self.ddp_model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.attack_model = model  # unwrapped: attacks need no gradient synchronisation
+        if args.torchcompile:
+            self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
+        self.start_epoch, self.best_metric, self.num_updates = 0, None, 0
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+        if self.main:
+            accelerator.init_trackers('sp-timm', config={k: v for k, v in vars(args).items()
+                                                           if isinstance(v, (int, float, str, bool))})
+
+    def _load(self, checkpoint: Path) -> None:
+        model_state, training_state, state = load_training_state(checkpoint)
+        try:
+            self.model.load_state_dict(model_state, strict=True)
+            self.optimizer.load_state_dict(training_state['optimizer'])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"--resume '{checkpoint}' does not fit this run's model or optimizer ({str(err)[:300]}).") from err
+        self.scheduler.load_state_dict(training_state['scheduler'])
+        if training_state.get('scaler') is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(training_state['scaler'])
+        self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
+        self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
+        if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
+            _write_metrics(self.output / METRICS_FILE, state['epoch'], [])
+
+    def _inner_loss(self):
+        return self.loss_fn if self.args.adv_loss == 'train' else F.cross_entropy
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        args, accelerator = self.args, self.accelerator
+        self.ddp_model.train()
+        self.train_loader.set_epoch(epoch)
+        stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
+        start = time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,
+                   leave=False, dynamic_ncols=True)
+        for step, (images, labels) in enumerate(bar):
+            if args.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = labels
+            if self.mixup is not None:
+                images, targets = self.mixup(images, labels)
+            if args.adv == 'pgd':
+                images = pgd_attack(self.attack_model, images, labels, args.adv_eps, args.adv_step_size, args.adv_steps,
+                                    args.adv_norm, self._inner_loss())
+            if args.adv == 'trades':
+                adv_images = trades_attack(self.attack_model, images, args.adv_eps, args.adv_step_size, args.adv_steps, args.adv_norm)
+                logits_all = self.ddp_model(torch.cat([images, adv_images]))
+                logits, adv_logits = logits_all.float().chunk(2)
+                loss = self.loss_fn(logits, targets) + args.trades_beta * trades_kl(adv_logits, logits)
+                stats[3] += (adv_logits.argmax(1) == labels).sum()
+            else:
+                logits = self.ddp_model(images).float()
+                loss = self.loss_fn(logits, targets)
+                if args.adv == 'pgd':
+                    stats[3] += (logits.argmax(1) == labels).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if args.clip_grad is not None:
+                accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
+            self.optimizer.step()
+            self.num_updates += 1
+            self.scheduler.step_update(num_updates=self.num_updates)
+            stats[0] += loss.detach() * labels.numel()
+            stats[1] += (logits.argmax(1) == labels).sum()  # the images trained on: adversarial ones for PGD-AT
+            stats[2] += labels.numel()
+            if step % args.log_interval == 0:
+                bar.set_postfix(loss=f'{loss.item():.4f}', lr=f"{self.optimizer.param_groups[0]['lr']:.4g}")
+        seconds = time.perf_counter() - start
+        total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
+        result = {'train_loss': total[0] / total[2], 'train_images_per_s': total[2] / seconds,
+                  'lr': self.optimizer.param_groups[0]['lr']}
+        if self.mixup is None and args.adv != 'pgd':
+            result['train_acc'] = 100 * total[1] / total[2]
+        if args.adv != 'none':
+            result['train_adv_acc'] = 100 * total[3] / total[2]
+        return result
+
+    def evaluate(self) -> Dict[str, float]:
+        """Clean accuracy / CE on the (first --val-examples) test images and, when training adversarially, PGD
+        accuracy (CE, the training attack's settings) on the first --adv-val-examples; gathered over processes."""
+        args, accelerator, model = self.args, self.accelerator, self.attack_model
+        model.eval()
+        stats = torch.zeros(3, device=accelerator.device)
+        with torch.no_grad(), accelerator.autocast():
+            for images, labels in self.val_loader:
+                logits = model(images.contiguous(memory_format=torch.channels_last) if args.channels_last else images).float()
+                stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), _accuracy_stats(logits, labels)])
+        total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
+        result = {'val_loss': total[0] / total[2], 'val_acc': 100 * total[1] / total[2]}
+        if self.adv_val_loader is not None:
+            adv_stats = torch.zeros(2, device=accelerator.device)
+            for images, labels in self.adv_val_loader:
+                with accelerator.autocast():
+                    adv = pgd_attack(model, images, labels, args.adv_eps, args.adv_step_size, args.adv_steps, args.adv_norm)
+                    with torch.no_grad():
+                        adv_stats += _accuracy_stats(model(adv).float(), labels)
+            adv_total = accelerator.gather_for_metrics(adv_stats[None]).sum(0).tolist()
+            result['val_adv_acc'] = 100 * adv_total[0] / max(adv_total[1], 1)
+        return result
+
+    def save(self, epoch: int, metrics: Dict[str, float]) -> None:
+        metric = metrics.get('val_adv_acc', metrics['val_acc'])
+        is_best = self.best_metric is None or metric > self.best_metric
+        if is_best:
+            self.best_metric = metric
+        if self.main:
+            scaler = self.accelerator.scaler
+            training_state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                              'scaler': scaler.state_dict() if scaler is not None else None}
+            state = {'num_updates': self.num_updates, 'best_metric': self.best_metric, 'metrics': metrics}
+            # metrics first: a kill between the two leaves a line the resumed run drops, never a missing one
+            _write_metrics(self.output / METRICS_FILE, epoch, [dict(epoch=epoch + 1, **metrics)])
+            save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record, is_best)
+        self.accelerator.wait_for_everyone()
+
+    def run(self) -> Path:
+        args, accelerator = self.args, self.accelerator
+        if self.main:
+            print(f"sp-timm train: {args.model} on {args.dataset} ({len(self.train_loader.labels)} train images), loss "
+                  f"{self.loss_fn.__class__.__name__}, adv {args.adv}, {accelerator.num_processes} process(es) x batch "
+                  f"{args.batch_size} = global batch {self.record['global_batch_size']}, device {accelerator.device}, "
+                  f"output {self.output}" + (f', resuming after epoch {self.start_epoch}' if self.resume_from else ''))
+        epochs = tqdm(range(self.start_epoch, self.num_epochs), desc='training', initial=self.start_epoch,
+                      total=self.num_epochs, disable=not self.main or args.no_progress, dynamic_ncols=True)
+        for epoch in epochs:
+            _reseed(args.seed, epoch, accelerator.process_index)
+            metrics = self.train_epoch(epoch)
+            metrics.update(self.evaluate())
+            self.scheduler.step(epoch + 1, metrics.get('val_adv_acc', metrics['val_acc']))
+            self.save(epoch, metrics)
+            accelerator.log(metrics, step=epoch + 1)
+            shown = {k: round(v, 4) for k, v in metrics.items()}
+            epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc') if k in shown})
+            if self.main and (args.no_progress or not epochs.disable):
+                tqdm.write(f'epoch {epoch + 1}: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
+        accelerator.end_training()
+        return self.output
+
+
+def read_metrics(path: Path) -> list:
+    """The epochs of a metrics log (lines that do not parse, e.g. cut by a kill, are skipped)."""
+    rows = []
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _write_metrics(path: Path, keep_through_epoch: int, new_rows: list) -> None:
+    """Rewrite the log atomically: its rows up to ``keep_through_epoch``, then ``new_rows``."""
+    rows = [r for r in read_metrics(path) if r.get('epoch', -1) <= keep_through_epoch] + new_rows
+    atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def _trackers():
+    try:
+        import tensorboard  # noqa: F401
+        return 'tensorboard'
+    except ImportError:
+        return None
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train as ``args`` (from ``parse_train_args``) say; returns the run folder."""
+    return _Trainer(args).run()
