@@ -57,6 +57,7 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     os.close(fd)
     try:
         _fsync_write(Path(tmp), text.encode())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -65,6 +66,13 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+
+def make_shareable(folder: Path) -> None:
+    """rwxr-xr-x / rw-r--r-- for a folder made by ``mkdtemp`` (0700) and its files."""
+    os.chmod(folder, 0o755)
+    for path in folder.rglob('*'):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 def _sha256(path: Path) -> str:
@@ -91,7 +99,7 @@ def save_checkpoint(
         run_record: Dict[str, Any],
         is_best: bool,
 ) -> Path:
-    """Write ``OUTPUT/epoch-NNNN`` (complete before it gets its name), point ``last`` (and ``best`` when
+    """Write ``OUTPUT/epoch-NNNN`` (NNNN = ``epoch``, the epochs completed; complete before it gets its name), point ``last`` (and ``best`` when
     ``is_best``) at it, and remove checkpoint folders no link points to. Returns the new folder."""
     from safetensors.torch import save_file
     output = Path(output)
@@ -105,8 +113,9 @@ def save_checkpoint(
         _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
         final = output / name
-        if final.exists():  # the same epoch saved again (a resumed run): move the old one aside first
+        if final.exists():  # the same epoch saved again (a resumed run)
             shutil.rmtree(final)
+        make_shareable(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .checkpoint import CheckpointError, atomic_write_json, load_model
+from .checkpoint import CheckpointError, atomic_write_json, load_model, make_shareable
 
 __all__ = ['export_model', 'render_model_card', 'push_folder', 'HubError', 'CARD_TEMPLATE', 'DATASET_CARD_INFO']
 
@@ -50,8 +50,17 @@ def _training_rows(args: Dict[str, Any]) -> List[List[str]]:
     keys = ('epochs', 'batch_size', 'opt', 'lr', 'momentum', 'weight_decay', 'sched', 'warmup_epochs', 'smoothing',
             'mixup', 'cutmix', 'amp', 'seed', 'adv', 'adv_eps', 'adv_steps', 'adv_step_size', 'adv_norm',
             'adv_loss', 'trades_beta')
-    rows = [[k.replace('_', '-'), str(args[k])] for k in keys if k in args and args[k] not in (None, '', False)]
+    adversarial = args.get('adv') not in (None, 'none')
+    rows = [[k.replace('_', '-'), format_value(args[k])] for k in keys
+            if k in args and args[k] not in (None, '', False) and (adversarial or not k.startswith(('adv_', 'trades')))]
     return rows if rows else [['flags', 'not recorded']]
+
+
+def format_value(value: Any) -> str:
+    """8/255-style for the pixel budgets of attacks, plain otherwise."""
+    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-6:
+        return f'{round(value * 255)}/255'
+    return str(value)
 
 
 def _train_command(record: Dict[str, Any]) -> str:
@@ -116,8 +125,8 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     args = record.get('args', {})
     adversarial = None
     if args.get('adv') not in (None, 'none'):
-        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {args.get('adv_eps')}, " \
-                      f"{args.get('adv_steps')} steps of {args.get('adv_step_size')})"
+        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {format_value(args.get('adv_eps'))}, " \
+                      f"{args.get('adv_steps')} steps of {format_value(args.get('adv_step_size'))})"
     model_args = record.get('model_args', {})
     card = ModelCard.from_template(
         card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
@@ -170,6 +179,7 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
             atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{entry['name']}.json", entry)
         card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
+        make_shareable(tmp)
         _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
