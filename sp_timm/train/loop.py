@@ -70,6 +70,17 @@ def build_run_record(args: argparse.Namespace, model_args: Dict[str, Any], train
     }
 
 
+def _check_model_name(name: str) -> None:
+    import difflib
+    import timm
+    from timm.models import parse_model_name
+    source, model_id = parse_model_name(name)
+    if source is None and not timm.is_model(model_id):
+        close = difflib.get_close_matches(model_id, timm.list_models(), n=3)
+        raise ValueError(f"Unknown model '{name}'" + (f"; did you mean {', '.join(close)}?" if close else '.')
+                         + " List them with timm.list_models('*cifar*') (sp-timm's CIFAR networks) or timm.list_models().")
+
+
 def _reseed(seed: int, epoch: int, process_index: int) -> None:
     import random
     import numpy as np
@@ -110,15 +121,21 @@ class _Trainer:
     def __init__(self, args: argparse.Namespace):
         import timm
         from accelerate import Accelerator, PartialState
-        from accelerate.utils import broadcast_object_list, set_seed
+        from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
 
         self.args = args
+        _check_model_name(args.model)
+        sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
+        self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing,
+                                                  soft_targets=args.mixup > 0 or args.cutmix > 0, **sp_kwargs)
         mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[args.amp_dtype] if args.amp else 'no'
         if mixed == 'fp16' and not torch.cuda.is_available():
             raise ValueError('--amp with float16 needs a GPU; on CPU use --amp --amp-dtype bfloat16.')
-        PartialState()  # starts the process group, so the run folder can be broadcast before anything is written
+        # starts the process group (CPU processes need ACCELERATE_USE_CPU, as in Accelerate), so the run folder can
+        # be broadcast before anything is written
+        PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
         output, self.resume_from = _prepare_output(args)
         self.output = Path(broadcast_object_list([str(output)])[0])
         self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=_trackers(), project_dir=self.output)
@@ -138,9 +155,6 @@ class _Trainer:
             raise ValueError(f'--num-classes {num_classes} is smaller than the {train_data.num_classes} classes of {args.dataset}.')
 
         self.mixup = create_mixup(num_classes, args.mixup, args.cutmix, args.smoothing, args.mixup_prob, args.mixup_switch_prob)
-        sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
-        self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing, soft_targets=self.mixup is not None,
-                                                  **sp_kwargs)
         self.eval_loss = nn.CrossEntropyLoss()
 
         model_args = _model_args(args, train_data, num_classes)
@@ -335,4 +349,8 @@ def _trackers():
 
 def train(args: argparse.Namespace) -> Path:
     """Train as ``args`` (from ``parse_train_args``) say; returns the run folder."""
-    return _Trainer(args).run()
+    from accelerate.state import AcceleratorState
+    try:
+        return _Trainer(args).run()
+    finally:  # lets a later run in this process choose other mixed-precision settings (the process group stays)
+        AcceleratorState._reset_state(reset_partial_state=False)
