@@ -108,7 +108,7 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     for report in reports:
         protocol = report['protocol']
         common = dict(task_type='image-classification', dataset_type=hub_dataset or dataset, dataset_name=dataset_title,
-                      dataset_split='test', metric_type='accuracy', source_name='sp-timm eval (AutoAttack, RobustBench protocol)')
+                      dataset_split='test', metric_type='accuracy')
         eval_results.append(EvalResult(metric_value=round(report['clean_acc'], 2), metric_name='clean accuracy', **common))
         eval_results.append(EvalResult(
             metric_value=round(report['robust_acc'], 2), metric_args={'threat_model': protocol['threat_model'], 'eps': protocol['eps']},

@@ -33,7 +33,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML of flag defaults (keys: flag names with _)')
     g = p.add_argument_group('data')
     add_data_args(g)
-    g.add_argument('--train-examples', type=int, default=None, help='use only the first N training images (smoke runs)')
+    g.add_argument('--train-examples', type=int, default=None, help='train on N random training images (seed 0; smoke runs)')
     g.add_argument('--val-examples', type=int, default=None, help='evaluate on the first N test images only')
     g.add_argument('--no-aug', action='store_true', help='no random crop / flip (timm: --no-aug)')
     g = p.add_argument_group('model')

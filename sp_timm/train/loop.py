@@ -146,8 +146,9 @@ class _Trainer:
 
         load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
         train_data, val_data = load('train'), load('test')
-        if args.train_examples:
-            train_data = train_data.subset(range(min(args.train_examples, len(train_data))), f'first {args.train_examples}')
+        if args.train_examples and args.train_examples < len(train_data):  # a random subset: -lt splits are class-sorted
+            keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:args.train_examples]
+            train_data = train_data.subset(keep.sort().values, f'{args.train_examples} random (seed 0)')
         if args.val_examples:
             val_data = val_data.subset(range(min(args.val_examples, len(val_data))), f'first {args.val_examples}')
         num_classes = args.num_classes or train_data.num_classes

@@ -1,0 +1,173 @@
+""" CIFAR architectures in timm's registry; export in timm's Hub format with a model card; local-dir: and hf-hub:
+loading; refusal of pickles and tampered files; push failures that keep the export. """
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+import sp_timm  # noqa: F401  (registers the models)
+from sp_timm.checkpoint import CheckpointError, create_model_from_checkpoint, load_model, load_state_dict_safely
+from sp_timm.hub import HubError, export_model, push_folder, render_model_card
+from sp_timm.models import CIFAR_MODELS
+from sp_timm.train import parse_train_args, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Millions of parameters, as published (WRN: Zagoruyko & Komodakis; PreActResNet-18: Rice et al.; ResNet-20/32: He et al.)
+LITERATURE_PARAMS = {'wrn28_10_cifar': 36.5, 'wrn34_10_cifar': 46.2, 'wrn34_20_cifar': 184.5, 'wrn70_16_cifar': 266.8,
+                     'preact_resnet18_cifar': 11.2, 'resnet20_cifar': 0.27, 'resnet32_cifar': 0.46}
+
+
+@pytest.mark.parametrize('name', CIFAR_MODELS)
+def test_parameter_counts_match_the_literature(name):
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    assert millions == pytest.approx(LITERATURE_PARAMS[name], rel=0.01)
+    assert name in timm.list_models('*cifar*')
+
+
+def test_models_normalise_inside_and_follow_timm_interface():
+    model = timm.create_model('resnet20_cifar', num_classes=7, input_mean=(0.5, 0.5, 0.5), input_std=(0.25, 0.25, 0.25)).eval()
+    x = torch.rand(3, 3, 32, 32)
+    assert model(x).shape == (3, 7) and model.num_classes == 7
+    assert model.pretrained_cfg['mean'] == (0.0, 0.0, 0.0) and model.pretrained_cfg['std'] == (1.0, 1.0, 1.0)
+    assert torch.allclose(model.normalize(x), (x - 0.5) / 0.25)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (3, model.num_features)
+    model.reset_classifier(4)
+    assert model(x).shape == (3, 4)
+    assert timm.create_model('wrn28_10_cifar', num_classes=100).fc.out_features == 100
+    data_config = timm.data.resolve_data_config({}, model=model)
+    assert data_config['input_size'] == (3, 32, 32) and data_config['mean'] == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match='6n \\+ 4'):
+        sp_timm.models.WideResNet(depth=27)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp('run') / 'run'
+    flags = ('--dataset digits-lt --imbalance-ratio 10 --model resnet20_cifar --batch-size 32 --train-examples 128 '
+             '--val-examples 32 --no-aug --no-progress --epochs 1 --loss sp_ls --sp-pstar 0.85').split()
+    return train(parse_train_args(flags + ['--output', str(out)])) / 'best'
+
+
+def fake_report(record):
+    """An evaluation report in the schema of sp-timm eval (only the fields the card and export read)."""
+    return {'protocol': {'dataset': 'digits', 'threat_model': 'Linf', 'eps': '8/255', 'n_examples': 32,
+                         'attacks': ['apgd-ce', 'apgd-t', 'fab-t', 'square']},
+            'clean_acc': 71.88, 'robust_acc': 12.5, 'clean_ci': [54.6, 84.4], 'robust_ci': [4.9, 27.9],
+            'balanced_clean_acc': 70.1, 'balanced_robust_acc': 11.9, 'long_tailed': True, 'warnings': [],
+            'unreliable': False,
+            'per_class': [{'class': c, 'name': n, 'clean_acc': 70.0, 'robust_acc': 10.0, 'train_count': k, 'group': 'few'}
+                          for c, (n, k) in enumerate(zip(record['classes'], record['train_class_counts']))],
+            'leaderboard': {'link': '', 'name': 'sp_ls digits', 'authors': '', 'additional_data': False,
+                            'number_forward_passes': 1, 'dataset': 'digits', 'venue': '', 'architecture': 'ResNet-20',
+                            'eps': '8/255', 'clean_acc': '71.88', 'reported': '71.88', 'autoattack_acc': '12.50',
+                            'footnote': '', 'unreliable': False}}
+
+
+def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
+    model, record = create_model_from_checkpoint(checkpoint)
+    report_path = tmp_path / 'report.json'
+    report_path.write_text(json.dumps(fake_report(record)))
+    out = export_model(str(checkpoint), tmp_path / 'export', reports=[report_path], repo_id='me/sp-digits')
+    assert {p.name for p in out.iterdir()} >= {'config.json', 'model.safetensors', 'README.md', 'sp_timm.json', 'model_info'}
+    assert not (out / 'pytorch_model.bin').exists()
+    assert (out / 'model_info' / 'digits' / 'Linf' / 'sp_ls digits.json').is_file()
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    x = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    via_sp_timm, exported_record = load_model(f'local-dir:{out}')
+    assert exported_record['loss_params'] == {'pstar': 0.85}
+    with torch.no_grad():
+        assert torch.equal(via_sp_timm(x), model(x))
+
+
+def test_model_card_front_matter_and_content(checkpoint, tmp_path):
+    _, record = create_model_from_checkpoint(checkpoint)
+    report = fake_report(record)
+    card = render_model_card(record, [report], repo_id='me/sp-digits')
+    _, front, body = card.split('---\n', 2)
+    meta = yaml.safe_load(front)
+    assert meta['library_name'] == 'timm'
+    assert {'adversarial-robustness', 'robustbench', 'sp-loss'} <= set(meta['tags'])
+    metrics = {m['name']: m['value'] for m in meta['model-index'][0]['results'][0]['metrics']}
+    assert metrics == {'clean accuracy': 71.88, 'AutoAttack accuracy (Linf, eps=8/255)': 12.5}
+    assert 'pstar=0.85' in body and "timm.create_model('hf-hub:me/sp-digits'" in body and '2302.09575' in body
+    assert '| 9 |' in body and 'per class' in body.lower()  # the long-tailed per-class table
+    plain = render_model_card(record, [])
+    assert 'model-index' not in plain and 'Not evaluated yet' in plain
+
+
+def test_committed_template_is_the_packaged_one():
+    from sp_timm.hub import CARD_TEMPLATE
+    assert CARD_TEMPLATE.read_text() == (REPO / 'model_cards' / 'template.md').read_text()
+
+
+def test_pickles_and_tampered_files_are_refused(checkpoint, tmp_path):
+    model, _ = create_model_from_checkpoint(checkpoint)
+    pickled = tmp_path / 'model.pth'
+    torch.save(model, pickled)  # a whole pickled module: code would run on load
+    with pytest.raises(CheckpointError, match='weights_only'):
+        load_state_dict_safely(pickled)
+    renamed = tmp_path / 'evil.safetensors'
+    renamed.write_bytes(pickled.read_bytes())
+    with pytest.raises(CheckpointError, match='not a valid safetensors'):
+        load_state_dict_safely(renamed)
+    export = export_model(str(checkpoint), tmp_path / 'export')
+    (export / 'model.safetensors').write_bytes((export / 'model.safetensors').read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointError, match='not a valid safetensors'):
+        load_model(f'local-dir:{export}')
+    with pytest.raises(CheckpointError, match='not an sp-timm checkpoint'):
+        load_model(str(export))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith('fc.')}
+    from safetensors.torch import save_file
+    save_file(state, str(export / 'model.safetensors'))
+    with pytest.raises(Exception, match='fc'):
+        load_model(f'local-dir:{export}')
+
+
+def test_push_without_token_keeps_the_export(checkpoint, tmp_path, monkeypatch):
+    export = export_model(str(checkpoint), tmp_path / 'export')
+    before = sorted((p.name, p.stat().st_size) for p in export.iterdir())
+    monkeypatch.delenv('HF_TOKEN', raising=False)
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf-home'))
+    monkeypatch.setattr('huggingface_hub.get_token', lambda: None)
+    with pytest.raises(HubError, match='No Hugging Face token'):
+        push_folder(export, 'me/sp-digits')
+    assert sorted((p.name, p.stat().st_size) for p in export.iterdir()) == before
+
+
+def test_push_offline_fails_clearly_and_keeps_the_export(checkpoint, tmp_path):
+    export = export_model(str(checkpoint), tmp_path / 'export')
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_TOKEN='hf_not_a_real_token', HF_HOME=str(tmp_path / 'hf-home'))
+    result = subprocess.run([sys.executable, '-m', 'sp_timm', 'export', '--checkpoint', str(checkpoint), '--out',
+                             str(export), '--push', '--repo-id', 'me/sp-digits'], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert 'failed' in result.stderr and 'is intact' in result.stderr
+    assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()
+
+
+def test_hf_hub_loading_from_a_hub_cache(checkpoint, tmp_path):
+    """hf-hub:ORG/NAME through timm and huggingface_hub for real, offline, from a cache laid out as the Hub's."""
+    export = export_model(str(checkpoint), tmp_path / 'export')
+    snapshot = tmp_path / 'hub' / 'models--me--sp-digits' / 'snapshots' / ('0' * 40)
+    snapshot.mkdir(parents=True)
+    for name in ('config.json', 'model.safetensors', 'README.md', 'sp_timm.json'):
+        (snapshot / name).write_bytes((export / name).read_bytes())
+    (snapshot.parents[1] / 'refs').mkdir()
+    (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
+    code = ("import sp_timm, torch; from sp_timm.checkpoint import load_model; import timm\n"
+            "m, rec = load_model('hf-hub:me/sp-digits'); t = timm.create_model('local-dir:%s', pretrained=True).eval()\n"
+            "x = torch.rand(2, 3, 32, 32); print(torch.equal(m(x), t(x)), rec['loss'])" % export)
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'hub'))
+    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ['True', 'sp_ls']
