@@ -123,9 +123,13 @@ def parse_train_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace
     config_args, _ = config_parser.parse_known_args(argv)
     if config_args.config:
         try:
-            parser.set_defaults(**_config_defaults(parser, config_args.config))
+            defaults = _config_defaults(parser, config_args.config)
         except ValueError as err:
             parser.error(str(err))
+        parser.set_defaults(**defaults)
+        for action in parser._actions:  # a required flag the config sets (e.g. dataset) is no longer required
+            if action.dest in defaults:
+                action.required = False
     args = parser.parse_args(argv)
     problems = check_train_args(args)
     if problems:

@@ -130,7 +130,8 @@ class _Trainer:
         sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
         self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing,
                                                   soft_targets=args.mixup > 0 or args.cutmix > 0, **sp_kwargs)
-        mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[args.amp_dtype] if args.amp else 'no'
+        # without --amp the launcher's config (accelerate launch --mixed_precision) decides, as in Accelerate
+        mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[args.amp_dtype] if args.amp else None
         if mixed == 'fp16' and not torch.cuda.is_available():
             raise ValueError('--amp with float16 needs a GPU; on CPU use --amp --amp-dtype bfloat16.')
         # starts the process group (CPU processes need ACCELERATE_USE_CPU, as in Accelerate), so the run folder can
@@ -164,6 +165,7 @@ class _Trainer:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes)
+        self.record['mixed_precision'] = accelerator.mixed_precision
 
         shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index, device=accelerator.device,
                       seed=args.seed)
@@ -305,6 +307,7 @@ class _Trainer:
             print(f"sp-timm train: {args.model} on {args.dataset} ({len(self.train_loader.labels)} train images), loss "
                   f"{self.loss_fn.__class__.__name__}, adv {args.adv}, {accelerator.num_processes} process(es) x batch "
                   f"{args.batch_size} = global batch {self.record['global_batch_size']}, device {accelerator.device}, "
+                  f"mixed precision {accelerator.mixed_precision}, "
                   f"output {self.output}" + (f', resuming after epoch {self.start_epoch}' if self.resume_from else ''))
         epochs = tqdm(range(self.start_epoch, self.num_epochs), desc='training', initial=self.start_epoch,
                       total=self.num_epochs, disable=not self.main or args.no_progress, dynamic_ncols=True)

@@ -1,0 +1,37 @@
+""" Every recipe parses as sp-timm train flags (unknown keys would be refused) and every Accelerate config loads
+with Accelerate's own reader; each recipe's header says what it reproduces, how long it takes and how to run it. """
+from pathlib import Path
+
+import pytest
+
+from sp_timm.train import parse_train_args
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / 'recipes').glob('*.yaml'))
+ACCELERATE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / 'recipes' / 'accelerate').glob('*.yaml'))
+
+
+def test_recipes_cover_the_issue():
+    names = {p.stem for p in RECIPES}
+    assert {'cifar10_wrn28_10_ce', 'cifar10_wrn28_10_sp', 'cifar10_wrn28_10_pgdat_ce', 'cifar10_wrn28_10_pgdat_sp',
+            'cifar10lt_resnet32_ce', 'cifar10lt_resnet32_sp', 'cifar10lt_resnet32_pgdat_ce', 'cifar10lt_resnet32_pgdat_sp',
+            'cifar100_wrn28_10_pgdat_sp', 'digits_resnet20_ce', 'digits_resnet20_sp'} <= names
+    assert {p.stem for p in ACCELERATE_CONFIGS} == {'1gpu', '8gpu', '2node_8gpu'}
+
+
+@pytest.mark.parametrize('recipe', RECIPES, ids=lambda p: p.stem)
+def test_recipe_parses(recipe):
+    args = parse_train_args(['--config', str(recipe)])
+    header = [line for line in recipe.read_text().splitlines() if line.startswith('#')]
+    assert any(line.startswith('# Time:') for line in header) and any('--config recipes/' + recipe.name in l for l in header)
+    assert args.dataset and args.model and args.loss in ('ce', 'sp_ls')
+    if 'pgdat' in recipe.stem:
+        assert args.adv == 'pgd' and abs(args.adv_eps - 8 / 255) < 1e-12 and args.adv_steps == 10
+    assert ('_sp' in recipe.stem) == (args.loss == 'sp_ls')
+
+
+@pytest.mark.parametrize('config', ACCELERATE_CONFIGS, ids=lambda p: p.stem)
+def test_accelerate_config_loads(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+    cluster = load_config_from_file(str(config))
+    assert cluster.num_processes == {'1gpu': 1, '8gpu': 8, '2node_8gpu': 16}[config.stem]
+    assert cluster.mixed_precision == 'bf16'
