@@ -99,7 +99,7 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
     import timm
     from . import __version__
-    from .losses import create_loss
+    from .losses import create_loss, is_sp_loss
     dataset = record.get('dataset', 'unknown')
     hub_dataset, dataset_title = _dataset_info(dataset)
     name = record.get('name') or f"{record.get('model')}-{dataset}-{record.get('loss')}"
@@ -130,7 +130,7 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     model_args = record.get('model_args', {})
     card = ModelCard.from_template(
         card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
-        dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula,
+        dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula, is_sp=is_sp_loss(loss_name),
         loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
         sp_timm_version=record.get('sp_timm_version', __version__), timm_version=record.get('timm_version', timm.__version__),
         input_mean=tuple(model_args.get('input_mean', record.get('input_mean', ()))),

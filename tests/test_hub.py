@@ -171,3 +171,18 @@ def test_hf_hub_loading_from_a_hub_cache(checkpoint, tmp_path):
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ['True', 'sp_ls']
+
+
+CARDS = sorted((REPO / 'model_cards').glob('*.record.json'))
+
+
+@pytest.mark.parametrize('record_path', CARDS, ids=lambda p: p.name.split('.')[0])
+def test_committed_cards_match_what_export_writes(record_path):
+    """model_cards/NAME.md is what `sp-timm export --out NAME` writes for the run record beside it."""
+    name = record_path.name.split('.')[0]
+    record = json.loads(record_path.read_text())
+    assert render_model_card(record, [], folder_name=name) == (REPO / 'model_cards' / f'{name}.md').read_text()
+
+
+def test_demo_cards_are_committed():
+    assert {p.name.split('.')[0] for p in CARDS} >= {'digits_resnet20_ce', 'digits_resnet20_sp'}
