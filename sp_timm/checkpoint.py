@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 
@@ -170,12 +170,7 @@ def load_state_dict_safely(path: PathLike) -> Dict[str, torch.Tensor]:
             raise CheckpointError(f"'{path}' is not a valid safetensors file ({err}); it may be truncated, tampered "
                                   f"with or a renamed pickle. Refusing to load it.") from err
     if path.suffix in ('.pt', '.pth', '.bin'):
-        try:
-            state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"Refusing '{path}': it does not load with torch.load(weights_only=True) ({type(err).__name__}). "
-                                  f"A pickled model or code object can run arbitrary code; save a state dict with "
-                                  f"safetensors instead.") from err
+        state = _torch_load_safely(path)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"'{path}' holds a {type(state).__name__}, not a state dict of tensors.")
         return state
@@ -212,7 +207,9 @@ def _torch_load_safely(path: Path) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Refusing '{path}': it does not load with torch.load(weights_only=True) ({err}).") from err
+        raise CheckpointError(f"Refusing '{path}': it does not load with torch.load(weights_only=True) ({type(err).__name__}). "
+                              f"A pickled model or code object can run arbitrary code; save a state dict with "
+                              f"safetensors instead.") from err
 
 
 def create_model_from_checkpoint(checkpoint: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:

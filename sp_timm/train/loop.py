@@ -8,7 +8,6 @@ epoch e replays epoch e + 1 exactly as the uninterrupted run did.
 """
 import argparse
 import json
-import math
 import time
 from datetime import datetime
 from pathlib import Path
