@@ -24,8 +24,8 @@ from typing import Any, Dict, Tuple, Union
 import torch
 
 __all__ = [
-    'CheckpointError', 'atomic_write_text', 'atomic_write_json', 'save_checkpoint', 'load_state_dict_safely',
-    'read_run_record', 'load_training_state', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
+    'CheckpointError', 'atomic_write_text', 'atomic_write_bytes', 'atomic_write_json', 'save_checkpoint', 'load_state_dict_safely',
+    'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
     'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE',
 ]
 
@@ -51,12 +51,17 @@ def _fsync_write(path: Path, data: bytes) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader sees the
     old file or the new one, never half of one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """``atomic_write_text`` for bytes (figures, binary results)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
-        _fsync_write(Path(tmp), text.encode())
+        _fsync_write(Path(tmp), data)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
         os.replace(tmp, path)
     except BaseException:
@@ -271,6 +276,11 @@ def load_model(source: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
         return create_model_from_checkpoint(source)
     model = timm.create_model(source, pretrained=True)
     return model.eval(), record
+
+
+def default_model_name(record: Dict[str, Any]) -> str:
+    """The name a trained model goes by in cards and leaderboard files: ``<model>-<dataset>-<loss>``."""
+    return record.get('name') or f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
 
 
 def _hub_record(folder: Path) -> Dict[str, Any]:

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(data)
     data.set_defaults(func=cmd_data)
     sub.add_parser('train', add_help=False, help='train with timm flags through Accelerate (sp-timm train --help)')
+    sub.add_parser('eval', add_help=False, help='AutoAttack in the RobustBench protocol, sharded and resumable (sp-timm eval --help)')
+    demo = sub.add_parser('demo', help='train CE and SP on digits / digits-lt, attack both, compare (about 10 min on 2 CPUs)')
+    from .demo import build_demo_parser
+    build_demo_parser(demo)
+    demo.set_defaults(func=lambda args: __import__('sp_timm.demo', fromlist=['main']).main(args))
     export = sub.add_parser('export', help="write timm's Hub format (config.json, model.safetensors) with a model card")
     export.add_argument('--checkpoint', required=True,
                         help='an sp-timm checkpoint (OUTPUT/best, OUTPUT/last, OUTPUT) or local-dir:DIR / hf-hub:ORG/NAME')
@@ -97,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """The dataset flags shared by the data, train and eval commands."""
     from .data import IMBALANCE_PROFILES, list_datasets
-    parser.add_argument('--dataset', required=True, choices=list_datasets(), metavar='NAME',
-                        help=f"one of {', '.join(list_datasets())}")
+    parser.add_argument('--dataset', required=required, default=None, choices=list_datasets(), metavar='NAME',
+                        help=f"one of {', '.join(list_datasets())}" + ('' if required else " (default: the model's)"))
     parser.add_argument('--data-dir', default=None, help='local copy: save_to_disk folder, parquet files or image folder')
     parser.add_argument('--imbalance-ratio', type=float, default=100.0, help='n_max / n_min of the -lt variants')
     parser.add_argument('--imbalance-profile', choices=IMBALANCE_PROFILES, default='exp')
@@ -112,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ['train']:
         from .train import main as train_main
         return train_main(argv[1:])
+    if argv[:1] == ['eval']:
+        from .eval import main as eval_main
+        return eval_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, 'push', False) and not args.repo_id:

@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .checkpoint import CheckpointError, atomic_write_json, load_model, make_shareable
+from .checkpoint import CheckpointError, atomic_write_json, default_model_name, load_model, make_shareable
+from .eval.budget import format_eps
 
 __all__ = ['export_model', 'render_model_card', 'push_folder', 'HubError', 'CARD_TEMPLATE', 'DATASET_CARD_INFO']
 
@@ -51,16 +52,9 @@ def _training_rows(args: Dict[str, Any]) -> List[List[str]]:
             'mixup', 'cutmix', 'amp', 'seed', 'adv', 'adv_eps', 'adv_steps', 'adv_step_size', 'adv_norm',
             'adv_loss', 'trades_beta')
     adversarial = args.get('adv') not in (None, 'none')
-    rows = [[k.replace('_', '-'), format_value(args[k])] for k in keys
+    rows = [[k.replace('_', '-'), format_eps(args[k])] for k in keys
             if k in args and args[k] not in (None, '', False) and (adversarial or not k.startswith(('adv_', 'trades')))]
     return rows if rows else [['flags', 'not recorded']]
-
-
-def format_value(value: Any) -> str:
-    """8/255-style for the pixel budgets of attacks, plain otherwise."""
-    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-6:
-        return f'{round(value * 255)}/255'
-    return str(value)
 
 
 def _train_command(record: Dict[str, Any]) -> str:
@@ -102,7 +96,7 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     from .losses import create_loss, is_sp_loss
     dataset = record.get('dataset', 'unknown')
     hub_dataset, dataset_title = _dataset_info(dataset)
-    name = record.get('name') or f"{record.get('model')}-{dataset}-{record.get('loss')}"
+    name = default_model_name(record)
     repo_id = repo_id or f'ORG/{name}'
     eval_results = []
     for report in reports:
@@ -125,8 +119,8 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     args = record.get('args', {})
     adversarial = None
     if args.get('adv') not in (None, 'none'):
-        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {format_value(args.get('adv_eps'))}, " \
-                      f"{args.get('adv_steps')} steps of {format_value(args.get('adv_step_size'))})"
+        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {format_eps(args.get('adv_eps'))}, " \
+                      f"{args.get('adv_steps')} steps of {format_eps(args.get('adv_step_size'))})"
     model_args = record.get('model_args', {})
     card = ModelCard.from_template(
         card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
@@ -176,7 +170,7 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
         for report in loaded:
             protocol, entry = report['protocol'], report['leaderboard']
             atomic_write_json(tmp / 'eval' / f"{protocol['threat_model']}.json", report)
-            atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{entry['name']}.json", entry)
+            atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{report.get('model_name') or entry['name']}.json", entry)
         card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
         make_shareable(tmp)

@@ -8,22 +8,13 @@ from typing import List, Optional, Sequence
 import yaml
 from timm.utils import ParseKwargs
 
-__all__ = ['build_train_parser', 'parse_train_args', 'ADV_MODES', 'ADV_NORMS']
+from ..eval.budget import parse_eps as parse_fraction
+
+__all__ = ['build_train_parser', 'parse_train_args', 'parse_fraction', 'ADV_MODES', 'ADV_NORMS']
 
 ADV_MODES = ('none', 'pgd', 'trades')
 ADV_NORMS = ('Linf', 'L2')
 AMP_DTYPES = ('float16', 'bfloat16')
-
-
-def parse_fraction(text: str) -> float:
-    """``0.03``, ``8/255`` -> float (the robustness literature writes epsilons as fractions)."""
-    try:
-        if '/' in str(text):
-            num, den = str(text).split('/', 1)
-            return float(num) / float(den)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
 
 
 def build_train_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,255 @@
+""" ``sp-timm demo``: the paper's claims, measured on real data in minutes on a CPU.
+
+CE and the default SP loss train the same network with the same seed and budget on scikit-learn's digits and
+on its long-tailed variant (``digits-lt``, imbalance ratio 10), through ``sp-timm train``'s code; ``sp-timm
+eval``'s code attacks each with AutoAttack (standard, Linf) and measures FAB minimal perturbations; ``sp-timm
+export`` writes each as a Hub folder with its model card. A toy 2-D problem shows where each loss puts the
+boundary between two classes. Output: ``results.json``, ``report.md``, figures, leaderboard JSONs, Hub folders.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .checkpoint import atomic_write_json, atomic_write_text
+
+__all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
+
+# the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy
+DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'], 'sp': ['--loss', 'sp_ls', '--sp-pstar', '0.9']}
+DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
+DEMO_IMBALANCE = 10.0
+DEMO_DATASETS = ('digits', 'digits-lt')
+LT_EPOCH_FACTOR = 2.5
+_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms)
+    'full': (30, 200, 200, 50, ('Linf', 'L2')),
+    'quick': (10, 48, 48, 20, ('Linf',)),
+}
+
+
+def demo_train_flags(loss_flags: Sequence[str], dataset: str, epochs: int, seed: int = 0) -> List[str]:
+    """The demo's recipe (recipes/digits_small_cnn_{ce,sp}.yaml) as ``sp-timm train`` flags. digits-lt (544
+    training images at ratio 10) trains ``LT_EPOCH_FACTOR`` times as many epochs: about the same number of updates."""
+    if dataset.endswith('-lt'):
+        epochs = round(LT_EPOCH_FACTOR * epochs)
+    flags = ['--dataset', dataset, '--model', 'small_cnn_cifar', '--epochs', str(epochs), '--batch-size', '64',
+             '--opt', 'momentum', '--lr', '0.05', '--momentum', '0.9', '--weight-decay', '5e-4', '--sched', 'cosine',
+             '--no-aug', '--seed', str(seed)] + list(loss_flags)
+    if dataset.endswith('-lt'):
+        flags += ['--imbalance-ratio', f'{DEMO_IMBALANCE:g}']
+    return flags
+
+
+def _train(loss: str, dataset: str, out: Path, epochs: int, progress: bool) -> Path:
+    from .train import parse_train_args, train
+    run = out / 'runs' / f'{dataset}-{loss}'
+    flags = demo_train_flags(DEMO_LOSSES[loss], dataset, epochs) + ['--output', str(run)]
+    total = int(flags[flags.index('--epochs') + 1])
+    if (run / 'last').exists() and json.loads((run / 'last' / 'state.json').read_text())['epoch'] >= total:
+        return run / 'last'  # finished by an earlier (interrupted) demo
+    flags += ['--resume', str(run)] if (run / 'last').exists() else []
+    flags += [] if progress else ['--no-progress']
+    return train(parse_train_args(flags)) / 'last'
+
+
+def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: Tuple, eps: float, progress: bool) -> Dict[str, Any]:
+    from .eval import build_eval_parser, evaluate
+    _, n_aa, n_fab, fab_iters, norms = budget
+    args = ['--checkpoint', str(checkpoint), '--dataset', dataset, '--eps', repr(eps), '--n-examples', str(n_aa),
+            '--batch-size', '256', '--min-pert-examples', str(n_fab), '--fab-iters', str(fab_iters),
+            '--min-pert-norms', *norms, '--out', str(out)] + ([] if progress else ['--no-progress'])
+    if dataset.endswith('-lt'):
+        args += ['--imbalance-ratio', f'{DEMO_IMBALANCE:g}']
+    evaluate(build_eval_parser().parse_args(args))
+    return json.loads((out / 'report.json').read_text())
+
+
+def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]:
+    """Two Gaussian classes in 2-D (200 and 20 points, an imbalanced pair), the same MLP trained with CE and with
+    the default SP loss by full-batch gradient descent; plots both decision boundaries and returns, per loss, the
+    distance from the boundary to the nearest point of each class (the margins the paper is about)."""
+    from .eval.plots import _pyplot, _save
+    from .losses import create_classification_loss
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.randn(200, 2, generator=generator) * 0.5 + torch.tensor([-1.5, 0.0]),
+                   torch.randn(20, 2, generator=generator) * 0.5 + torch.tensor([1.5, 0.0])])
+    y = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    grid_x, grid_y = torch.meshgrid(torch.linspace(-4, 4, 240), torch.linspace(-3, 3, 180), indexing='xy')
+    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], 1)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    result = {}
+    for ax, (name, flags) in zip(axes, DEMO_LOSSES.items()):
+        torch.manual_seed(seed)
+        mlp = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                  torch.nn.Linear(64, 2))
+        loss_name = flags[1]
+        params = {f'sp_{flags[i][5:]}': float(flags[i + 1]) for i in range(2, len(flags), 2)}
+        loss_fn = create_classification_loss(loss_name, **params)
+        optimizer = torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss_fn(mlp(x), y).backward()
+            optimizer.step()
+        with torch.no_grad():
+            margin = mlp(grid)
+            margin = (margin[:, 1] - margin[:, 0]).reshape(grid_x.shape)
+            boundary = (margin[:, 1:] * margin[:, :-1] <= 0)  # sign changes along x
+        xs = grid_x[:, 1:][boundary]
+        ys = grid_y[:, 1:][boundary]
+        points = torch.stack([xs, ys], 1)
+        gaps = {int(c): torch.cdist(x[y == c], points).min().item() if len(points) else float('nan') for c in (0, 1)}
+        result[loss_name] = {'distance_to_majority': gaps[0], 'distance_to_minority': gaps[1],
+                             'train_acc': 100 * (mlp(x).argmax(1) == y).double().mean().item()}
+        ax.contourf(grid_x, grid_y, margin.clamp(-8, 8), levels=20, cmap='RdBu_r', alpha=0.35)
+        ax.contour(grid_x, grid_y, margin, levels=[0], colors='k', linewidths=2)
+        ax.axvline(0, color='gray', linestyle=':', linewidth=1)
+        ax.scatter(*x[y == 0].T, s=8, c='tab:blue', label='class 0 (200)')
+        ax.scatter(*x[y == 1].T, s=16, c='tab:red', label='class 1 (20)')
+        ax.set_title(f'{loss_name}: boundary to nearest point {gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)', fontsize=9)
+        ax.legend(fontsize=7, loc='lower left')
+    fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)')
+    _save(fig, path)
+    return result
+
+
+def _row(report: Dict[str, Any]) -> Dict[str, Any]:
+    pert = report.get('min_perturbation', {}).get('Linf', {})
+    groups = report.get('groups', {})
+    return {'clean_acc': report['clean_acc'], 'clean_ci': report['clean_ci'], 'robust_acc': report['robust_acc'],
+            'robust_ci': report['robust_ci'], 'median_linf': pert.get('median'),
+            'median_l2': report.get('min_perturbation', {}).get('L2', {}).get('median'),
+            'balanced_clean_acc': report['balanced_clean_acc'], 'balanced_robust_acc': report['balanced_robust_acc'],
+            'few_clean_acc': groups.get('few', {}).get('clean_acc'), 'few_robust_acc': groups.get('few', {}).get('robust_acc'),
+            'unreliable': report['unreliable'], 'warnings': report['warnings']}
+
+
+def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+    from .cli import format_table
+    fmt = lambda v, d=2: '–' if v is None else f'{v:.{d}f}'
+    rows = []
+    for dataset, by_loss in results.items():
+        for loss, r in by_loss.items():
+            rows.append([dataset, loss, f"{fmt(r['clean_acc'])} [{fmt(r['clean_ci'][0], 1)}, {fmt(r['clean_ci'][1], 1)}]",
+                         f"{fmt(r['robust_acc'])} [{fmt(r['robust_ci'][0], 1)}, {fmt(r['robust_ci'][1], 1)}]",
+                         fmt(None if r['median_linf'] is None else 255 * r['median_linf']),
+                         fmt(r['balanced_clean_acc']), fmt(r['few_clean_acc']), fmt(r['few_robust_acc']),
+                         'yes' if r['unreliable'] else 'no'])
+    return format_table(['data', 'loss', 'clean % [95% CI]', 'AutoAttack % [95% CI]', 'median FAB Linf (x/255)',
+                         'balanced clean %', 'few-shot clean %', 'few-shot AA %', 'AA warned'], rows)
+
+
+def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True) -> Dict[str, Any]:
+    """Train, attack, compare and export; returns the results written to ``out/results.json``."""
+    from .eval.plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+    from .eval.stats import paired_test
+    from .hub import export_model
+    from .eval.budget import format_eps
+    budget = _BUDGETS['quick' if quick else 'full']
+    start = time.perf_counter()
+    out = Path(out)
+    results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick, 'budget': dict(zip(
+        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms'), budget)), 'losses': DEMO_LOSSES,
+        'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
+    reports: Dict[str, Dict[str, Any]] = {}
+    figures = ['toy_boundary.png']
+    print(f"sp-timm demo: CE vs {' '.join(DEMO_LOSSES['sp'][1:])} on {', '.join(DEMO_DATASETS)} "
+          f"({budget[0]} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget[1]} test points) -> {out}")
+    results['toy'] = toy_boundary(out / figures[0])
+    for dataset in DEMO_DATASETS:
+        reports[dataset], results['table'][dataset] = {}, {}
+        for loss in DEMO_LOSSES:
+            checkpoint = _train(loss, dataset, out, budget[0], progress)
+            evaluation = out / 'eval' / f'{dataset}-{loss}'
+            report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress)
+            export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation / 'report.json'])
+            reports[dataset][loss] = report
+            results['table'][dataset][loss] = _row(report)
+        from safetensors.torch import load_file
+        flags = {loss: _final_flags(out / 'eval' / f'{dataset}-{loss}') for loss in DEMO_LOSSES}
+        results['paired'][dataset] = dict(paired_test(flags['ce'], flags['sp']), test="McNemar exact, AutoAttack flags")
+        figures += _figures(out, dataset, reports[dataset], eps)
+    results['seconds'] = time.perf_counter() - start
+    table = _table(results['table'])
+    atomic_write_json(out / 'results.json', results)
+    atomic_write_text(out / 'report.md', _markdown(results, table, figures))
+    print('\n' + table + '\n')
+    for dataset, p in results['paired'].items():
+        print(f"{dataset}: AutoAttack-robust only under CE: {p['only_first']} points, only under SP: {p['only_second']} "
+              f"(McNemar exact p = {p['p_value']:.3g})")
+    toy = results['toy']
+    print('toy 2-D problem, distance from the boundary to the nearest majority / minority point: ' + '; '.join(
+        f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}" for k, v in toy.items()))
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'}, figures, eval/*/model_info, hub/* "
+          f"in {results['seconds']:.0f} s")
+    return results
+
+
+def _final_flags(evaluation: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+    from .eval import STANDARD_ATTACKS
+    chunks = sorted((evaluation / '.work').glob('autoattack-*/chunk-*.safetensors'))
+    return torch.cat([load_file(str(c))[STANDARD_ATTACKS[-1]] for c in chunks])
+
+
+def _figures(out: Path, dataset: str, reports: Dict[str, Dict[str, Any]], eps: float) -> List[str]:
+    from safetensors.torch import load_file
+    from .eval.plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+    distances = {}
+    for loss in reports:
+        distances[loss] = {}
+        for norm in reports[loss].get('min_perturbation', {}):
+            chunks = sorted((out / 'eval' / f'{dataset}-{loss}' / '.work').glob(f'fab-{norm}-*/chunk-*.safetensors'))
+            distances[loss][norm] = torch.cat([load_file(str(c))['distance'] for c in chunks])
+    names = [f'{dataset}_robust_acc_vs_eps.png', f'{dataset}_min_perturbation_cdf.png', f'{dataset}_per_class.png']
+    plot_robust_accuracy_vs_eps(out / names[0], {loss: {'distances': distances[loss].get('Linf'),
+                                                        'points': [(r['eps'], r['robust_acc']) for r in rep['eps_curve']]}
+                                                 for loss, rep in reports.items()}, 'Linf', 3 * eps, title=f'{dataset}: robust accuracy vs Linf eps')
+    plot_min_perturbation_cdf(out / names[1], distances, {'Linf': eps}, title=f'{dataset}: minimal perturbation (FAB)')
+    first = next(iter(reports.values()))
+    counts = [c.get('train_count') for c in first['per_class']] if dataset.endswith('-lt') else None
+    plot_per_class(out / names[2], [c['name'] for c in first['per_class']],
+                   {loss: ([c['clean_acc'] for c in r['per_class']], [c['robust_acc'] for c in r['per_class']])
+                    for loss, r in reports.items()}, counts, title=f'{dataset}: per-class accuracy')
+    return names
+
+
+def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> str:
+    b = results['budget']
+    lines = ['# sp-timm demo: CE vs SP on digits', '',
+             f"small_cnn_cifar, {b['epochs']} epochs, seed 0, same recipe for both losses (CE: `{' '.join(DEMO_LOSSES['ce'])}`, "
+             f"SP: `{' '.join(DEMO_LOSSES['sp'])}`); digits-lt: imbalance ratio {results['imbalance_ratio']:g}. "
+             f"AutoAttack (standard) Linf eps {results['eps_str']} on the first {b['autoattack_points']} test images; FAB "
+             f"minimal perturbations ({b['fab_iters']} iterations) on the first {b['fab_points']}. One seed: the "
+             f"intervals are over test points only; benchmarks/robustness_study.py repeats over seeds.", '', table, '']
+    for dataset, p in results['paired'].items():
+        lines.append(f"- {dataset}: points robust only under CE: {p['only_first']}, only under SP: {p['only_second']} "
+                     f"(McNemar exact p = {p['p_value']:.3g}).")
+    toy = results['toy']
+    lines += ['', 'Toy 2-D problem (200 vs 20 points): distance from the learnt boundary to the nearest point of the '
+              'majority / minority class: ' + '; '.join(f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}"
+                                                        for k, v in toy.items()) + '.', '']
+    warned = [(d, l) for d, by_loss in results['table'].items() for l, r in by_loss.items() if r['unreliable']]
+    if warned:
+        lines += ["AutoAttack's checks warned for: " + ', '.join(f'{d}/{l}' for d, l in warned) +
+                  ' (see eval/*/summary.md).', '']
+    lines += [f'![{f}]({f})' for f in figures]
+    return '\n'.join(lines) + '\n'
+
+
+def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    from .eval.budget import parse_eps
+    p = parser or argparse.ArgumentParser(prog='sp-timm demo')
+    p.add_argument('--out', default='output/demo', help='output folder (a rerun reuses finished runs and evaluations)')
+    p.add_argument('--quick', action='store_true', help='fewer epochs and test points, Linf FAB only (about 2 minutes)')
+    p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default 2/255)')
+    p.add_argument('--no-progress', action='store_true')
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    run_demo(Path(args.out), quick=args.quick, eps=args.eps, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,177 @@
+""" AutoAttack (pyautoattack, ``version='standard'``) and FAB minimal perturbations over a fixed set of points,
+split into chunks that processes share and that are saved as they finish, so an evaluation resumes after a kill.
+
+Why sp-timm drives the standard attacks one call at a time: pyautoattack 0.2.0's own resume (``state_path``)
+cannot restore -- ``EvaluationState`` saves its attack set as the set's repr, so ``from_disk`` never matches it
+again, and the restored branch of ``run_standard_evaluation`` leaves ``y_adv`` undefined. ``autoattack_chunk``
+therefore runs the standard attacks (same ``AutoAttack`` object, parameters, order and seed) one
+``run_standard_evaluation`` call each, on the points still robust, which is exactly the loop
+``run_standard_evaluation`` runs itself (tested equal). It gives per-point flags after every stage and a resume
+point after every stage. Seeds are reset by each attack, so a chunk's result depends only on its points, never
+on which process ran it or whether it was interrupted.
+"""
+import logging
+import math
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'Chunks', 'capture_autoattack_warnings', 'autoattack_chunk',
+           'fab_chunk', 'run_chunks', 'perturbation_norm', 'predict']
+
+STANDARD_ATTACKS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')
+AUTOATTACK_LOGGER = 'auto-attack'
+Tensors = Dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """``n`` points cut into consecutive chunks of ``size``: the unit of sharding and of resuming."""
+    n: int
+    size: int
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.size)
+
+    def slice(self, index: int) -> slice:
+        return slice(index * self.size, min(self.n, (index + 1) * self.size))
+
+
+class _WarningLog(logging.Handler):
+    def __init__(self, echo: bool):
+        super().__init__(logging.WARNING)
+        self.echo, self.messages = echo, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.echo:
+            tqdm.write(f'AutoAttack warning: {message}', file=sys.stderr)
+
+
+@contextmanager
+def capture_autoattack_warnings(echo: bool = True) -> Iterator[List[str]]:
+    """Collect the warnings AutoAttack's checks log (zero gradients, randomness, Square beating the white-box
+    attacks, probabilities instead of logits, ...) and, with ``echo``, print them as they come: never silenced."""
+    logger = logging.getLogger(AUTOATTACK_LOGGER)
+    handler = _WarningLog(echo)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == 'Linf' else flat.norm(dim=1)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def _load(path: Optional[Path]) -> Tensors:
+    from safetensors.torch import load_file
+    if path is None or not path.exists():
+        return {}
+    try:
+        return load_file(str(path))
+    except Exception:  # a file cut by a crash outside our atomic writes: recompute the chunk
+        return {}
+
+
+def _save(path: Optional[Path], tensors: Tensors) -> None:
+    """safetensors (no pickle), written atomically."""
+    from safetensors.torch import save
+    from ..checkpoint import atomic_write_bytes
+    if path is not None:
+        atomic_write_bytes(path, save({k: v.contiguous().cpu() for k, v in tensors.items()}))
+
+
+def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: str,
+                     seed: int, batch_size: int, device, path: Optional[Path] = None,
+                     on_stage: Optional[Callable[[str], None]] = None) -> Tensors:
+    """AutoAttack ``version='standard'`` on one chunk. Returns ``clean`` and one flag tensor per attack (True: the
+    point is still classified correctly after that stage), ``pred`` (the class of the adversarial example, or the
+    clean prediction) and ``perturbation`` (the norm of the adversarial perturbation; 0 where none was found).
+    With ``path``, the result is saved after every stage and a partial result there is continued."""
+    from pyautoattack import AutoAttack
+    result = _load(path)
+    if 'clean' not in result:
+        pred = predict(model, images, batch_size, device)
+        result = {'clean': pred == labels, 'pred': pred, 'perturbation': torch.zeros(len(labels))}
+        _save(path, result)
+    adversary = AutoAttack(model, norm=norm, eps=eps, seed=seed, device=device, version='standard')
+    robust = result['clean'].clone()
+    for attack in STANDARD_ATTACKS:
+        if attack in result:  # done before an interruption
+            robust = result[attack].clone()
+            continue
+        index = robust.nonzero().flatten()
+        if len(index):
+            adversary.attacks_to_run = [attack]
+            adv_images, adv_pred = adversary.run_standard_evaluation(images[index], labels[index], batch_size=batch_size)
+            fooled = adv_pred.cpu() != labels[index]
+            hit = index[fooled]
+            robust[hit] = False
+            result['pred'][hit] = adv_pred.cpu()[fooled]
+            result['perturbation'][hit] = perturbation_norm(adv_images.cpu()[fooled] - images[hit], norm)
+        result[attack] = robust.clone()
+        _save(path, result)
+        if on_stage is not None:
+            on_stage(attack)
+    return result
+
+
+def fab_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: str, seed: int,
+              batch_size: int, device, n_iter: int = 100, path: Optional[Path] = None) -> Tensors:
+    """Minimal adversarial perturbation of each point with untargeted FAB (pyautoattack's ``FABAttack_PT``,
+    ``n_iter`` steps, no budget). ``distance``: the ``norm`` of the smallest perturbation found that changes the
+    class; 0 for points misclassified already, ``inf`` where FAB found none. FAB's result is an upper bound on the
+    true minimal perturbation."""
+    from pyautoattack.fab_pt import FABAttack_PT
+    done = _load(path)
+    if 'distance' in done:
+        return done
+    fab = FABAttack_PT(model, norm=norm, n_restarts=1, n_iter=n_iter, eps=float('inf'), seed=seed, targeted=False,
+                       device=device, verbose=False)
+    distances = []
+    for start in range(0, len(labels), batch_size):
+        x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
+        adv = fab.perturb(x, y)
+        with torch.no_grad():
+            clean_ok, adv_ok = model(x).argmax(1) == y, model(adv).argmax(1) == y
+        distance = perturbation_norm(adv - x, norm)
+        distance[~clean_ok] = 0.0
+        distance[clean_ok & adv_ok] = float('inf')
+        distances.append(distance.cpu())
+    result = {'distance': torch.cat(distances)}
+    _save(path, result)
+    return result
+
+
+def run_chunks(chunks: Chunks, compute: Callable[[int, slice], Tensors], desc: str, progress: bool = True) -> Tensors:
+    """Compute every chunk -- process ``r`` of ``W`` takes chunks ``r, r + W, ...`` -- and return the per-point
+    results of all chunks, in point order, on every process (gathered through Accelerate)."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    state = PartialState()
+    mine = range(state.process_index, len(chunks), state.num_processes)
+    local = {index: compute(index, chunks.slice(index))
+             for index in tqdm(mine, desc=desc, disable=not (progress and state.is_main_process), leave=False,
+                               dynamic_ncols=True)}
+    merged = {}
+    for part in gather_object([local]):
+        merged.update(part)
+    missing = sorted(set(range(len(chunks))) - set(merged))
+    if missing:
+        raise RuntimeError(f'chunks {missing} were computed by no process.')
+    return {key: torch.cat([merged[i][key] for i in range(len(chunks))]) for key in merged[0]}

@@ -1,0 +1,370 @@
+""" ``sp-timm eval``: AutoAttack in the RobustBench protocol on an sp-timm checkpoint, a ``local-dir:`` / ``hf-hub:``
+export or a RobustBench zoo model; sharded over processes with Accelerate and resumable.
+
+An evaluation folder::
+
+    OUT/
+      report.json                         everything measured (schema: sp_timm.eval.report.build_report)
+      summary.md                          the same, for people
+      model_info/<dataset>/<threat_model>/<name>.json   the RobustBench leaderboard entry
+      per_class.png, min_perturbation_cdf.png, robust_acc_vs_eps.png
+      .work/                              per-chunk results (safetensors), kept so a rerun resumes
+"""
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..checkpoint import CheckpointError, atomic_write_json, atomic_write_text
+from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
+                      fab_chunk, run_chunks)
+from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps, parse_eps
+from .plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+from .report import SP_PAPER, build_report, leaderboard_entry, render_summary
+
+__all__ = ['build_eval_parser', 'evaluate', 'evaluate_points', 'main', 'REPORT_FILE', 'architecture_name']
+
+REPORT_FILE = 'report.json'
+DEFAULT_N_EXAMPLES = 10_000
+_ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
+                  'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
+                  'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32'}
+
+
+def architecture_name(model_name: Optional[str]) -> str:
+    """RobustBench's spelling of an architecture (``WideResNet-28-10``); timm's name otherwise."""
+    return _ARCHITECTURES.get(model_name or '', model_name or '')
+
+
+def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    from ..cli import add_data_args
+    p = parser or argparse.ArgumentParser(prog='sp-timm eval')
+    p.description = ('AutoAttack (version=standard) on the first n test images in [0, 1], as RobustBench evaluates; '
+                     'writes the leaderboard JSON, a report, a summary and plots.')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--checkpoint', '--model', dest='checkpoint', metavar='SOURCE',
+                        help='an sp-timm checkpoint (OUTPUT, OUTPUT/best), local-dir:DIR or hf-hub:ORG/NAME')
+    source.add_argument('--robustbench-model', metavar='NAME',
+                        help="a RobustBench zoo model (needs the [robustbench] extra and its weights, downloaded or in "
+                             "--robustbench-dir)")
+    p.add_argument('--robustbench-dir', default='models', help="robustbench's model_dir (default ./models)")
+    add_data_args(p, required=False)
+    p.add_argument('--threat-model', choices=THREAT_MODELS, default='Linf')
+    p.add_argument('--eps', type=parse_eps, default=None, help='budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)')
+    p.add_argument('--n-examples', type=int, default=None,
+                   help=f'the first N test images (default {DEFAULT_N_EXAMPLES}, or the whole test set when smaller)')
+    p.add_argument('-b', '--batch-size', type=int, default=500, help='attack batch size')
+    p.add_argument('--chunk-size', type=int, default=None,
+                   help='points per chunk, the unit processes share and resume (default: --batch-size)')
+    p.add_argument('--seed', type=int, default=0, help="AutoAttack's seed (pyautoattack's default, time, is not reproducible)")
+    p.add_argument('--min-pert-norms', nargs='*', choices=THREAT_MODELS, default=list(THREAT_MODELS),
+                   help='norms of the FAB minimal perturbations (none: skip)')
+    p.add_argument('--min-pert-examples', type=int, default=1000, help='FAB on the first N of the evaluated points (0: skip)')
+    p.add_argument('--fab-iters', type=int, default=100, help='FAB iterations for the minimal perturbations')
+    p.add_argument('--curve-eps', nargs='*', type=parse_eps, default=[], metavar='EPS',
+                   help='more budgets for the robust-accuracy-vs-eps curve (each is a full AutoAttack run)')
+    p.add_argument('--out', default=None, help='evaluation folder (default: beside the checkpoint, or output/eval/NAME)')
+    p.add_argument('--restart', action='store_true', help='discard the saved partial results of --out and start over')
+    p.add_argument('--no-progress', action='store_true')
+    meta = p.add_argument_group('leaderboard entry (RobustBench model_info fields; defaults from the training record)')
+    meta.add_argument('--model-name', default=None, help='file name of the entry, e.g. Author2026Title_WRN-28-10')
+    meta.add_argument('--paper-title', default=None, help="RobustBench's 'name' (default: the SP-losses paper for SP models)")
+    meta.add_argument('--link', default=None)
+    meta.add_argument('--authors', default=None)
+    meta.add_argument('--venue', default=None)
+    meta.add_argument('--architecture', default=None)
+    meta.add_argument('--additional-data', action='store_true', help='trained with data beyond the training set')
+    meta.add_argument('--reported', default=None, help='robust accuracy the paper reports (default: this evaluation)')
+    meta.add_argument('--footnote', default=None)
+    return p
+
+
+def _check_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> int:
+    """Clear errors for inputs AutoAttack would silently mis-evaluate; returns the model's number of classes."""
+    if not torch.is_floating_point(images) or images.dim() != 4:
+        raise ValueError(f'images must be a float tensor (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}.')
+    lo, hi = images.min().item(), images.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(f'images range over [{lo:.3g}, {hi:.3g}], not [0, 1]: AutoAttack perturbs pixels in [0, 1] and '
+                         f'clips there. Pass unnormalised images (sp-timm models and RobustBench models normalise inside).')
+    if labels.dim() != 1 or len(labels) != len(images) or torch.is_floating_point(labels):
+        raise ValueError(f'labels must be class indices (N,) for the {len(images)} images, got {labels.dtype} {tuple(labels.shape)}.')
+    with torch.no_grad():
+        num_classes = model(images[:1].to(device)).shape[1]
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f'labels span {labels.min().item()}..{labels.max().item()} but the model has {num_classes} '
+                         f'outputs: a checkpoint for another dataset?')
+    return num_classes
+
+
+def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, threat_model: str = 'Linf',
+                    eps: Optional[float] = None, seed: int = 0, batch_size: int = 500, chunk_size: Optional[int] = None,
+                    work_dir: Optional[Path] = None, min_pert_norms: Sequence[str] = THREAT_MODELS,
+                    min_pert_examples: Optional[int] = None, fab_iters: int = 100, curve_eps: Sequence[float] = (),
+                    progress: bool = True, echo_warnings: bool = True) -> Dict[str, Any]:
+    """AutoAttack (standard) and FAB on ``images`` (float, [0, 1]) with ``labels``: the Python API of ``sp-timm eval``.
+
+    Work is cut into chunks of ``chunk_size`` points (default ``batch_size``) that the processes of the current
+    Accelerate state share; with ``work_dir`` every chunk (and every AutoAttack stage of a chunk) is saved and
+    reused by a later call. Returns per-point tensors: ``aa`` (flags per stage, ``pred``, ``perturbation``),
+    ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), and the AutoAttack ``warnings``.
+    """
+    import logging
+    from accelerate import PartialState
+    from pyautoattack import checks
+    device = PartialState().device
+    eps = check_eps(DEFAULT_EPS[threat_model] if eps is None else eps, threat_model, images[0].numel())
+    curve_eps = [check_eps(e, threat_model, images[0].numel()) for e in curve_eps if abs(e - eps) > 1e-12]
+    if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
+        raise ValueError('--batch-size and --chunk-size must be >= 1.')
+    model = model.to(device).eval()
+    _check_points(model, images, labels, device)
+    chunks = Chunks(len(labels), chunk_size or batch_size)
+    path = lambda name, c: None if work_dir is None else Path(work_dir) / name / f'chunk-{c:05d}.safetensors'
+    common = dict(seed=seed, batch_size=batch_size, device=device)
+
+    def autoattack_at(budget: float, name: str) -> Dict[str, torch.Tensor]:
+        compute = lambda c, s: autoattack_chunk(model, images[s], labels[s], eps=budget, norm=threat_model,
+                                                path=path(name, c), **common)
+        return run_chunks(chunks, compute, f'AutoAttack {threat_model} {format_eps(budget)}', progress)
+
+    result: Dict[str, Any] = {'eps': eps}
+    with capture_autoattack_warnings(echo=echo_warnings) as warnings:
+        result['aa'] = aa = autoattack_at(eps, f'autoattack-{threat_model}-{eps:.8g}')
+        result['curve'] = {e: autoattack_at(e, f'autoattack-{threat_model}-{e:.8g}')[STANDARD_ATTACKS[-1]] for e in curve_eps}
+        n_fab = len(labels) if min_pert_examples is None else min(min_pert_examples, len(labels))
+        result['min_perturbation'] = {}
+        if n_fab > 0:
+            fab_chunks = Chunks(n_fab, chunk_size or batch_size)
+            for norm in min_pert_norms:
+                compute = lambda c, s, norm=norm: fab_chunk(model, images[s], labels[s], norm=norm, n_iter=fab_iters,
+                                                            path=path(f'fab-{norm}-{fab_iters}', c), **common)
+                result['min_perturbation'][norm] = run_chunks(fab_chunks, compute, f'FAB {norm} minimal perturbation',
+                                                              progress)['distance']
+        # AutoAttack's own check, run by run_standard_evaluation over all points when the attacks run in one call
+        stage_acc = {'clean': aa['clean'].double().mean().item()}
+        stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
+        checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
+    result['warnings'] = list(warnings)
+    if len(labels) and aa['perturbation'].max().item() > eps * (1 + 1e-4) + 1e-6:
+        result['warnings'].append(f"an adversarial example exceeds the budget: {threat_model} norm "
+                                  f"{aa['perturbation'].max().item():.6g} > eps {eps:.6g}")
+    distance = result['min_perturbation'].get(threat_model)
+    if distance is not None:  # FAB flipping a point within eps that AutoAttack counted robust: AutoAttack missed it
+        missed = int(((distance <= eps) & aa[STANDARD_ATTACKS[-1]][:len(distance)]).sum())
+        if missed:
+            result['warnings'].append(f'FAB (minimal perturbation) flipped {missed} points within eps that AutoAttack '
+                                      f'left robust: the AutoAttack accuracy overestimates robustness.')
+    return result
+
+
+def _load_robustbench_model(name: str, model_dir: str, dataset: str, threat_model: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    from ..compat import install_robustbench_compat
+    if not install_robustbench_compat() and not _has_module('robustbench'):
+        raise ValueError("--robustbench-model needs the [robustbench] extra: pip install 'sp-timm[robustbench]'.")
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model as rb_load_model
+    try:
+        zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    except ValueError:
+        raise ValueError(f"RobustBench has no {dataset} / {threat_model} leaderboard (it has cifar10, cifar100, imagenet).") from None
+    if name not in zoo:
+        import difflib
+        close = difflib.get_close_matches(name, list(zoo), n=3)
+        raise ValueError(f"'{name}' is not in RobustBench's {dataset} {threat_model} zoo"
+                         + (f"; did you mean {', '.join(close)}?" if close else '.'))
+    weights = Path(model_dir) / dataset / threat_model / f'{name}.pt'
+    try:
+        model = rb_load_model(name, model_dir=model_dir, dataset=dataset, threat_model=threat_model)
+    except Exception as err:
+        raise ValueError(f"Cannot load RobustBench model '{name}' ({type(err).__name__}: {str(err)[:200]}). Without "
+                         f"network access, place its checkpoint at {weights}.") from err
+    return model.eval(), {'model': name, 'name': name, 'dataset': dataset, 'source': f'robustbench:{name}'}
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+def _model_fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: bool) -> Path:
+    """The ``.work`` folder of ``out``; its saved chunks are reused only by the same evaluation."""
+    work = out / '.work'
+    config = work / 'config.json'
+    if restart and is_main and work.exists():
+        shutil.rmtree(work)
+    if config.exists():
+        saved = json.loads(config.read_text())
+        changed = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(f"--out {out} holds a partial evaluation with other settings "
+                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); choose another --out "
+                             f"or add --restart to discard it.")
+    elif is_main:
+        atomic_write_json(config, identity)
+    return work
+
+
+def _default_out(args: argparse.Namespace, record: Dict[str, Any], eps: float) -> Path:
+    tag = f"eval-{args.threat_model}-{format_eps(eps).replace('/', '_')}"
+    source = args.checkpoint or ''
+    if source and not source.startswith(('local-dir:', 'hf-hub:')):
+        return Path(source).resolve() / tag
+    return Path('output') / 'eval' / (record.get('name') or str(record.get('model'))).replace('/', '_') / tag
+
+
+def _leaderboard_meta(args: argparse.Namespace, record: Dict[str, Any]) -> Dict[str, Any]:
+    from ..losses import is_sp_loss
+    loss = record.get('loss')
+    sp = bool(loss) and is_sp_loss(loss)
+    footnote = args.footnote
+    if footnote is None and loss:
+        params = ', '.join(f'{k}={v}' for k, v in record.get('loss_params', {}).items())
+        adv = record.get('args', {}).get('adv')
+        footnote = f"sp-timm, loss {loss}" + (f' ({params})' if params else '') + \
+                   (f", {adv.upper()} adversarial training" if adv not in (None, 'none') else ', standard training')
+    return {'name': args.paper_title or (SP_PAPER['name'] if sp else record.get('name', '')),
+            'link': args.link or (SP_PAPER['link'] if sp else ''), 'authors': args.authors or '',
+            'venue': args.venue or '', 'architecture': args.architecture or architecture_name(record.get('model')),
+            'additional_data': args.additional_data, 'reported': args.reported, 'footnote': footnote}
+
+
+def evaluate(args: argparse.Namespace) -> Optional[Path]:
+    """Run ``sp-timm eval``; returns the evaluation folder (on the main process)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, parse_flag_from_env
+    from ..checkpoint import default_model_name, load_model
+    from ..data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, longtail_counts
+    import pyautoattack
+    state = PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
+    start = time.perf_counter()
+    if args.robustbench_model:
+        if not args.dataset:
+            raise ValueError('--robustbench-model needs --dataset (cifar10 or cifar100).')
+        model, record = _load_robustbench_model(args.robustbench_model, args.robustbench_dir, args.dataset, args.threat_model)
+    else:
+        model, record = load_model(args.checkpoint)
+        record.setdefault('source', args.checkpoint)
+    dataset = args.dataset or record.get('dataset')
+    if not dataset:
+        raise ValueError(f"'{args.checkpoint}' does not record its dataset; give --dataset.")
+    test = create_dataset(dataset, 'test', args.data_dir, args.imbalance_ratio, args.imbalance_profile)
+    n = args.n_examples if args.n_examples is not None else min(DEFAULT_N_EXAMPLES, len(test))
+    if not 1 <= n <= len(test):
+        raise ValueError(f'--n-examples {n}: the {dataset} test set has {len(test)} images; choose 1..{len(test)}.')
+    eps = check_eps(DEFAULT_EPS[args.threat_model] if args.eps is None else args.eps, args.threat_model,
+                    test.images[0].numel())
+    images, labels = test.images[:n].float().div_(255), test.labels[:n].long()
+    if record.get('num_classes') and record['num_classes'] != test.num_classes:
+        raise ValueError(f"'{args.checkpoint}' was trained for {record['num_classes']} classes ({record.get('dataset')}); "
+                         f"{dataset} has {test.num_classes}.")
+
+    long_tailed = dataset.endswith(LT_SUFFIX)
+    if record.get('train_class_counts') and record.get('dataset') == dataset:
+        train_counts = record['train_class_counts']
+    else:  # the count formula, without loading the training split
+        spec = dataset_spec(dataset)
+        train_counts = (longtail_counts(spec.train_per_class, spec.num_classes, args.imbalance_ratio, args.imbalance_profile)
+                        if long_tailed else [spec.train_per_class] * spec.num_classes)
+    name = args.model_name or default_model_name(record)
+    out = Path(args.out) if args.out else _default_out(args, record, eps)
+    out = Path(broadcast_object_list([str(out)])[0])
+    identity = {'model_sha256': _model_fingerprint(model), 'dataset': dataset, 'n_examples': n,
+                'threat_model': args.threat_model, 'eps': eps, 'seed': args.seed, 'batch_size': args.batch_size,
+                'chunk_size': args.chunk_size or args.batch_size, 'pyautoattack': pyautoattack.__version__}
+    work = _prepare_work(out, identity, args.restart, state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        print(f"sp-timm eval: {record.get('source')} on the first {n} {dataset} test images, AutoAttack standard, "
+              f"{args.threat_model} eps {format_eps(eps)}, {state.num_processes} process(es) on {state.device}, out {out}")
+    result = evaluate_points(model, images, labels, threat_model=args.threat_model, eps=eps, seed=args.seed,
+                             batch_size=args.batch_size, chunk_size=args.chunk_size, work_dir=work,
+                             min_pert_norms=args.min_pert_norms, min_pert_examples=args.min_pert_examples,
+                             fab_iters=args.fab_iters, curve_eps=args.curve_eps, progress=not args.no_progress,
+                             echo_warnings=state.is_main_process)
+    from accelerate.utils import gather_object
+    warnings = [w for part in gather_object([result['warnings']]) for w in part]
+    if not state.is_main_process:
+        return None
+    protocol = {'dataset': dataset, 'split': 'test', 'threat_model': args.threat_model, 'eps': format_eps(eps),
+                'eps_value': eps, 'n_examples': n, 'version': 'standard', 'attacks': list(STANDARD_ATTACKS),
+                'seed': args.seed, 'batch_size': args.batch_size, 'chunk_size': args.chunk_size or args.batch_size,
+                'num_processes': state.num_processes, 'device': str(state.device),
+                'pyautoattack_version': pyautoattack.__version__, 'fab_iters': args.fab_iters,
+                'min_pert_examples': len(next(iter(result['min_perturbation'].values()), [])),
+                'data_source': test.source}
+    model_meta = {'name': name, 'source': record.get('source'), 'architecture': record.get('model'),
+                  'loss': record.get('loss'), 'loss_params': record.get('loss_params'),
+                  'adversarial_training': record.get('args', {}).get('adv'), 'trained_on': record.get('dataset')}
+    groups = class_groups(train_counts)
+    report = build_report(result['aa'], labels, classes=test.classes, protocol=protocol, model=model_meta,
+                          warnings=warnings, train_counts=train_counts, class_groups=groups, long_tailed=long_tailed,
+                          min_perturbation=result['min_perturbation'], curve=result['curve'])
+    report['model_name'] = name
+    report['seconds'] = time.perf_counter() - start
+    report['leaderboard'] = entry = leaderboard_entry(report, _leaderboard_meta(args, record))
+    figures = write_figures(out, report, result, test.classes, train_counts if long_tailed else None, name)
+    atomic_write_json(out / 'model_info' / dataset / args.threat_model / f'{name}.json', entry)
+    atomic_write_json(out / REPORT_FILE, report)
+    atomic_write_text(out / 'summary.md', render_summary(report, figures))
+    _print_headline(report, out)
+    return out
+
+
+def write_figures(out: Path, report: Dict[str, Any], result: Dict[str, Any], classes: Sequence[str],
+                  train_counts: Optional[Sequence[int]], label: str) -> List[str]:
+    """The evaluation's PNGs; returns their names relative to ``out``."""
+    figures = ['per_class.png']
+    plot_per_class(out / 'per_class.png', classes,
+                   {label: ([c['clean_acc'] for c in report['per_class']], [c['robust_acc'] for c in report['per_class']])},
+                   train_counts)
+    protocol = report['protocol']
+    norm, eps = protocol['threat_model'], protocol['eps_value']
+    if result['min_perturbation']:
+        figures.append('min_perturbation_cdf.png')
+        plot_min_perturbation_cdf(out / figures[-1], {label: result['min_perturbation']}, {norm: eps})
+    figures.append('robust_acc_vs_eps.png')
+    points = [(row['eps'], row['robust_acc']) for row in report['eps_curve']]
+    plot_robust_accuracy_vs_eps(out / figures[-1], {label: {'distances': result['min_perturbation'].get(norm),
+                                                            'points': points}}, norm, 2.5 * max(p[0] for p in points))
+    return figures
+
+
+def _print_headline(report: Dict[str, Any], out: Path) -> None:
+    p = report['protocol']
+    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
+    print(f"clean {report['clean_acc']:.2f}% {ci(report['clean_ci'])}, AutoAttack {report['robust_acc']:.2f}% "
+          f"{ci(report['robust_ci'])} ({p['threat_model']} eps {p['eps']}, n={p['n_examples']}, 95% CI); stages: "
+          + ' -> '.join(f"{s['stage']} {s['acc']:.2f}" for s in report['stages']))
+    for norm, s in report.get('min_perturbation', {}).items():
+        median = '–' if s['median'] is None else f"{s['median']:.4g}"
+        print(f"FAB minimal {norm} perturbation: median {median} over {s['n']} points")
+    if report['unreliable']:
+        print('UNRELIABLE: AutoAttack warned:\n  ' + '\n  '.join(report['warnings']), file=sys.stderr)
+    print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, the leaderboard JSON and plots")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``sp-timm eval ...`` and ``accelerate launch -m sp_timm.eval ...``."""
+    args = build_eval_parser().parse_args(argv)
+    try:
+        evaluate(args)
+    except ValueError as err:  # CheckpointError, DataError and bad values: the message names the fix
+        print(f'sp-timm eval: error: {err}', file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,151 @@
+""" The evaluation report (JSON), the RobustBench leaderboard entry and the markdown summary. """
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+from .attacks import STANDARD_ATTACKS
+from .budget import format_eps
+from .stats import accuracy_ci, balanced_accuracy, group_accuracy, per_class_accuracy
+
+__all__ = ['LEADERBOARD_FIELDS', 'build_report', 'leaderboard_entry', 'render_summary', 'perturbation_summary',
+           'SP_PAPER']
+
+# RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
+LEADERBOARD_FIELDS = {'link': str, 'name': str, 'authors': str, 'additional_data': bool, 'number_forward_passes': int,
+                      'dataset': str, 'venue': str, 'architecture': str, 'eps': str, 'clean_acc': str, 'reported': str,
+                      'autoattack_acc': str, 'footnote': (str, type(None)), 'unreliable': bool}
+SP_PAPER = {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model'}
+
+
+def _pct(flags: torch.Tensor) -> float:
+    return 100 * flags.double().mean().item()
+
+
+def perturbation_summary(distances: torch.Tensor) -> Dict[str, Any]:
+    """Median and quartiles of minimal perturbations (misclassified points count as 0, points FAB could not flip
+    as infinite, so the statistics are over all points), and the share FAB flipped."""
+    d = distances.double()
+    q = torch.quantile(d, torch.tensor([0.25, 0.5, 0.75], dtype=torch.double),
+                       interpolation='lower')
+    finite = torch.isfinite(d)
+    as_number = lambda v: v if torch.isfinite(torch.tensor(v)) else None  # JSON has no infinity
+    return {'n': len(d), 'median': as_number(q[1].item()), 'q1': as_number(q[0].item()), 'q3': as_number(q[2].item()),
+            'flipped_pct': 100 * finite.double().mean().item(),
+            'mean_of_flipped': d[finite].mean().item() if finite.any() else None}
+
+
+def _dedupe(messages: Sequence[str]) -> List[str]:
+    counts: Dict[str, int] = {}
+    for m in messages:
+        counts[m] = counts.get(m, 0) + 1
+    return [m if n == 1 else f'{m} (x{n})' for m, n in counts.items()]
+
+
+def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classes: Sequence[str], protocol: Dict[str, Any],
+                 model: Dict[str, Any], warnings: Sequence[str], train_counts: Optional[Sequence[int]] = None,
+                 class_groups: Optional[Dict[str, Sequence[int]]] = None, long_tailed: bool = False,
+                 min_perturbation: Optional[Mapping[str, torch.Tensor]] = None,
+                 curve: Optional[Mapping[float, torch.Tensor]] = None) -> Dict[str, Any]:
+    """Everything measured, per point aggregated: clean and AutoAttack accuracy with 95% Clopper-Pearson intervals,
+    accuracy left after each stage, per class (and per many / medium / few-shot group when the training counts are
+    known), balanced accuracy, minimal perturbations and the accuracy at other budgets."""
+    n, num_classes = len(labels), len(classes)
+    clean, robust = aa['clean'], aa[STANDARD_ATTACKS[-1]]
+    clean_pc = per_class_accuracy(clean, labels, num_classes)
+    robust_pc = per_class_accuracy(robust, labels, num_classes)
+    per_class = [{'class': c, 'name': classes[c], 'n': int((labels == c).sum()), 'clean_acc': clean_pc[c],
+                  'robust_acc': robust_pc[c]} for c in range(num_classes)]
+    group_of = {c: g for g, members in (class_groups or {}).items() for c in members}
+    for row in per_class:
+        if train_counts is not None:
+            row['train_count'] = int(train_counts[row['class']])
+        if group_of:
+            row['group'] = group_of.get(row['class'], '')
+    report = {
+        'protocol': protocol, 'model': model, 'n_points': n,
+        'clean_acc': _pct(clean), 'robust_acc': _pct(robust),
+        'clean_ci': list(accuracy_ci(int(clean.sum()), n)), 'robust_ci': list(accuracy_ci(int(robust.sum()), n)),
+        'stages': [{'stage': 'clean', 'acc': _pct(clean)}] + [{'stage': a, 'acc': _pct(aa[a])} for a in STANDARD_ATTACKS],
+        'max_perturbation': aa['perturbation'].max().item() if n else 0.0,
+        'balanced_clean_acc': balanced_accuracy(clean_pc), 'balanced_robust_acc': balanced_accuracy(robust_pc),
+        'long_tailed': long_tailed, 'per_class': per_class,
+    }
+    if class_groups:
+        clean_g, robust_g = group_accuracy(clean_pc, class_groups), group_accuracy(robust_pc, class_groups)
+        report['groups'] = {g: {'classes': list(m), 'clean_acc': clean_g[g], 'robust_acc': robust_g[g]}
+                            for g, m in class_groups.items()}
+    if min_perturbation:
+        report['min_perturbation'] = {norm: dict(perturbation_summary(d), attack='fab (untargeted)')
+                                      for norm, d in min_perturbation.items()}
+    report['eps_curve'] = [{'eps': protocol['eps_value'], 'eps_str': protocol['eps'], 'robust_acc': report['robust_acc']}]
+    for eps, flags in sorted((curve or {}).items()):
+        report['eps_curve'].append({'eps': eps, 'eps_str': format_eps(eps), 'robust_acc': _pct(flags)})
+    report['eps_curve'].sort(key=lambda row: row['eps'])
+    report['warnings'] = _dedupe(warnings)
+    report['unreliable'] = bool(report['warnings'])
+    return report
+
+
+def leaderboard_entry(report: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str, Any]:
+    """RobustBench's leaderboard JSON: its fields, its types (accuracies as strings with two decimals)."""
+    protocol = report['protocol']
+    entry = {
+        'link': meta.get('link') or '', 'name': meta.get('name') or '', 'authors': meta.get('authors') or '',
+        'additional_data': bool(meta.get('additional_data', False)), 'number_forward_passes': 1,
+        'dataset': protocol['dataset'], 'venue': meta.get('venue') or '', 'architecture': meta.get('architecture') or '',
+        'eps': protocol['eps'], 'clean_acc': f"{report['clean_acc']:.2f}",
+        'reported': meta.get('reported') or f"{report['robust_acc']:.2f}",
+        'autoattack_acc': f"{report['robust_acc']:.2f}", 'footnote': meta.get('footnote') or None,
+        'unreliable': report['unreliable'],
+    }
+    assert list(entry) == list(LEADERBOARD_FIELDS)
+    return entry
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return '–' if value is None else f'{value:.{digits}f}'
+
+
+def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
+    """The report as markdown: protocol, headline numbers with intervals, stages, warnings, perturbations, groups."""
+    p, m = report['protocol'], report['model']
+    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
+    lines = [f"# AutoAttack evaluation: {m.get('name', m.get('source', 'model'))}", '',
+             f"{p['dataset']}, first {p['n_examples']} test images in [0, 1]; {p['threat_model']} eps = {p['eps']}; "
+             f"AutoAttack version='standard' ({', '.join(p['attacks'])}), seed {p['seed']}, pyautoattack "
+             f"{p.get('pyautoattack_version', '?')}.", '',
+             '| metric | accuracy (%) | 95% CI (Clopper-Pearson) |', '|---|---|---|',
+             f"| clean | {report['clean_acc']:.2f} | {ci(report['clean_ci'])} |",
+             f"| AutoAttack | {report['robust_acc']:.2f} | {ci(report['robust_ci'])} |",
+             f"| balanced clean | {report['balanced_clean_acc']:.2f} | |",
+             f"| balanced AutoAttack | {report['balanced_robust_acc']:.2f} | |", '',
+             'Accuracy left after each stage: ' + ' → '.join(f"{s['stage']} {s['acc']:.2f}" for s in report['stages']) + '.',
+             '']
+    if report['warnings']:
+        lines += ["**AutoAttack's checks warned; the evaluation is flagged unreliable:**", '']
+        lines += [f'- {w}' for w in report['warnings']] + ['']
+    else:
+        lines += ["AutoAttack's checks raised no warning.", '']
+    if report.get('min_perturbation'):
+        lines += ['| minimal perturbation (FAB) | median | quartiles | flipped (%) |', '|---|---|---|---|']
+        for norm, s in report['min_perturbation'].items():
+            lines.append(f"| {norm} | {_fmt(s['median'], 4)} | {_fmt(s['q1'], 4)} – {_fmt(s['q3'], 4)} | "
+                         f"{s['flipped_pct']:.1f} |")
+        lines.append('')
+    if len(report['eps_curve']) > 1:
+        lines += ['AutoAttack accuracy by budget: ' + ', '.join(f"{r['eps_str']}: {r['robust_acc']:.2f}%"
+                                                            for r in report['eps_curve']) + '.', '']
+    if report.get('groups'):
+        lines += ['| group (training images) | classes | clean (%) | AutoAttack (%) |', '|---|---|---|---|']
+        lines += [f"| {g} | {len(v['classes'])} | {_fmt(v['clean_acc'])} | {_fmt(v['robust_acc'])} |"
+                  for g, v in report['groups'].items()] + ['']
+    header = '| class | points | train images | group | clean (%) | AutoAttack (%) |'
+    lines += [header, '|---|---|---|---|---|---|']
+    lines += [f"| {c['name']} | {c['n']} | {c.get('train_count', '')} | {c.get('group', '')} | {_fmt(c['clean_acc'])} | "
+              f"{_fmt(c['robust_acc'])} |" for c in report['per_class']] + ['']
+    lines += [f'![{_figure_title(f)}]({f})' for f in figures]
+    return '\n'.join(lines) + '\n'
+
+
+def _figure_title(name: str) -> str:
+    return name.rsplit('/', 1)[-1].rsplit('.', 1)[0].replace('_', ' ')

@@ -1,0 +1,225 @@
+""" sp-timm eval: AutoAttack (standard) exactly as pyautoattack runs it, RobustBench's JSON, long-tail reports,
+gradient masking flagged, sharding (2 processes == 1), resume after an interruption, clear errors. Small: an MLP
+on 3x8x8 inputs, or small_cnn_cifar trained one epoch on a digits subset. """
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import sp_timm  # noqa: F401
+from sp_timm.cli import main as cli_main
+from sp_timm.eval import (LEADERBOARD_FIELDS, STANDARD_ATTACKS, autoattack_chunk, build_report, check_eps,
+                          evaluate_points, format_eps, parse_eps)
+from sp_timm.train import parse_train_args, train
+
+CLI = [sys.executable, '-m', 'sp_timm']
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def points(model: nn.Module, n: int = 16, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 10  # a few misclassified points
+    return x, y
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp('run') / 'run'
+    flags = ('--dataset digits-lt --imbalance-ratio 10 --model small_cnn_cifar --batch-size 32 --train-examples 256 '
+             '--val-examples 32 --no-aug --no-progress --epochs 2 --loss sp_ls --lr 0.05').split()
+    return train(parse_train_args(flags + ['--output', str(out)])) / 'last'
+
+
+def test_eps_parsing_checking_and_robustbench_spelling():
+    assert parse_eps('8/255') == 8 / 255 and parse_eps('0.5') == 0.5
+    assert format_eps(8 / 255) == '8/255' and format_eps(0.5) == '0.5' and format_eps(0.1) == '0.1'
+    assert check_eps(8 / 255, 'Linf') == 8 / 255
+    for eps, norm, match in [(0, 'Linf', 'positive'), (-0.1, 'L2', 'positive'), (8, 'Linf', '8/255'),
+                             (float('nan'), 'Linf', 'positive'), (100.0, 'L2', 'diameter')]:
+        with pytest.raises(ValueError, match=match):
+            check_eps(eps, norm)
+
+
+def test_chunk_equals_pyautoattack_run_standard_evaluation():
+    """sp-timm's per-attack calls are the loop run_standard_evaluation runs itself: same points flipped, same classes."""
+    from pyautoattack import AutoAttack
+    model = mlp()
+    x, y = points(model)
+    ours = autoattack_chunk(model, x, y, eps=2 / 255, norm='Linf', seed=0, batch_size=64, device='cpu')
+    adversary = AutoAttack(model, eps=2 / 255, norm='Linf', seed=0, version='standard')
+    x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=64)
+    assert torch.equal(ours['square'], y_adv == y) and torch.equal(ours['pred'], y_adv)
+    flags = [ours['clean']] + [ours[a] for a in STANDARD_ATTACKS]
+    assert all(bool((later <= earlier).all()) for earlier, later in zip(flags, flags[1:]))  # stages only remove points
+    assert 0 < int(ours['square'].sum()) < int(ours['clean'].sum())  # the test exercises survivors and flips
+    fooled = ours['clean'] & ~ours['square']
+    assert torch.allclose(ours['perturbation'][fooled], (x_adv - x)[fooled].flatten(1).abs().amax(1))
+    assert float(ours['perturbation'].max()) <= 2 / 255 + 1e-6
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    from pyautoattack import AutoAttack
+    model = mlp()
+    x, y = points(model, n=24)
+    settings = dict(eps=2 / 255, batch_size=8, min_pert_norms=['Linf'], min_pert_examples=8, fab_iters=10,
+                    progress=False, echo_warnings=False)
+    full = evaluate_points(model, x, y, work_dir=tmp_path / 'full', **settings)
+    original, calls = AutoAttack.run_standard_evaluation, []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(self.attacks_to_run[0])
+        if len(calls) == 4:  # mid-way through the second chunk
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', flaky)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_points(model, x, y, work_dir=tmp_path / 'resumed', **settings)
+    interrupted_calls = list(calls)
+    calls.clear()
+    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'resumed', **settings)
+    for key in full['aa']:
+        assert torch.equal(full['aa'][key], resumed['aa'][key]), key
+    assert torch.equal(full['min_perturbation']['Linf'], resumed['min_perturbation']['Linf'])
+    uninterrupted = len(interrupted_calls) - 1 + len(calls)  # the interrupted call ran again, nothing else did
+    calls.clear()
+    evaluate_points(model, x, y, work_dir=tmp_path / 'again', **settings)
+    assert uninterrupted == len(calls)
+    assert not list((tmp_path / 'resumed').rglob('.*.tmp'))
+
+
+class RoundedInput(nn.Module):
+    """Quantises its input to 4 levels: the classic accidental gradient masking (zero gradient almost everywhere)."""
+
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+def test_gradient_masking_is_flagged_unreliable():
+    model = nn.Sequential(RoundedInput(), mlp()).eval()
+    x, y = points(model, n=12)
+    result = evaluate_points(model, x, y, eps=16 / 255, batch_size=16, min_pert_examples=0, progress=False,
+                             echo_warnings=False)
+    assert any('zero gradient' in w for w in result['warnings'])
+    report = build_report(result['aa'], y, classes=[str(c) for c in range(10)], warnings=result['warnings'],
+                          protocol={'dataset': 'toy', 'threat_model': 'Linf', 'eps': '16/255', 'eps_value': 16 / 255},
+                          model={})
+    assert report['unreliable'] is True and report['warnings']
+    clean = build_report(result['aa'], y, classes=[str(c) for c in range(10)], warnings=[], model={},
+                         protocol={'dataset': 'toy', 'threat_model': 'Linf', 'eps': '16/255', 'eps_value': 16 / 255})
+    assert clean['unreliable'] is False
+
+
+def test_bad_points_are_refused():
+    model = mlp()
+    x, y = points(model, n=4)
+    with pytest.raises(ValueError, match=r'not \[0, 1\]'):
+        evaluate_points(model, x * 255, y, progress=False)
+    with pytest.raises(ValueError, match='another dataset'):
+        evaluate_points(model, x, y + 10, progress=False)
+    with pytest.raises(ValueError, match='8/255'):
+        evaluate_points(model, x, y, eps=8.0, progress=False)
+
+
+def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path, capsys):
+    out = tmp_path / 'eval'
+    code = cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '24', '--batch-size', '12',
+                     '--min-pert-examples', '8', '--fab-iters', '5', '--out', str(out), '--no-progress',
+                     '--model-name', 'Me2026SP_SmallCNN'])
+    assert code == 0
+    report = json.loads((out / 'report.json').read_text())
+    assert report['protocol']['dataset'] == 'digits-lt' and report['protocol']['eps'] == '8/255'
+    assert report['protocol']['n_examples'] == 24 and report['n_points'] == 24
+    assert 0 <= report['robust_acc'] <= report['clean_acc']
+    assert report['clean_ci'][0] <= report['clean_acc'] <= report['clean_ci'][1]
+    accs = [s['acc'] for s in report['stages']]
+    assert [s['stage'] for s in report['stages']] == ['clean', *STANDARD_ATTACKS] and accs == sorted(accs, reverse=True)
+    entry = json.loads((out / 'model_info' / 'digits-lt' / 'Linf' / 'Me2026SP_SmallCNN.json').read_text())
+    assert list(entry) == list(LEADERBOARD_FIELDS)
+    assert all(isinstance(entry[k], t) for k, t in LEADERBOARD_FIELDS.items())
+    assert entry['eps'] == '8/255' and entry['clean_acc'] == f"{report['clean_acc']:.2f}"
+    assert entry['autoattack_acc'] == f"{report['robust_acc']:.2f}" and entry['unreliable'] == report['unreliable']
+    assert entry['name'] == 'Stationary Point Losses for Robust Model' and entry['architecture'] == 'SmallCNN'
+    # long-tailed: per-class rows carry the training counts and groups, and group means exist
+    counts = [c['train_count'] for c in report['per_class']]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    assert report['long_tailed'] and set(report['groups']) >= {'many', 'few'}
+    assert {c['group'] for c in report['per_class']} <= {'many', 'medium', 'few'}
+    assert report['min_perturbation']['Linf']['n'] == 8 and 'L2' in report['min_perturbation']
+    for png in ('per_class.png', 'min_perturbation_cdf.png', 'robust_acc_vs_eps.png'):
+        assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    summary = (out / 'summary.md').read_text()
+    assert 'AutoAttack' in summary and '| few |' in summary
+    # a rerun finds every chunk done and reproduces the report
+    assert cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '24', '--batch-size', '12',
+                     '--min-pert-examples', '8', '--fab-iters', '5', '--out', str(out), '--no-progress',
+                     '--model-name', 'Me2026SP_SmallCNN']) == 0
+    again = json.loads((out / 'report.json').read_text())
+    assert again['robust_acc'] == report['robust_acc'] and again['min_perturbation'] == report['min_perturbation']
+    # other settings on the same folder: refused, not mixed
+    assert cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '20', '--out', str(out)]) == 2
+    assert 'other settings' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--eps', '0'], 'positive'),
+    (['--eps', '8'], '8/255'),
+    (['--n-examples', '5000'], 'test set has 413'),
+    (['--threat-model', 'L2', '--eps', '99'], 'diameter'),
+])
+def test_eval_cli_bad_input(checkpoint, tmp_path, capsys, flags, message):
+    assert cli_main(['eval', '--checkpoint', str(checkpoint), '--out', str(tmp_path / 'x'), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'x' / 'report.json').exists()
+
+
+def test_checkpoint_that_does_not_fit_its_model_is_refused(checkpoint, tmp_path, capsys):
+    import hashlib
+    from safetensors.torch import load_file, save_file
+    bad = tmp_path / 'bad'
+    shutil.copytree(checkpoint, bad)
+    weights = load_file(str(bad / 'model.safetensors'))
+    weights['fc.weight'] = torch.zeros(5, weights['fc.weight'].shape[1])  # a 5-class head in a 10-class model
+    save_file(weights, str(bad / 'model.safetensors'))
+    state = json.loads((bad / 'state.json').read_text())
+    state['sha256']['model.safetensors'] = hashlib.sha256((bad / 'model.safetensors').read_bytes()).hexdigest()
+    (bad / 'state.json').write_text(json.dumps(state))
+    assert cli_main(['eval', '--checkpoint', str(bad), '--out', str(tmp_path / 'x'), '--n-examples', '4']) == 2
+    assert 'fc.weight' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
+    launcher = Path(sys.executable).parent / 'accelerate'
+    if not launcher.exists():
+        pytest.skip('accelerate launcher not installed next to this interpreter')
+    import os
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    flags = ['--checkpoint', str(checkpoint), '--n-examples', '30', '--batch-size', '10', '--eps', '4/255',
+             '--min-pert-examples', '20', '--min-pert-norms', 'Linf', '--fab-iters', '5', '--no-progress']
+    one = subprocess.run(CLI + ['eval', *flags, '--out', str(tmp_path / 'one')], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(launcher), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+                          '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'sp_timm.eval', *flags,
+                          '--out', str(tmp_path / 'two')], env=dict(env, ACCELERATE_USE_CPU='1'),
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert '2 process(es)' in two.stdout
+    a, b = (json.loads((tmp_path / d / 'report.json').read_text()) for d in ('one', 'two'))
+    for key in ('clean_acc', 'robust_acc', 'stages', 'per_class', 'min_perturbation', 'balanced_robust_acc'):
+        assert a[key] == b[key], key
+    assert a['protocol']['num_processes'] == 1 and b['protocol']['num_processes'] == 2
