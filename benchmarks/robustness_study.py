@@ -23,6 +23,7 @@ from pathlib import Path
 LOSSES = {  # name -> loss flags
     'ce': ['--loss', 'ce'],
     'ce_ls0.1': ['--loss', 'ce', '--smoothing', '0.1'],
+    'ce_clip5': ['--loss', 'ce', '--clip-grad', '5'],  # control: sp_margin trains with this clipping
     'sp_ls_p0.9': ['--loss', 'sp_ls', '--sp-pstar', '0.9'],
     'sp_ls_p0.8': ['--loss', 'sp_ls', '--sp-pstar', '0.8'],
     'sp_logit_l0.05': ['--loss', 'sp_logit', '--sp-lam', '0.05'],

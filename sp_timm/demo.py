@@ -19,14 +19,16 @@ from .checkpoint import atomic_write_json, atomic_write_text
 __all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
 
 # the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy
-DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'], 'sp': ['--loss', 'sp_ls', '--sp-pstar', '0.9']}
+# sp_margin's gradient grows with the margin error: it needs --clip-grad (see the README's Training section)
+DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'],
+                                     'sp': ['--loss', 'sp_margin', '--sp-margin', '2.0', '--clip-grad', '5']}
 DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
 DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
 LT_EPOCH_FACTOR = 2.5
-_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms)
-    'full': (30, 200, 200, 50, ('Linf', 'L2')),
-    'quick': (10, 48, 48, 20, ('Linf',)),
+_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets)
+    'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS),
+    'quick': (10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1]),
 }
 
 
@@ -57,7 +59,7 @@ def _train(loss: str, dataset: str, out: Path, epochs: int, progress: bool) -> P
 
 def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: Tuple, eps: float, progress: bool) -> Dict[str, Any]:
     from .eval import build_eval_parser, evaluate
-    _, n_aa, n_fab, fab_iters, norms = budget
+    _, n_aa, n_fab, fab_iters, norms, _ = budget
     args = ['--checkpoint', str(checkpoint), '--dataset', dataset, '--eps', repr(eps), '--n-examples', str(n_aa),
             '--batch-size', '256', '--min-pert-examples', str(n_fab), '--fab-iters', str(fab_iters),
             '--min-pert-norms', *norms, '--out', str(out)] + ([] if progress else ['--no-progress'])
@@ -82,17 +84,18 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     result = {}
-    for ax, (name, flags) in zip(axes, DEMO_LOSSES.items()):
+    for ax, flags in zip(axes, DEMO_LOSSES.values()):
         torch.manual_seed(seed)
         mlp = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
                                   torch.nn.Linear(64, 2))
         loss_name = flags[1]
-        params = {f'sp_{flags[i][5:]}': float(flags[i + 1]) for i in range(2, len(flags), 2)}
+        params = {f'sp_{flags[i][5:]}': float(flags[i + 1]) for i in range(2, len(flags), 2) if flags[i].startswith('--sp-')}
         loss_fn = create_classification_loss(loss_name, **params)
         optimizer = torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9)
         for _ in range(steps):
             optimizer.zero_grad()
             loss_fn(mlp(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(mlp.parameters(), 5.0)  # as the demo's recipe (sp_margin needs it)
             optimizer.step()
         with torch.no_grad():
             margin = mlp(grid)
@@ -142,33 +145,37 @@ def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
                          'balanced clean %', 'few-shot clean %', 'few-shot AA %', 'AA warned'], rows)
 
 
-def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True) -> Dict[str, Any]:
+def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True,
+             workers: int = 1) -> Dict[str, Any]:
     """Train, attack, compare and export; returns the results written to ``out/results.json``."""
-    from .eval.plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
     from .eval.stats import paired_test
-    from .hub import export_model
     from .eval.budget import format_eps
     budget = _BUDGETS['quick' if quick else 'full']
     start = time.perf_counter()
     out = Path(out)
     results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick, 'budget': dict(zip(
-        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms'), budget)), 'losses': DEMO_LOSSES,
+        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets'), budget)), 'losses': DEMO_LOSSES,
         'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
     reports: Dict[str, Dict[str, Any]] = {}
     figures = ['toy_boundary.png']
-    print(f"sp-timm demo: CE vs {' '.join(DEMO_LOSSES['sp'][1:])} on {', '.join(DEMO_DATASETS)} "
+    print(f"sp-timm demo: CE vs {' '.join(DEMO_LOSSES['sp'][1:])} on {', '.join(budget[5])} "
           f"({budget[0]} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget[1]} test points) -> {out}")
     results['toy'] = toy_boundary(out / figures[0])
-    for dataset in DEMO_DATASETS:
-        reports[dataset], results['table'][dataset] = {}, {}
-        for loss in DEMO_LOSSES:
-            checkpoint = _train(loss, dataset, out, budget[0], progress)
-            evaluation = out / 'eval' / f'{dataset}-{loss}'
-            report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress)
-            export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation / 'report.json'])
-            reports[dataset][loss] = report
-            results['table'][dataset][loss] = _row(report)
-        from safetensors.torch import load_file
+    jobs = [(dataset, loss, str(out), budget, eps) for dataset in budget[5] for loss in DEMO_LOSSES]
+    if workers > 1:  # the pipelines are independent: one process each, the CPU's threads shared out
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from tqdm.auto import tqdm
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
+                                 initializer=_worker_init, initargs=(workers,)) as pool:
+            done = list(tqdm(pool.map(_pipeline, jobs), total=len(jobs), desc='demo: train, attack, export',
+                             disable=not progress, dynamic_ncols=True))
+    else:
+        done = [_pipeline(job + (progress,)) for job in jobs]
+    for (dataset, loss, *_), report in zip(jobs, done):
+        reports.setdefault(dataset, {})[loss] = report
+        results['table'].setdefault(dataset, {})[loss] = _row(report)
+    for dataset in budget[5]:
         flags = {loss: _final_flags(out / 'eval' / f'{dataset}-{loss}') for loss in DEMO_LOSSES}
         results['paired'][dataset] = dict(paired_test(flags['ce'], flags['sp']), test="McNemar exact, AutoAttack flags")
         figures += _figures(out, dataset, reports[dataset], eps)
@@ -186,6 +193,28 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     print(f"wrote {out / 'report.md'}, {out / 'results.json'}, figures, eval/*/model_info, hub/* "
           f"in {results['seconds']:.0f} s")
     return results
+
+
+def _worker_init(workers: int) -> None:
+    """Threads shared out between the workers; their per-epoch lines silenced (the parent shows progress,
+    the reports keep every number), AutoAttack's warnings still reach stderr."""
+    import os
+    import sys
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    sys.stdout = open(os.devnull, 'w')
+
+
+def _pipeline(job: Tuple) -> Dict[str, Any]:
+    """Train (or reuse), evaluate and export one (dataset, loss) of the demo; returns the evaluation report."""
+    from .hub import export_model
+    dataset, loss, out, budget, eps = job[:5]
+    progress = job[5] if len(job) > 5 else False
+    out = Path(out)
+    checkpoint = _train(loss, dataset, out, budget[0], progress)
+    evaluation = out / 'eval' / f'{dataset}-{loss}'
+    report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress)
+    export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation / 'report.json'])
+    return report
 
 
 def _final_flags(evaluation: Path) -> torch.Tensor:
@@ -244,12 +273,17 @@ def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
     from .eval.budget import parse_eps
     p = parser or argparse.ArgumentParser(prog='sp-timm demo')
     p.add_argument('--out', default='output/demo', help='output folder (a rerun reuses finished runs and evaluations)')
-    p.add_argument('--quick', action='store_true', help='fewer epochs and test points, Linf FAB only (about 2 minutes)')
+    p.add_argument('--quick', action='store_true',
+                   help='digits only (no digits-lt), 10 epochs, 24 test points, Linf FAB only: about 2 minutes')
     p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default 2/255)')
+    p.add_argument('--workers', type=int, default=None,
+                   help='processes running the (dataset, loss) pipelines side by side (default: 2 if the CPU has 2+ cores)')
     p.add_argument('--no-progress', action='store_true')
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), quick=args.quick, eps=args.eps, progress=not args.no_progress)
+    import os
+    workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
+    run_demo(Path(args.out), quick=args.quick, eps=args.eps, progress=not args.no_progress, workers=max(1, workers))
     return 0

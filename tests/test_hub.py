@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Millions of parameters, as published (WRN: Zagoruyko & Komodakis; PreActResNet-18: Rice et al.; ResNet-20/32: He et al.)
 LITERATURE_PARAMS = {'wrn28_10_cifar': 36.5, 'wrn34_10_cifar': 46.2, 'wrn34_20_cifar': 184.5, 'wrn70_16_cifar': 266.8,
-                     'preact_resnet18_cifar': 11.2, 'resnet20_cifar': 0.27, 'resnet32_cifar': 0.46}
+                     'preact_resnet18_cifar': 11.2, 'resnet20_cifar': 0.27, 'resnet32_cifar': 0.46,
+                     'small_cnn_cifar': 0.0243}  # the last is sp-timm's own small network (its docstring)
 
 
 @pytest.mark.parametrize('name', CIFAR_MODELS)
@@ -181,8 +182,12 @@ def test_committed_cards_match_what_export_writes(record_path):
     """model_cards/NAME.md is what `sp-timm export --out NAME` writes for the run record beside it."""
     name = record_path.name.split('.')[0]
     record = json.loads(record_path.read_text())
-    assert render_model_card(record, [], folder_name=name) == (REPO / 'model_cards' / f'{name}.md').read_text()
+    report_path = record_path.with_name(f'{name}.eval.json')
+    reports = [json.loads(report_path.read_text())] if report_path.exists() else []
+    assert render_model_card(record, reports, folder_name=name) == (REPO / 'model_cards' / f'{name}.md').read_text()
 
 
-def test_demo_cards_are_committed():
-    assert {p.name.split('.')[0] for p in CARDS} >= {'digits_resnet20_ce', 'digits_resnet20_sp'}
+def test_demo_cards_are_committed_with_evaluations():
+    names = {p.name.split('.')[0] for p in CARDS}
+    assert names >= {'digits_small_cnn_ce', 'digits_small_cnn_sp', 'digits_lt_small_cnn_ce', 'digits_lt_small_cnn_sp'}
+    assert all((REPO / 'model_cards' / f'{n}.eval.json').exists() for n in names)

@@ -14,7 +14,7 @@ def test_recipes_cover_the_issue():
     names = {p.stem for p in RECIPES}
     assert {'cifar10_wrn28_10_ce', 'cifar10_wrn28_10_sp', 'cifar10_wrn28_10_pgdat_ce', 'cifar10_wrn28_10_pgdat_sp',
             'cifar10lt_resnet32_ce', 'cifar10lt_resnet32_sp', 'cifar10lt_resnet32_pgdat_ce', 'cifar10lt_resnet32_pgdat_sp',
-            'cifar100_wrn28_10_pgdat_sp', 'digits_resnet20_ce', 'digits_resnet20_sp'} <= names
+            'cifar100_wrn28_10_pgdat_sp', 'digits_small_cnn_ce', 'digits_small_cnn_sp'} <= names
     assert {p.stem for p in ACCELERATE_CONFIGS} == {'1gpu', '8gpu', '2node_8gpu'}
 
 
@@ -23,10 +23,20 @@ def test_recipe_parses(recipe):
     args = parse_train_args(['--config', str(recipe)])
     header = [line for line in recipe.read_text().splitlines() if line.startswith('#')]
     assert any(line.startswith('# Time:') for line in header) and any('--config recipes/' + recipe.name in l for l in header)
-    assert args.dataset and args.model and args.loss in ('ce', 'sp_ls')
+    assert args.dataset and args.model and args.loss in ('ce', 'sp_margin')
     if 'pgdat' in recipe.stem:
         assert args.adv == 'pgd' and abs(args.adv_eps - 8 / 255) < 1e-12 and args.adv_steps == 10
-    assert ('_sp' in recipe.stem) == (args.loss == 'sp_ls')
+    assert ('_sp' in recipe.stem) == (args.loss == 'sp_margin')
+    if args.loss == 'sp_margin':  # the study's default; its gradient is unbounded without clipping
+        assert args.sp_margin == 2.0 and args.clip_grad == 5.0
+
+
+def test_digits_recipes_are_the_demos():
+    from sp_timm.demo import DEMO_LOSSES, demo_train_flags
+    for loss in ('ce', 'sp'):
+        from_recipe = parse_train_args(['--config', str(RECIPES[0].parent / f'digits_small_cnn_{loss}.yaml')])
+        from_demo = parse_train_args(demo_train_flags(DEMO_LOSSES[loss], 'digits', from_recipe.epochs))
+        assert vars(from_recipe) == dict(vars(from_demo), config=from_recipe.config)
 
 
 @pytest.mark.parametrize('config', ACCELERATE_CONFIGS, ids=lambda p: p.stem)

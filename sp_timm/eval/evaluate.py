@@ -34,7 +34,8 @@ REPORT_FILE = 'report.json'
 DEFAULT_N_EXAMPLES = 10_000
 _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
                   'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
-                  'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32'}
+                  'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32',
+                  'small_cnn_cifar': 'SmallCNN'}
 
 
 def architecture_name(model_name: Optional[str]) -> str:

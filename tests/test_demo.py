@@ -1,0 +1,40 @@
+""" sp-timm demo end to end on a tiny budget (the real budgets are the README's), and its toy boundary figure. """
+import json
+
+import pytest
+
+from sp_timm import demo
+from sp_timm.cli import main as cli_main
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(demo._BUDGETS, 'quick', (1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS))
+    out = tmp_path / 'demo'
+    assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
+    printed = capsys.readouterr().out
+    assert '| digits-lt | sp ' in printed and 'McNemar' in printed
+    results = json.loads((out / 'results.json').read_text())
+    assert results['eps_str'] == '8/255' and set(results['table']) == {'digits', 'digits-lt'}
+    for dataset, by_loss in results['table'].items():
+        assert set(by_loss) == {'ce', 'sp'}
+        for row in by_loss.values():
+            assert 0 <= row['robust_acc'] <= row['clean_acc'] <= 100
+        assert (out / f'{dataset}_per_class.png').read_bytes()[:4] == b'\x89PNG'
+        for loss in ('ce', 'sp'):
+            assert (out / 'hub' / f'{dataset}-{loss}' / 'README.md').read_text().count('AutoAttack') >= 2
+            assert list((out / 'eval' / f'{dataset}-{loss}' / 'model_info').rglob('*.json'))
+    assert results['table']['digits-lt']['sp']['few_clean_acc'] is not None
+    assert set(results['toy']) == {'ce', 'sp_margin'} and (out / 'toy_boundary.png').exists()
+    report = (out / 'report.md').read_text()
+    assert 'toy_boundary.png' in report and 'McNemar' in report
+    # a rerun reuses the finished runs and evaluations
+    assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
+    assert json.loads((out / 'results.json').read_text())['table'] == results['table']
+
+
+def test_toy_boundary_measures_both_losses(tmp_path):
+    result = demo.toy_boundary(tmp_path / 'toy.png', steps=200)
+    for row in result.values():
+        assert row['train_acc'] > 90 and row['distance_to_majority'] > 0 and row['distance_to_minority'] > 0
+    assert (tmp_path / 'toy.png').read_bytes()[:4] == b'\x89PNG'
