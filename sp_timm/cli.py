@@ -1,7 +1,7 @@
 """ The ``sp-timm`` command. """
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from .hub import HubError
 from .losses import SPLoss, create_loss, list_losses, timm_loss_types
@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('train', add_help=False, help='train with timm flags through Accelerate (sp-timm train --help)')
     sub.add_parser('eval', add_help=False, help='AutoAttack in the RobustBench protocol, sharded and resumable (sp-timm eval --help)')
     demo = sub.add_parser('demo', help='train CE and SP on digits / digits-lt, attack both, compare (about 10 min on 2 CPUs)')
-    from .demo import build_demo_parser
+    from .demo import build_demo_parser, main as demo_main
     build_demo_parser(demo)
-    demo.set_defaults(func=lambda args: __import__('sp_timm.demo', fromlist=['main']).main(args))
+    demo.set_defaults(func=demo_main)
     export = sub.add_parser('export', help="write timm's Hub format (config.json, model.safetensors) with a model card")
     export.add_argument('--checkpoint', required=True,
                         help='an sp-timm checkpoint (OUTPUT/best, OUTPUT/last, OUTPUT) or local-dir:DIR / hf-hub:ORG/NAME')
@@ -112,6 +112,17 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
     parser.add_argument('--imbalance-profile', choices=IMBALANCE_PROFILES, default='exp')
 
 
+def run_reporting_errors(prog: str, func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """``func(args)``, exit status 0; bad input (a ``ValueError`` such as ``CheckpointError`` / ``DataError``, or a
+    ``HubError``, whose message names the fix) is printed as ``prog: error: ...`` with exit status 2."""
+    try:
+        status = func(args)
+    except (ValueError, HubError) as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['train']:
@@ -124,8 +135,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, 'push', False) and not args.repo_id:
         parser.error('--push needs --repo-id ORG/NAME')
-    try:
-        return args.func(args)
-    except (ValueError, HubError) as err:
-        print(f'sp-timm {args.command}: error: {err}', file=sys.stderr)
-        return 2
+    return run_reporting_errors(f'sp-timm {args.command}', args.func, args)

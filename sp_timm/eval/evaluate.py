@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..checkpoint import CheckpointError, atomic_write_json, atomic_write_text
+from ..checkpoint import atomic_write_json, atomic_write_text
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
 from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps, parse_eps
@@ -362,10 +362,5 @@ def _print_headline(report: Dict[str, Any], out: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``sp-timm eval ...`` and ``accelerate launch -m sp_timm.eval ...``."""
-    args = build_eval_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except ValueError as err:  # CheckpointError, DataError and bad values: the message names the fix
-        print(f'sp-timm eval: error: {err}', file=sys.stderr)
-        return 2
-    return 0
+    from ..cli import run_reporting_errors
+    return run_reporting_errors('sp-timm eval', evaluate, build_eval_parser().parse_args(argv))

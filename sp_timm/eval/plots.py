@@ -1,7 +1,7 @@
 """ The evaluation's figures (matplotlib, Agg backend, PNG). Each takes one or more labelled series, so an
 evaluation plots one model and the demo plots CE and SP side by side. """
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 

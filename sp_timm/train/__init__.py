@@ -6,11 +6,5 @@ from .loop import METRICS_FILE, build_run_record, read_metrics, train
 
 def main(argv=None) -> int:
     """``sp-timm train ...`` and ``accelerate launch -m sp_timm.train ...``."""
-    import sys
-    args = parse_train_args(argv)
-    try:
-        train(args)
-    except ValueError as err:  # CheckpointError, DataError and bad values: the message names the fix
-        print(f'sp-timm train: error: {err}', file=sys.stderr)
-        return 2
-    return 0
+    from ..cli import run_reporting_errors
+    return run_reporting_errors('sp-timm train', train, parse_train_args(argv))
