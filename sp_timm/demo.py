@@ -131,7 +131,7 @@ def _row(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
-    from .cli import format_table
+    from ._cli_utils import format_table
     fmt = lambda v, d=2: '–' if v is None else f'{v:.{d}f}'
     rows = []
     for dataset, by_loss in results.items():

@@ -44,7 +44,7 @@ def architecture_name(model_name: Optional[str]) -> str:
 
 
 def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    from ..cli import add_data_args
+    from .._cli_utils import add_data_args
     p = parser or argparse.ArgumentParser(prog='sp-timm eval')
     p.description = ('AutoAttack (version=standard) on the first n test images in [0, 1], as RobustBench evaluates; '
                      'writes the leaderboard JSON, a report, a summary and plots.')
@@ -362,5 +362,5 @@ def _print_headline(report: Dict[str, Any], out: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``sp-timm eval ...`` and ``accelerate launch -m sp_timm.eval ...``."""
-    from ..cli import run_reporting_errors
+    from .._cli_utils import run_reporting_errors
     return run_reporting_errors('sp-timm eval', evaluate, build_eval_parser().parse_args(argv))

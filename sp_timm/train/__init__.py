@@ -6,5 +6,5 @@ from .loop import METRICS_FILE, build_run_record, read_metrics, train
 
 def main(argv=None) -> int:
     """``sp-timm train ...`` and ``accelerate launch -m sp_timm.train ...``."""
-    from ..cli import run_reporting_errors
+    from .._cli_utils import run_reporting_errors
     return run_reporting_errors('sp-timm train', train, parse_train_args(argv))

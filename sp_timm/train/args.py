@@ -18,7 +18,7 @@ AMP_DTYPES = ('float16', 'bfloat16')
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from ..cli import add_data_args
+    from .._cli_utils import add_data_args
     p = argparse.ArgumentParser(prog='sp-timm train', description='Train a timm model with an SP (or timm) loss on '
                                 'one or many processes through Accelerate; standard or adversarial training.')
     p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML of flag defaults (keys: flag names with _)')
