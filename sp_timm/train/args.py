@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence
 import yaml
 from timm.utils import ParseKwargs
 
+from ..data.split import parse_val_split
 from ..eval.budget import parse_eps as parse_fraction
 
 __all__ = ['build_train_parser', 'parse_train_args', 'parse_fraction', 'ADV_MODES', 'ADV_NORMS']
@@ -25,7 +26,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('data')
     add_data_args(g)
     g.add_argument('--train-examples', type=int, default=None, help='train on N random training images (seed 0; smoke runs)')
-    g.add_argument('--val-examples', type=int, default=None, help='evaluate on the first N test images only')
+    g.add_argument('--val-split', type=_val_split_flag, default=None, metavar='N|FRACTION|auto',
+                   help='validation images carved from the training split, stratified by class (seed 0): a count, a '
+                        'fraction, or auto = min(1000, 10%%); `best` and the per-epoch metrics use it. 0: validate on '
+                        'the test split (the old behaviour, which lets model selection see test points)')
+    g.add_argument('--val-examples', type=int, default=None, help='validate on the first N validation images only')
     g.add_argument('--no-aug', action='store_true', help='no random crop / flip (timm: --no-aug)')
     g = p.add_argument_group('model')
     g.add_argument('--model', default='resnet32_cifar', help='any timm model name (see sp_timm.models.CIFAR_MODELS)')
@@ -72,7 +77,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--adv-loss', choices=('ce', 'train'), default='ce',
                    help='the loss the inner maximisation ascends for PGD-AT: CE (default) or the training loss')
     g.add_argument('--trades-beta', type=float, default=6.0)
-    g.add_argument('--adv-val-examples', type=int, default=500, help='test images attacked with PGD after each epoch')
+    g.add_argument('--adv-val-examples', type=int, default=500, help='validation images attacked with PGD after each epoch')
     g = p.add_argument_group('run')
     g.add_argument('--amp', action='store_true', help='mixed precision through Accelerate')
     g.add_argument('--amp-dtype', choices=AMP_DTYPES, default='float16', help='float16 (GPU) or bfloat16')
@@ -83,6 +88,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--log-interval', type=int, default=50, help='batches between progress-bar updates of the loss')
     g.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
+
+
+def _val_split_flag(text: str):
+    try:
+        return parse_val_split(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
@@ -100,6 +112,8 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     if unknown:
         raise ValueError(f"--config '{path}' has unknown keys {unknown}; keys are flag names, e.g. batch_size, adv_eps.")
     defaults = {k.replace('-', '_'): v for k, v in config.items()}
+    if 'val_split' in defaults:
+        defaults['val_split'] = parse_val_split(str(defaults['val_split']))
     for key in ('adv_eps', 'adv_step_size'):
         if isinstance(defaults.get(key), str):
             defaults[key] = parse_fraction(defaults[key])

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import (CheckpointError, atomic_write_text, load_training_state, read_run_record, resolve_checkpoint,
                           save_checkpoint)
-from ..data import ImageData, TensorLoader, class_groups, create_dataset, create_mixup
+from ..data import ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup
 from ..losses import SPLoss, create_classification_loss
 from .adversary import pgd_attack, trades_attack, trades_kl
 
@@ -145,7 +145,12 @@ class _Trainer:
             torch.backends.cudnn.benchmark = False
 
         load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
-        train_data, val_data = load('train'), load('test')
+        train_data, val_data, self.val_record = carve_validation(load('train'), args.val_split)
+        if val_data is None:
+            val_data = load('test')
+            if self.main:
+                print('sp-timm train: --val-split 0: validating and choosing `best` on the TEST split (the old '
+                      'behaviour); sp-timm eval will then report on points that chose the model.')
         if args.train_examples and args.train_examples < len(train_data):  # a random subset: -lt splits are class-sorted
             keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:args.train_examples]
             train_data = train_data.subset(keep.sort().values, f'{args.train_examples} random (seed 0)')
@@ -165,6 +170,7 @@ class _Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes)
         self.record['mixed_precision'] = accelerator.mixed_precision
+        self.record['validation'] = dict(self.val_record, used=len(val_data))
 
         shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index, device=accelerator.device,
                       seed=args.seed)
@@ -263,8 +269,9 @@ class _Trainer:
         return result
 
     def evaluate(self) -> Dict[str, float]:
-        """Clean accuracy / CE on the (first --val-examples) test images and, when training adversarially, PGD
-        accuracy (CE, the training attack's settings) on the first --adv-val-examples; gathered over processes."""
+        """Clean accuracy / CE on the (first --val-examples) validation images (carved from the training split;
+        the test split only with --val-split 0) and, when training adversarially, PGD accuracy (CE, the training
+        attack's settings) on the first --adv-val-examples of them; gathered over processes."""
         args, accelerator, model = self.args, self.accelerator, self.attack_model
         model.eval()
         stats = torch.zeros(3, device=accelerator.device)
