@@ -1,81 +1,335 @@
-""" Robustness study: every SP member (a small parameter grid) against CE and CE + label smoothing (the known
-baseline), over seeds, on digits and digits-lt, standard training and PGD-AT. Each run trains the demo's network
-with the demo's recipe (sp_timm.demo.demo_train_flags), then measures clean accuracy, AutoAttack (standard, Linf)
-accuracy and the median FAB minimal Linf perturbation on the first --n-examples test images.
+""" The robustness study: does an SP loss buy robustness? Every SP member (defaults plus a small grid) against
+CE, CE + label smoothing and CE with the same gradient clipping, on four settings: digits and digits-lt (ratio 10),
+standard training and PGD-AT (Linf 2/255, 3 steps). The network and recipe are the demo's (small_cnn_cifar,
+sp_timm.demo.demo_train_flags); every run holds out its validation split (``--val-split auto``: 10 % of the
+training split, stratified, seed 0).
 
-Resumable: every finished run is one JSON file in OUT/runs/; a rerun skips them. Runs go to --workers processes
-(one thread each). The summary (mean and 95% t-interval over seeds) goes to OUT/summary.md and is printed, with
-the choice of the default SP loss: the SP configuration with the highest mean AutoAttack accuracy on digits
-(standard training) among those whose mean clean accuracy is within 1 point of CE's.
+Three phases, each resumable (one JSON per finished job; a rerun skips it), so the study continues across
+sessions and machines:
 
-    python benchmarks/robustness_study.py --out output/study            # the README's table
-    python benchmarks/robustness_study.py --out output/study --seeds 1 --settings digits   # a smaller look
+1. ``screen``: every configuration x ``--screen-seeds`` seeds. Scored on the run's VALIDATION images only:
+   clean accuracy and the white-box part of AutoAttack (APGD-CE then APGD-T, Linf ``--eps``).
+2. ``select`` (cheap, automatic): per setting, the best configuration of each SP member and the chosen SP
+   configuration, by validation robust accuracy (balanced over classes on the -lt settings) among those whose
+   validation clean accuracy is within ``--clean-tolerance`` points of CE's. Written to ``selection.json``.
+3. ``confirm``: the finalists -- CE, CE + LS, the chosen SP configuration, the best of every other member, and
+   CE + clip 5 -- x ``--seeds`` seeds, trained again where the seed is new, scored on ALL test points with
+   AutoAttack (standard), the adaptive audit (``sp-timm eval --audit``) and FAB minimal Linf perturbations.
+   Per point flags are kept, so SP and CE are compared by paired tests on the same points.
+
+``summary`` (also run after every phase) writes OUT/summary.md: the screening table, the choice, and per setting
+the finalists' mean and 95 % t-interval over seeds, audited robust accuracy, median minimal perturbation, and for
+-lt the balanced and many / medium / few-shot accuracies; paired tests of the chosen SP configuration against CE.
+
+    python benchmarks/robustness_study.py --out output/study --phase all            # everything (hours on 2 CPUs)
+    python benchmarks/robustness_study.py --out output/study --phase screen --workers 1
+    python benchmarks/robustness_study.py --out output/study --phase confirm --workers 14 --time-budget 420  # a GPU
 """
 import argparse
+import concurrent.futures as futures
+import contextlib
+import io
 import json
 import math
+import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-LOSSES = {  # name -> loss flags
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CLIP = ['--clip-grad', '5']
+CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --loss value
     'ce': ['--loss', 'ce'],
     'ce_ls0.1': ['--loss', 'ce', '--smoothing', '0.1'],
-    'ce_clip5': ['--loss', 'ce', '--clip-grad', '5'],  # control: sp_margin trains with this clipping
-    'sp_ls_p0.9': ['--loss', 'sp_ls', '--sp-pstar', '0.9'],
+    'ce_clip5': ['--loss', 'ce'] + CLIP,  # control: sp_margin trains with this clipping
     'sp_ls_p0.8': ['--loss', 'sp_ls', '--sp-pstar', '0.8'],
+    'sp_ls_p0.9': ['--loss', 'sp_ls', '--sp-pstar', '0.9'],
+    'sp_ls_p0.95': ['--loss', 'sp_ls', '--sp-pstar', '0.95'],
+    'sp_logit_l0.02': ['--loss', 'sp_logit', '--sp-lam', '0.02'],
     'sp_logit_l0.05': ['--loss', 'sp_logit', '--sp-lam', '0.05'],
+    'sp_logit_l0.1': ['--loss', 'sp_logit', '--sp-lam', '0.1'],
+    'sp_ce_p0.8': ['--loss', 'sp_ce', '--sp-pstar', '0.8'],
     'sp_ce_p0.9': ['--loss', 'sp_ce', '--sp-pstar', '0.9'],
-    'sp_margin_m2': ['--loss', 'sp_margin', '--sp-margin', '2.0', '--clip-grad', '5'],
+    'sp_margin_m1': ['--loss', 'sp_margin', '--sp-margin', '1.0'] + CLIP,
+    'sp_margin_m2': ['--loss', 'sp_margin', '--sp-margin', '2.0'] + CLIP,
+    'sp_margin_m4': ['--loss', 'sp_margin', '--sp-margin', '4.0'] + CLIP,
+    'sp_focal_g1_p0.9': ['--loss', 'sp_focal', '--sp-gamma', '1', '--sp-pstar', '0.9'],
     'sp_focal_g2_p0.9': ['--loss', 'sp_focal', '--sp-gamma', '2', '--sp-pstar', '0.9'],
 }
-SETTINGS = {  # name -> (dataset, extra training flags)
+BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5')
+PGD_AT = ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255']
+SETTINGS: Dict[str, Tuple[str, List[str]]] = {  # name -> (dataset, extra training flags)
     'digits': ('digits', []),
     'digits-lt': ('digits-lt', []),
-    'digits-pgdat': ('digits', ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255',
-                                '--adv-val-examples', '0']),
-    'digits-lt-pgdat': ('digits-lt', ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255',
-                                      '--adv-val-examples', '0']),
+    'digits-pgdat': ('digits', PGD_AT),
+    'digits-lt-pgdat': ('digits-lt', PGD_AT),
 }
+PHASES = ('screen', 'select', 'confirm', 'summary', 'all')
 
 
-def run_one(job):
-    """Train and evaluate one (setting, loss, seed); returns the measurements."""
+def member(config: str) -> str:
+    flags = CONFIGS[config]
+    return flags[flags.index('--loss') + 1]
+
+
+def is_lt(setting: str) -> bool:
+    return SETTINGS[setting][0].endswith('-lt')
+
+
+# ---------------------------------------------------------------------------------------------------- jobs
+def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
+    """Train (or finish, or reuse) one run; returns its ``last`` checkpoint."""
+    from sp_timm.demo import demo_train_flags
+    from sp_timm.train import parse_train_args, train
+    dataset, extra = SETTINGS[setting]
+    run_dir = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}'
+    flags = demo_train_flags(CONFIGS[config], dataset, cfg['epochs'], seed) + extra
+    flags += ['--adv-val-examples', '0'] if extra else []
+    flags += ['--output', str(run_dir), '--no-progress']
+    total = int(flags[flags.index('--epochs') + 1])
+    last = run_dir / 'last'
+    if last.exists() and json.loads((last / 'state.json').read_text())['epoch'] >= total:
+        return last
+    if last.exists():
+        flags += ['--resume', str(run_dir)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(parse_train_args(flags))
+    return last
+
+
+def _finished_run(setting: str, config: str, seed: int, cfg: Dict[str, Any], wait: float = 0) -> Optional[Path]:
+    """The ``last`` checkpoint of a finished run, waiting up to ``wait`` seconds for another process to finish it."""
+    from sp_timm.demo import demo_train_flags
+    dataset, _ = SETTINGS[setting]
+    flags = demo_train_flags(CONFIGS[config], dataset, cfg['epochs'], seed)
+    total = int(flags[flags.index('--epochs') + 1])
+    last = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}' / 'last'
+    stop = time.time() + wait
+    while True:
+        try:
+            if json.loads((last / 'state.json').read_text())['epoch'] >= total:
+                return last
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.time() >= stop:
+            return None
+        time.sleep(5)
+
+
+def _class_metrics(flags, labels, num_classes: int, groups: Optional[Dict[str, List[int]]]) -> Dict[str, Any]:
+    from sp_timm.eval.stats import balanced_accuracy, group_accuracy, per_class_accuracy
+    per_class = per_class_accuracy(flags, labels, num_classes)
+    out = {'acc': 100 * flags.double().mean().item(), 'balanced': balanced_accuracy(per_class)}
+    if groups is not None:
+        out['groups'] = group_accuracy(per_class, groups)
+    return out
+
+
+def _validation_data(checkpoint: Path):
+    """The run's own validation images, rebuilt from the run record (same split: same indices)."""
+    from sp_timm.checkpoint import read_run_record
+    from sp_timm.data import carve_validation, create_dataset
+    from sp_timm.demo import DEMO_IMBALANCE
+    record = read_run_record(checkpoint)
+    train = create_dataset(record['dataset'], 'train', imbalance_ratio=DEMO_IMBALANCE)
+    _, val, split = carve_validation(train, record['args'].get('val_split'))
+    if split['indices'] != record['validation']['indices']:
+        raise RuntimeError(f'{checkpoint}: the validation split cannot be rebuilt (indices differ).')
+    return val, record
+
+
+def screen_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
+    """Train one configuration and score it on its validation split with APGD-CE + APGD-T."""
     import torch
     torch.set_num_threads(1)
     import sp_timm  # noqa: F401
+    from accelerate import PartialState
+    from pyautoattack import AutoAttack
     from sp_timm.checkpoint import load_model
-    from sp_timm.data import create_dataset
-    from sp_timm.demo import DEMO_IMBALANCE, demo_train_flags
-    from sp_timm.eval import evaluate_points
-    from sp_timm.eval.report import perturbation_summary
-    from sp_timm.train import parse_train_args, train
-    setting, loss, seed, cfg = job
-    dataset, extra = SETTINGS[setting]
-    run_dir = Path(cfg['out']) / 'work' / f'{setting}-{loss}-s{seed}'
-    flags = demo_train_flags(LOSSES[loss], dataset, cfg['epochs'], seed) + extra + ['--output', str(run_dir), '--no-progress']
-    if (run_dir / 'last').exists():
-        flags += ['--resume', str(run_dir)]
+    setting, config, seed, cfg = job
     start = time.perf_counter()
-    import contextlib, io
+    checkpoint = _train(setting, config, seed, cfg)
+    val, record = _validation_data(checkpoint)
+    device = PartialState().device
+    model, _ = load_model(str(checkpoint))
+    model = model.to(device).eval()
+    x, y = val.images.float() / 255, val.labels
+    with torch.no_grad():
+        clean = model(x.to(device)).argmax(1).cpu() == y
+    adversary = AutoAttack(model, norm='Linf', eps=cfg['eps'], seed=0, device=device, version='standard')
+    adversary.attacks_to_run = ['apgd-ce', 'apgd-t']
+    robust = clean.clone()
+    index = clean.nonzero().flatten()
     with contextlib.redirect_stdout(io.StringIO()):
-        train(parse_train_args(flags))
-        model, _ = load_model(str(run_dir / 'last'))
-        test = create_dataset(dataset, 'test', imbalance_ratio=DEMO_IMBALANCE)
-        n = cfg['n_examples']
-        x, y = test.images[:n].float() / 255, test.labels[:n]
-        result = evaluate_points(model, x, y, eps=cfg['eps'], batch_size=256, min_pert_norms=['Linf'],
-                                 fab_iters=cfg['fab_iters'], progress=False, echo_warnings=False)
+        if len(index):
+            _, pred = adversary.run_standard_evaluation(x[index], y[index], batch_size=512)
+            robust[index] = pred.cpu() == y[index]
+    groups = record['class_groups'] if is_lt(setting) else None
+    return {'phase': 'screen', 'setting': setting, 'config': config, 'seed': seed, 'n_val': len(y),
+            'eps': cfg['eps'], 'attack': 'APGD-CE + APGD-T (AutoAttack standard, white-box part)',
+            'clean': _class_metrics(clean, y, val.num_classes, groups),
+            'robust': _class_metrics(robust, y, val.num_classes, groups),
+            'device': str(device), 'seconds': time.perf_counter() - start}
+
+
+def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
+    """Train one finalist (or reuse its screening run) and score it on all test points: AutoAttack standard, the
+    audit, FAB minimal Linf perturbations; per-point flags kept for the paired tests."""
+    import torch
+    torch.set_num_threads(1)
+    import sp_timm  # noqa: F401
+    from sp_timm.checkpoint import load_model, read_run_record
+    from sp_timm.data import create_dataset
+    from sp_timm.demo import DEMO_IMBALANCE
+    from sp_timm.eval import evaluate_points
+    from sp_timm.eval.attacks import STANDARD_ATTACKS
+    from sp_timm.eval.report import perturbation_summary
+    setting, config, seed, cfg = job
+    start = time.perf_counter()
+    checkpoint = _train(setting, config, seed, cfg)
+    record = read_run_record(checkpoint)
+    model, _ = load_model(str(checkpoint))
+    test = create_dataset(SETTINGS[setting][0], 'test', imbalance_ratio=DEMO_IMBALANCE)
+    n = min(cfg['n_examples'] or len(test), len(test))
+    x, y = test.images[:n].float() / 255, test.labels[:n]
+    work = Path(cfg['out']) / 'eval-work' / f'{setting}-{config}-s{seed}'
+    result = evaluate_points(model, x, y, eps=cfg['eps'], batch_size=512, chunk_size=n, work_dir=work,
+                             min_pert_norms=['Linf'], fab_iters=cfg['fab_iters'], progress=False, echo_warnings=False,
+                             **audit_kwargs(cfg, record, setting, config, seed))
     aa = result['aa']
-    return {'setting': setting, 'loss': loss, 'seed': seed, 'n': n, 'eps': cfg['eps'],
-            'clean_acc': 100 * aa['clean'].double().mean().item(), 'robust_acc': 100 * aa['square'].double().mean().item(),
-            'median_linf': perturbation_summary(result['min_perturbation']['Linf'])['median'],
-            'warnings': result['warnings'], 'seconds': time.perf_counter() - start}
+    audited = result['audit_points']['worst'] if result.get('audit') else None
+    groups = record['class_groups'] if is_lt(setting) else None
+    row = {'phase': 'confirm', 'setting': setting, 'config': config, 'seed': seed, 'n': n, 'eps': cfg['eps'],
+           'clean': _class_metrics(aa['clean'], y, test.num_classes, groups),
+           'autoattack': _class_metrics(aa[STANDARD_ATTACKS[-1]], y, test.num_classes, groups),
+           'median_linf': perturbation_summary(result['min_perturbation']['Linf'])['median'],
+           'warnings': result['warnings'], 'flags': {'clean': aa['clean'].int().tolist(),
+                                                     'autoattack': aa[STANDARD_ATTACKS[-1]].int().tolist()},
+           'device': str(next(model.parameters()).device), 'seconds': None}
+    if audited is not None:
+        row['audited'] = _class_metrics(audited, y, test.num_classes, groups)
+        row['flags']['audited'] = audited.int().tolist()
+        row['audit'] = result['audit']
+    row['seconds'] = time.perf_counter() - start
+    return row
 
 
-def _mean_ci(values):
+def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, config: str, seed: int) -> Dict[str, Any]:
+    """``evaluate_points``'s audit arguments: the study's budgets (``--audit-restarts``, ``--audit-queries``), the
+    model's own training loss, and as surrogate the CE model of the same setting and seed (transfer attack)."""
+    from sp_timm.checkpoint import load_model
+    from sp_timm.eval.audit import AuditConfig, training_loss_from_record
+    train_loss, note = training_loss_from_record(record)
+    surrogate = None
+    if config != 'ce':  # the CE job of this seed is queued first; wait for it rather than train it twice at once
+        ce_last = _finished_run(setting, 'ce', seed, cfg, wait=cfg.get('surrogate_wait', 900))
+        if ce_last is not None:
+            surrogate, _ = load_model(str(ce_last))
+    return {'audit': AuditConfig(restarts=cfg['audit_restarts'], square_queries=cfg['audit_queries']),
+            'train_loss': train_loss, 'loss_note': note, 'surrogate': surrogate}
+
+
+# ---------------------------------------------------------------------------------------------- scheduling
+def run_jobs(fn, jobs: Sequence[tuple], folder: Path, workers: int, deadline: Optional[float], desc: str) -> None:
+    """Run the jobs not finished before in ``workers`` spawned processes; each result is one JSON in ``folder``.
+    New jobs start only before ``deadline`` (a wall-clock time): the rest waits for the next call."""
+    from tqdm import tqdm
+    from sp_timm.checkpoint import atomic_write_json
+    name = lambda j: f'{j[0]}-{j[1]}-s{j[2]}.json'
+    todo = [j for j in jobs if not (folder / name(j)).exists()]
+    print(f'{desc}: {len(jobs)} jobs, {len(jobs) - len(todo)} done before, {len(todo)} to go on {workers} workers',
+          flush=True)
+    if not todo:
+        return
+    bar = tqdm(total=len(todo), desc=desc, dynamic_ncols=True)
+    pending = list(reversed(todo))
+    with futures.ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn'), max_tasks_per_child=1) as pool:
+        running = {}
+        while pending or running:
+            while pending and len(running) < workers and (deadline is None or time.time() < deadline):
+                job = pending.pop()
+                running[pool.submit(fn, job)] = job
+            if not running:
+                break
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                bar.update()
+                try:
+                    row = future.result()
+                except Exception as err:  # one broken job must not lose the others
+                    tqdm.write(f'{desc} {name(job)} FAILED: {type(err).__name__}: {err}')
+                    continue
+                atomic_write_json(folder / name(job), row)
+                tqdm.write(f"{desc} {name(job)[:-5]}: " + _headline(row))
+    bar.close()
+    if pending:
+        print(f'{desc}: time budget reached, {len(pending)} jobs left for the next call (rerun the same command).')
+
+
+def _headline(row: Dict[str, Any]) -> str:
+    if row['phase'] == 'screen':
+        return (f"val clean {row['clean']['acc']:.1f}, val APGD {row['robust']['acc']:.1f} "
+                f"(balanced {row['robust']['balanced']:.1f}), {row['seconds']:.0f} s")
+    audited = row.get('audited', {}).get('acc')
+    return (f"clean {row['clean']['acc']:.1f}, AA {row['autoattack']['acc']:.1f}, audited "
+            f"{'–' if audited is None else f'{audited:.1f}'}, {row['seconds']:.0f} s")
+
+
+def _rows(folder: Path) -> List[Dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob('*.json'))] if folder.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, Any]:
+    """Per setting: the best configuration of each SP member and the chosen SP configuration, on validation only.
+    Score: validation robust accuracy (balanced over classes for -lt), among configurations whose validation
+    clean accuracy (balanced for -lt) is within ``clean_tolerance`` points of CE's; ties go to higher clean."""
+    selection = {}
+    for setting in SETTINGS:
+        key = 'balanced' if is_lt(setting) else 'acc'
+        score = {}
+        for config in CONFIGS:
+            runs = [r for r in screen if r['setting'] == setting and r['config'] == config]
+            if runs:
+                score[config] = (_mean([r['robust'][key] for r in runs]), _mean([r['clean'][key] for r in runs]), len(runs))
+        if 'ce' not in score:
+            continue
+        floor = score['ce'][1] - clean_tolerance
+        best_of = {}
+        for m in sorted({member(c) for c in CONFIGS if c not in BASELINES}):
+            candidates = [c for c in score if member(c) == m and c not in BASELINES]
+            eligible = [c for c in candidates if score[c][1] >= floor]
+            if candidates:
+                pool = eligible or candidates
+                best_of[m] = {'config': max(pool, key=lambda c: score[c][:2]), 'within_clean_tolerance': bool(eligible)}
+        eligible = [v['config'] for v in best_of.values() if v['within_clean_tolerance']]
+        chosen = max(eligible, key=lambda c: score[c][:2]) if eligible else None
+        selection[setting] = {'metric': f'validation robust accuracy ({"balanced" if key == "balanced" else "plain"}), '
+                                        f'clean within {clean_tolerance:g} points of CE',
+                              'scores': {c: {'robust': s[0], 'clean': s[1], 'seeds': s[2]} for c, s in score.items()},
+                              'best_of_member': best_of, 'chosen': chosen}
+    return selection
+
+
+def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
+    """In priority order: CE, CE + LS, the chosen SP configuration, every other member's best, CE + clip 5."""
+    chosen = selection_of_setting.get('chosen')
+    others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
+    return list(dict.fromkeys(['ce', 'ce_ls0.1'] + ([chosen] if chosen else []) + others + ['ce_clip5']))
+
+
+# ------------------------------------------------------------------------------------------------ summary
+def _mean_ci(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
     from scipy.stats import t
     values = [v for v in values if v is not None]
     if not values:
@@ -86,69 +340,120 @@ def _mean_ci(values):
     return mean, t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def summarize(rows, command):
-    fmt = lambda m, h, scale=1.0, d=2: '–' if m is None else (f'{m * scale:.{d}f}' + ('' if h is None else f' ± {h * scale:.{d}f}'))
-    lines = [f'Command: `{command}`', '',
-             '| setting | loss | seeds | clean % | AutoAttack % | median FAB Linf (x/255) | AA warned |',
-             '|---|---|---|---|---|---|---|']
-    table = {}
+def _fmt(pair: Tuple[Optional[float], Optional[float]], scale: float = 1.0, digits: int = 1) -> str:
+    mean, half = pair
+    if mean is None:
+        return '–'
+    return f'{mean * scale:.{digits}f}' + ('' if half is None else f' ± {half * scale:.{digits}f}')
+
+
+def summarize(out: Path, command: str, clean_tolerance: float) -> str:
+    import torch
+    from sp_timm.eval.stats import paired_test
+    screen, confirm = _rows(out / 'screen'), _rows(out / 'confirm')
+    selection = json.loads((out / 'selection.json').read_text()) if (out / 'selection.json').exists() else {}
+    lines = [f'Command: `{command}`', '']
     for setting in SETTINGS:
-        for loss in LOSSES:
-            runs = [r for r in rows if r['setting'] == setting and r['loss'] == loss]
-            if not runs:
+        sel = selection.get(setting)
+        rows = [r for r in screen if r['setting'] == setting]
+        if not rows:
+            continue
+        lt = is_lt(setting)
+        lines += [f'### {setting}', '',
+                  f"Screening on the validation split ({rows[0]['n_val']} images, {len({r['seed'] for r in rows})} "
+                  f"seed(s), {rows[0]['attack']}, Linf {rows[0]['eps'] * 255:.0f}/255)"
+                  + (', balanced over classes' if lt else '') + ':', '',
+                  '| configuration | val clean % | val robust % | choice |', '|---|---|---|---|']
+        for config in CONFIGS:
+            s = (sel or {}).get('scores', {}).get(config)
+            if s is None:
                 continue
-            stats = {k: _mean_ci([r[k] for r in runs]) for k in ('clean_acc', 'robust_acc', 'median_linf')}
-            table[setting, loss] = stats
-            lines.append(f"| {setting} | {loss} | {len(runs)} | {fmt(*stats['clean_acc'])} | {fmt(*stats['robust_acc'])} | "
-                         f"{fmt(*stats['median_linf'], scale=255)} | {sum(bool(r['warnings']) for r in runs)} |")
-    lines += ['', 'mean ± half-width of the 95% t-interval over seeds.']
-    ce = table.get(('digits', 'ce'))
-    if ce:
-        eligible = [(s['robust_acc'][0], loss) for (setting, loss), s in table.items()
-                    if setting == 'digits' and loss.startswith('sp_') and s['clean_acc'][0] >= ce['clean_acc'][0] - 1]
-        if eligible:
-            best_acc, best = max(eligible)
-            verdict = 'beats' if best_acc > ce['robust_acc'][0] else 'does NOT beat'
-            lines += ['', f"Default SP loss (highest mean AutoAttack accuracy on digits among SP configurations within 1 "
-                          f"point of CE's clean accuracy): **{best}**, {best_acc:.2f}% vs CE {ce['robust_acc'][0]:.2f}%: it "
-                          f"{verdict} CE."]
-        else:
-            lines += ['', 'No SP configuration is within 1 point of CE clean accuracy on digits.']
+            mark = []
+            if sel and sel.get('chosen') == config:
+                mark.append('**chosen SP**')
+            if sel and any(v['config'] == config for v in sel['best_of_member'].values()):
+                mark.append(f'best {member(config)}')
+            lines.append(f"| {config} | {s['clean']:.1f} | {s['robust']:.1f} | {', '.join(mark)} |")
+        done = [r for r in confirm if r['setting'] == setting]
+        if done:
+            n = done[0]['n']
+            head = ['finalist', 'seeds', 'clean %', 'AutoAttack %', 'audited AA %', 'median FAB Linf (x/255)', 'unreliable']
+            if lt:
+                head += ['balanced clean %', 'balanced audited %'] + [f'{g} audited %' for g in done[0]['audited'].get('groups', {})] \
+                    if 'audited' in done[0] else []
+            lines += ['', f"Confirmation on all {n} test points (AutoAttack standard + audit, Linf "
+                          f"{done[0]['eps'] * 255:.0f}/255; mean ± 95 % t-interval over seeds):", '',
+                      '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+            for config in finalists(sel) if sel else sorted({r['config'] for r in done}):
+                runs = [r for r in done if r['config'] == config]
+                if not runs:
+                    continue
+                get = lambda key, sub='acc': _mean_ci([r.get(key, {}).get(sub) for r in runs])
+                cells = [config, str(len(runs)), _fmt(get('clean')), _fmt(get('autoattack')), _fmt(get('audited')),
+                         _fmt(_mean_ci([r['median_linf'] for r in runs]), 255, 2),
+                         str(sum(bool(r.get('audit', {}).get('unreliable')) for r in runs))]
+                if lt and 'audited' in runs[0]:
+                    cells += [_fmt(get('clean', 'balanced')), _fmt(get('audited', 'balanced'))]
+                    cells += [_fmt(_mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
+                lines.append('| ' + ' | '.join(cells) + ' |')
+            chosen = (sel or {}).get('chosen')
+            pairs = [(a, b) for a in done if a['config'] == chosen for b in done if b['config'] == 'ce' and b['seed'] == a['seed']]
+            key = 'audited' if pairs and all('audited' in a['flags'] and 'audited' in b['flags'] for a, b in pairs) else 'autoattack'
+            if pairs:
+                diffs = [a[key]['acc'] - b[key]['acc'] for a, b in pairs]
+                tests = [paired_test(torch.tensor(a['flags'][key]), torch.tensor(b['flags'][key])) for a, b in pairs]
+                lines += ['', f"Paired, {chosen} vs ce ({key} robust accuracy, same points, same seed): difference "
+                              f"{_fmt(_mean_ci(diffs))} points over {len(pairs)} seed(s); McNemar p per seed: "
+                              + ', '.join(f"{t['p_value']:.2g}" for t in tests)]
+        lines.append('')
     return '\n'.join(lines) + '\n'
 
 
-def main():
+# ------------------------------------------------------------------------------------------------- main
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--out', default='output/study')
-    p.add_argument('--seeds', type=int, default=3)
+    p.add_argument('--phase', choices=PHASES, default='all')
     p.add_argument('--settings', nargs='*', default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument('--losses', nargs='*', default=list(LOSSES), choices=list(LOSSES))
-    p.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument('--epochs', type=int, default=30)
-    p.add_argument('--n-examples', type=int, default=100)
-    p.add_argument('--eps', default='3/255')
-    p.add_argument('--fab-iters', type=int, default=20)
+    p.add_argument('--configs', nargs='*', default=list(CONFIGS), choices=list(CONFIGS), help='screened configurations')
+    p.add_argument('--screen-seeds', type=int, default=1)
+    p.add_argument('--seeds', type=int, default=5, help='seeds of every finalist')
+    p.add_argument('--workers', type=int, default=1, help='parallel jobs (processes, one thread each)')
+    p.add_argument('--time-budget', type=float, default=None, help='seconds after which no new job starts')
+    p.add_argument('--epochs', type=int, default=30, help="the demo's epochs (x2.5 on digits-lt)")
+    p.add_argument('--n-examples', type=int, default=0, help='test points of the confirmation (0: all, 413)')
+    p.add_argument('--eps', default='2/255')
+    p.add_argument('--fab-iters', type=int, default=30)
+    p.add_argument('--clean-tolerance', type=float, default=2.0)
+    p.add_argument('--audit-restarts', type=int, default=2, help="the audit's APGD restarts in the study")
+    p.add_argument('--audit-queries', type=int, default=5000, help="the audit's Square queries in the study")
     args = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sp_timm.eval.budget import parse_eps
     from sp_timm.checkpoint import atomic_write_json, atomic_write_text
-    cfg = {'out': args.out, 'epochs': args.epochs, 'n_examples': args.n_examples,
-           'eps': parse_eps(args.eps), 'fab_iters': args.fab_iters}
-    runs = Path(args.out) / 'runs'
-    jobs = [(s, l, seed, cfg) for s in args.settings for seed in range(args.seeds) for l in args.losses]
-    todo = [j for j in jobs if not (runs / f'{j[0]}-{j[1]}-s{j[2]}.json').exists()]
-    print(f'{len(jobs)} runs, {len(jobs) - len(todo)} done before, {len(todo)} to go on {args.workers} workers')
-    from tqdm import tqdm
-    import multiprocessing as mp
-    with mp.get_context('spawn').Pool(args.workers, maxtasksperchild=1) as pool:
-        for row in tqdm(pool.imap_unordered(run_one, todo), total=len(todo), desc='study'):
-            atomic_write_json(runs / f"{row['setting']}-{row['loss']}-s{row['seed']}.json", row)
-            tqdm.write(f"{row['setting']} {row['loss']} seed {row['seed']}: clean {row['clean_acc']:.1f}, AA "
-                       f"{row['robust_acc']:.1f}, median FAB {255 * (row['median_linf'] or 0):.2f}/255 ({row['seconds']:.0f} s)")
-    rows = [json.loads(f.read_text()) for f in sorted(runs.glob('*.json'))]
+    from sp_timm.eval.budget import parse_eps
+    out = Path(args.out)
+    cfg = {'out': str(out), 'epochs': args.epochs, 'n_examples': args.n_examples, 'eps': parse_eps(args.eps),
+           'fab_iters': args.fab_iters, 'audit_restarts': args.audit_restarts, 'audit_queries': args.audit_queries}
+    deadline = None if args.time_budget is None else time.time() + args.time_budget
+    phases = ('screen', 'select', 'confirm') if args.phase == 'all' else (args.phase,)
+    if 'screen' in phases:
+        jobs = [(s, c, seed, cfg) for seed in range(args.screen_seeds) for s in args.settings for c in args.configs]
+        run_jobs(screen_job, jobs, out / 'screen', args.workers, deadline, 'screen')
+    if 'select' in phases or 'confirm' in phases:
+        selection = select(_rows(out / 'screen'), args.clean_tolerance)
+        atomic_write_json(out / 'selection.json', selection)
+        for setting, sel in selection.items():
+            print(f"{setting}: chosen SP configuration {sel['chosen']}; finalists {', '.join(finalists(sel))}")
+    if 'confirm' in phases:
+        selection = json.loads((out / 'selection.json').read_text())
+        order = [(s, c) for s in args.settings if s in selection for c in finalists(selection[s])]
+        # seed-major within each finalist tier: a time budget leaves whole finalists done, most important first
+        tiers = max((len(finalists(selection[s])) for s in args.settings if s in selection), default=0)
+        jobs = [(s, c, seed, cfg) for tier in range(tiers) for seed in range(args.seeds)
+                for s, c in order if finalists(selection[s]).index(c) == tier]
+        run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')
     command = 'python benchmarks/robustness_study.py ' + ' '.join(sys.argv[1:])
-    summary = summarize(rows, command)
-    atomic_write_text(Path(args.out) / 'summary.md', summary)
+    summary = summarize(out, command, args.clean_tolerance)
+    atomic_write_text(out / 'summary.md', summary)
     print(summary)
 
 

@@ -26,7 +26,8 @@ import torch
 __all__ = [
     'CheckpointError', 'atomic_write_text', 'atomic_write_bytes', 'atomic_write_json', 'save_checkpoint', 'load_state_dict_safely',
     'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
-    'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE',
+    'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE', 'sha256_file', 'weights_sha256', 'safe_path_component',
+    'check_model_args', 'read_json_object', 'check_output_folder',
 ]
 
 WEIGHTS_FILE = 'model.safetensors'
@@ -73,6 +74,23 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
 
+def check_output_folder(path: PathLike, flag: str) -> Path:
+    """``path`` (absolute) if an output folder can be created or written there; a ``CheckpointError`` naming
+    ``flag`` if it, or a folder above it, is a file, or if the nearest existing folder is not writable.
+    Creates nothing, so a refused command leaves no trace."""
+    path = Path(os.path.abspath(path))
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = 'is a file' if existing == path else f"is inside '{existing}', which is a file"
+        raise CheckpointError(f"{flag} '{path}' {where}, not a folder; choose a folder path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{flag} '{path}': '{existing}' is not writable (permissions or a read-only file "
+                              f"system); choose a folder you can write to.")
+    return path
+
+
 def make_shareable(folder: Path) -> None:
     """rwxr-xr-x / rw-r--r-- for a folder made by ``mkdtemp`` (0700) and its files."""
     os.chmod(folder, 0o755)
@@ -80,12 +98,45 @@ def make_shareable(folder: Path) -> None:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: PathLike) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """The SHA-256 (hex) of a model's weights: every state-dict entry's name and raw bytes, in name order. It does
+    not depend on the file format, so a checkpoint, its export and a ``local-dir:`` load of it give the same hash;
+    ``sp-timm eval`` records it in its report and ``sp-timm export --eval`` checks it."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+_UNSAFE_NAMES = ('', '.', '..')
+
+
+def safe_path_component(value: Any, what: str) -> str:
+    """``value`` if it can name one file or folder inside an output folder: a non-empty string with no path
+    separator, no ``.``/``..``, no control character, at most 200 characters. Anything else (e.g. a ``name`` of
+    ``../../tmp/x`` read from a JSON file) raises ``ValueError`` naming ``what`` and the fix."""
+    problem = None
+    if not isinstance(value, str):
+        problem = f'is a {type(value).__name__}, not a string'
+    elif value.strip() in _UNSAFE_NAMES or any(sep in value for sep in ('/', '\\')) \
+            or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        problem = 'is not a single file name (empty, "." or "..", a path separator or a control character)'
+    elif len(value) > 200:
+        problem = f'is {len(value)} characters long (at most 200)'
+    if problem:
+        raise ValueError(f"{what} {str(value)[:120]!r} {problem}: it would be used as a file name, and could write "
+                         f"outside the output folder. Use a plain name such as 'Author2026Title_WRN-28-10'.")
+    return value
 
 
 def _replace_link(output: Path, name: str, target: str) -> None:
@@ -114,9 +165,9 @@ def save_checkpoint(
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE))
         torch.save(training_state, tmp / TRAINING_FILE)
-        hashes = {f: _sha256(tmp / f) for f in (WEIGHTS_FILE, TRAINING_FILE)}
-        _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
+        hashes = {f: sha256_file(tmp / f) for f in (WEIGHTS_FILE, TRAINING_FILE, RUN_FILE)}
+        _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name
         if final.exists():  # the same epoch saved again (a resumed run)
             shutil.rmtree(final)
@@ -150,11 +201,26 @@ def resolve_checkpoint(path: PathLike) -> Path:
 
 
 def _verify_hash(checkpoint: Path, filename: str) -> None:
+    """Check ``filename`` against the SHA-256 that ``state.json`` recorded when the checkpoint was written. A
+    missing or unreadable ``state.json``, or no hash for the weights or training state, is an error; ``run.json``
+    is checked when its hash is recorded (older checkpoints recorded only the other two)."""
     state_path = checkpoint / STATE_FILE
-    if not state_path.is_file():
-        return
-    expected = json.loads(state_path.read_text()).get('sha256', {}).get(filename)
-    if expected is not None and _sha256(checkpoint / filename) != expected:
+    try:
+        hashes = json.loads(state_path.read_text()).get('sha256')
+    except FileNotFoundError:
+        raise CheckpointError(f"'{checkpoint}' has no {STATE_FILE}, which holds the SHA-256 of its files: its weights "
+                              f"cannot be verified. Refusing to load it; use a complete checkpoint (OUTPUT/last, "
+                              f"OUTPUT/best).") from None
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"'{state_path}' is corrupt ({err}); the weights cannot be verified. Refusing to load "
+                              f"them; use another checkpoint.") from err
+    expected = hashes.get(filename) if isinstance(hashes, dict) else None
+    if expected is None:
+        if filename == RUN_FILE:
+            return
+        raise CheckpointError(f"'{state_path}' records no SHA-256 for {filename}: the file cannot be verified. "
+                              f"Refusing to load it; use a checkpoint written by sp-timm train.")
+    if sha256_file(checkpoint / filename) != expected:
         raise CheckpointError(f"'{checkpoint / filename}' does not match the SHA-256 recorded in {STATE_FILE} when it "
                               f"was written: the file was modified or corrupted. Refusing to load it.")
 
@@ -183,12 +249,20 @@ def load_state_dict_safely(path: PathLike) -> Dict[str, torch.Tensor]:
                           f"through torch.load(weights_only=True)).")
 
 
-def read_run_record(checkpoint: PathLike) -> Dict[str, Any]:
-    path = Path(checkpoint) / RUN_FILE
+def read_json_object(path: PathLike, what: str) -> Dict[str, Any]:
+    """The JSON object (a dict) in ``path``; a missing, unreadable or malformed file, or JSON that is not an
+    object, raises ``CheckpointError`` naming ``what`` the file should be."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"Cannot read the run record '{path}' ({err}).") from err
+        value = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"Cannot read {what} '{path}' ({err}).") from err
+    if not isinstance(value, dict):
+        raise CheckpointError(f"'{path}' holds a JSON {type(value).__name__}, not the JSON object of {what}.")
+    return value
+
+
+def read_run_record(checkpoint: PathLike) -> Dict[str, Any]:
+    return read_json_object(Path(checkpoint) / RUN_FILE, 'the run record')
 
 
 def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], Dict[str, Any]]:
@@ -201,7 +275,7 @@ def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], 
         state = json.loads((checkpoint / STATE_FILE).read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"'{checkpoint / STATE_FILE}' is corrupt ({err}).") from err
-    for filename in (WEIGHTS_FILE, TRAINING_FILE):
+    for filename in (WEIGHTS_FILE, TRAINING_FILE, RUN_FILE):
         _verify_hash(checkpoint, filename)
     training_state = _torch_load_safely(checkpoint / TRAINING_FILE)
     return load_state_dict_safely(checkpoint / WEIGHTS_FILE), training_state, state
@@ -219,13 +293,60 @@ def _torch_load_safely(path: Path) -> Dict[str, Any]:
 
 def create_model_from_checkpoint(checkpoint: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict)."""
-    import timm
     checkpoint = resolve_checkpoint(checkpoint)
+    _verify_hash(checkpoint, RUN_FILE)
     record = read_run_record(checkpoint)
     _verify_hash(checkpoint, WEIGHTS_FILE)
-    model = timm.create_model(record['model'], pretrained=False, **record.get('model_args', {}))
+    model = _create_checked(record.get('model'), record.get('model_args', {}), checkpoint / RUN_FILE)
     _load_strict(model, load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint)
     return model.eval(), record
+
+
+# timm.create_model arguments that load files or weights: never taken from a record or a config file
+_FILE_ARGS = ('checkpoint_path', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_model_args',
+              'pretrained_strict', 'cache_dir')
+_FILE_WORDS = ('path', 'file', 'dir', 'url', 'filename', 'checkpoint')  # as a name, or its last word (weights_file)
+
+
+def check_model_args(model_name: Any, model_args: Any, origin: str) -> Dict[str, Any]:
+    """``model_args`` if they are plain ``timm.create_model`` arguments of ``model_name``: a mapping whose names
+    and values name no file (no ``checkpoint_path``, ``pretrained_cfg``, ``*_path``, no value with a path
+    separator) and that the model accepts (checked by building it on the meta device). Raises ``CheckpointError``
+    naming ``origin`` (the file or flag they came from) otherwise."""
+    import timm
+    from timm.models import parse_model_name
+    if not isinstance(model_name, str) or not model_name:
+        raise CheckpointError(f"{origin}: the model name {model_name!r} is not a timm model name.")
+    source, _ = parse_model_name(model_name)
+    if source == 'local-dir':
+        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must name "
+                              f"a timm architecture (e.g. resnet32_cifar).")
+    if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
+        raise CheckpointError(f"{origin}: model_args must be a mapping of argument names to values, got "
+                              f"{type(model_args).__name__}.")
+    named = sorted(k for k, v in model_args.items() if k in _FILE_ARGS or k.lower().rsplit('_', 1)[-1] in _FILE_WORDS
+                   or (isinstance(v, str) and ('/' in v or '\\' in v)))
+    if named:
+        raise CheckpointError(f"{origin}: model_args may not name files or weights ({', '.join(named)}); weights load "
+                              f"only from the verified model.safetensors. Remove them.")
+    if source is None:
+        if not timm.is_model(model_name):
+            raise CheckpointError(f"{origin}: '{model_name}' is not a timm model (import sp_timm registers the CIFAR "
+                                  f"networks; timm.list_models() lists the rest).")
+        try:
+            with torch.device('meta'):
+                timm.create_model(model_name, pretrained=False, **model_args)
+        except (TypeError, ValueError, AssertionError, KeyError) as err:
+            raise CheckpointError(f"{origin}: {model_name} does not accept model_args {sorted(model_args)} "
+                                  f"({type(err).__name__}: {str(err)[:200]}).") from err
+    return model_args
+
+
+def _create_checked(model_name: Any, model_args: Any, origin: PathLike) -> torch.nn.Module:
+    """``timm.create_model(model_name, pretrained=False, **model_args)`` after ``check_model_args``."""
+    import timm
+    check_model_args(model_name, model_args, str(origin))
+    return timm.create_model(model_name, pretrained=False, **model_args)
 
 
 def _load_strict(model: torch.nn.Module, state: Dict[str, torch.Tensor], origin: Path) -> None:
@@ -237,32 +358,39 @@ def _load_strict(model: torch.nn.Module, state: Dict[str, torch.Tensor], origin:
                               f"{' '.join(first[:3])[:600]}") from err
 
 
-def _check_hub_folder(folder: Path) -> None:
-    """Validate the weights timm would load from a Hub-format folder before timm touches them."""
+def _load_hub_folder(folder: Path) -> torch.nn.Module:
+    """The model of a timm Hub-format folder: the architecture and ``model_args`` of its ``config.json`` (checked
+    by ``check_model_args``) and the weights of exactly its ``model.safetensors``, loaded strictly. timm's own
+    ``pretrained=True`` path is not used: it could pick another file (a pickled ``pytorch_model.bin``)."""
     if not (folder / 'config.json').is_file():
         raise CheckpointError(f"'{folder}' has no config.json: it is not a timm Hub folder (sp-timm export writes one).")
-    candidates = [folder / WEIGHTS_FILE] + sorted(folder.glob('*.safetensors')) + sorted(folder.glob('*.bin')) \
-        + sorted(folder.glob('*.pth'))
-    existing = [c for c in candidates if c.is_file()]
-    if not existing:
-        raise CheckpointError(f"'{folder}' holds no weights file (model.safetensors).")
-    load_state_dict_safely(existing[0])
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
+                              f"that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to safetensors.")
+    config = read_json_object(folder / 'config.json', "a timm model config")
+    model_args = config.get('model_args') or {}
+    if isinstance(model_args, dict) and config.get('num_classes') is not None:
+        model_args = dict({'num_classes': config['num_classes']}, **model_args)
+    state = load_state_dict_safely(weights)
+    model = _create_checked(config.get('architecture'), model_args, folder / 'config.json')
+    _load_strict(model, state, weights)
+    return model
 
 
 def load_model(source: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The model to evaluate or export, from
 
     - an sp-timm checkpoint folder or a run's output folder (rebuilt from ``run.json``);
-    - ``local-dir:DIR`` or ``hf-hub:ORG/NAME``: timm's Hub format, through ``timm.create_model(source, pretrained=True)``
-      after checking that its weights load without pickle.
+    - ``local-dir:DIR`` or ``hf-hub:ORG/NAME``: timm's Hub format: the architecture its ``config.json`` names,
+      with the weights of exactly its ``model.safetensors`` (never a pickle timm might prefer).
 
     Returns the model in eval mode and a record (the run record, or what the Hub config says).
     """
-    import timm
     if source.startswith('local-dir:'):
         folder = Path(source[len('local-dir:'):])
-        _check_hub_folder(folder)
-        record = _hub_record(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"'{folder}' is not a folder; local-dir: needs a folder written by sp-timm export.")
     elif source.startswith('hf-hub:'):
         from huggingface_hub import snapshot_download
         try:
@@ -270,24 +398,27 @@ def load_model(source: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
         except Exception as err:
             raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
                                   f"download it elsewhere and use 'local-dir:DIR'.") from err
-        _check_hub_folder(folder)
-        record = _hub_record(folder)
     else:
         return create_model_from_checkpoint(source)
-    model = timm.create_model(source, pretrained=True)
-    return model.eval(), record
+    model = _load_hub_folder(folder)
+    return model.eval(), _hub_record(folder)
 
 
 def default_model_name(record: Dict[str, Any]) -> str:
-    """The name a trained model goes by in cards and leaderboard files: ``<model>-<dataset>-<loss>``."""
-    return record.get('name') or f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
+    """The name a trained model goes by in cards and leaderboard files: the record's ``name`` (which must be a
+    single safe file name, see ``safe_path_component``), else ``<model>-<dataset>-<loss>`` with path separators
+    and ``:`` of the model name (``hf-hub:org/name``) replaced by ``_``."""
+    if record.get('name'):
+        return safe_path_component(record['name'], "the record's name")
+    derived = f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
+    return safe_path_component(''.join('_' if c in '/\\:' else c for c in derived), 'the model name')
 
 
 def _hub_record(folder: Path) -> Dict[str, Any]:
     """The run record an export stores beside timm's config, or the little timm's config itself says."""
     exported = folder / 'sp_timm.json'
     if exported.is_file():
-        return json.loads(exported.read_text())
-    config = json.loads((folder / 'config.json').read_text())
+        return read_json_object(exported, 'the sp-timm run record')
+    config = read_json_object(folder / 'config.json', 'a timm model config')
     return {'model': config.get('architecture'), 'model_args': config.get('model_args', {}),
             'num_classes': config.get('num_classes'), 'classes': config.get('label_names')}

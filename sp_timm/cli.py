@@ -1,18 +1,36 @@
-""" The ``sp-timm`` command. """
+""" The ``sp-timm`` command.
+
+Each subcommand's parser is built only when that subcommand runs, and torch / timm are imported only by the code
+that needs them: ``sp-timm --help``, ``--version`` and every ``sp-timm COMMAND --help`` answer at once.
+"""
 import argparse
 import sys
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._cli_utils import add_data_args, format_table, run_reporting_errors  # noqa: F401 (re-exported)
-from .losses import SPLoss, create_loss, list_losses, timm_loss_types
+from ._cli_utils import DefaultsHelpFormatter, add_data_args, format_table, run_reporting_errors
 from .version import __version__
 
 _LISTED_K = 10
 
-
+# name: (one-line help in `sp-timm --help`, description of `sp-timm NAME --help`)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    'losses': ('list the registered losses with their stationary points',
+               'The SP losses of the registry with their formula, parameters and stationary point (margin and '
+               'probability of the true class there), and the timm loss types the factory also builds.'),
+    'data': ('per-class train / test counts and long-tail groups of a dataset',
+             'Training and test images per class of a dataset (the count formula, or the loaded data with '
+             '--data-dir), with the long-tail group of each class and the rule that formed the groups.'),
+    'train': ('train with timm flags through Accelerate (sp-timm train --help)', ''),
+    'eval': ('AutoAttack in the RobustBench protocol, sharded and resumable (sp-timm eval --help)', ''),
+    'demo': ('train CE and SP on digits / digits-lt, attack both, compare (about 10 min on 2 CPUs)', ''),
+    'export': ("write timm's Hub format (config.json, model.safetensors) with a model card",
+               "Write a checkpoint in timm's Hub format (config.json, model.safetensors) with a model card that "
+               "carries the given evaluations, and optionally upload it."),
+}
 
 
 def _loss_rows(num_classes: int) -> List[List[str]]:
+    from .losses import SPLoss, create_loss, list_losses
     rows = []
     for name in list_losses('sp_*'):
         loss: SPLoss = create_loss(name)
@@ -23,6 +41,7 @@ def _loss_rows(num_classes: int) -> List[List[str]]:
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
+    from .losses import timm_loss_types
     print(f'SP losses (stationary point on the correct side; K = {args.num_classes}, class-index targets):\n')
     print(format_table(['name', 'loss l(z, y)', 'parameters (defaults)', 'stationary where', 'margin there', 'p_y there'],
                        _loss_rows(args.num_classes)))
@@ -33,7 +52,8 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, longtail_counts
+    from .data import GROUP_RULES, LT_SUFFIX, class_groups, create_dataset, dataset_spec, group_rule, longtail_counts
+    from .data.class_names import class_names
     spec = dataset_spec(args.dataset)
     long_tailed = args.dataset.endswith(LT_SUFFIX)
     if spec.hub_id is None or args.data_dir:
@@ -42,19 +62,19 @@ def cmd_data(args: argparse.Namespace) -> int:
         classes, train_counts, test_counts = train.classes, train.class_counts(), test.class_counts()
         origin = f'counted in the loaded data ({train.source})'
     else:
-        classes = [str(c) for c in range(spec.num_classes)]
+        classes = class_names(spec.name, spec.num_classes)
         train_counts = (longtail_counts(spec.train_per_class, spec.num_classes, args.imbalance_ratio, args.imbalance_profile)
                         if long_tailed else [spec.train_per_class] * spec.num_classes)
         test_counts = [spec.test_per_class] * spec.num_classes
         origin = f"from the count formula (data not loaded; --data-dir counts a local copy of '{spec.hub_id}')"
-    group_of = {c: g for g, members in class_groups(train_counts).items() for c in members}
+    rule = group_rule(train_counts)
+    groups = class_groups(train_counts, rule)
+    group_of = {c: g for g, members in groups.items() for c in members}
     title = args.dataset + (f', {args.imbalance_profile} profile, imbalance ratio {args.imbalance_ratio:g}' if long_tailed else '')
     print(f'{title}: {sum(train_counts)} train / {sum(test_counts)} test images, {origin}\n')
     rows = [[str(c), classes[c], str(n), str(m), group_of[c]] for c, (n, m) in enumerate(zip(train_counts, test_counts))]
     print(format_table(['class', 'name', 'train', 'test', 'group'], rows))
-    groups = class_groups(train_counts)
-    print('\ngroups by training images (many > 100, medium 20..100, few < 20): '
-          + ', '.join(f'{g}: {len(m)} classes' for g, m in groups.items()))
+    print(f'\ngroups ({GROUP_RULES[rule]}): ' + ', '.join(f'{g}: {len(m)} classes' for g, m in groups.items()))
     return 0
 
 
@@ -69,48 +89,93 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_parser(name: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f'sp-timm {name}', description=COMMANDS[name][1],
+                                   formatter_class=DefaultsHelpFormatter)
+
+
+def build_losses_parser() -> argparse.ArgumentParser:
+    p = _command_parser('losses')
+    p.add_argument('--num-classes', type=int, default=_LISTED_K, help='K used for the stationary margins')
+    return p
+
+
+def build_data_parser() -> argparse.ArgumentParser:
+    p = _command_parser('data')
+    add_data_args(p)
+    return p
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    p = _command_parser('export')
+    p.add_argument('--checkpoint', required=True,
+                   help='an sp-timm checkpoint (OUTPUT/best, OUTPUT/last, OUTPUT) or local-dir:DIR / hf-hub:ORG/NAME')
+    p.add_argument('--out', required=True, help='the folder to write (replaced only once the new one is complete)')
+    p.add_argument('--eval', action='append', metavar='REPORT', help='report.json of sp-timm eval (repeatable)')
+    p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs --repo-id and a token)')
+    p.add_argument('--repo-id', default=None, help='ORG/NAME of the Hub model repo (also used in the card)')
+    p.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    return p
+
+
+def build_demo_parser() -> argparse.ArgumentParser:
+    from .demo import build_demo_parser as add_demo_args
+    return add_demo_args(argparse.ArgumentParser(prog='sp-timm demo'))
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    from .train.args import build_train_parser as train_parser
+    return train_parser()
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    from .eval.args import build_eval_parser as eval_parser
+    return eval_parser()
+
+
+# every subcommand's full parser (the help test walks them all)
+COMMAND_PARSERS: Dict[str, Callable[[], argparse.ArgumentParser]] = {
+    'losses': build_losses_parser, 'data': build_data_parser, 'train': build_train_parser, 'eval': build_eval_parser,
+    'demo': build_demo_parser, 'export': build_export_parser,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='sp-timm', description='Stationary point losses for timm.')
+    """The top-level parser: the subcommands with their one-line help; each one's own flags are parsed by its
+    parser (``COMMAND_PARSERS``), built only when it runs."""
+    parser = argparse.ArgumentParser(prog='sp-timm', description='Stationary point losses for timm.',
+                                     epilog='sp-timm COMMAND --help lists the flags of a command.',
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument('--version', action='version', version=f'sp-timm {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    losses = sub.add_parser('losses', help='list the registered losses with their stationary points')
-    losses.add_argument('--num-classes', type=int, default=_LISTED_K, help='K used for the stationary margins')
-    losses.set_defaults(func=cmd_losses)
-    data = sub.add_parser('data', help='per-class train / test counts and many / medium / few-shot groups')
-    add_data_args(data)
-    data.set_defaults(func=cmd_data)
-    sub.add_parser('train', add_help=False, help='train with timm flags through Accelerate (sp-timm train --help)')
-    sub.add_parser('eval', add_help=False, help='AutoAttack in the RobustBench protocol, sharded and resumable (sp-timm eval --help)')
-    demo = sub.add_parser('demo', help='train CE and SP on digits / digits-lt, attack both, compare (about 10 min on 2 CPUs)')
-    from .demo import build_demo_parser, main as demo_main
-    build_demo_parser(demo)
-    demo.set_defaults(func=demo_main)
-    export = sub.add_parser('export', help="write timm's Hub format (config.json, model.safetensors) with a model card")
-    export.add_argument('--checkpoint', required=True,
-                        help='an sp-timm checkpoint (OUTPUT/best, OUTPUT/last, OUTPUT) or local-dir:DIR / hf-hub:ORG/NAME')
-    export.add_argument('--out', required=True, help='the folder to write (replaced only once the new one is complete)')
-    export.add_argument('--eval', action='append', metavar='REPORT', help='report.json of sp-timm eval (repeatable)')
-    export.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs --repo-id and a token)')
-    export.add_argument('--repo-id', default=None, help='ORG/NAME of the Hub model repo (also used in the card)')
-    export.add_argument('--private', action='store_true', help='create the Hub repo as private')
-    export.set_defaults(func=cmd_export)
+    for name, (summary, _) in COMMANDS.items():
+        sub.add_parser(name, add_help=False, help=summary)
     return parser
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+    return demo_main(args)
 
 
+_RUNNERS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    'losses': cmd_losses, 'data': cmd_data, 'demo': _run_demo, 'export': cmd_export}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['train']:
+    command = argv[0] if argv else None
+    if command not in COMMANDS:  # --help, --version, no or an unknown command: argparse answers
+        build_parser().parse_args(argv)
+        return 2
+    if command == 'train':  # their own main: --config defaults (train), Accelerate launches (both)
         from .train import main as train_main
         return train_main(argv[1:])
-    if argv[:1] == ['eval']:
+    if command == 'eval':
         from .eval import main as eval_main
         return eval_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser = COMMAND_PARSERS[command]()
+    args = parser.parse_args(argv[1:])
     if getattr(args, 'push', False) and not args.repo_id:
         parser.error('--push needs --repo-id ORG/NAME')
-    return run_reporting_errors(f'sp-timm {args.command}', args.func, args)
+    return run_reporting_errors(f'sp-timm {command}', _RUNNERS[command], args)

@@ -10,11 +10,10 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
-
-from .checkpoint import atomic_write_json, atomic_write_text
+if TYPE_CHECKING:  # imported where used: sp-timm demo --help imports neither torch nor timm
+    import torch
 
 __all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
 
@@ -25,6 +24,9 @@ DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'],
 DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
 DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
+DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the default SP loss on digits and digits-lt, '
+                    'attack both with AutoAttack, measure FAB minimal perturbations, and write a report, figures, '
+                    'leaderboard entries and Hub folders (about 10 minutes on 2 CPUs; --quick: about 2).')
 LT_EPOCH_FACTOR = 2.5
 _BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets)
     'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS),
@@ -73,6 +75,7 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     """Two Gaussian classes in 2-D (200 and 20 points, an imbalanced pair), the same MLP trained with CE and with
     the default SP loss by full-batch gradient descent; plots both decision boundaries and returns, per loss, the
     distance from the boundary to the nearest point of each class (the margins the paper is about)."""
+    import torch
     from .eval.plots import _pyplot, _save
     from .losses import create_classification_loss
     generator = torch.Generator().manual_seed(seed)
@@ -107,14 +110,16 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
         gaps = {int(c): torch.cdist(x[y == c], points).min().item() if len(points) else float('nan') for c in (0, 1)}
         result[loss_name] = {'distance_to_majority': gaps[0], 'distance_to_minority': gaps[1],
                              'train_acc': 100 * (mlp(x).argmax(1) == y).double().mean().item()}
-        ax.contourf(grid_x, grid_y, margin.clamp(-8, 8), levels=20, cmap='RdBu_r', alpha=0.35)
+        shading = ax.contourf(grid_x, grid_y, margin.clamp(-8, 8), levels=list(range(-8, 9)), cmap='RdBu_r', alpha=0.35)
         ax.contour(grid_x, grid_y, margin, levels=[0], colors='k', linewidths=2)
         ax.axvline(0, color='gray', linestyle=':', linewidth=1)
         ax.scatter(*x[y == 0].T, s=8, c='tab:blue', label='class 0 (200)')
         ax.scatter(*x[y == 1].T, s=16, c='tab:red', label='class 1 (20)')
-        ax.set_title(f'{loss_name}: boundary to nearest point {gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)', fontsize=9)
+        ax.set_title(f'{loss_name}: boundary to nearest point\n{gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)', fontsize=9)
         ax.legend(fontsize=7, loc='lower left')
-    fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)')
+    fig.colorbar(shading, ax=list(axes), label='logit margin z1 - z0 (clipped at ±8)', shrink=0.9, pad=0.02)
+    fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)',
+                 y=1.04)
     _save(fig, path)
     return result
 
@@ -122,11 +127,13 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
 def _row(report: Dict[str, Any]) -> Dict[str, Any]:
     pert = report.get('min_perturbation', {}).get('Linf', {})
     groups = report.get('groups', {})
+    rare = list(groups.values())[-1] if groups else {}  # few (shot rule) or tail (thirds rule)
     return {'clean_acc': report['clean_acc'], 'clean_ci': report['clean_ci'], 'robust_acc': report['robust_acc'],
             'robust_ci': report['robust_ci'], 'median_linf': pert.get('median'),
             'median_l2': report.get('min_perturbation', {}).get('L2', {}).get('median'),
             'balanced_clean_acc': report['balanced_clean_acc'], 'balanced_robust_acc': report['balanced_robust_acc'],
-            'few_clean_acc': groups.get('few', {}).get('clean_acc'), 'few_robust_acc': groups.get('few', {}).get('robust_acc'),
+            'few_clean_acc': rare.get('clean_acc'), 'few_robust_acc': rare.get('robust_acc'),
+            'group_rule': report.get('group_rule', {}).get('description') if report.get('long_tailed') else None,
             'unreliable': report['unreliable'], 'warnings': report['warnings']}
 
 
@@ -148,6 +155,7 @@ def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
 def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True,
              workers: int = 1) -> Dict[str, Any]:
     """Train, attack, compare and export; returns the results written to ``out/results.json``."""
+    from .checkpoint import atomic_write_json, atomic_write_text
     from .eval.stats import paired_test
     from .eval.budget import format_eps
     budget = _BUDGETS['quick' if quick else 'full']
@@ -200,6 +208,7 @@ def _worker_init(workers: int) -> None:
     the reports keep every number), AutoAttack's warnings still reach stderr."""
     import os
     import sys
+    import torch
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     sys.stdout = open(os.devnull, 'w')
 
@@ -217,7 +226,8 @@ def _pipeline(job: Tuple) -> Dict[str, Any]:
     return report
 
 
-def _final_flags(evaluation: Path) -> torch.Tensor:
+def _final_flags(evaluation: Path) -> 'torch.Tensor':
+    import torch
     from safetensors.torch import load_file
     from .eval import STANDARD_ATTACKS
     chunks = sorted((evaluation / '.work').glob('autoattack-*/chunk-*.safetensors'))
@@ -225,8 +235,10 @@ def _final_flags(evaluation: Path) -> torch.Tensor:
 
 
 def _figures(out: Path, dataset: str, reports: Dict[str, Dict[str, Any]], eps: float) -> List[str]:
+    import torch
     from safetensors.torch import load_file
-    from .eval.plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+    from .eval.plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+    context = FigureContext('CE vs SP, small_cnn_cifar', dataset, 'Linf', eps)
     distances = {}
     for loss in reports:
         distances[loss] = {}
@@ -236,13 +248,14 @@ def _figures(out: Path, dataset: str, reports: Dict[str, Dict[str, Any]], eps: f
     names = [f'{dataset}_robust_acc_vs_eps.png', f'{dataset}_min_perturbation_cdf.png', f'{dataset}_per_class.png']
     plot_robust_accuracy_vs_eps(out / names[0], {loss: {'distances': distances[loss].get('Linf'),
                                                         'points': [(r['eps'], r['robust_acc']) for r in rep['eps_curve']]}
-                                                 for loss, rep in reports.items()}, 'Linf', 3 * eps, title=f'{dataset}: robust accuracy vs Linf eps')
-    plot_min_perturbation_cdf(out / names[1], distances, {'Linf': eps}, title=f'{dataset}: minimal perturbation (FAB)')
+                                                 for loss, rep in reports.items()}, 'Linf', 3 * eps, context=context)
+    plot_min_perturbation_cdf(out / names[1], distances, {'Linf': eps}, context=context)
     first = next(iter(reports.values()))
     counts = [c.get('train_count') for c in first['per_class']] if dataset.endswith('-lt') else None
     plot_per_class(out / names[2], [c['name'] for c in first['per_class']],
                    {loss: ([c['clean_acc'] for c in r['per_class']], [c['robust_acc'] for c in r['per_class']])
-                    for loss, r in reports.items()}, counts, title=f'{dataset}: per-class accuracy')
+                    for loss, r in reports.items()}, counts, test_counts=[c['n'] for c in first['per_class']],
+                   context=context)
     return names
 
 
@@ -261,6 +274,9 @@ def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> st
     lines += ['', 'Toy 2-D problem (200 vs 20 points): distance from the learnt boundary to the nearest point of the '
               'majority / minority class: ' + '; '.join(f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}"
                                                         for k, v in toy.items()) + '.', '']
+    rules = {d: r['group_rule'] for d, by_loss in results['table'].items() for r in by_loss.values() if r.get('group_rule')}
+    lines += [f'Long-tail groups of {d} (the few-shot columns: the last group): {rule}.' for d, rule in rules.items()]
+    lines += [''] if rules else []
     warned = [(d, l) for d, by_loss in results['table'].items() for l, r in by_loss.items() if r['unreliable']]
     if warned:
         lines += ["AutoAttack's checks warned for: " + ', '.join(f'{d}/{l}' for d, l in warned) +
@@ -270,15 +286,19 @@ def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> st
 
 
 def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    """The flags of ``sp-timm demo`` (into ``parser`` when given, e.g. a subcommand's)."""
+    from ._cli_utils import DefaultsHelpFormatter
     from .eval.budget import parse_eps
     p = parser or argparse.ArgumentParser(prog='sp-timm demo')
+    p.formatter_class = DefaultsHelpFormatter
+    p.description = DEMO_DESCRIPTION
     p.add_argument('--out', default='output/demo', help='output folder (a rerun reuses finished runs and evaluations)')
     p.add_argument('--quick', action='store_true',
                    help='digits only (no digits-lt), 10 epochs, 24 test points, Linf FAB only: about 2 minutes')
-    p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default 2/255)')
+    p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default: 2/255)')
     p.add_argument('--workers', type=int, default=None,
                    help='processes running the (dataset, loss) pipelines side by side (default: 2 if the CPU has 2+ cores)')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
 

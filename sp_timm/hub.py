@@ -10,20 +10,32 @@ An export folder::
       README.md                             the model card (YAML front matter with a model-index)
       eval/<threat_model>.json              full evaluation reports, when evaluations were given
       model_info/<dataset>/<threat_model>/<name>.json   RobustBench leaderboard entries
+      .sp-timm-export.json                  the marker: every file the export wrote, with its SHA-256 (not pushed)
+
+``--out`` is replaced only when it is absent, empty, or an earlier export whose files are exactly those its
+marker lists, unchanged: a run folder, ``.``, or a folder holding anyone else's files is refused untouched.
+Names read from reports (dataset, model name) must be single safe file names, and every report must carry the
+SHA-256 of the weights being exported (``sp-timm eval`` records it).
 """
-import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional, Sequence
 
-from .checkpoint import CheckpointError, atomic_write_json, default_model_name, load_model, make_shareable
-from .eval.budget import format_eps
+from .checkpoint import (CheckpointError, atomic_write_json, default_model_name, load_model, make_shareable,
+                         read_json_object, safe_path_component, sha256_file, weights_sha256)
+from .eval.budget import THREAT_MODELS, format_eps
 
-__all__ = ['export_model', 'render_model_card', 'push_folder', 'HubError', 'CARD_TEMPLATE', 'DATASET_CARD_INFO']
+__all__ = ['export_model', 'render_model_card', 'push_folder', 'HubError', 'CARD_TEMPLATE', 'DATASET_CARD_INFO',
+           'EXPORT_MARKER']
 
 CARD_TEMPLATE = Path(__file__).parent / 'templates' / 'model_card.md'
+EXPORT_MARKER = '.sp-timm-export.json'
+# what an export wrote before it had a marker (sp-timm 0.1.0): such a folder is still recognised as an export
+_LEGACY_EXPORT_FILES = ('config.json', 'model.safetensors', 'sp_timm.json', 'README.md', 'eval/*.json',
+                        'model_info/*/*/*.json')
+_REPORT_KEYS = ('protocol', 'leaderboard', 'clean_acc', 'robust_acc', 'clean_ci', 'robust_ci')
 CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench', 'sp-loss']
 # dataset name -> (Hub dataset id or None, title)
 DATASET_CARD_INFO = {
@@ -127,8 +139,8 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
         dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula, is_sp=is_sp_loss(loss_name),
         loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
         sp_timm_version=record.get('sp_timm_version', __version__), timm_version=record.get('timm_version', timm.__version__),
-        input_mean=tuple(model_args.get('input_mean', record.get('input_mean', ()))),
-        input_std=tuple(model_args.get('input_std', record.get('input_std', ()))),
+        input_mean=tuple(model_args.get('input_mean') or record.get('input_mean') or ()),
+        input_std=tuple(model_args.get('input_std') or record.get('input_std') or ()),
         training_rows=_training_rows(args), train_counts=record.get('train_class_counts') if dataset.endswith('-lt') else None,
         imbalance_note=f"imbalance ratio {args.get('imbalance_ratio')}, {args.get('imbalance_profile')} profile",
         train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
@@ -147,19 +159,80 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _files_in(folder: Path) -> List[str]:
+    """Every file and link under ``folder`` (not following links), as POSIX paths relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_symlink() or not p.is_dir())
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse (``CheckpointError``, nothing touched) an ``out`` that export may not replace: anything but an
+    absent or empty folder, or an earlier export holding exactly the files its marker lists, unchanged."""
+    nothing = 'Nothing was changed; choose a new or empty folder for --out.'
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise CheckpointError(f"--out '{out}' is a file, not a folder. {nothing}")
+    if (out / 'last').is_symlink() or (out / 'metrics.jsonl').exists() or (out / 'run.json').exists():
+        raise CheckpointError(f"--out '{out}' is a training run or checkpoint folder: export would delete its "
+                              f"checkpoints. {nothing}")
+    files = _files_in(out)
+    if not files:
+        return
+    if (out / EXPORT_MARKER).is_file():
+        written = read_json_object(out / EXPORT_MARKER, 'the export marker').get('files')
+        written = written if isinstance(written, dict) else {}
+        foreign = [f for f in files if f != EXPORT_MARKER and f not in written]
+        changed = [f for f in files if f in written and sha256_file(out / f) != written[f]]
+    else:  # an export written before the marker existed, or someone else's folder
+        is_ours = lambda f: any(len(PurePosixPath(f).parts) == len(PurePosixPath(p).parts) and PurePosixPath(f).match(p)
+                                for p in _LEGACY_EXPORT_FILES)
+        foreign = [f for f in files if not is_ours(f)] if {'config.json', 'sp_timm.json'} <= set(files) else files
+        changed = []
+    if foreign or changed:
+        listed = lambda names: ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
+        problem = (f'holds files sp-timm export did not write ({listed(foreign)})' if foreign
+                   else f'holds export files edited since they were written ({listed(changed)})')
+        raise CheckpointError(f"--out '{out}' {problem}; export replaces only an earlier export of its own. {nothing}")
+
+
+def _read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]:
+    """An ``sp-timm eval`` report, checked: its schema, the names that become file names, and that it evaluated
+    the weights with SHA-256 ``weights`` (of ``source``)."""
+    report = read_json_object(path, 'the evaluation report (report.json of sp-timm eval)')
+    missing = [k for k in _REPORT_KEYS if k not in report]
+    protocol, entry = report.get('protocol'), report.get('leaderboard')
+    if missing or not isinstance(protocol, dict) or not isinstance(entry, dict):
+        raise CheckpointError(f"'{path}' is not a report of sp-timm eval (missing or malformed: "
+                              f"{', '.join(missing) or 'protocol / leaderboard'}); give OUT/report.json of sp-timm eval.")
+    if protocol.get('threat_model') not in THREAT_MODELS:
+        raise CheckpointError(f"'{path}': protocol.threat_model {protocol.get('threat_model')!r} is not one of "
+                              f"{', '.join(THREAT_MODELS)}.")
+    safe_path_component(entry.get('dataset'), f"'{path}': leaderboard.dataset")
+    safe_path_component(report.get('model_name') or entry.get('name'), f"'{path}': model_name")
+    model = report.get('model') if isinstance(report.get('model'), dict) else {}
+    recorded = model.get('weights_sha256')
+    if recorded is None:
+        raise CheckpointError(f"'{path}' records no SHA-256 of the weights it evaluated (an older sp-timm eval), so it "
+                              f"cannot be matched to '{source}'. Re-run sp-timm eval on '{source}' (it reuses its saved "
+                              f"chunks), then export with the new report.json.")
+    if recorded != weights:
+        raise CheckpointError(f"'{path}' evaluated other weights (SHA-256 {str(recorded)[:12]}...) than '{source}' "
+                              f"({weights[:12]}...): its numbers would be published for the wrong model. Give the "
+                              f"report of sp-timm eval on this checkpoint.")
+    return report
+
+
 def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] = (), repo_id: Optional[str] = None) -> Path:
     """Write ``source`` (a checkpoint, ``local-dir:`` or ``hf-hub:``) to ``out`` in timm's Hub format with its
-    model card and RobustBench JSONs. The folder is built beside ``out`` and renamed into place when complete."""
+    model card and RobustBench JSONs. The folder is built beside ``out`` and renamed into place when complete;
+    an existing ``out`` is replaced only if it is an earlier export (see the module docstring)."""
     from timm.models import save_for_hf
-    out = Path(out)
+    from . import __version__
+    out = Path(os.path.abspath(out))
+    _check_replaceable(out)
     model, record = load_model(source)
-    loaded = []
-    for path in reports:
-        try:
-            loaded.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"Cannot read the evaluation report '{path}' ({err}); give the report.json "
-                                  f"written by sp-timm eval.") from err
+    weights = weights_sha256(model)
+    loaded = [_read_report(path, weights, source) for path in reports]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
     try:
@@ -173,7 +246,10 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
             atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{report.get('model_name') or entry['name']}.json", entry)
         card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
+        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': f'sp-timm {__version__} export', 'weights_sha256': weights,
+                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
         make_shareable(tmp)
+        _check_replaceable(out)  # again: it may have changed while the export was built
         _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -196,7 +272,8 @@ def push_folder(folder: os.PathLike, repo_id: str, token: Optional[str] = None, 
     api = HfApi(token=token, library_name='sp-timm')
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message)
+        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message,
+                                   ignore_patterns=[EXPORT_MARKER])
     except Exception as err:
         raise HubError(f"Pushing '{folder}' to '{repo_id}' failed ({type(err).__name__}: {str(err)[:300]}). "
                        f"Check the network, the token's write access and the repo id; the export in '{folder}' "

@@ -1,9 +1,11 @@
+import argparse
 import subprocess
 import sys
 
 import pytest
 
-from sp_timm.cli import main
+from sp_timm._cli_utils import DefaultsHelpFormatter
+from sp_timm.cli import COMMAND_PARSERS, main
 
 
 def test_losses_lists_every_member_with_its_stationary_margin(capsys):
@@ -33,3 +35,119 @@ def test_unknown_command_is_a_usage_error(capsys):
         main(['no-such-command'])
     assert exc.value.code == 2
     assert 'invalid choice' in capsys.readouterr().err
+
+
+HEAVY = ('torch', 'timm', 'accelerate', 'matplotlib')
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['--version'], *[[c, '--help'] for c in
+                                                                 ('losses', 'data', 'train', 'eval', 'demo', 'export')]])
+def test_help_and_version_import_neither_torch_nor_timm(argv):
+    code = ('import sys\nfrom sp_timm.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n'
+            '    assert e.code in (0, None), e.code\n'
+            f'print("HEAVY:", sorted(m for m in {HEAVY!r} if m in sys.modules))')
+    result = subprocess.run([sys.executable, '-c', code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert 'HEAVY: []' in result.stdout, result.stdout[-300:]
+    assert ('sp-timm 0' in result.stdout) if argv == ['--version'] else ('usage: sp-timm' in result.stdout)
+
+
+def test_import_sp_timm_is_light_and_registers_the_models_once_timm_is_imported():
+    code = ('import sys\nimport sp_timm\nassert "torch" not in sys.modules and "timm" not in sys.modules\n'
+            'import timm\nassert timm.is_model("wrn28_10_cifar") and timm.is_model("small_cnn_cifar")\n'
+            'assert sp_timm.create_loss("sp_ls").hparams() == {"pstar": 0.9}\nprint("ok")')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'ok' in result.stdout, result.stderr
+
+
+def _flags(parser):
+    return [a for a in parser._actions if a.option_strings and a.default is not argparse.SUPPRESS]
+
+
+def test_every_command_has_a_description_and_every_flag_help_with_its_default():
+    for command, build in COMMAND_PARSERS.items():
+        parser = build()
+        assert parser.description, command
+        formatter = DefaultsHelpFormatter(parser.prog)
+        for action in _flags(parser):
+            flag = f'{command} {action.option_strings[-1]}'
+            assert action.help and action.help.strip(), f'{flag} has no help'
+            if action.required:  # no default to show
+                continue
+            text = formatter._get_help_string(action) % {'default': action.default}
+            lowered = text.lower()
+            assert 'default' in lowered or 'required' in lowered, f'{flag}: {text}'
+            if action.nargs != 0 and isinstance(action.default, (int, str)) and action.default != '':
+                assert str(action.default) in text[lowered.rindex('default'):], f'{flag} hides {action.default!r}: {text}'
+
+
+def test_train_help_shows_the_defaults_the_issue_missed(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(['train', '--help'])
+    assert exc.value.code == 0
+    out = ' '.join(capsys.readouterr().out.split('options:', 1)[1].split())  # the flags, unwrapped
+    for flag, default in (('--lr LR', '0.1'), ('--epochs EPOCHS', '200'), ('--batch-size BATCH_SIZE', '128'),
+                          ('--seed SEED', '42'), ('--opt OPT', 'sgd'), ('--adv-eps ADV_EPS', '8/255')):
+        section = out[out.index(flag):]
+        assert f'(default: {default})' in section[:200], flag
+    assert '--no-progress no progress bars (default: off)' in out
+
+
+def test_formatter_keeps_a_stated_default_and_marks_switches_and_unset_values():
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    parser.add_argument('--a', type=float, default=5e-4, help='rate')
+    parser.add_argument('--b', default=None, help='the thing')
+    parser.add_argument('--c', action='store_true', help='switch')
+    parser.add_argument('--d', default=3, help='count (default: the model\'s)')
+    parser.add_argument('--e', nargs='+', default=[100, 150], help='epochs')
+    text = ' '.join(parser.format_help().split())
+    assert 'rate (default: 0.0005)' in text and 'the thing (default: none)' in text
+    assert 'switch (default: off)' in text and "count (default: the model's)" in text and '(default: 3)' not in text
+    assert 'epochs (default: 100 150)' in text
+
+
+def test_push_without_repo_id_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(['export', '--checkpoint', 'x', '--out', 'y', '--push'])
+    assert exc.value.code == 2 and '--push needs --repo-id' in capsys.readouterr().err
+
+
+def _entry(flags, record):
+    from sp_timm.eval.args import build_eval_parser
+    from sp_timm.eval.evaluate import _leaderboard_meta
+    from sp_timm.eval.report import leaderboard_entry
+    args = build_eval_parser().parse_args(['--checkpoint', 'run', *flags])
+    report = {'protocol': {'dataset': 'cifar10', 'eps': '8/255'}, 'clean_acc': 90.0, 'robust_acc': 50.0,
+              'unreliable': False}
+    return leaderboard_entry(report, _leaderboard_meta(args, record))
+
+
+def test_baseline_leaderboard_entry_names_the_run_and_says_what_to_fill_in():
+    record = {'loss': 'ce', 'model': 'wrn28_10_cifar', 'args': {'adv': 'pgd'}, 'loss_params': {}}
+    entry = _entry([], record)
+    assert entry['name'] == 'WideResNet-28-10 trained with the ce loss, PGD adversarial training (sp-timm baseline)'
+    assert entry['link'] == 'TO FILL IN: URL of the paper or code (sp-timm eval --link)'
+    assert entry['authors'] == 'TO FILL IN: the authors (sp-timm eval --authors)'
+    assert entry['venue'].startswith('TO FILL IN: the venue') and entry['architecture'] == 'WideResNet-28-10'
+    assert entry['reported'] == '' and entry['autoattack_acc'] == '50.00'  # a measurement is not the paper's claim
+    given = _entry(['--paper-title', 'Our paper', '--link', 'https://x.org', '--authors', 'A. B', '--venue', 'ICML 2026',
+                    '--reported', '51.3'], record)
+    assert (given['name'], given['link'], given['authors'], given['venue'], given['reported']) == (
+        'Our paper', 'https://x.org', 'A. B', 'ICML 2026', '51.3')
+
+
+def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_fields_to_fill():
+    from sp_timm.eval.report import SP_PAPER, render_summary
+    entry = _entry([], {'loss': 'sp_margin', 'model': 'small_cnn_cifar', 'loss_params': {'margin': 2.0}})
+    assert (entry['name'], entry['link'], entry['venue']) == (SP_PAPER['name'], SP_PAPER['link'], SP_PAPER['venue'])
+    assert entry['authors'].startswith('TO FILL IN') and entry['reported'] == ''
+    report = {'protocol': {'dataset': 'digits-lt', 'n_examples': 4, 'threat_model': 'Linf', 'eps': '8/255',
+                           'attacks': ['apgd-ce'], 'seed': 0},
+              'model': {'name': 'm'}, 'clean_acc': 50.0, 'robust_acc': 25.0, 'clean_ci': [0, 100], 'robust_ci': [0, 100],
+              'balanced_clean_acc': 50.0, 'balanced_robust_acc': 25.0, 'stages': [], 'warnings': [], 'eps_curve': [{}],
+              'per_class': [], 'leaderboard': entry,
+              'groups': {'head': {'classes': [0], 'clean_acc': 1.0, 'robust_acc': 0.0}},
+              'group_rule': {'name': 'thirds', 'description': 'head / middle / tail: thirds'}}
+    summary = render_summary(report)
+    assert 'fill in authors before submitting' in summary
+    assert 'Long-tail groups: head / middle / tail: thirds.' in summary

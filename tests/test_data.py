@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from sp_timm import create_loss, list_losses
 from sp_timm.cli import main
 from sp_timm.data import (
-    DataError, TensorLoader, class_groups, create_dataset, create_mixup, longtail_counts, longtail_indices,
-    random_crop_flip,
+    GROUP_RULES, DataError, TensorLoader, class_groups, create_dataset, create_mixup, group_rule, longtail_counts,
+    longtail_indices, random_crop_flip,
 )
+from sp_timm.data.class_names import CLASS_NAMES, class_names
 
 
 def test_longtail_counts_reproduce_cifar_lt():
@@ -49,6 +50,42 @@ def test_longtail_indices_follow_ldam_drw():
 
 def test_class_groups_boundaries():
     assert class_groups([500, 101, 100, 20, 19, 0]) == {'many': [0, 1], 'medium': [2, 3], 'few': [4, 5]}
+    assert group_rule([500, 101, 100, 20, 19, 0]) == 'shots'
+
+
+def test_cifar100_lt_keeps_the_literatures_shot_groups():
+    counts = longtail_counts(500, 100, 100)
+    assert group_rule(counts) == 'shots'
+    assert {g: len(m) for g, m in class_groups(counts).items()} == {'many': 35, 'medium': 35, 'few': 30}
+
+
+@pytest.mark.parametrize('ratio, profile', [(100, 'exp'), (50, 'exp'), (10, 'exp'), (100, 'step')])
+def test_cifar10_lt_groups_are_thirds_and_none_is_empty(ratio, profile):
+    counts = longtail_counts(5000, 10, ratio, profile)
+    shots = class_groups(counts, 'shots')
+    assert not all(shots.values())  # the thresholds leave a group empty (ratio 100: 8 / 2 / 0)
+    assert group_rule(counts) == 'thirds'
+    groups = class_groups(counts)
+    assert list(groups) == ['head', 'middle', 'tail'] and [len(m) for m in groups.values()] == [3, 4, 3]
+    assert sorted(c for m in groups.values() for c in m) == list(range(10))
+    assert min(counts[c] for c in groups['head']) >= max(counts[c] for c in groups['middle'])
+    assert min(counts[c] for c in groups['middle']) >= max(counts[c] for c in groups['tail'])
+    if profile == 'exp':
+        assert groups == {'head': [0, 1, 2], 'middle': [3, 4, 5, 6], 'tail': [7, 8, 9]}
+
+
+def test_thirds_sort_by_count_not_by_index_and_balanced_data_keep_one_group():
+    groups = class_groups([50, 5000, 60, 4000, 70, 3000], 'thirds')
+    assert groups == {'head': [1, 3], 'middle': [4, 5], 'tail': [0, 2]}
+    assert group_rule([5000] * 10) == 'shots' and class_groups([5000] * 10)['many'] == list(range(10))
+    with pytest.raises(ValueError, match='group rule'):
+        class_groups([1, 2, 3], 'quartiles')
+
+
+def test_cifar_class_names():
+    assert class_names('cifar10', 10)[:3] == ['airplane', 'automobile', 'bird'] and len(CLASS_NAMES['cifar100']) == 100
+    assert len(set(CLASS_NAMES['cifar100'])) == 100 and class_names('cifar100', 100)[-1] == 'worm'
+    assert class_names('digits', 10) == [str(d) for d in range(10)]
 
 
 def test_digits_split_and_pixels():
@@ -194,8 +231,26 @@ def test_data_command(capsys):
     assert main(['data', '--dataset', 'cifar10-lt']) == 0
     out = capsys.readouterr().out
     assert '12406 train / 10000 test' in out and 'count formula' in out
+    rows = {line.split('|')[2].strip(): line for line in out.splitlines() if line.startswith('| ') and 'train' not in line}
+    assert list(rows) == list(CLASS_NAMES['cifar10'])
+    assert rows['airplane'].split('|')[5].strip() == 'head' and rows['truck'].split('|')[5].strip() == 'tail'
+    assert GROUP_RULES['thirds'] in out and 'head: 3 classes, middle: 4 classes, tail: 3 classes' in out
     assert main(['data', '--dataset', 'digits-lt', '--imbalance-ratio', '10']) == 0
     out = capsys.readouterr().out
     assert f"{sum(longtail_counts(134, 10, 10))} train / 413 test" in out and 'counted in the loaded data' in out
     assert main(['data', '--dataset', 'cifar10', '--data-dir', '/nonexistent']) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_eval_report_names_the_group_rule():
+    from sp_timm.eval import STANDARD_ATTACKS, build_report
+    counts = longtail_counts(5000, 10, 100)
+    labels = torch.arange(10).repeat(2)
+    flags = torch.ones(20, dtype=torch.bool)
+    aa = {'clean': flags, **{a: flags for a in STANDARD_ATTACKS}, 'perturbation': torch.zeros(20)}
+    report = build_report(aa, labels, classes=[str(c) for c in range(10)], warnings=[], train_counts=counts,
+                          protocol={'eps_value': 8 / 255, 'eps': '8/255'}, model={}, long_tailed=True,
+                          class_groups=class_groups(counts), group_rule=group_rule(counts))
+    assert report['group_rule'] == {'name': 'thirds', 'description': GROUP_RULES['thirds']}
+    assert {row['group'] for row in report['per_class']} == {'head', 'middle', 'tail'}
+    assert all(g['clean_acc'] == 100.0 for g in report['groups'].values())

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 import sp_timm  # noqa: F401  (registers the models)
-from sp_timm.checkpoint import CheckpointError, create_model_from_checkpoint, load_model, load_state_dict_safely
+from sp_timm.checkpoint import (CheckpointError, create_model_from_checkpoint, load_model, load_state_dict_safely,
+                                weights_sha256)
 from sp_timm.hub import HubError, export_model, push_folder, render_model_card
 from sp_timm.models import CIFAR_MODELS
 from sp_timm.train import parse_train_args, train
@@ -76,7 +77,7 @@ def fake_report(record):
 def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
     model, record = create_model_from_checkpoint(checkpoint)
     report_path = tmp_path / 'report.json'
-    report_path.write_text(json.dumps(fake_report(record)))
+    report_path.write_text(json.dumps(dict(fake_report(record), model={'weights_sha256': weights_sha256(model)})))
     out = export_model(str(checkpoint), tmp_path / 'export', reports=[report_path], repo_id='me/sp-digits')
     assert {p.name for p in out.iterdir()} >= {'config.json', 'model.safetensors', 'README.md', 'sp_timm.json', 'model_info'}
     assert not (out / 'pytorch_model.bin').exists()

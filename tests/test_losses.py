@@ -116,12 +116,9 @@ def test_closed_form_gradient_matches_autograd_definition(name, kwargs):
 
 
 @pytest.mark.parametrize('name', MEMBERS)
-def test_double_backward_needs_fused_false(name):
+def test_double_backward_needs_fused_false(name):  # fused=False supports it
     logits = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 1, 2, 3])
-    (grad,) = torch.autograd.grad(create_loss(name)(logits, labels), logits, create_graph=True)
-    with pytest.raises(RuntimeError, match='once_differentiable|does not require grad'):
-        grad.square().sum().backward()
     assert torch.autograd.gradgradcheck(lambda z: create_loss(name, fused=False)(z, labels), (logits,))
 
 
@@ -280,3 +277,146 @@ def test_bad_inputs(name):
         loss_fn(torch.randn(4, 1), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match='K >= 2'):
         loss_fn.stationary_point(1)
+
+
+# --- issue 16 item 7 (inputs PyTorch users pass) and issue 17 (validation modes, compiled path) ----------------
+
+@pytest.mark.parametrize('name', MEMBERS)
+def test_empty_batch_returns_what_cross_entropy_returns(name):
+    for reduction in ('mean', 'sum', 'none'):
+        logits = torch.randn(0, 5, requires_grad=True)
+        target = torch.zeros(0, dtype=torch.long)
+        loss = create_loss(name, reduction=reduction)(logits, target)
+        expected = F.cross_entropy(logits, target, reduction=reduction)
+        assert loss.shape == expected.shape
+        torch.testing.assert_close(loss, expected, equal_nan=True)
+        if reduction != 'none':
+            loss.backward()
+            assert logits.grad.shape == (0, 5)
+
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_labels_of_any_integer_dtype(dtype):
+    torch.manual_seed(10)
+    logits, labels = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 4, 2, 1, 3, 4])
+    for name in MEMBERS:
+        torch.testing.assert_close(create_loss(name)(logits, labels.to(dtype)), create_loss(name)(logits, labels))
+
+
+@pytest.mark.parametrize('name', MEMBERS)
+def test_numpy_and_list_labels_get_a_type_error(name):
+    import numpy as np
+    logits = torch.randn(3, 4)
+    for target in ([0, 1, 2], np.array([0, 1, 2])):
+        with pytest.raises(TypeError, match='target must be a torch.Tensor.*torch.as_tensor'):
+            create_loss(name)(logits, target)
+    with pytest.raises(TypeError, match='logits must be a torch.Tensor'):
+        create_loss(name)(logits.numpy(), torch.tensor([0, 1, 2]))
+
+
+@pytest.mark.parametrize('name', MEMBERS)
+def test_stationary_margin_needs_two_classes(name):
+    for num_classes in (1, 0):
+        with pytest.raises(ValueError, match='K >= 2'):
+            create_loss(name).stationary_margin(num_classes)
+        with pytest.raises(ValueError, match='K >= 2'):
+            create_loss(name).stationary_prob(num_classes)
+
+
+def test_validate_option_is_checked():
+    with pytest.raises(ValueError, match="validate must be one of"):
+        create_loss('sp_ls', validate='lazy')
+    with pytest.raises(ValueError, match="compile must be"):
+        create_loss('sp_ls', compile=3)
+
+
+BAD_INPUTS = [  # (logits, target, message) that the value checks refuse
+    (torch.randn(4, 5), torch.tensor([0, 1, 2, 5]), r'labels must lie in \[0, 4\].*from 0 to 5'),
+    (torch.randn(4, 5), torch.tensor([0, -1, 2, 3]), 'labels must lie'),
+    (torch.randn(4, 5).index_put_((torch.tensor([2]), torch.tensor([1])), torch.tensor(float('nan'))),
+     torch.tensor([0, 1, 2, 3]), 'NaN or Inf in 1 of 4 rows'),
+    (torch.randn(4, 5), torch.full((4, 5), 0.5), 'rows sum to 1'),
+]
+
+
+@pytest.mark.parametrize('name', MEMBERS)
+@pytest.mark.parametrize('case', range(len(BAD_INPUTS)))
+def test_async_validation_on_cpu_raises_at_the_next_call_or_check(name, case):
+    """'async' mode: no error in the bad call itself; the same ValueError at the next call, or at check_inputs()."""
+    logits, target, message = BAD_INPUTS[case]
+    good_logits, good_target = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match=message):  # 'full' (the CPU default): at once
+        create_loss(name)(logits, target)
+    for requires_grad in (False, True):
+        loss_fn = create_loss(name, validate='async')
+        loss_fn(logits.clone().requires_grad_(requires_grad), target)  # deferred, and no crash on the bad labels
+        with pytest.raises(ValueError, match=message):
+            loss_fn(good_logits, good_target)
+        loss_fn(good_logits, good_target)  # reported once; good inputs pass
+        loss_fn.check_inputs()
+        loss_fn(logits.clone().requires_grad_(requires_grad), target)
+        with pytest.raises(ValueError, match=message):
+            loss_fn.check_inputs()
+    off = create_loss(name, validate='off')
+    if target.is_floating_point() or (target.min() >= 0 and target.max() < 5):
+        off(logits, target)  # no check: a loss comes back
+        off.check_inputs()
+
+
+@pytest.mark.parametrize('name', MEMBERS)
+def test_double_backward_error_says_use_fused_false(name):
+    logits = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(RuntimeError, match=rf"first-order only.*fused=False.*create_loss\('{name}', fused=False\)"):
+        torch.autograd.grad(create_loss(name)(logits, labels), logits, create_graph=True)
+
+
+@pytest.mark.parametrize('name,kwargs', CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize('validate', ['full', 'async'])
+@pytest.mark.filterwarnings('error::RuntimeWarning')
+def test_compiled_loss_equals_reference_in_float64(name, kwargs, validate):
+    """The torch.compile'd body (backend aot_eager here: the traced graphs; inductor on CUDA below) equals the
+    eager differentiable reference (fused=False) in value and gradient, for class indices, smoothed class indices
+    and soft targets, with every reduction."""
+    torch._dynamo.reset()  # a failed compile (e.g. the recompile limit) falls back with a RuntimeWarning: an error here
+    torch.manual_seed(11)
+    logits = 4 * torch.randn(16, 10, dtype=torch.float64)
+    logits[0, 3], logits[1, 5] = 40.0, -40.0
+    labels = torch.randint(0, 10, (16,))
+    labels[0], labels[1] = 3, 5
+    soft = torch.softmax(torch.randn(16, 10, dtype=torch.float64), -1)
+    weights = torch.arange(1, 17, dtype=torch.float64)
+    for target, smoothing in ((labels, 0.0), (labels, 0.1), (soft, 0.0)):
+        for reduction in ('mean', 'sum', 'none'):
+            results = []
+            for options in (dict(fused=False, compile=False), dict(compile='aot_eager', validate=validate)):
+                z = logits.clone().requires_grad_(True)
+                loss = create_loss(name, reduction=reduction, smoothing=smoothing, **options, **kwargs)(z, target)
+                (loss * weights if reduction == 'none' else loss).sum().backward()
+                results.append((loss.detach(), z.grad))
+            torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('name', MEMBERS)
+def test_cuda_default_compiled_async_path(name):
+    """On CUDA the default is the inductor-compiled body with 'async' validation: equal to the CPU float64
+    reference, and a bad label is reported (same message) at check_inputs() without a device-side assert."""
+    torch.manual_seed(12)
+    logits = 3 * torch.randn(64, 10, dtype=torch.float64)
+    labels = torch.randint(0, 10, (64,))
+    soft = torch.softmax(torch.randn(64, 10, dtype=torch.float64), -1)
+    for target in (labels, soft):
+        z_cpu, z_gpu = logits.clone().requires_grad_(True), logits.cuda().requires_grad_(True)
+        reference = create_loss(name, fused=False)(z_cpu, target)
+        reference.backward()
+        loss_fn = create_loss(name)
+        loss = loss_fn(z_gpu, target.cuda())
+        loss.backward()
+        torch.testing.assert_close(loss.cpu(), reference.detach())
+        torch.testing.assert_close(z_gpu.grad.cpu(), z_cpu.grad)
+    loss_fn(logits.cuda().float(), torch.full((64,), 10, device='cuda'))
+    with pytest.raises(ValueError, match=r'labels must lie in \[0, 9\].*from 10 to 10'):
+        loss_fn.check_inputs()
+    assert torch.isfinite(loss_fn(logits.cuda(), labels.cuda()))  # the CUDA context is still usable

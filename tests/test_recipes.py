@@ -26,6 +26,7 @@ def test_recipe_parses(recipe):
     assert args.dataset and args.model and args.loss in ('ce', 'sp_margin')
     if 'pgdat' in recipe.stem:
         assert args.adv == 'pgd' and abs(args.adv_eps - 8 / 255) < 1e-12 and args.adv_steps == 10
+    assert args.val_split is None or args.val_split > 0  # model selection on a validation split, never on test
     assert ('_sp' in recipe.stem) == (args.loss == 'sp_margin')
     if args.loss == 'sp_margin':  # the study's default; its gradient is unbounded without clipping
         assert args.sp_margin == 2.0 and args.clip_grad == 5.0

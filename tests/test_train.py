@@ -115,11 +115,11 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match='SHA-256'):
         load_training_state(out / 'last')
     with pytest.raises(CheckpointError, match='SHA-256'):
-        train(parse_train_args(SMALL + ['--epochs', '2', '--resume', str(out)]))
+        train(parse_train_args(SMALL + ['--epochs', '2', '--resume-override', '--resume', str(out)]))
     weights.write_bytes(b'not a safetensors file')
     (out / 'last' / 'state.json').unlink()
     with pytest.raises(CheckpointError, match='incomplete'):
-        train(parse_train_args(SMALL + ['--epochs', '2', '--resume', str(out)]))
+        train(parse_train_args(SMALL + ['--epochs', '2', '--resume-override', '--resume', str(out)]))
 
 
 def test_config_yaml_sets_defaults_and_flags_win(tmp_path):

@@ -1,13 +1,21 @@
 """ Long-tailed subsampling exactly as LDAM-DRW's ``imbalance_cifar.py`` builds CIFAR-LT. """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['longtail_counts', 'longtail_indices', 'class_groups', 'IMBALANCE_PROFILES', 'GROUP_BOUNDS']
+__all__ = ['longtail_counts', 'longtail_indices', 'class_groups', 'group_rule', 'IMBALANCE_PROFILES', 'GROUP_BOUNDS',
+           'GROUP_RULES']
 
 IMBALANCE_PROFILES = ('exp', 'step')
 # Training images per class: many > 100, medium 20..100, few < 20 (Liu et al. 2019, used by LT reports).
 GROUP_BOUNDS = {'many': (101, None), 'medium': (20, 100), 'few': (0, 19)}
+THIRDS = ('head', 'middle', 'tail')
+# how class_groups cuts the classes; the name and text go into every report that shows groups
+GROUP_RULES = {
+    'shots': 'many / medium / few shots: > 100, 20..100, < 20 training images (Liu et al. 2019)',
+    'thirds': 'head / middle / tail: the classes sorted by training images (most first), the first and last '
+              'floor(C/3) classes are head and tail, the rest middle (the shot thresholds leave a group empty here)',
+}
 
 
 def longtail_counts(n_max: int, num_classes: int, ratio: float, profile: str = 'exp') -> List[int]:
@@ -45,9 +53,29 @@ def longtail_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0
     return np.concatenate(kept)
 
 
-def class_groups(train_counts: Sequence[int]) -> Dict[str, List[int]]:
-    """Class indices in the many / medium / few-shot groups, from the training counts."""
-    groups = {}
-    for name, (low, high) in GROUP_BOUNDS.items():
-        groups[name] = [c for c, n in enumerate(train_counts) if n >= low and (high is None or n <= high)]
-    return groups
+def _shot_groups(train_counts: Sequence[int]) -> Dict[str, List[int]]:
+    return {name: [c for c, n in enumerate(train_counts) if n >= low and (high is None or n <= high)]
+            for name, (low, high) in GROUP_BOUNDS.items()}
+
+
+def group_rule(train_counts: Sequence[int]) -> str:
+    """The rule (a key of ``GROUP_RULES``) ``class_groups`` applies: the literature's shot thresholds
+    ('shots'; CIFAR-100-LT at ratio 100: 35 / 35 / 30 classes) unless they leave a group empty on imbalanced counts
+    ('thirds'; CIFAR-10-LT at ratio 100 has 8 / 2 / 0 classes by shots, 3 / 4 / 3 by thirds). Balanced counts keep
+    'shots' (one group: thirds of equal counts would be arbitrary)."""
+    shots = _shot_groups(train_counts)
+    return 'shots' if all(shots.values()) or len(set(train_counts)) <= 1 else 'thirds'
+
+
+def class_groups(train_counts: Sequence[int], rule: Optional[str] = None) -> Dict[str, List[int]]:
+    """Class indices per group, from the training counts: many / medium / few (rule 'shots') or head / middle /
+    tail (rule 'thirds'); ``rule`` defaults to ``group_rule(train_counts)``."""
+    rule = rule or group_rule(train_counts)
+    if rule == 'shots':
+        return _shot_groups(train_counts)
+    if rule != 'thirds':
+        raise ValueError(f"group rule must be one of {', '.join(GROUP_RULES)}, got {rule!r}.")
+    order = sorted(range(len(train_counts)), key=lambda c: (-train_counts[c], c))
+    third = len(order) // 3
+    cuts = (order[:third], order[third:len(order) - third], order[len(order) - third:])
+    return {name: sorted(members) for name, members in zip(THIRDS, cuts)}

@@ -3,13 +3,14 @@ and their long-tailed variants, all returned as ``ImageData``.
 
 Names: ``cifar10``, ``cifar100``, ``digits`` and ``cifar10-lt``, ``cifar100-lt``, ``digits-lt``.
 """
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-import torch
 
+from .class_names import class_names
 from .image_data import DataError, ImageData
 from .longtail import longtail_counts, longtail_indices
 
@@ -27,6 +28,7 @@ class DatasetSpec:
     test_per_class: int
     hub_id: Optional[str] = None
     label_column: str = 'label'
+    image_shape: Tuple[int, int, int] = (3, 32, 32)  # (C, H, W) of every image, as loaded (digits: resized)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
@@ -36,6 +38,7 @@ DATASETS: Dict[str, DatasetSpec] = {
     'digits': DatasetSpec('digits', 10, 134, 41),
 }
 IMAGE_COLUMNS = ('img', 'image')
+COLOR_MODES = ('RGB', 'RGBA', 'P', 'CMYK', 'YCbCr')  # PIL modes of colour images (grayscale ones are refused)
 DIGITS_TEST_SIZE = 413
 DIGITS_SPLIT_SEED = 0
 
@@ -84,6 +87,7 @@ def load_digits(split: str) -> ImageData:
     over 3 channels and stored as uint8 (x 255, rounded). The split is stratified by class, seed 0,
     413 test images (the rest, 1384, for training).
     """
+    import torch
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
     digits = sk_load_digits()
@@ -139,6 +143,8 @@ def _load_local(path: Path, split: str):
 
 
 def _to_image_data(dataset, spec: DatasetSpec, source: str) -> ImageData:
+    import datasets
+    import torch
     from tqdm.auto import tqdm
     columns = dataset.column_names
     image_column = next((c for c in IMAGE_COLUMNS if c in columns), None)
@@ -147,10 +153,38 @@ def _to_image_data(dataset, spec: DatasetSpec, source: str) -> ImageData:
         raise DataError(f"{source}: expected an image column {IMAGE_COLUMNS} and a label column "
                         f"'{spec.label_column}', found columns {columns}.")
     feature = dataset.features[label_column]
-    classes = list(feature.names) if hasattr(feature, 'names') else [str(c) for c in range(spec.num_classes)]
+    classes = list(feature.names) if hasattr(feature, 'names') else class_names(spec.name, spec.num_classes)
     if len(classes) != spec.num_classes:
         raise DataError(f"{source}: '{label_column}' has {len(classes)} classes, {spec.name} has {spec.num_classes}.")
-    images = np.stack([np.asarray(im.convert('RGB')) for im in tqdm(
-        dataset[image_column], desc=f'decode {spec.name}', disable=len(dataset) < 5000, leave=False)])
-    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                     torch.as_tensor(dataset[label_column]), classes, source)
+    if len(dataset) == 0:
+        raise DataError(f"{source}: the split holds no images.")
+    try:  # undecoded, so that parquet written without the Image feature (dicts of bytes) loads as well
+        encoded = dataset.cast_column(image_column, datasets.Image(decode=False))[image_column]
+        labels = torch.as_tensor(dataset[label_column])
+    except Exception as err:  # datasets / arrow raise many types for a column of another kind
+        raise DataError(f"{source}: columns '{image_column}' / '{label_column}' do not hold images and integer labels "
+                        f"({type(err).__name__}: {str(err)[:200]}).") from err
+    images = np.stack([_decode_image(value, i, spec, source) for i, value in enumerate(tqdm(
+        encoded, desc=f'decode {spec.name}', disable=len(dataset) < 5000, leave=False))])
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes, source)
+
+
+def _decode_image(value: Any, index: int, spec: DatasetSpec, source: str) -> np.ndarray:
+    """One encoded image (``{'bytes': ..., 'path': ...}``) as an (H, W, 3) uint8 array, or a ``DataError`` naming
+    the image when it does not decode or does not have the size and colour of ``spec``'s images."""
+    from PIL import Image
+    value = value if isinstance(value, dict) else {}
+    if value.get('bytes') is None and not value.get('path'):
+        raise DataError(f"{source}: image {index} is empty (no bytes, no path).")
+    try:
+        image = Image.open(io.BytesIO(value['bytes']) if value.get('bytes') is not None else value['path'])
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"{source}: image {index} cannot be decoded ({type(err).__name__}: {str(err)[:200]}); the data "
+                        f"is corrupt or not an image. Re-create the dataset (PNG or JPEG images).") from err
+    channels, height, width = spec.image_shape
+    if image.size != (width, height) or image.mode not in COLOR_MODES:
+        raise DataError(f"{source}: image {index} is {image.size[0]}x{image.size[1]} {image.mode}, but {spec.name} "
+                        f"images are {width}x{height} RGB: is this a copy of another dataset? Give --data-dir a copy "
+                        f"of {spec.name}" + (f" ('{spec.hub_id}')." if spec.hub_id else '.'))
+    return np.asarray(image.convert('RGB'))

@@ -11,27 +11,27 @@ An evaluation folder::
       .work/                              per-chunk results (safetensors), kept so a rerun resumes
 """
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..checkpoint import atomic_write_json, atomic_write_text
+from ..checkpoint import atomic_write_json, atomic_write_text, check_output_folder, safe_path_component, weights_sha256
+from .args import DEFAULT_N_EXAMPLES, build_eval_parser  # the flags: sp_timm/eval/args.py (no torch)
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
-from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps, parse_eps
-from .plots import plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
-from .report import SP_PAPER, build_report, leaderboard_entry, render_summary
+from .audit import AuditConfig, LossFn, check_surrogate, run_audit, training_loss_from_record
+from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
+from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
+from .report import SP_PAPER, build_report, leaderboard_entry, placeholder, render_summary
 
-__all__ = ['build_eval_parser', 'evaluate', 'evaluate_points', 'main', 'REPORT_FILE', 'architecture_name']
+__all__ = ['build_eval_parser', 'evaluate', 'evaluate_points', 'REPORT_FILE', 'architecture_name']
 
 REPORT_FILE = 'report.json'
-DEFAULT_N_EXAMPLES = 10_000
 _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
                   'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
                   'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32',
@@ -41,49 +41,6 @@ _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideR
 def architecture_name(model_name: Optional[str]) -> str:
     """RobustBench's spelling of an architecture (``WideResNet-28-10``); timm's name otherwise."""
     return _ARCHITECTURES.get(model_name or '', model_name or '')
-
-
-def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    from .._cli_utils import add_data_args
-    p = parser or argparse.ArgumentParser(prog='sp-timm eval')
-    p.description = ('AutoAttack (version=standard) on the first n test images in [0, 1], as RobustBench evaluates; '
-                     'writes the leaderboard JSON, a report, a summary and plots.')
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument('--checkpoint', '--model', dest='checkpoint', metavar='SOURCE',
-                        help='an sp-timm checkpoint (OUTPUT, OUTPUT/best), local-dir:DIR or hf-hub:ORG/NAME')
-    source.add_argument('--robustbench-model', metavar='NAME',
-                        help="a RobustBench zoo model (needs the [robustbench] extra and its weights, downloaded or in "
-                             "--robustbench-dir)")
-    p.add_argument('--robustbench-dir', default='models', help="robustbench's model_dir (default ./models)")
-    add_data_args(p, required=False)
-    p.add_argument('--threat-model', choices=THREAT_MODELS, default='Linf')
-    p.add_argument('--eps', type=parse_eps, default=None, help='budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)')
-    p.add_argument('--n-examples', type=int, default=None,
-                   help=f'the first N test images (default {DEFAULT_N_EXAMPLES}, or the whole test set when smaller)')
-    p.add_argument('-b', '--batch-size', type=int, default=500, help='attack batch size')
-    p.add_argument('--chunk-size', type=int, default=None,
-                   help='points per chunk, the unit processes share and resume (default: --batch-size)')
-    p.add_argument('--seed', type=int, default=0, help="AutoAttack's seed (pyautoattack's default, time, is not reproducible)")
-    p.add_argument('--min-pert-norms', nargs='*', choices=THREAT_MODELS, default=list(THREAT_MODELS),
-                   help='norms of the FAB minimal perturbations (none: skip)')
-    p.add_argument('--min-pert-examples', type=int, default=1000, help='FAB on the first N of the evaluated points (0: skip)')
-    p.add_argument('--fab-iters', type=int, default=100, help='FAB iterations for the minimal perturbations')
-    p.add_argument('--curve-eps', nargs='*', type=parse_eps, default=[], metavar='EPS',
-                   help='more budgets for the robust-accuracy-vs-eps curve (each is a full AutoAttack run)')
-    p.add_argument('--out', default=None, help='evaluation folder (default: beside the checkpoint, or output/eval/NAME)')
-    p.add_argument('--restart', action='store_true', help='discard the saved partial results of --out and start over')
-    p.add_argument('--no-progress', action='store_true')
-    meta = p.add_argument_group('leaderboard entry (RobustBench model_info fields; defaults from the training record)')
-    meta.add_argument('--model-name', default=None, help='file name of the entry, e.g. Author2026Title_WRN-28-10')
-    meta.add_argument('--paper-title', default=None, help="RobustBench's 'name' (default: the SP-losses paper for SP models)")
-    meta.add_argument('--link', default=None)
-    meta.add_argument('--authors', default=None)
-    meta.add_argument('--venue', default=None)
-    meta.add_argument('--architecture', default=None)
-    meta.add_argument('--additional-data', action='store_true', help='trained with data beyond the training set')
-    meta.add_argument('--reported', default=None, help='robust accuracy the paper reports (default: this evaluation)')
-    meta.add_argument('--footnote', default=None)
-    return p
 
 
 def _check_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> int:
@@ -108,24 +65,37 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                     eps: Optional[float] = None, seed: int = 0, batch_size: int = 500, chunk_size: Optional[int] = None,
                     work_dir: Optional[Path] = None, min_pert_norms: Sequence[str] = THREAT_MODELS,
                     min_pert_examples: Optional[int] = None, fab_iters: int = 100, curve_eps: Sequence[float] = (),
-                    progress: bool = True, echo_warnings: bool = True) -> Dict[str, Any]:
+                    progress: bool = True, echo_warnings: bool = True, audit: Union[bool, AuditConfig, None] = None,
+                    surrogate: Optional[torch.nn.Module] = None, train_loss: Optional[LossFn] = None,
+                    loss_note: str = '') -> Dict[str, Any]:
     """AutoAttack (standard) and FAB on ``images`` (float, [0, 1]) with ``labels``: the Python API of ``sp-timm eval``.
 
     Work is cut into chunks of ``chunk_size`` points (default ``batch_size``) that the processes of the current
     Accelerate state share; with ``work_dir`` every chunk (and every AutoAttack stage of a chunk) is saved and
     reused by a later call. Returns per-point tensors: ``aa`` (flags per stage, ``pred``, ``perturbation``),
     ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), and the AutoAttack ``warnings``.
+
+    With ``audit`` (True or an ``AuditConfig``), the adaptive-attack audit of ``sp_timm.eval.audit`` follows on
+    the points AutoAttack left robust: ``audit`` (the report's section) and ``audit_points`` (per-point ``worst``
+    and per-attack flags). ``train_loss`` (per-sample ``(logits, labels) -> (B,)``, e.g. an SP loss with
+    ``reduction='none'``) adds the loss-aware attack, skipped with ``loss_note`` when None; ``surrogate`` (a model
+    of the same classes and inputs) adds the transfer attack.
     """
     import logging
     from accelerate import PartialState
     from pyautoattack import checks
+    if len(images) == 0:
+        raise ValueError('no points to evaluate (0 images); pass at least one image and its label.')
     device = PartialState().device
     eps = check_eps(DEFAULT_EPS[threat_model] if eps is None else eps, threat_model, images[0].numel())
     curve_eps = [check_eps(e, threat_model, images[0].numel()) for e in curve_eps if abs(e - eps) > 1e-12]
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError('--batch-size and --chunk-size must be >= 1.')
     model = model.to(device).eval()
-    _check_points(model, images, labels, device)
+    num_classes = _check_points(model, images, labels, device)
+    config = AuditConfig() if audit is True else audit or None
+    if config is not None and surrogate is not None:
+        check_surrogate(surrogate, images, num_classes, device)
     chunks = Chunks(len(labels), chunk_size or batch_size)
     path = lambda name, c: None if work_dir is None else Path(work_dir) / name / f'chunk-{c:05d}.safetensors'
     common = dict(seed=seed, batch_size=batch_size, device=device)
@@ -153,6 +123,17 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
         stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
         checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
     result['warnings'] = list(warnings)
+    if config is not None:  # its attacks' warnings go to the audit section: the audit's own checks judge them
+        identity = [weights_sha256(surrogate) if surrogate is not None else None,
+                    repr(train_loss) if isinstance(train_loss, torch.nn.Module) else
+                    getattr(train_loss, '__qualname__', None)]
+        with capture_autoattack_warnings(echo=echo_warnings) as audit_warnings:
+            result['audit'], result['audit_points'] = run_audit(
+                model, images, labels, aa, eps=eps, norm=threat_model, chunk_size=chunk_size or batch_size,
+                config=config, num_classes=num_classes, curve=result['curve'], train_loss=train_loss,
+                loss_note=loss_note, surrogate=surrogate, work_dir=work_dir, identity=identity, progress=progress,
+                **common)
+        result['audit']['warnings'] = list(audit_warnings)
     if len(labels) and aa['perturbation'].max().item() > eps * (1 + 1e-4) + 1e-6:
         result['warnings'].append(f"an adversarial example exceeds the budget: {threat_model} norm "
                                   f"{aa['perturbation'].max().item():.6g} > eps {eps:.6g}")
@@ -195,14 +176,6 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _model_fingerprint(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: bool) -> Path:
     """The ``.work`` folder of ``out``; its saved chunks are reused only by the same evaluation."""
     work = out / '.work'
@@ -226,23 +199,84 @@ def _default_out(args: argparse.Namespace, record: Dict[str, Any], eps: float) -
     source = args.checkpoint or ''
     if source and not source.startswith(('local-dir:', 'hf-hub:')):
         return Path(source).resolve() / tag
-    return Path('output') / 'eval' / (record.get('name') or str(record.get('model'))).replace('/', '_') / tag
+    folder = (safe_path_component(record['name'], "the record's name") if record.get('name')
+              else ''.join('_' if c in '/\\:' else c for c in str(record.get('model'))))
+    return Path('output') / 'eval' / folder / tag
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    """The flags that need no model or data, checked before anything is loaded or written (a rerun with a
+    corrected flag then finds no ``.work/config.json`` of the mistaken one)."""
+    problems = []
+    for flag, low in (('batch_size', 1), ('chunk_size', 1), ('n_examples', 1), ('min_pert_examples', 0), ('fab_iters', 1)):
+        value = getattr(args, flag, None)
+        if value is not None and value < low:
+            problems.append(f"--{flag.replace('_', '-')} must be >= {low}, got {value}.")
+    for eps in ([args.eps] if args.eps is not None else []) + list(args.curve_eps or []):
+        try:
+            check_eps(eps, args.threat_model)
+        except ValueError as err:
+            problems.append(str(err))
+    checks = [lambda: safe_path_component(args.model_name, '--model-name')] if args.model_name is not None else []
+    checks += [lambda: check_output_folder(args.out, '--out')] if args.out else []
+    for check in checks:
+        try:
+            check()
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise ValueError(' '.join(problems))
 
 
 def _leaderboard_meta(args: argparse.Namespace, record: Dict[str, Any]) -> Dict[str, Any]:
+    """RobustBench's model_info fields: the flags; else what the training record implies (the SP-losses paper for
+    SP models, a description of the run for the other sp-timm models, e.g. CE baselines); else a placeholder that
+    says what to fill in. ``reported`` only from --reported: it is the paper's number, not this measurement."""
     from ..losses import is_sp_loss
     loss = record.get('loss')
     sp = bool(loss) and is_sp_loss(loss)
+    adv = record.get('args', {}).get('adv')
+    training = f'{adv.upper()} adversarial training' if adv not in (None, 'none') else 'standard training'
+    architecture = args.architecture or architecture_name(record.get('model'))
     footnote = args.footnote
     if footnote is None and loss:
         params = ', '.join(f'{k}={v}' for k, v in record.get('loss_params', {}).items())
-        adv = record.get('args', {}).get('adv')
-        footnote = f"sp-timm, loss {loss}" + (f' ({params})' if params else '') + \
-                   (f", {adv.upper()} adversarial training" if adv not in (None, 'none') else ', standard training')
-    return {'name': args.paper_title or (SP_PAPER['name'] if sp else record.get('name', '')),
-            'link': args.link or (SP_PAPER['link'] if sp else ''), 'authors': args.authors or '',
-            'venue': args.venue or '', 'architecture': args.architecture or architecture_name(record.get('model')),
-            'additional_data': args.additional_data, 'reported': args.reported, 'footnote': footnote}
+        footnote = f"sp-timm, loss {loss}" + (f' ({params})' if params else '') + f', {training}'
+    if sp:
+        known = SP_PAPER
+    elif loss:
+        known = {'name': f'{architecture or record.get("model")} trained with the {loss} loss, {training} (sp-timm baseline)'}
+    else:
+        known = {'name': record.get('name')}
+    given = {'name': args.paper_title, 'link': args.link, 'authors': args.authors, 'venue': args.venue}
+    asks = {'name': ('the paper title', '--paper-title'), 'link': 'URL of the paper or code', 'authors': 'the authors',
+            'venue': 'the venue, e.g. NeurIPS 2023'}
+    meta = {k: given[k] or known.get(k) or placeholder(*(ask if isinstance(ask, tuple) else (ask, f'--{k}')))
+            for k, ask in asks.items()}
+    return dict(meta, architecture=architecture or placeholder("RobustBench's architecture name", '--architecture'),
+                additional_data=args.additional_data, reported=args.reported, footnote=footnote)
+
+
+def _audit_inputs(args: argparse.Namespace, record: Dict[str, Any], num_classes: int, load_model) -> Dict[str, Any]:
+    """``evaluate_points``'s audit arguments from the flags: the budgets, the surrogate (loaded like --checkpoint)
+    and the training loss the run record names."""
+    if not getattr(args, 'audit', False):
+        if getattr(args, 'surrogate', None):
+            raise ValueError('--surrogate is an attack of the audit: add --audit.')
+        return {}
+    config = AuditConfig(restarts=args.audit_restarts, n_iter=args.audit_iters, max_targets=args.audit_targets,
+                         margin_restarts=args.audit_margin_restarts, margin_steps=args.audit_margin_steps,
+                         square_queries=args.audit_square_queries, square_restarts=args.audit_square_restarts,
+                         large_eps_factor=args.audit_large_eps_factor, threshold=args.audit_threshold)
+    surrogate = None
+    if args.surrogate:
+        surrogate, surrogate_record = load_model(args.surrogate)
+        trained_for = surrogate_record.get('num_classes')
+        if trained_for and trained_for != num_classes:
+            raise ValueError(f"--surrogate '{args.surrogate}' was trained for {trained_for} classes "
+                             f"({surrogate_record.get('dataset')}); the evaluated data has {num_classes}.")
+    train_loss, loss_note = training_loss_from_record(record)
+    return {'audit': config, 'surrogate': surrogate, 'train_loss': train_loss, 'loss_note': loss_note}
 
 
 def evaluate(args: argparse.Namespace) -> Optional[Path]:
@@ -250,8 +284,9 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list, parse_flag_from_env
     from ..checkpoint import default_model_name, load_model
-    from ..data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, longtail_counts
+    from ..data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, group_rule, longtail_counts
     import pyautoattack
+    _check_settings(args)
     state = PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
     start = time.perf_counter()
     if args.robustbench_model:
@@ -274,6 +309,7 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     if record.get('num_classes') and record['num_classes'] != test.num_classes:
         raise ValueError(f"'{args.checkpoint}' was trained for {record['num_classes']} classes ({record.get('dataset')}); "
                          f"{dataset} has {test.num_classes}.")
+    audit_inputs = _audit_inputs(args, record, test.num_classes, load_model)
 
     long_tailed = dataset.endswith(LT_SUFFIX)
     if record.get('train_class_counts') and record.get('dataset') == dataset:
@@ -285,7 +321,9 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     name = args.model_name or default_model_name(record)
     out = Path(args.out) if args.out else _default_out(args, record, eps)
     out = Path(broadcast_object_list([str(out)])[0])
-    identity = {'model_sha256': _model_fingerprint(model), 'dataset': dataset, 'n_examples': n,
+    check_output_folder(out, '--out')
+    weights = weights_sha256(model)
+    identity = {'model_sha256': weights, 'dataset': dataset, 'n_examples': n,
                 'threat_model': args.threat_model, 'eps': eps, 'seed': args.seed, 'batch_size': args.batch_size,
                 'chunk_size': args.chunk_size or args.batch_size, 'pyautoattack': pyautoattack.__version__}
     work = _prepare_work(out, identity, args.restart, state.is_main_process)
@@ -297,9 +335,11 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
                              batch_size=args.batch_size, chunk_size=args.chunk_size, work_dir=work,
                              min_pert_norms=args.min_pert_norms, min_pert_examples=args.min_pert_examples,
                              fab_iters=args.fab_iters, curve_eps=args.curve_eps, progress=not args.no_progress,
-                             echo_warnings=state.is_main_process)
+                             echo_warnings=state.is_main_process, **audit_inputs)
     from accelerate.utils import gather_object
     warnings = [w for part in gather_object([result['warnings']]) for w in part]
+    if 'audit' in result:
+        result['audit']['warnings'] = [w for part in gather_object([result['audit']['warnings']]) for w in part]
     if not state.is_main_process:
         return None
     protocol = {'dataset': dataset, 'split': 'test', 'threat_model': args.threat_model, 'eps': format_eps(eps),
@@ -309,13 +349,15 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
                 'pyautoattack_version': pyautoattack.__version__, 'fab_iters': args.fab_iters,
                 'min_pert_examples': len(next(iter(result['min_perturbation'].values()), [])),
                 'data_source': test.source}
-    model_meta = {'name': name, 'source': record.get('source'), 'architecture': record.get('model'),
+    model_meta = {'name': name, 'source': record.get('source'), 'weights_sha256': weights, 'architecture': record.get('model'),
                   'loss': record.get('loss'), 'loss_params': record.get('loss_params'),
                   'adversarial_training': record.get('args', {}).get('adv'), 'trained_on': record.get('dataset')}
-    groups = class_groups(train_counts)
+    rule = group_rule(train_counts)
+    groups = class_groups(train_counts, rule)
     report = build_report(result['aa'], labels, classes=test.classes, protocol=protocol, model=model_meta,
-                          warnings=warnings, train_counts=train_counts, class_groups=groups, long_tailed=long_tailed,
-                          min_perturbation=result['min_perturbation'], curve=result['curve'])
+                          warnings=warnings, train_counts=train_counts, class_groups=groups, group_rule=rule,
+                          long_tailed=long_tailed, min_perturbation=result['min_perturbation'], curve=result['curve'],
+                          audit=result.get('audit'))
     report['model_name'] = name
     report['seconds'] = time.perf_counter() - start
     report['leaderboard'] = entry = leaderboard_entry(report, _leaderboard_meta(args, record))
@@ -330,19 +372,21 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
 def write_figures(out: Path, report: Dict[str, Any], result: Dict[str, Any], classes: Sequence[str],
                   train_counts: Optional[Sequence[int]], label: str) -> List[str]:
     """The evaluation's PNGs; returns their names relative to ``out``."""
+    protocol = report['protocol']
+    norm, eps = protocol['threat_model'], protocol['eps_value']
+    context = FigureContext(label, protocol['dataset'], norm, eps)
     figures = ['per_class.png']
     plot_per_class(out / 'per_class.png', classes,
                    {label: ([c['clean_acc'] for c in report['per_class']], [c['robust_acc'] for c in report['per_class']])},
-                   train_counts)
-    protocol = report['protocol']
-    norm, eps = protocol['threat_model'], protocol['eps_value']
+                   train_counts, test_counts=[c['n'] for c in report['per_class']], context=context)
     if result['min_perturbation']:
         figures.append('min_perturbation_cdf.png')
-        plot_min_perturbation_cdf(out / figures[-1], {label: result['min_perturbation']}, {norm: eps})
+        plot_min_perturbation_cdf(out / figures[-1], {label: result['min_perturbation']}, {norm: eps}, context=context)
     figures.append('robust_acc_vs_eps.png')
     points = [(row['eps'], row['robust_acc']) for row in report['eps_curve']]
     plot_robust_accuracy_vs_eps(out / figures[-1], {label: {'distances': result['min_perturbation'].get(norm),
-                                                            'points': points}}, norm, 2.5 * max(p[0] for p in points))
+                                                            'points': points}}, norm, 2.5 * max(p[0] for p in points),
+                                context=context)
     return figures
 
 
@@ -355,12 +399,13 @@ def _print_headline(report: Dict[str, Any], out: Path) -> None:
     for norm, s in report.get('min_perturbation', {}).items():
         median = '–' if s['median'] is None else f"{s['median']:.4g}"
         print(f"FAB minimal {norm} perturbation: median {median} over {s['n']} points")
-    if report['unreliable']:
+    audit = report.get('audit')
+    if audit:
+        print(f"audit: robust {audit['robust_acc']:.2f}% {ci(audit['robust_ci'])} (AutoAttack {audit['autoattack_acc']:.2f}%), "
+              f"{audit['broke_beyond_aa']} points broken beyond AutoAttack; checks: "
+              + ', '.join(f"{k} {'ok' if c['passed'] else 'FAILED'}" for k, c in audit['checks'].items()))
+        if audit['unreliable']:
+            print('UNRELIABLE: the audit ' + '; '.join(audit['reasons']), file=sys.stderr)
+    if report['warnings']:
         print('UNRELIABLE: AutoAttack warned:\n  ' + '\n  '.join(report['warnings']), file=sys.stderr)
     print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, the leaderboard JSON and plots")
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``sp-timm eval ...`` and ``accelerate launch -m sp_timm.eval ...``."""
-    from .._cli_utils import run_reporting_errors
-    return run_reporting_errors('sp-timm eval', evaluate, build_eval_parser().parse_args(argv))

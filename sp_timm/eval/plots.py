@@ -1,13 +1,52 @@
 """ The evaluation's figures (matplotlib, Agg backend, PNG). Each takes one or more labelled series, so an
-evaluation plots one model and the demo plots CE and SP side by side. """
+evaluation plots one model and the demo plots CE and SP side by side.
+
+Budgets are drawn in the units of the tables: Linf in x/255 (the axis reads 2 for 2/255), L2 plainly. Titles name
+the model, dataset, threat model and budget (``FigureContext``); legends sit outside the axes. Each ``plot_*``
+writes a PNG; the matching ``*_figure`` returns the matplotlib figure (for tests and notebooks).
+"""
+import math
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['plot_per_class', 'plot_min_perturbation_cdf', 'plot_robust_accuracy_vs_eps', 'robust_fraction_above']
+__all__ = ['plot_per_class', 'plot_min_perturbation_cdf', 'plot_robust_accuracy_vs_eps', 'robust_fraction_above',
+           'per_class_figure', 'min_perturbation_cdf_figure', 'robust_accuracy_figure', 'FigureContext',
+           'format_budget', 'budget_axis_label']
 
 _COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown')
+_OUTSIDE_RIGHT = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7)
+_LINF_SCALE = 255.0
+
+
+class FigureContext(NamedTuple):
+    """What a figure shows, for its title: ``model`` (e.g. 'small_cnn_cifar-sp' or 'CE vs SP (SmallCNN)'),
+    ``dataset``, the AutoAttack threat model ``norm`` and budget ``eps`` (in [0, 1] pixels)."""
+    model: str = ''
+    dataset: str = ''
+    norm: str = ''
+    eps: Optional[float] = None
+
+    def subtitle(self) -> str:
+        where = ' on '.join(p for p in (self.model, self.dataset) if p)
+        attack = f'AutoAttack {self.norm} eps {format_budget(self.eps, self.norm)}' if self.norm and self.eps else ''
+        return ', '.join(p for p in (where, attack) if p)
+
+
+def _scale(norm: str) -> float:
+    return _LINF_SCALE if norm == 'Linf' else 1.0
+
+
+def format_budget(value: float, norm: str) -> str:
+    """A budget as the tables write it: ``8/255`` / ``2.43/255`` for Linf, ``0.5`` for L2."""
+    if norm == 'Linf':
+        return f'{value * _LINF_SCALE:.3g}/255'
+    return f'{value:.3g}'
+
+
+def budget_axis_label(norm: str, what: str = 'budget eps') -> str:
+    return f'{norm} {what}' + (' (x/255)' if norm == 'Linf' else '')
 
 
 def _pyplot():
@@ -17,7 +56,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     from ..checkpoint import atomic_write_bytes
     import io
     buffer = io.BytesIO()
@@ -27,84 +66,178 @@ def _save(fig, path: Path) -> Path:
     return Path(path)
 
 
+def _title(fig_or_ax: Any, what: str, context: Optional[FigureContext]) -> None:
+    text = what + (f'\n{context.subtitle()}' if context and context.subtitle() else '')
+    if hasattr(fig_or_ax, 'suptitle'):
+        fig_or_ax.suptitle(text, fontsize=10)
+    else:
+        fig_or_ax.set_title(text, fontsize=10)
+
+
+def _readable_x(ax: Any, norm: str) -> None:
+    """At most 7 x ticks; whole numbers of /255 for Linf when the axis spans 3/255 or more."""
+    from matplotlib.ticker import MaxNLocator
+    whole = norm == 'Linf' and ax.get_xlim()[1] >= 3
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=whole))
+    ax.tick_params(labelsize=8)
+
+
 def robust_fraction_above(distances: torch.Tensor, eps_grid: torch.Tensor) -> torch.Tensor:
     """Percent of points whose (FAB) minimal perturbation exceeds each eps: an upper bound on robust accuracy."""
     return 100 * (distances[None, :] > eps_grid[:, None]).double().mean(1)
 
 
-def plot_per_class(path: Path, classes: Sequence[str], series: Mapping[str, Tuple[Sequence, Sequence]],
-                   train_counts: Optional[Sequence[int]] = None, title: str = '') -> Path:
-    """Grouped bars per class: clean (light) and robust (dark) accuracy of each series; x labels carry the
-    training images per class when given (long-tailed data)."""
+def per_class_figure(classes: Sequence[str], series: Mapping[str, Tuple[Sequence, Sequence]],
+                     train_counts: Optional[Sequence[int]] = None, title: str = '', *,
+                     test_counts: Optional[Sequence[int]] = None, context: Optional[FigureContext] = None) -> Any:
+    """Grouped bars per class: clean (light) and robust (dark) accuracy of each series. The x labels carry the
+    test points each bar rests on and, when given (long-tailed data), the training images; a measured 0 is marked
+    (a triangle on the axis), a missing value (a class without test points) reads 'n/a'."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(classes) * max(1, len(series))), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * max(0.95, 0.75 * len(series))), 3.8))  # room for 4-digit counts
     width = 0.8 / (2 * len(series))
+    zero_marked = missing = False
     for s, (label, (clean, robust)) in enumerate(series.items()):
         color = _COLORS[s % len(_COLORS)]
         for k, (values, alpha, kind) in enumerate(((clean, 0.35, 'clean'), (robust, 1.0, 'AutoAttack'))):
-            offset = (2 * s + k - len(series) + 0.5) * width
-            ax.bar([i + offset for i in range(len(classes))], [v if v is not None else 0 for v in values], width,
-                   color=color, alpha=alpha, label=f'{label}: {kind}')
-    names = [f'{c}\n({n})' for c, n in zip(classes, train_counts)] if train_counts else list(classes)
-    ax.set_xticks(range(len(classes)), names, fontsize=8)
+            xs = [i + (2 * s + k - len(series) + 0.5) * width for i in range(len(classes))]
+            ax.bar(xs, [v if v is not None else 0 for v in values], width, color=color, alpha=alpha,
+                   label=f'{label}: {kind}')
+            zeros = [x for x, v in zip(xs, values) if v is not None and v == 0]
+            if zeros:
+                ax.plot(zeros, [0] * len(zeros), linestyle='none', marker='^', markersize=6, color=color, alpha=alpha,
+                        clip_on=False, zorder=3)
+                zero_marked = True
+            for x, v in zip(xs, values):
+                if v is None:
+                    ax.text(x, 2, 'n/a', ha='center', va='bottom', rotation=90, fontsize=6, color='dimgray')
+                    missing = True
+    lines = [[str(c)] for c in classes]
+    if train_counts:
+        for line, n in zip(lines, train_counts):
+            line.append(f'{n} train')
+    if test_counts:
+        for line, n in zip(lines, test_counts):
+            line.append(f'n={n}')
+    ax.set_xticks(range(len(classes)), ['\n'.join(line) for line in lines], fontsize=7)
     ax.set_ylabel('accuracy (%)')
     ax.set_ylim(0, 100)
-    ax.set_xlabel('class (training images)' if train_counts else 'class')
-    ax.set_title(title or 'per-class clean and AutoAttack accuracy')
-    ax.legend(fontsize=7, ncol=max(1, len(series)), loc='upper right')
+    parts = (['training images'] if train_counts else []) + (['test points n'] if test_counts else [])
+    ax.set_xlabel('class' + (f" ({', '.join(parts)})" if parts else ''))
+    _title(ax, title or 'per-class clean and AutoAttack accuracy', context)
+    handles, labels = ax.get_legend_handles_labels()
+    if zero_marked:
+        handles.append(ax.plot([], [], linestyle='none', marker='^', color='gray')[0])
+        labels.append('measured 0%')
+    if missing:
+        handles.append(ax.plot([], [], linestyle='none', marker='$n/a$', markersize=12, color='dimgray')[0])
+        labels.append('no test points')
+    ax.legend(handles, labels, **_OUTSIDE_RIGHT)
     ax.grid(axis='y', alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def plot_min_perturbation_cdf(path: Path, series: Mapping[str, Mapping[str, torch.Tensor]],
-                              eps: Optional[Mapping[str, float]] = None, title: str = '') -> Path:
-    """Empirical CDF of the FAB minimal perturbation, one panel per norm; a curve further right means larger
-    perturbations are needed. Points FAB could not flip stay at the top (never reached)."""
+def plot_per_class(path: Path, classes: Sequence[str], series: Mapping[str, Tuple[Sequence, Sequence]],
+                   train_counts: Optional[Sequence[int]] = None, title: str = '', *,
+                   test_counts: Optional[Sequence[int]] = None, context: Optional[FigureContext] = None) -> Path:
+    """``per_class_figure`` written to ``path`` (PNG)."""
+    return _save(per_class_figure(classes, series, train_counts, title, test_counts=test_counts, context=context), path)
+
+
+def _stop_note(ax: Any, x: float, y: float, text: str, color: str) -> None:
+    ax.plot([x], [y], marker='o', markersize=4, color=color, clip_on=False)
+    above = y < 50  # the note on the side of the point with more room
+    ax.annotate(text, (x, y), textcoords='offset points', xytext=(-6, 6 if above else -6), ha='right',
+                va='bottom' if above else 'top', fontsize=7, color=color)
+
+
+def min_perturbation_cdf_figure(series: Mapping[str, Mapping[str, torch.Tensor]],
+                                eps: Optional[Mapping[str, float]] = None, title: str = '', *,
+                                context: Optional[FigureContext] = None) -> Any:
+    """Empirical CDF of the FAB minimal perturbation, one panel per norm (Linf in x/255); a curve further right
+    means larger perturbations are needed. A curve that stops below 100% says so: the points FAB could not flip."""
     plt = _pyplot()
     norms = sorted({n for per_norm in series.values() for n in per_norm}, key=lambda n: (n != 'Linf', n))
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.6 * len(norms), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.6), squeeze=False)
     for ax, norm in zip(axes[0], norms):
+        scale = _scale(norm)
         for s, (label, per_norm) in enumerate(series.items()):
             if norm not in per_norm:
                 continue
+            color = _COLORS[s % len(_COLORS)]
             d = per_norm[norm].double().sort().values
-            finite = d[torch.isfinite(d)]
-            y = torch.arange(1, len(finite) + 1, dtype=torch.double) / len(d)
+            finite = d[torch.isfinite(d)] * scale
+            y = 100 * torch.arange(1, len(finite) + 1, dtype=torch.double) / max(1, len(d))
             median = d.median().item()
-            ax.step(finite.tolist(), (100 * y).tolist(), where='post', color=_COLORS[s % len(_COLORS)],
-                    label=f'{label} (median {median:.3g})')
+            median_text = format_budget(median, norm) if math.isfinite(median) else 'not reached'
+            ax.step([0.0] + finite.tolist(), [0.0] + y.tolist(), where='post', color=color,
+                    label=f'{label} (median {median_text})')
+            if len(finite) < len(d) and len(finite):
+                _stop_note(ax, finite[-1].item(), y[-1].item(), f'stops at {y[-1].item():.0f}%: FAB flipped no more',
+                           color)
         if eps and norm in eps:
-            ax.axvline(eps[norm], color='gray', linestyle='--', linewidth=1, label=f'eps {eps[norm]:.3g}')
-        ax.set_xlabel(f'minimal {norm} perturbation (FAB)')
+            ax.axvline(eps[norm] * scale, color='gray', linestyle='--', linewidth=1,
+                       label=f'AutoAttack eps {format_budget(eps[norm], norm)}')
+        ax.set_xlabel(budget_axis_label(norm, 'minimal perturbation (FAB)'))
         ax.set_ylabel('points flipped (%)')
         ax.set_ylim(0, 100)
+        ax.set_xlim(left=0)
+        _readable_x(ax, norm)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title or 'minimal adversarial perturbation, CDF')
-    return _save(fig, path)
+        ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)
+    _title(fig, title or 'minimal adversarial perturbation (FAB), cumulative', context)
+    fig.tight_layout()
+    return fig
+
+
+def plot_min_perturbation_cdf(path: Path, series: Mapping[str, Mapping[str, torch.Tensor]],
+                              eps: Optional[Mapping[str, float]] = None, title: str = '', *,
+                              context: Optional[FigureContext] = None) -> Path:
+    """``min_perturbation_cdf_figure`` written to ``path`` (PNG)."""
+    return _save(min_perturbation_cdf_figure(series, eps, title, context=context), path)
+
+
+def robust_accuracy_figure(series: Mapping[str, Mapping[str, object]], norm: str, eps_max: float, title: str = '', *,
+                           context: Optional[FigureContext] = None) -> Any:
+    """Robust accuracy against the budget (Linf in x/255): the curve implied by FAB's minimal perturbations (an
+    upper bound), drawn until it reaches 0 (the x range grows to the largest FAB distance) or marked where it stops
+    (points FAB could not flip), and AutoAttack's accuracy at the evaluated budgets (markers). ``series[label]``
+    holds ``distances`` (tensor) and ``points`` (list of (eps, accuracy %))."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    scale = _scale(norm)
+    finite_max = [d.double()[torch.isfinite(d.double())].max().item() for d in
+                  (data.get('distances') for data in series.values())
+                  if d is not None and torch.isfinite(d.double()).any()]
+    x_max = max([eps_max] + [1.05 * m for m in finite_max])
+    grid = torch.linspace(0, x_max, 400, dtype=torch.double)
+    for s, (label, data) in enumerate(series.items()):
+        color = _COLORS[s % len(_COLORS)]
+        distances = data.get('distances')
+        if distances is not None:
+            curve = robust_fraction_above(distances.double(), grid)
+            ax.plot((grid * scale).tolist(), curve.tolist(), color=color, label=f'{label}: FAB bound')
+            if curve[-1] > 0:
+                _stop_note(ax, x_max * scale, curve[-1].item(), f'{curve[-1].item():.0f}% never flipped by FAB', color)
+        points: List = list(data.get('points', []))
+        if points:
+            ax.plot([p[0] * scale for p in points], [p[1] for p in points], 'o--', color=color,
+                    label=f'{label}: AutoAttack')
+    if context and context.eps and context.norm == norm:
+        ax.axvline(context.eps * scale, color='gray', linestyle=':', linewidth=1,
+                   label=f'evaluated eps {format_budget(context.eps, norm)}')
+    ax.set_xlabel(budget_axis_label(norm))
+    ax.set_ylabel('robust accuracy (%)')
+    ax.set_ylim(0, 100)
+    ax.set_xlim(0, x_max * scale)
+    _readable_x(ax, norm)
+    ax.grid(alpha=0.3)
+    ax.legend(**_OUTSIDE_RIGHT)
+    _title(ax, title or f'robust accuracy vs {norm} eps', context)
+    return fig
 
 
 def plot_robust_accuracy_vs_eps(path: Path, series: Mapping[str, Mapping[str, object]], norm: str,
-                                eps_max: float, title: str = '') -> Path:
-    """Robust accuracy against the budget: the curve implied by FAB's minimal perturbations (an upper bound) and
-    AutoAttack's accuracy at the evaluated budgets (markers). ``series[label]`` holds ``distances`` (tensor) and
-    ``points`` (list of (eps, accuracy %))."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    grid = torch.linspace(0, eps_max, 200, dtype=torch.double)
-    for s, (label, data) in enumerate(series.items()):
-        color = _COLORS[s % len(_COLORS)]
-        if data.get('distances') is not None:
-            ax.plot(grid.tolist(), robust_fraction_above(data['distances'].double(), grid).tolist(), color=color,
-                    label=f'{label}: FAB bound')
-        points: List = list(data.get('points', []))
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], 'o--', color=color, label=f'{label}: AutoAttack')
-    ax.set_xlabel(f'{norm} budget eps')
-    ax.set_ylabel('robust accuracy (%)')
-    ax.set_ylim(0, 100)
-    ax.set_xlim(0, eps_max)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title or f'robust accuracy vs {norm} eps')
-    return _save(fig, path)
+                                eps_max: float, title: str = '', *, context: Optional[FigureContext] = None) -> Path:
+    """``robust_accuracy_figure`` written to ``path`` (PNG)."""
+    return _save(robust_accuracy_figure(series, norm, eps_max, title, context=context), path)

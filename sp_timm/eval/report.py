@@ -8,13 +8,20 @@ from .budget import format_eps
 from .stats import accuracy_ci, balanced_accuracy, group_accuracy, per_class_accuracy
 
 __all__ = ['LEADERBOARD_FIELDS', 'build_report', 'leaderboard_entry', 'render_summary', 'perturbation_summary',
-           'SP_PAPER']
+           'SP_PAPER', 'placeholder', 'PLACEHOLDER_PREFIX']
 
 # RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
 LEADERBOARD_FIELDS = {'link': str, 'name': str, 'authors': str, 'additional_data': bool, 'number_forward_passes': int,
                       'dataset': str, 'venue': str, 'architecture': str, 'eps': str, 'clean_acc': str, 'reported': str,
                       'autoattack_acc': str, 'footnote': (str, type(None)), 'unreliable': bool}
-SP_PAPER = {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model'}
+SP_PAPER = {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model',
+            'venue': 'arXiv, Feb 2023'}
+PLACEHOLDER_PREFIX = 'TO FILL IN: '
+
+
+def placeholder(what: str, flag: str) -> str:
+    """A leaderboard value nobody gave: says what belongs there and which ``sp-timm eval`` flag sets it."""
+    return f'{PLACEHOLDER_PREFIX}{what} (sp-timm eval {flag})'
 
 
 def _pct(flags: torch.Tensor) -> float:
@@ -43,9 +50,11 @@ def _dedupe(messages: Sequence[str]) -> List[str]:
 
 def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classes: Sequence[str], protocol: Dict[str, Any],
                  model: Dict[str, Any], warnings: Sequence[str], train_counts: Optional[Sequence[int]] = None,
-                 class_groups: Optional[Dict[str, Sequence[int]]] = None, long_tailed: bool = False,
+                 class_groups: Optional[Dict[str, Sequence[int]]] = None, group_rule: Optional[str] = None,
+                 long_tailed: bool = False,
                  min_perturbation: Optional[Mapping[str, torch.Tensor]] = None,
-                 curve: Optional[Mapping[float, torch.Tensor]] = None) -> Dict[str, Any]:
+                 curve: Optional[Mapping[float, torch.Tensor]] = None,
+                 audit: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Everything measured, per point aggregated: clean and AutoAttack accuracy with 95% Clopper-Pearson intervals,
     accuracy left after each stage, per class (and per many / medium / few-shot group when the training counts are
     known), balanced accuracy, minimal perturbations and the accuracy at other budgets."""
@@ -74,6 +83,9 @@ def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classe
         clean_g, robust_g = group_accuracy(clean_pc, class_groups), group_accuracy(robust_pc, class_groups)
         report['groups'] = {g: {'classes': list(m), 'clean_acc': clean_g[g], 'robust_acc': robust_g[g]}
                             for g, m in class_groups.items()}
+        if group_rule:  # how the groups were formed (sp_timm.data.GROUP_RULES)
+            from ..data.longtail import GROUP_RULES
+            report['group_rule'] = {'name': group_rule, 'description': GROUP_RULES[group_rule]}
     if min_perturbation:
         report['min_perturbation'] = {norm: dict(perturbation_summary(d), attack='fab (untargeted)')
                                       for norm, d in min_perturbation.items()}
@@ -83,6 +95,9 @@ def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classe
     report['eps_curve'].sort(key=lambda row: row['eps'])
     report['warnings'] = _dedupe(warnings)
     report['unreliable'] = bool(report['warnings'])
+    if audit is not None:  # sp_timm.eval.audit.summarize_audit: the adaptive-attack audit
+        report['audit'] = dict(audit, warnings=_dedupe(audit.get('warnings', [])))
+        report['unreliable'] = report['unreliable'] or bool(audit['unreliable'])
     return report
 
 
@@ -94,7 +109,7 @@ def leaderboard_entry(report: Dict[str, Any], meta: Dict[str, Any]) -> Dict[str,
         'additional_data': bool(meta.get('additional_data', False)), 'number_forward_passes': 1,
         'dataset': protocol['dataset'], 'venue': meta.get('venue') or '', 'architecture': meta.get('architecture') or '',
         'eps': protocol['eps'], 'clean_acc': f"{report['clean_acc']:.2f}",
-        'reported': meta.get('reported') or f"{report['robust_acc']:.2f}",
+        'reported': meta.get('reported') or '',  # the paper's claim (--reported), never this measurement
         'autoattack_acc': f"{report['robust_acc']:.2f}", 'footnote': meta.get('footnote') or None,
         'unreliable': report['unreliable'],
     }
@@ -126,6 +141,8 @@ def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
         lines += [f'- {w}' for w in report['warnings']] + ['']
     else:
         lines += ["AutoAttack's checks raised no warning.", '']
+    if report.get('audit'):
+        lines += _audit_lines(report['audit'])
     if report.get('min_perturbation'):
         lines += ['| minimal perturbation (FAB) | median | quartiles | flipped (%) |', '|---|---|---|---|']
         for norm, s in report['min_perturbation'].items():
@@ -136,9 +153,15 @@ def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
         lines += ['AutoAttack accuracy by budget: ' + ', '.join(f"{r['eps_str']}: {r['robust_acc']:.2f}%"
                                                             for r in report['eps_curve']) + '.', '']
     if report.get('groups'):
+        rule = report.get('group_rule')
+        lines += [f"Long-tail groups: {rule['description']}.", ''] if rule else []
         lines += ['| group (training images) | classes | clean (%) | AutoAttack (%) |', '|---|---|---|---|']
         lines += [f"| {g} | {len(v['classes'])} | {_fmt(v['clean_acc'])} | {_fmt(v['robust_acc'])} |"
                   for g, v in report['groups'].items()] + ['']
+    todo = [k for k, v in (report.get('leaderboard') or {}).items() if str(v).startswith(PLACEHOLDER_PREFIX)]
+    if todo:
+        lines += [f"Leaderboard entry (model_info/): fill in {', '.join(todo)} before submitting; each "
+                  f"'{PLACEHOLDER_PREFIX.strip()}' value names the sp-timm eval flag that sets it.", '']
     header = '| class | points | train images | group | clean (%) | AutoAttack (%) |'
     lines += [header, '|---|---|---|---|---|---|']
     lines += [f"| {c['name']} | {c['n']} | {c.get('train_count', '')} | {c.get('group', '')} | {_fmt(c['clean_acc'])} | "
@@ -149,3 +172,27 @@ def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
 
 def _figure_title(name: str) -> str:
     return name.rsplit('/', 1)[-1].rsplit('.', 1)[0].replace('_', ' ')
+
+
+def _audit_lines(audit: Dict[str, Any]) -> List[str]:
+    """The audit section of the summary: attacks, audited accuracy, checks, verdict."""
+    ci = audit['robust_ci']
+    lines = ['## Adaptive-attack audit', '',
+             f"On the {audit['attacked_points']} points AutoAttack's white-box stages left robust; per point the worst "
+             f"case over AutoAttack and every attack below.", '',
+             '| attack | kind | accuracy after AutoAttack + it (%) | broke beyond AutoAttack | only it broke |',
+             '|---|---|---|---|---|']
+    lines += [f"| {r['attack']} | {r['kind']} | {r['acc']:.2f} | {r['broke_beyond_aa']} | {r['broke_only_this']} |"
+              for r in audit['attacks']]
+    lines += [f'| {name} | skipped | | | {why} |' for name, why in audit['skipped'].items()]
+    lines += ['', f"Audited robust accuracy: **{audit['robust_acc']:.2f}%** [{ci[0]:.2f}, {ci[1]:.2f}] (95% CI) vs "
+                  f"AutoAttack {audit['autoattack_acc']:.2f}% ({audit['broke_beyond_aa']} more points broken; "
+                  f"threshold {audit['threshold']:g} points).", '',
+              '| check | result | values |', '|---|---|---|']
+    for name, check in audit['checks'].items():
+        values = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                           for k, v in check.items() if k != 'passed')
+        lines.append(f"| {name} | {'pass' if check['passed'] else '**FAIL**'} | {values} |")
+    verdict = ('**The audit flags this evaluation unreliable:** ' + '; '.join(audit['reasons']) + '.'
+               if audit['unreliable'] else 'The audit found no sign of gradient masking.')
+    return lines + ['', verdict, '']

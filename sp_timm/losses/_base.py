@@ -16,18 +16,36 @@ Each member defines its per-class loss ``l(z, k)``. One definition then serves e
   (Mixup has applied it already).
 
 Speed: with class indices (the hot path) each member also states its gradient in closed form
-(``loss_and_grad``), and a single autograd node applies it, so forward + backward cost about one softmax
-pass more than ``F.cross_entropy``. That node is first-order only; ``fused=False`` builds the loss from
-differentiable ops instead (for double backward, e.g. gradient-norm penalties).
+(``loss_and_grad``), and a single autograd node applies it: forward computes the reduced loss and the
+gradient of that reduced loss, backward is one multiplication by the incoming gradient. That node is
+first-order only; ``fused=False`` builds the loss from differentiable ops instead (for double backward, e.g.
+gradient-norm penalties). On CUDA the loss body (checks, loss, gradient, reduction) runs as one
+``torch.compile``'d function (``compile=None``, the default), a few fused kernels instead of ~20 small ones; it
+falls back to the same code in eager mode if compilation fails.
+
+Validation (``validate``): the shape / dtype checks are host-side and always immediate. The value checks
+(finite logits, labels in ``[0, K-1]``, soft-target rows non-negative and summing to 1) are one on-device
+flag, ``ok = isfinite(sum z) & (0 <= min y) & (max y < K)`` (soft: ``min t >= 0 & max |sum_k t_k - 1| <= tol``):
+
+* ``'full'`` (default on CPU): reads the flag at once (one host sync) and raises the ``ValueError`` before the
+  loss is computed.
+* ``'async'`` (default on CUDA and other accelerators): no host sync. The labels are clamped into range for the
+  computation (so a bad label cannot trip a device-side assert), the flag is copied to pinned host memory
+  without blocking, and the same ``ValueError`` (same text) is raised later: at the start of the next call of
+  this loss once the device has computed the flag (on CPU always at the next call), or at ``check_inputs()``,
+  which waits for it (the trainer calls it at every log interval and at the end of every epoch). The loss
+  returned for the bad batch itself is meaningless.
+* ``'off'``: no value checks (out-of-range labels then fail inside PyTorch's kernels).
 """
 import inspect
 import math
-from typing import Any, Dict, Optional, Tuple
+import types
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 __all__ = [
     'SPLoss', 'SPProbLoss', 'take_classes', 'log_complement_prob', 'symmetric_logits', 'symmetric_margin',
@@ -35,6 +53,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ('mean', 'sum', 'none')
+_VALIDATE_MODES = ('full', 'async', 'off')
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -95,20 +114,60 @@ def symmetric_logits(margin: float, num_classes: int, label: int = 0, dtype=torc
     return z
 
 
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == 'mean':
+        return loss.mean()
+    return loss.sum() if reduction == 'sum' else loss
+
+
 class _ClosedFormGradient(torch.autograd.Function):
-    """One autograd node for ``member.loss_and_grad``: per-sample loss forward, stored gradient backward."""
+    """One autograd node for ``member.loss_and_grad``: forward returns the reduced loss and keeps the gradient
+    of that reduced loss (``grad_z l / B`` for 'mean'); backward multiplies it by the incoming gradient.
+    ``flags`` receives the on-device validation flag when ``check`` is set."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, member: 'SPLoss') -> torch.Tensor:
-        loss, grad = member.loss_and_grad(logits, index)
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, member: 'SPLoss', check: bool,
+                flags: List[torch.Tensor]) -> torch.Tensor:
+        loss, grad, flag = member._compiled('_closed_form')(logits, target, check)
+        if flag is not None:
+            flags.append(flag)
         ctx.save_for_backward(grad)
+        ctx.name, ctx.per_sample = member.name, member.reduction == 'none'
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative is wanted
+            raise RuntimeError(
+                f"'{ctx.name}': the fused closed-form gradient is first-order only and cannot be differentiated again "
+                f"(double backward / create_graph=True, e.g. gradient penalties); build the loss with fused=False, "
+                f"e.g. create_loss('{ctx.name}', fused=False).")
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss.unsqueeze(-1), None, None
+        return grad * (grad_loss.unsqueeze(-1) if ctx.per_sample else grad_loss), None, None, None, None
+
+
+class _PendingCheck:
+    """The validation flag of one ``'async'`` call, readable without blocking once ``ready()``."""
+
+    def __init__(self, flag: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, soft: bool):
+        self.logits, self.target, self.soft = logits, target, soft
+        self.event = None
+        if flag.is_cuda:
+            self.flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self.flag.copy_(flag, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.flag = flag
+
+    def ready(self) -> bool:
+        if self.event is not None:
+            return self.event.query()
+        return self.flag.device.type == 'cpu'
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
 
 
 class SPLoss(nn.Module):
@@ -121,20 +180,32 @@ class SPLoss(nn.Module):
         reduction: 'mean' | 'sum' | 'none' over the batch.
         smoothing: label smoothing ``s in [0, 1)`` applied to class-index targets (see module docstring).
         fused: use the closed-form gradient for class-index targets (first-order only).
+        validate: 'full' | 'async' | 'off', or None: 'full' for CPU logits, 'async' otherwise (module docstring).
+        compile: None: ``torch.compile`` the loss body (inductor) for CUDA logits only; True: always (inductor);
+            a string: always, with that ``torch.compile`` backend; False: never.
     """
     name: str = ''
     formula: str = ''  # one-line statement of l(z, y), for listings
     stationary_set: str = ''  # where the gradient vanishes, for listings
 
-    def __init__(self, reduction: str = 'mean', smoothing: float = 0.0, fused: bool = True):
+    def __init__(self, reduction: str = 'mean', smoothing: float = 0.0, fused: bool = True,
+                 validate: Optional[str] = None, compile: Optional[Union[bool, str]] = None):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
         if not 0.0 <= float(smoothing) < 1.0:
             raise ValueError(f'smoothing must lie in [0, 1), got {smoothing!r}.')
+        if validate is not None and validate not in _VALIDATE_MODES:
+            raise ValueError(f"validate must be one of {_VALIDATE_MODES} or None (per device), got {validate!r}.")
+        if not (compile is None or isinstance(compile, (bool, str))):
+            raise ValueError(f'compile must be None, a bool or a torch.compile backend name, got {compile!r}.')
         self.reduction = reduction
         self.smoothing = float(smoothing)
         self.fused = bool(fused)
+        self.validate = validate
+        self.compile = compile
+        self._pending: List[_PendingCheck] = []
+        self._compiled_fns: Dict[str, Callable] = {}
 
     # --- to implement --------------------------------------------------------------------------------
     def class_losses(self, logits: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
@@ -145,10 +216,15 @@ class SPLoss(nn.Module):
         """Per-sample ``l(z, y)`` (B,) and ``grad_z l(z, y)`` (B, K) for class indices ``index`` (B, 1)."""
         raise NotImplementedError
 
+    def _stationary_margin(self, num_classes: int) -> float:
+        """``stationary_margin`` for ``num_classes >= 2``."""
+        raise NotImplementedError
+
     def stationary_margin(self, num_classes: int) -> float:
         """Margin ``z_y - max_{j != y} z_j`` of the stationary point that gradient descent from ``z = 0``
-        reaches, for class-index targets without smoothing."""
-        raise NotImplementedError
+        reaches, for class-index targets without smoothing (K >= 2)."""
+        _check_num_classes(num_classes)
+        return self._stationary_margin(num_classes)
 
     # --- shared --------------------------------------------------------------------------------------
     def stationary_point(self, num_classes: int, label: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -164,7 +240,7 @@ class SPLoss(nn.Module):
     def hparams(self) -> Dict[str, Any]:
         """The constructor parameters that define this member (without reduction / smoothing / fused)."""
         params = inspect.signature(type(self).__init__).parameters.values()
-        skip = ('self', 'reduction', 'smoothing', 'fused')
+        skip = ('self', 'reduction', 'smoothing', 'fused', 'validate', 'compile')
         return {p.name: getattr(self, p.name) for p in params if p.name not in skip and p.kind is p.POSITIONAL_OR_KEYWORD}
 
     def extra_repr(self) -> str:
@@ -175,28 +251,100 @@ class SPLoss(nn.Module):
             parts.append(f'reduction={self.reduction!r}')
         return ', '.join(parts)
 
+    def __getstate__(self) -> Dict[str, Any]:  # pickle / deepcopy: no events, no compiled functions
+        return dict(self.__dict__, _pending=[], _compiled_fns={})
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        soft = _validate(logits, target, self.name)
+        """The reduced loss of ``logits`` (B, K) against class indices (B,) of any integer dtype or soft targets
+        (B, K). An empty batch gives what ``F.cross_entropy`` gives: NaN for 'mean', 0 for 'sum'."""
+        self._raise_pending(wait=False)
+        logits, target, soft = _check_form(logits, target, self.name)
+        mode = self.validate or ('full' if logits.device.type == 'cpu' else 'async')
+        if logits.shape[0] == 0:
+            return _reduce(logits.sum(-1, dtype=torch.float32), self.reduction)
+        if mode == 'full' and not bool(_value_flag(logits, target, soft)):
+            _raise_value_error(logits, target, soft, self.name)
         if logits.dtype in _LOW_PRECISION:
             logits = logits.float()
+        check, flags = mode == 'async', []
+        if not soft and self.smoothing == 0 and self.fused and logits.requires_grad and torch.is_grad_enabled():
+            loss = _ClosedFormGradient.apply(logits, target, self, check, flags)
+        else:
+            loss, flag = self._compiled('_autograd_form')(logits, target, soft, check)
+            flags.append(flag)
+        if check:
+            self._pending.append(_PendingCheck(flags[0], logits.detach(), target, soft))
+        return loss
+
+    def check_inputs(self) -> None:
+        """Raise the ``ValueError`` of the first bad input among this loss's earlier ``'async'`` calls, waiting
+        for the device to compute their flags (a host sync). A no-op in 'full' / 'off' mode."""
+        self._raise_pending(wait=True)
+
+    def _raise_pending(self, wait: bool) -> None:
+        while self._pending and (wait or self._pending[0].ready()):
+            entry = self._pending.pop(0)
+            entry.wait()
+            if not bool(entry.flag):
+                self._pending.clear()
+                _raise_value_error(entry.logits, entry.target, entry.soft, self.name)
+
+    def _compiled(self, method: str) -> Callable:
+        """``getattr(self, method)``, through ``torch.compile`` as the ``compile`` option says."""
+        eager = getattr(self, method)
+        backend = self.compile
+        if backend is None:
+            backend = 'inductor' if torch.cuda.is_available() else False
+        if backend is False or method in self._compiled_fns and self._compiled_fns[method] is None:
+            return eager
+        if method not in self._compiled_fns:
+            self._compiled_fns[method] = torch.compile(_own_code(self, method), fullgraph=True,
+                                                       backend='inductor' if backend is True else backend)
+        compiled = self._compiled_fns[method]
+
+        def run(logits: torch.Tensor, *args: Any):
+            if self.compile is None and not logits.is_cuda:
+                return eager(logits, *args)
+            try:
+                return compiled(logits, *args)
+            except Exception as err:  # noqa: BLE001 -- any compiler failure: the eager code computes the same
+                self._compiled_fns[method] = None
+                warnings.warn(f"'{self.name}': torch.compile of the loss failed ({type(err).__name__}: "
+                              f"{str(err)[:200]}); using the eager loss.", RuntimeWarning, stacklevel=3)
+                return eager(logits, *args)
+        return run
+
+    def _checked_target(self, logits: torch.Tensor, target: torch.Tensor, soft: bool,
+                        check: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The validation flag (when ``check``) and, for class indices, the labels clamped into ``[0, K-1]``."""
+        if not check:
+            return target, None
+        flag = _value_flag(logits, target, soft)
+        return (target if soft else target.clamp(0, logits.shape[-1] - 1)), flag
+
+    def _closed_form(self, logits: torch.Tensor, target: torch.Tensor,
+                     check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Reduced loss, its gradient ``d loss / d z`` and the validation flag, for class indices (no autograd)."""
+        target, flag = self._checked_target(logits, target, False, check)
+        loss, grad = self.loss_and_grad(logits, target.unsqueeze(-1))
+        if self.reduction == 'mean':
+            grad = grad / logits.shape[0]
+        return _reduce(loss, self.reduction), grad, flag
+
+    def _autograd_form(self, logits: torch.Tensor, target: torch.Tensor, soft: bool,
+                       check: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Reduced loss from differentiable ops (``class_losses``) and the validation flag, for either target form."""
+        target, flag = self._checked_target(logits, target, soft, check)
         if not soft and self.smoothing > 0:
             num_classes = logits.shape[-1]
             target = F.one_hot(target, num_classes).to(logits.dtype) * (1.0 - self.smoothing) + self.smoothing / num_classes
             soft = True
         loss = self.soft_target_losses(logits, target) if soft else self.index_losses(logits, target)
-        if self.reduction == 'mean':
-            return loss.mean()
-        if self.reduction == 'sum':
-            return loss.sum()
-        return loss
-
+        return _reduce(loss, self.reduction), flag
 
     def index_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss (B,) for class indices: the closed-form gradient node when training."""
-        index = target.unsqueeze(-1)
-        if self.fused and logits.requires_grad and torch.is_grad_enabled():
-            return _ClosedFormGradient.apply(logits, index, self)
-        return self.class_losses(logits, index).squeeze(-1)
+        """Per-sample loss (B,) for class indices, from differentiable ops."""
+        return self.class_losses(logits, target.unsqueeze(-1)).squeeze(-1)
 
     def soft_target_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample loss (B,) for soft targets: ``sum_k t_k l(z, k)``."""
@@ -242,44 +390,69 @@ def _check_num_classes(num_classes: int) -> None:
         raise ValueError(f'A classification loss needs K >= 2 classes, got K = {num_classes}.')
 
 
-def _validate(logits: torch.Tensor, target: torch.Tensor, name: str) -> bool:
-    """Check shapes, dtypes and values; return True for soft targets.
+def _own_code(member: 'SPLoss', method: str) -> Callable:
+    """``member.method`` bound to a copy of its code object named after the class: torch.compile keeps its
+    caches (and its recompile limit) per code object, so each member class gets its own instead of sharing one."""
+    func = getattr(type(member), method)
+    name = f'{method}_{type(member).__name__}'
+    code = func.__code__.replace(co_name=name, co_qualname=name)
+    return types.MethodType(types.FunctionType(code, func.__globals__, name, func.__defaults__, func.__closure__), member)
 
-    The value checks cost one reduction and one host sync: a NaN or +-Inf anywhere makes the sum of the
-    logits non-finite (an overflowing sum of finite logits only triggers the exact re-check below).
-    """
+
+def _check_form(logits: Any, target: Any, name: str) -> Tuple[torch.Tensor, torch.Tensor, bool]:
+    """Host-side checks of types, shapes and dtypes (no sync). Returns the logits, the target (class indices as
+    int64) and whether the target is soft."""
+    for what, value in (('logits', logits), ('target', target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"'{name}': {what} must be a torch.Tensor, got {type(value).__name__}; convert it with "
+                            f"torch.as_tensor(..., device=logits.device) (labels as an integer tensor).")
     if logits.ndim != 2:
         raise ValueError(f"'{name}': logits must have shape (B, K), got {tuple(logits.shape)}.")
     batch, num_classes = logits.shape
     _check_num_classes(num_classes)
     if not logits.is_floating_point():
         raise ValueError(f"'{name}': logits must be floating point, got {logits.dtype}.")
-    logits_ok = torch.isfinite(logits.sum(dtype=torch.float32))
-    if target.ndim == 1 and target.shape[0] == batch and not target.is_floating_point() and target.dtype != torch.bool:
-        soft = False
-        low, high = torch.aminmax(target)
-        target_ok = (low >= 0) & (high < num_classes)
-    elif target.ndim == 2 and tuple(target.shape) == (batch, num_classes) and target.is_floating_point():
-        soft = True
-        tol = 2e-2 if target.dtype in _LOW_PRECISION else 1e-3
-        row_sums = target.float().sum(-1)
-        target_ok = (target.amin() >= 0) & ((row_sums - 1).abs().amax() <= tol)
-    else:
-        raise ValueError(
-            f"'{name}': target of shape {tuple(target.shape)} and dtype {target.dtype} fits neither form: "
-            f"class indices need an integer tensor of shape ({batch},), soft targets a float tensor of shape "
-            f"({batch}, {num_classes}).")
-    if bool(logits_ok & target_ok):
-        return soft
+    if target.ndim == 1 and target.shape[0] == batch and not target.is_floating_point() and not target.is_complex() \
+            and target.dtype != torch.bool:
+        return logits, target.long(), False
+    if target.ndim == 2 and tuple(target.shape) == (batch, num_classes) and target.is_floating_point():
+        return logits, target, True
+    raise ValueError(
+        f"'{name}': target of shape {tuple(target.shape)} and dtype {target.dtype} fits neither form: "
+        f"class indices need an integer tensor of shape ({batch},), soft targets a float tensor of shape "
+        f"({batch}, {num_classes}).")
+
+
+def _soft_target_tolerance(target: torch.Tensor) -> float:
+    return 2e-2 if target.dtype in _LOW_PRECISION else 1e-3
+
+
+def _value_flag(logits: torch.Tensor, target: torch.Tensor, soft: bool) -> torch.Tensor:
+    """On-device 0-dim bool: the value checks pass. One reduction per input: a NaN or +-Inf anywhere makes the
+    float32 sum of the logits non-finite (a sum of finite logits that overflows only costs an exact re-check)."""
+    ok = torch.isfinite(logits.sum(dtype=torch.float32))
+    if soft:
+        row_error = (target.float().sum(-1) - 1).abs().amax()
+        return ok & (target.amin() >= 0) & (row_error <= _soft_target_tolerance(target))
+    low, high = torch.aminmax(target)
+    return ok & (low >= 0) & (high < logits.shape[-1])
+
+
+def _raise_value_error(logits: torch.Tensor, target: torch.Tensor, soft: bool, name: str) -> None:
+    """Raise the ``ValueError`` that names what is wrong with inputs whose value flag failed (host syncs); return
+    if the exact re-check finds nothing (finite logits whose float32 sum overflowed)."""
+    batch, num_classes = logits.shape
     bad_rows = int((~torch.isfinite(logits)).any(-1).sum())
     if bad_rows:
         raise ValueError(f"'{name}': logits contain NaN or Inf in {bad_rows} of {batch} rows; check the model output "
                          f"(a diverged run, or an AMP overflow).")
     if soft:
-        raise ValueError(f"'{name}': soft targets must be non-negative distributions whose rows sum to 1 "
-                         f"(row sums seen: {float(row_sums.min()):.4g} .. {float(row_sums.max()):.4g}).")
-    if not bool(target_ok):
+        row_sums = target.float().sum(-1)
+        if bool(target.amin() < 0) or bool((row_sums - 1).abs().amax() > _soft_target_tolerance(target)):
+            raise ValueError(f"'{name}': soft targets must be non-negative distributions whose rows sum to 1 "
+                             f"(row sums seen: {float(row_sums.min()):.4g} .. {float(row_sums.max()):.4g}).")
+        return
+    low, high = (int(v) for v in torch.aminmax(target))
+    if low < 0 or high >= num_classes:
         raise ValueError(f"'{name}': labels must lie in [0, {num_classes - 1}] for K = {num_classes} classes, got "
-                         f"values from {int(target.min())} to {int(target.max())}; check --num-classes and the "
-                         f"dataset labels.")
-    return soft  # finite logits whose float32 sum overflowed
+                         f"values from {low} to {high}; check --num-classes and the dataset labels.")

@@ -16,7 +16,7 @@ class SPCrossEntropy(SPProbLoss):
 
     Args:
         pstar: true-class probability at the stationary point, in (1/2, 1).
-        **kwargs: ``reduction``, ``smoothing``, ``fused`` of ``SPLoss``.
+        **kwargs: ``reduction``, ``smoothing``, ``fused``, ``validate``, ``compile`` of ``SPLoss``.
     """
     formula = 'CE(z, y) + p_y / p*'
     stationary_set = 'p_y = p*'
@@ -31,5 +31,5 @@ class SPCrossEntropy(SPProbLoss):
     def prob_grad(self, log_p: torch.Tensor, log_1mp: torch.Tensor) -> torch.Tensor:
         return log_1mp.exp() * (log_p.exp() / self.pstar - 1.0)
 
-    def stationary_margin(self, num_classes: int) -> float:
+    def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)

@@ -21,7 +21,7 @@ class SPFocal(SPProbLoss):
     Args:
         gamma: focusing parameter, >= 0.
         pstar: true-class probability at the stationary point, in (1/2, 1).
-        **kwargs: ``reduction``, ``smoothing``, ``fused`` of ``SPLoss``.
+        **kwargs: ``reduction``, ``smoothing``, ``fused``, ``validate``, ``compile`` of ``SPLoss``.
     """
     formula = '-(1-p_y)^gamma log p_y + c p_y'
     stationary_set = 'p_y = p*'
@@ -41,5 +41,5 @@ class SPFocal(SPProbLoss):
         p, focal_weight = log_p.exp(), (self.gamma * log_1mp).exp()
         return self.gamma * focal_weight * p * log_p - focal_weight * log_1mp.exp() + self.coef * p * log_1mp.exp()
 
-    def stationary_margin(self, num_classes: int) -> float:
+    def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)

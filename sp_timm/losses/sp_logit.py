@@ -18,7 +18,7 @@ class SPLogitPenalty(SPLoss):
 
     Args:
         lam: weight of the logit penalty, > 0.
-        **kwargs: ``reduction``, ``smoothing``, ``fused`` of ``SPLoss``.
+        **kwargs: ``reduction``, ``smoothing``, ``fused``, ``validate``, ``compile`` of ``SPLoss``.
     """
     formula = 'CE(z, y) + (lam/2) ||z||^2'
     stationary_set = 'z = (e_y - p)/lam (unique)'
@@ -40,7 +40,7 @@ class SPLogitPenalty(SPLoss):
         grad.scatter_add_(-1, index, torch.full(index.shape, -1.0, dtype=grad.dtype, device=grad.device))
         return loss, grad
 
-    def stationary_margin(self, num_classes: int) -> float:
+    def _stationary_margin(self, num_classes: int) -> float:
         def excess(m: float) -> float:
             return self.lam * m * (math.exp(m) + num_classes - 1) - num_classes
         low, high = 0.0, 1.0

@@ -21,7 +21,7 @@ class SPLabelSmoothing(SPLoss):
 
     Args:
         pstar: target probability of the true class at the stationary point, in (1/2, 1).
-        **kwargs: ``reduction``, ``smoothing``, ``fused`` of ``SPLoss``.
+        **kwargs: ``reduction``, ``smoothing``, ``fused``, ``validate``, ``compile`` of ``SPLoss``.
     """
     formula = 'CE(z, q), q = p* e_y + (1-p*)/(K-1) (1-e_y)'
     stationary_set = 'p = q'
@@ -45,5 +45,5 @@ class SPLabelSmoothing(SPLoss):
         grad.scatter_add_(-1, index, torch.full(index.shape, r - self.pstar, dtype=grad.dtype, device=grad.device))
         return loss, grad
 
-    def stationary_margin(self, num_classes: int) -> float:
+    def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)

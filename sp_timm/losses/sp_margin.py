@@ -18,7 +18,7 @@ class SPMargin(SPProbLoss):
 
     Args:
         margin: the target soft margin ``m* > 0``.
-        **kwargs: ``reduction``, ``smoothing``, ``fused`` of ``SPLoss``.
+        **kwargs: ``reduction``, ``smoothing``, ``fused``, ``validate``, ``compile`` of ``SPLoss``.
     """
     formula = '(1/2) (m_s - m*)^2, m_s = z_y - logsumexp_{j!=y} z_j'
     stationary_set = 'm_s = m*'
@@ -33,5 +33,5 @@ class SPMargin(SPProbLoss):
     def prob_grad(self, log_p: torch.Tensor, log_1mp: torch.Tensor) -> torch.Tensor:
         return log_p - log_1mp - self.margin
 
-    def stationary_margin(self, num_classes: int) -> float:
+    def _stationary_margin(self, num_classes: int) -> float:
         return self.margin + math.log(num_classes - 1)

@@ -2,13 +2,14 @@
 and adversarial-training flags. ``--config FILE.yaml`` sets defaults (as in timm); flags given on the command
 line win. """
 import argparse
+import math
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import yaml
-from timm.utils import ParseKwargs
 
 from ..data.split import parse_val_split
+from ..eval.budget import check_eps
 from ..eval.budget import parse_eps as parse_fraction
 
 __all__ = ['build_train_parser', 'parse_train_args', 'parse_fraction', 'ADV_MODES', 'ADV_NORMS']
@@ -19,75 +20,96 @@ AMP_DTYPES = ('float16', 'bfloat16')
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from .._cli_utils import add_data_args
+    from .._cli_utils import DefaultsHelpFormatter, add_data_args, add_debug_arg
     p = argparse.ArgumentParser(prog='sp-timm train', description='Train a timm model with an SP (or timm) loss on '
-                                'one or many processes through Accelerate; standard or adversarial training.')
+                                'one or many processes through Accelerate; standard or adversarial training.',
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument('-c', '--config', default='', metavar='FILE', help='YAML of flag defaults (keys: flag names with _)')
     g = p.add_argument_group('data')
     add_data_args(g)
-    g.add_argument('--train-examples', type=int, default=None, help='train on N random training images (seed 0; smoke runs)')
+    g.add_argument('--train-examples', type=int, default=None, help='train on N random training images (seed 0; smoke runs; default: all)')
     g.add_argument('--val-split', type=_val_split_flag, default=None, metavar='N|FRACTION|auto',
                    help='validation images carved from the training split, stratified by class (seed 0): a count, a '
                         'fraction, or auto = min(1000, 10%%); `best` and the per-epoch metrics use it. 0: validate on '
-                        'the test split (the old behaviour, which lets model selection see test points)')
-    g.add_argument('--val-examples', type=int, default=None, help='validate on the first N validation images only')
+                        'the test split (the old behaviour, which lets model selection see test points). Default: auto')
+    g.add_argument('--val-examples', type=int, default=None, help='validate on the first N validation images only (default: all)')
     g.add_argument('--no-aug', action='store_true', help='no random crop / flip (timm: --no-aug)')
     g = p.add_argument_group('model')
     g.add_argument('--model', default='resnet32_cifar', help='any timm model name (see sp_timm.models.CIFAR_MODELS)')
     g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s')
-    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra create_model args k=v')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, help='extra create_model args k=v')
     g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     g.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
-                   help='torch.compile the model (default backend: inductor)')
+                   help='torch.compile the model with BACKEND (inductor when no BACKEND is given; default: off)')
     g = p.add_argument_group('loss')
     g.add_argument('--loss', default='sp_ls', help="a loss of sp_timm's factory: SP (sp-timm losses) or a timm loss type")
-    g.add_argument('--sp-pstar', type=float, default=None, help='target probability p* of sp_ls, sp_ce, sp_focal')
-    g.add_argument('--sp-lam', type=float, default=None, help='logit penalty weight of sp_logit')
-    g.add_argument('--sp-margin', type=float, default=None, help='margin of sp_margin')
-    g.add_argument('--sp-gamma', type=float, default=None, help='focusing exponent of sp_focal')
+    g.add_argument('--sp-pstar', type=float, default=None, help="target probability p* of sp_ls, sp_ce, sp_focal (default: the loss's, see sp-timm losses)")
+    g.add_argument('--sp-lam', type=float, default=None, help="logit penalty weight of sp_logit (default: the loss's)")
+    g.add_argument('--sp-margin', type=float, default=None, help="margin of sp_margin (default: the loss's)")
+    g.add_argument('--sp-gamma', type=float, default=None, help="focusing exponent of sp_focal (default: the loss's)")
     g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing (timm: --smoothing)')
     g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (timm: --mixup)')
     g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (timm: --cutmix)')
-    g.add_argument('--mixup-prob', type=float, default=1.0)
-    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    g.add_argument('--mixup-prob', type=float, default=1.0,
+                   help='probability of mixing a batch when --mixup or --cutmix is on (timm: --mixup-prob)')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5,
+                   help='probability of cutmix instead of mixup when both are on (timm: --mixup-switch-prob)')
     g = p.add_argument_group('optimizer and schedule (timm factories)')
     g.add_argument('--opt', default='sgd', help="timm optimizer name (sgd is Nesterov in timm; 'momentum' is plain)")
-    g.add_argument('--lr', type=float, default=0.1)
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=5e-4)
-    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm (timm: --clip-grad)')
+    g.add_argument('--lr', type=float, default=0.1, help='learning rate: the peak of the schedule')
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--weight-decay', type=float, default=5e-4, help='weight decay of the optimizer')
+    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm at this value (timm: --clip-grad; default: no clipping)')
     g.add_argument('--sched', default='cosine', help='timm scheduler: cosine, step, multistep, plateau, ...')
     g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not every epoch')
-    g.add_argument('--epochs', type=int, default=200)
-    g.add_argument('--warmup-epochs', type=int, default=0)
-    g.add_argument('--warmup-lr', type=float, default=1e-5)
-    g.add_argument('--min-lr', type=float, default=0.0)
-    g.add_argument('--decay-epochs', type=float, default=90)
-    g.add_argument('--decay-milestones', type=int, nargs='+', default=[100, 150])
-    g.add_argument('--decay-rate', type=float, default=0.1)
+    g.add_argument('--epochs', type=int, default=200, help='epochs to train')
+    g.add_argument('--warmup-epochs', type=int, default=0, help='epochs of linear warmup from --warmup-lr')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, help='learning rate at the start of the warmup')
+    g.add_argument('--min-lr', type=float, default=0.0, help='floor of the schedule (cosine: the final learning rate)')
+    g.add_argument('--decay-epochs', type=float, default=90, help='epochs between decays (--sched step)')
+    g.add_argument('--decay-milestones', type=int, nargs='+', default=[100, 150], metavar='EPOCH',
+                   help='epochs at which the learning rate decays (--sched multistep)')
+    g.add_argument('--decay-rate', type=float, default=0.1, help='factor of each decay (step, multistep)')
     g.add_argument('-b', '--batch-size', type=int, default=128,
                    help='images per process per step; the global batch is batch-size x number of processes')
     g = p.add_argument_group('adversarial training')
     g.add_argument('--adv', choices=ADV_MODES, default='none', help='PGD-AT (Madry et al.) or TRADES (Zhang et al.)')
-    g.add_argument('--adv-eps', type=parse_fraction, default=8 / 255, help='perturbation budget in [0, 1] pixels (8/255)')
-    g.add_argument('--adv-steps', type=int, default=10)
-    g.add_argument('--adv-step-size', type=parse_fraction, default=2 / 255)
-    g.add_argument('--adv-norm', choices=ADV_NORMS, default='Linf')
+    g.add_argument('--adv-eps', type=parse_fraction, default=8 / 255, help='perturbation budget in [0, 1] pixels, e.g. 8/255 (default: 8/255)')
+    g.add_argument('--adv-steps', type=int, default=10, help='attack iterations per training batch')
+    g.add_argument('--adv-step-size', type=parse_fraction, default=2 / 255,
+                   help='attack step size in [0, 1] pixels (default: 2/255)')
+    g.add_argument('--adv-norm', choices=ADV_NORMS, default='Linf', help="norm of the training attack's budget")
     g.add_argument('--adv-loss', choices=('ce', 'train'), default='ce',
-                   help='the loss the inner maximisation ascends for PGD-AT: CE (default) or the training loss')
-    g.add_argument('--trades-beta', type=float, default=6.0)
+                   help='the loss the inner maximisation ascends for PGD-AT: ce (cross-entropy) or train (the training loss)')
+    g.add_argument('--trades-beta', type=float, default=6.0, help="weight of TRADES' robustness (KL) term")
     g.add_argument('--adv-val-examples', type=int, default=500, help='validation images attacked with PGD after each epoch')
     g = p.add_argument_group('run')
     g.add_argument('--amp', action='store_true', help='mixed precision through Accelerate')
     g.add_argument('--amp-dtype', choices=AMP_DTYPES, default='float16', help='float16 (GPU) or bfloat16')
-    g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--seed', type=int, default=42, help='seed of the initialisation, data order and augmentation')
     g.add_argument('--deterministic', action='store_true', help='torch.use_deterministic_algorithms(True)')
     g.add_argument('--output', default='', help='run folder (default: output/train/<time>-<model>-<loss>)')
     g.add_argument('--resume', default='', help='a checkpoint folder (OUTPUT/last) or a run folder to continue')
+    g.add_argument('--resume-override', action='store_true',
+                   help='resume with changed hyper-parameters (refused otherwise); run.json records the epochs run with '
+                        'each value under args_history')
     g.add_argument('--log-interval', type=int, default=50, help='batches between progress-bar updates of the loss')
     g.add_argument('--no-progress', action='store_true', help='no progress bars')
+    add_debug_arg(g)
     return p
+
+
+class _ModelKwargs(argparse.Action):
+    """timm's ``ParseKwargs`` (``key=value``, values through ``ast.literal_eval``), with a usage error instead of a
+    traceback for an item without ``=``; timm is imported when the flag is used, so the parser builds without it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if v and '=' not in v]
+        if bad:
+            parser.error(f"{option_string} takes key=value pairs (e.g. drop_path_rate=0.1), got {' '.join(bad)}.")
+        from timm.utils import ParseKwargs
+        ParseKwargs.__call__(self, parser, namespace, values, option_string)
 
 
 def _val_split_flag(text: str):
@@ -158,12 +180,50 @@ def check_train_args(args: argparse.Namespace) -> List[str]:
             problems.append('--mixup/--cutmix cannot be combined with --adv (the attack needs hard labels).')
         if args.adv_eps <= 0 or args.adv_step_size <= 0 or args.adv_steps < 1:
             problems.append('--adv-eps and --adv-step-size must be > 0 and --adv-steps >= 1.')
-        if args.adv_norm == 'Linf' and args.adv_eps > 1:
-            problems.append(f'--adv-eps {args.adv_eps:g} exceeds 1 for Linf on [0, 1] images: write 8/255, not 8.')
+        elif args.adv_eps > 0:  # the bound sp-timm eval applies (Linf <= 1, L2 <= sqrt(image size))
+            try:
+                check_eps(args.adv_eps, args.adv_norm, _image_numel(args.dataset))
+            except ValueError as err:
+                problems.append(f'--adv-eps: {err}')
     if not 0 <= args.smoothing < 1:
         problems.append(f'--smoothing must be in [0, 1), got {args.smoothing}.')
     for flag in ('train_examples', 'val_examples'):
         value = getattr(args, flag)
         if value is not None and value < 1:
             problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}.")
+    if args.num_classes is not None and args.num_classes < 2:
+        problems.append(f'--num-classes must be >= 2 (default: the dataset\'s), got {args.num_classes}.')
+    for flag in ('mixup', 'cutmix'):
+        if getattr(args, flag) < 0:
+            problems.append(f'--{flag} is an alpha >= 0 (0: off), got {getattr(args, flag)}.')
+    for flag in ('mixup_prob', 'mixup_switch_prob'):
+        if not 0 <= getattr(args, flag) <= 1:
+            problems.append(f"--{flag.replace('_', '-')} is a probability in [0, 1], got {getattr(args, flag)}.")
+    problems += _path_and_model_problems(args)
+    return problems
+
+
+def _image_numel(dataset: Optional[str]) -> int:
+    from ..data import dataset_spec
+    try:
+        return math.prod(dataset_spec(dataset).image_shape)
+    except ValueError:  # an unknown dataset is reported by the data loader
+        return 3 * 32 * 32
+
+
+def _path_and_model_problems(args: argparse.Namespace) -> List[str]:
+    """--output a writable folder (not a file), --model-kwargs arguments the model takes and no file names."""
+    import timm
+    from ..checkpoint import check_model_args, check_output_folder
+    problems = []
+    checks = []
+    if args.output:
+        checks.append(lambda: check_output_folder(args.output, '--output'))
+    if args.model_kwargs and timm.is_model(args.model):
+        checks.append(lambda: check_model_args(args.model, dict(args.model_kwargs), '--model-kwargs'))
+    for check in checks:
+        try:
+            check()
+        except ValueError as err:
+            problems.append(str(err))
     return problems

@@ -8,6 +8,7 @@ epoch e replays epoch e + 1 exactly as the uninterrupted run did.
 """
 import argparse
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import (CheckpointError, atomic_write_text, load_training_state, read_run_record, resolve_checkpoint,
-                          save_checkpoint)
+from .._cli_utils import Interrupted
+from ..checkpoint import (CheckpointError, atomic_write_text, check_output_folder, load_training_state, read_run_record,
+                          resolve_checkpoint, save_checkpoint)
 from ..data import ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup
 from ..losses import SPLoss, create_classification_loss
 from .adversary import pgd_attack, trades_attack, trades_kl
@@ -94,18 +96,52 @@ def _default_output(args: argparse.Namespace) -> Path:
     return Path('output') / 'train' / f"{stamp}-{args.model.replace('/', '_').replace(':', '_')}-{args.loss}"
 
 
+# flags that change where a run writes or how it shows progress, not what it computes: free to change on --resume
+RESUME_FREE_ARGS = ('resume', 'resume_override', 'output', 'config', 'data_dir', 'no_progress', 'log_interval', 'debug',
+                    'torchcompile')
+
+
+def _changed_args(record: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Tuple[Any, Any]]:
+    """``{flag: (recorded value, value now)}`` for the flags of ``args`` that differ from the run record's."""
+    recorded = record.get('args') if isinstance(record.get('args'), dict) else {}
+    now = json.loads(json.dumps(vars(args), default=str))  # as the record stores them (tuples as lists, ...)
+    return {k: (recorded[k], now[k]) for k in sorted(now)
+            if k in recorded and k not in RESUME_FREE_ARGS and recorded[k] != now[k]}
+
+
+def _args_history(record: Dict[str, Any], args: argparse.Namespace, epochs_done: int) -> list:
+    """The run record's ``args_history`` plus, when this resume changes flags (``--resume-override``), an entry
+    ``{'until_epoch': epochs_done, 'args': {flag: value}}``: the epochs up to ``epochs_done`` (after the previous
+    entry) ran with those values; the record's ``args`` hold the values of the epochs after the last entry."""
+    history = list(record.get('args_history') or [])
+    changed = _changed_args(record, args)
+    if changed:
+        history.append({'until_epoch': epochs_done, 'args': {k: old for k, (old, _) in changed.items()}})
+    return history
+
+
 def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
-    """The run folder and the checkpoint to resume, checked before anything is written."""
+    """The run folder and the checkpoint to resume, checked before anything is written: the folder is not a file
+    and is writable; a resume keeps the model, dataset and loss, and other flags unless ``--resume-override``."""
     if args.resume:
         checkpoint = resolve_checkpoint(args.resume)
         output = Path(args.output) if args.output else checkpoint.parent
+        check_output_folder(output, '--output')
         record = read_run_record(checkpoint)
         for key in RECORD_KEYS[:3]:
             if record.get(key) != getattr(args, key):
                 raise CheckpointError(f"--resume {args.resume} was trained with --{key} {record.get(key)}, not "
                                       f"{getattr(args, key)}; resume with the same flags (or --config of the run).")
+        changed = _changed_args(record, args)
+        if changed and not getattr(args, 'resume_override', False):
+            listed = '; '.join(f"--{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items())
+            raise CheckpointError(f"--resume {args.resume} was trained with other settings ({listed}). Resume with the "
+                                  f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
+                                  f"the new values (run.json then records the epochs run with each value under "
+                                  f"args_history). Nothing was changed.")
         return output, checkpoint
     output = Path(args.output) if args.output else _default_output(args)
+    check_output_folder(output, '--output')
     if (output / 'last').exists():
         raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
                               f"--resume {output}, or choose another --output. Nothing was changed.")
@@ -142,7 +178,7 @@ class _Trainer:
         self.main = accelerator.is_main_process
         if args.deterministic:
             torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = not args.deterministic  # as timm's train.py: autotuned convolutions
 
         load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
         train_data, val_data, self.val_record = carve_validation(load('train'), args.val_split)
@@ -191,8 +227,13 @@ class _Trainer:
             updates_per_epoch=len(self.train_loader))
         self.ddp_model, self.optimizer = accelerator.prepare(model, optimizer)
         self.attack_model = model  # unwrapped: attacks need no gradient synchronisation
-        if args.torchcompile:
+        if args.torchcompile:  # the model (training and attack calls) and the loss
             self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
+            self.attack_model = torch.compile(model, backend=args.torchcompile)
+            if isinstance(self.loss_fn, SPLoss):
+                self.loss_fn.compile = args.torchcompile
+            else:
+                self.loss_fn = torch.compile(self.loss_fn, backend=args.torchcompile)
         self.start_epoch, self.best_metric, self.num_updates = 0, None, 0
         if self.resume_from is not None:
             self._load(self.resume_from)
@@ -212,8 +253,17 @@ class _Trainer:
             self.accelerator.scaler.load_state_dict(training_state['scaler'])
         self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
         self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
+        history = _args_history(read_run_record(checkpoint), self.args, self.start_epoch)
+        if history:
+            self.record['args_history'] = history
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
             _write_metrics(self.output / METRICS_FILE, state['epoch'], [])
+
+    def _check_loss_inputs(self) -> None:
+        """Raise the deferred input error of an SP loss in 'async' validation (GPU) mode; syncs."""
+        loss_fn = getattr(self.loss_fn, '_orig_mod', self.loss_fn)
+        if isinstance(loss_fn, SPLoss):
+            loss_fn.check_inputs()
 
     def _inner_loss(self):
         return self.loss_fn if self.args.adv_loss == 'train' else F.cross_entropy
@@ -256,10 +306,12 @@ class _Trainer:
             stats[0] += loss.detach() * labels.numel()
             stats[1] += (logits.argmax(1) == labels).sum()  # the images trained on: adversarial ones for PGD-AT
             stats[2] += labels.numel()
-            if step % args.log_interval == 0:
+            if step % args.log_interval == 0:  # the step's only host syncs, at log intervals
+                self._check_loss_inputs()
                 bar.set_postfix(loss=f'{loss.item():.4f}', lr=f"{self.optimizer.param_groups[0]['lr']:.4g}")
+        self._check_loss_inputs()
+        total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()  # waits for the device: then time
         seconds = time.perf_counter() - start
-        total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
         result = {'train_loss': total[0] / total[2], 'train_images_per_s': total[2] / seconds,
                   'lr': self.optimizer.param_groups[0]['lr']}
         if self.mixup is None and args.adv != 'pgd':
@@ -349,6 +401,19 @@ def _write_metrics(path: Path, keep_through_epoch: int, new_rows: list) -> None:
     atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
 
 
+def _resume_hint(output: Optional[Path]) -> str:
+    """What a Ctrl-C kept, and how to continue."""
+    last = output / 'last' if output is not None else None
+    if last is None or not last.exists():
+        return 'no checkpoint was written yet; run the command again to start over.'
+    try:
+        epoch = f' after epoch {int(os.readlink(last).rsplit("-", 1)[-1])}'
+    except (OSError, ValueError):
+        epoch = ''
+    return (f"the run in '{output}' is saved{epoch}; the same command with --resume {output} continues it exactly "
+            f"(the interrupted epoch is replayed).")
+
+
 def _trackers():
     try:
         import tensorboard  # noqa: F401
@@ -360,7 +425,11 @@ def _trackers():
 def train(args: argparse.Namespace) -> Path:
     """Train as ``args`` (from ``parse_train_args``) say; returns the run folder."""
     from accelerate.state import AcceleratorState
+    trainer = None
     try:
-        return _Trainer(args).run()
+        trainer = _Trainer(args)
+        return trainer.run()
+    except KeyboardInterrupt:
+        raise Interrupted(_resume_hint(trainer.output if trainer is not None else None)) from None
     finally:  # lets a later run in this process choose other mixed-precision settings (the process group stays)
         AcceleratorState._reset_state(reset_partial_state=False)

@@ -1,0 +1,244 @@
+""" sp-timm eval --audit: the adaptive-attack audit breaks what a gradient-masking model hides from AutoAttack and
+flags it; agrees with AutoAttack on a plain model; per-point worst case is the AND of the attacks; an interrupted
+audit resumes without re-running finished stages; a surrogate that does not fit is refused. Small: an MLP on
+3x8x8 inputs, AutoAttack's standard run computed once per model and reused through its saved chunks, shrunk
+audit budgets. """
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sp_timm  # noqa: F401
+from sp_timm.eval import STANDARD_ATTACKS, build_report, evaluate_points, leaderboard_entry, render_summary
+from sp_timm.eval import audit as audit_module
+from sp_timm.eval.audit import AUDIT_ATTACKS, AuditConfig, audit_stages, summarize_audit, training_loss_from_record
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_eval import mlp, points  # noqa: E402
+
+SMALL = AuditConfig(restarts=1, n_iter=20, max_targets=3, margin_restarts=2, margin_steps=20, square_queries=300,
+                    square_restarts=1)
+EPS = 4 / 255
+SETTINGS = dict(eps=EPS, batch_size=16, min_pert_examples=0, progress=False, echo_warnings=False)
+
+
+class RoundedLogits(nn.Module):
+    """Rounds the logits to a grid of ``step``: zero gradient everywhere (white-box attacks are blind) and a
+    piecewise-constant margin (Square's random search sees plateaus), yet the decision is the smooth model's."""
+
+    def __init__(self, step: float = 0.02):
+        super().__init__()
+        self.step = step
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.round(z / self.step) * self.step
+
+
+def _report(result, labels):
+    protocol = {'dataset': 'toy', 'threat_model': 'Linf', 'eps': '4/255', 'eps_value': EPS, 'n_examples': len(labels),
+                'attacks': list(STANDARD_ATTACKS), 'seed': 0}
+    return build_report(result['aa'], labels, classes=[str(c) for c in range(10)], protocol=protocol, model={},
+                        warnings=result['warnings'], curve=result['curve'], audit=result.get('audit'))
+
+
+@pytest.fixture(scope='module')
+def masked(tmp_path_factory):
+    """The masking model, its points, and a work folder holding AutoAttack's finished standard run."""
+    base = mlp()
+    model = nn.Sequential(base, RoundedLogits()).eval()
+    x, y = points(model, n=16)
+    work = tmp_path_factory.mktemp('masked')
+    aa = evaluate_points(model, x, y, work_dir=work, **SETTINGS)
+    return base, model, x, y, work, aa
+
+
+def _copy(work: Path, tmp_path: Path) -> Path:
+    shutil.copytree(work, tmp_path / 'work')
+    return tmp_path / 'work'
+
+
+def test_audit_breaks_a_gradient_masking_model_and_flags_it(masked, tmp_path):
+    base, model, x, y, work, aa = masked
+    aa_robust = int(aa['aa']['square'].sum())
+    assert aa_robust >= 4  # AutoAttack's standard run is fooled: it reports these points robust
+    result = evaluate_points(model, x, y, work_dir=_copy(work, tmp_path), audit=SMALL, surrogate=base, **SETTINGS)
+    audit = result['audit']
+    rows = {r['attack']: r for r in audit['attacks']}
+    assert rows['transfer']['broke_beyond_aa'] > 0 and audit['broke_beyond_aa'] >= rows['transfer']['broke_beyond_aa']
+    assert audit['robust_acc'] < audit['autoattack_acc'] - SMALL.threshold
+    assert int(result['audit_points']['worst'].sum()) == aa_robust - audit['broke_beyond_aa']
+    assert audit['unreliable'] and any('lowers robust accuracy' in r for r in audit['reasons'])
+    assert not audit['checks']['gradient_norms']['passed'] and audit['checks']['gradient_norms']['zero_fraction'] == 1.0
+    assert not audit['checks']['white_vs_black_box']['passed']  # transfer broke points every white-box attack missed
+    assert audit['skipped'] == {'apgd-loss': 'no training loss given'}
+    lo, hi = audit['robust_ci']
+    assert lo <= audit['robust_acc'] <= hi
+    report = _report(result, y)
+    assert report['unreliable'] is True and report['audit']['robust_acc'] == audit['robust_acc']
+    assert leaderboard_entry(report, {})['unreliable'] is True
+    summary = render_summary(report)
+    assert '## Adaptive-attack audit' in summary and '**FAIL**' in summary and 'transfer' in summary
+    json.dumps(report)  # JSON-ready
+
+
+def test_plain_model_audit_agrees_with_autoattack_and_stays_reliable():
+    model = mlp()
+    x, y = points(model, n=16)
+    result = evaluate_points(model, x, y, audit=SMALL, **SETTINGS)
+    audit = result['audit']
+    assert 0 < int(result['aa']['square'].sum())  # robust points remain for the audit to attack
+    assert abs(audit['robust_acc'] - audit['autoattack_acc']) <= SMALL.threshold
+    assert all(c['passed'] for c in audit['checks'].values()), audit['checks']
+    assert audit['checks']['large_eps']['acc'] <= SMALL.large_eps_max_acc and audit['unreliable'] is False
+    assert {r['attack'] for r in audit['attacks']} == {'apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'square'}
+    assert _report(result, y)['unreliable'] is bool(result['warnings'])
+
+
+def test_worst_case_is_the_and_of_the_attack_flags():
+    n = 8
+    t, f = True, False
+    aa = {'clean': torch.tensor([t, t, t, t, t, t, t, f]), 'fab-t': torch.tensor([t, t, t, t, t, t, f, f]),
+          'square': torch.tensor([t, t, t, t, t, f, f, f])}
+    flags = {'apgd-ce': torch.tensor([t, f, t, t, t, t, f, f]), 'pgd-margin': torch.tensor([t, t, f, t, t, t, f, f]),
+             'square': torch.tensor([t, t, t, f, t, t, f, f]),
+             'large-eps': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n), 'grad-margin': torch.ones(n)}
+    summary, per_point = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(),
+                                         skipped={})
+    expected = aa['square'] & flags['apgd-ce'] & flags['pgd-margin'] & flags['square']
+    assert torch.equal(per_point['worst'], expected) and torch.equal(per_point['worst'], torch.tensor([t, f, f, f, t, f, f, f]))
+    rows = {r['attack']: r for r in summary['attacks']}
+    assert [rows[a]['broke_beyond_aa'] for a in ('apgd-ce', 'pgd-margin', 'square')] == [1, 1, 1]
+    assert rows['apgd-ce']['acc'] == 100 * 4 / 8 and summary['broke_beyond_aa'] == 3
+    assert summary['robust_acc'] == 100 * 2 / 8 and summary['drop'] == 100 * 3 / 8 and summary['unreliable']
+    # black box (square) broke point 3 that every white-box attack left robust; AutoAttack's Square broke point 5
+    assert summary['checks']['white_vs_black_box']['points'] == 2
+    assert summary['checks']['large_eps']['passed'] and summary['checks']['monotonic_eps']['passed']
+
+
+def test_interrupted_audit_resumes_without_rerunning_finished_stages(masked, tmp_path, monkeypatch):
+    base, model, x, y, work, _ = masked
+    settings = dict(SETTINGS, audit=SMALL, surrogate=base, chunk_size=16)
+    original, calls = audit_module.run_stage, []
+
+    def counted(stage, *args, **kwargs):
+        calls.append(stage)
+        if stop_at and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return original(stage, *args, **kwargs)
+
+    monkeypatch.setattr(audit_module, 'run_stage', counted)
+    stop_at = 0
+    full = evaluate_points(model, x, y, work_dir=_copy(work, tmp_path / 'full'), **settings)
+    uninterrupted = list(calls)
+    calls.clear()
+    stop_at = 3
+    resumed_work = _copy(work, tmp_path / 'resumed')
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_points(model, x, y, work_dir=resumed_work, **settings)
+    assert calls == uninterrupted[:3]
+    calls.clear()
+    stop_at = 0
+    resumed = evaluate_points(model, x, y, work_dir=resumed_work, **settings)
+    assert calls == uninterrupted[2:]  # the two finished stages are not run again; the interrupted one is
+    without_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}  # finished stages do not warn again
+    assert without_warnings(resumed['audit']) == without_warnings(full['audit'])
+    for key, value in full['audit_points'].items():
+        assert torch.equal(value, resumed['audit_points'][key]), key
+    calls.clear()
+    evaluate_points(model, x, y, work_dir=resumed_work, **settings)
+    assert calls == []  # everything saved
+    assert not list(resumed_work.rglob('.*.tmp'))
+
+
+def test_surrogate_that_does_not_fit_is_refused_before_any_attack(monkeypatch):
+    from pyautoattack import AutoAttack
+    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', lambda *a, **k: pytest.fail('attacked before refusing'))
+    model = mlp()
+    x, y = points(model, n=4)
+    wrong_classes = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5))
+    wrong_input = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    with pytest.raises(ValueError, match='5,.*outputs but the evaluated model has 10 classes'):
+        evaluate_points(model, x, y, audit=SMALL, surrogate=wrong_classes, **SETTINGS)
+    with pytest.raises(ValueError, match=r'does not accept the evaluated images \(3, 8, 8\)'):
+        evaluate_points(model, x, y, audit=SMALL, surrogate=wrong_input, **SETTINGS)
+
+
+def test_surrogate_flags_are_checked():
+    import argparse
+    from sp_timm.eval.args import build_eval_parser
+    from sp_timm.eval.evaluate import _audit_inputs
+    args = build_eval_parser().parse_args(['--checkpoint', 'x', '--surrogate', 'y'])
+    with pytest.raises(ValueError, match='add --audit'):
+        _audit_inputs(args, {}, 10, load_model=None)
+    args = build_eval_parser().parse_args(['--checkpoint', 'x', '--audit', '--surrogate', 'y', '--audit-restarts', '2'])
+    other = lambda source: (mlp(), {'num_classes': 5, 'dataset': 'other'})
+    with pytest.raises(ValueError, match="'y' was trained for 5 classes"):
+        _audit_inputs(args, {}, 10, load_model=other)
+    inputs = _audit_inputs(args, {'loss': 'sp_ls', 'loss_params': {}}, 10, load_model=lambda s: (mlp(), {'num_classes': 10}))
+    assert inputs['audit'].restarts == 2 and inputs['train_loss'] is not None and isinstance(inputs['surrogate'], nn.Module)
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_attacks_that_apply_and_the_training_loss_from_the_record():
+    stages, skipped = audit_stages(2, has_loss=False, has_surrogate=False, loss_note='why')
+    assert stages == ['apgd-ce', 'pgd-margin', 'square'] and set(skipped) == {'apgd-dlr', 'apgd-t', 'apgd-loss', 'transfer'}
+    assert skipped['apgd-loss'] == 'why'
+    assert 'apgd-dlr' in audit_stages(3, True, True)[0] and 'apgd-t' in audit_stages(3, True, True)[1]
+    assert audit_stages(10, True, True)[0] == list(AUDIT_ATTACKS)
+    loss, note = training_loss_from_record({'loss': 'sp_ls', 'loss_params': {}, 'args': {'smoothing': 0.0}})
+    logits, labels = torch.randn(5, 10), torch.arange(5)
+    assert note == '' and loss(logits, labels).shape == (5,)
+    assert training_loss_from_record({'loss': 'ce'})[0] is None and 'apgd-ce' in training_loss_from_record({'loss': 'ce'})[1]
+    smoothed, _ = training_loss_from_record({'loss': 'ce', 'args': {'smoothing': 0.1}})
+    assert torch.allclose(smoothed(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1, reduction='none'))
+    assert training_loss_from_record({})[0] is None
+    with pytest.raises(ValueError, match='>= 1'):
+        AuditConfig(restarts=0)
+
+
+def test_loss_aware_apgd_ascends_the_given_loss():
+    """A callable loss goes through APGD unchanged: CE as a callable gives APGD-CE's result exactly; an SP loss
+    runs and returns per-point flags."""
+    model = mlp()
+    x, y = points(model, n=8)
+    common = dict(eps=EPS, norm='Linf', seed=3, device='cpu', config=SMALL, num_classes=10)
+    ce = audit_module.run_stage('apgd-ce', model, x, y, **common)
+    as_callable = audit_module.run_stage('apgd-loss', model, x, y, train_loss=lambda z, t: F.cross_entropy(
+        z, t, reduction='none'), **common)
+    assert torch.equal(ce, as_callable) and ce.dtype == torch.bool and not ce.all()
+    sp_loss, _ = training_loss_from_record({'loss': 'sp_ls', 'loss_params': {}})
+    assert audit_module.run_stage('apgd-loss', model, x, y, train_loss=sp_loss, **common).shape == (8,)
+
+
+@pytest.mark.slow
+def test_eval_cli_audit_end_to_end(tmp_path):
+    """sp-timm eval --audit on a trained SP checkpoint: the report's audit section (the loss-aware attack ascends
+    the SP training loss), the leaderboard's unreliable, the summary; a rerun resumes every saved stage."""
+    from sp_timm.cli import main as cli_main
+    from sp_timm.train import parse_train_args, train
+    flags = ('--dataset digits --model small_cnn_cifar --batch-size 32 --train-examples 256 --val-examples 32 '
+             '--no-aug --no-progress --epochs 1 --loss sp_ls --lr 0.05').split()
+    checkpoint = train(parse_train_args(flags + ['--output', str(tmp_path / 'run')])) / 'last'
+    out = tmp_path / 'eval'
+    argv = ['eval', '--checkpoint', str(checkpoint), '--n-examples', '12', '--batch-size', '12', '--eps', '2/255',
+            '--min-pert-examples', '0', '--out', str(out), '--no-progress', '--audit', '--surrogate', str(checkpoint),
+            '--audit-restarts', '1', '--audit-iters', '10', '--audit-targets', '3', '--audit-margin-restarts', '1',
+            '--audit-margin-steps', '10', '--audit-square-queries', '100', '--audit-square-restarts', '1']
+    assert cli_main(argv) == 0
+    report = json.loads((out / 'report.json').read_text())
+    audit = report['audit']
+    assert {r['attack'] for r in audit['attacks']} == set(AUDIT_ATTACKS)  # sp_ls: the loss-aware attack ran
+    assert audit['autoattack_acc'] == report['robust_acc'] and audit['robust_acc'] <= report['robust_acc']
+    assert set(audit['checks']) == {'large_eps', 'monotonic_eps', 'white_vs_black_box', 'gradient_norms'}
+    assert report['unreliable'] == (bool(report['warnings']) or audit['unreliable'])
+    entry = json.loads(next((out / 'model_info').rglob('*.json')).read_text())
+    assert entry['unreliable'] == report['unreliable']
+    assert '## Adaptive-attack audit' in (out / 'summary.md').read_text()
+    assert cli_main(argv) == 0  # every stage saved: the rerun reproduces the audit
+    again = json.loads((out / 'report.json').read_text())['audit']
+    assert {k: v for k, v in again.items() if k != 'warnings'} == {k: v for k, v in audit.items() if k != 'warnings'}

@@ -1,0 +1,406 @@
+""" Reliability (issue 16): export never deletes what it did not write, no path built from file contents leaves
+its output folder, reports carry the SHA-256 of the weights they evaluated, untrusted metadata stays data, bad
+input is refused before any work with one ``prog: error:`` line (exit 2), Ctrl-C says how to resume. Each test
+checks the exit status, the message, the absence of a traceback and that the files around are unchanged. """
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import sp_timm  # noqa: F401  (registers the models)
+from sp_timm._cli_utils import run_reporting_errors
+from sp_timm.checkpoint import (CheckpointError, check_model_args, create_model_from_checkpoint, load_model,
+                                safe_path_component, sha256_file, weights_sha256)
+from sp_timm.cli import main as cli_main
+from sp_timm.hub import EXPORT_MARKER, export_model, push_folder
+from sp_timm.train import parse_train_args, train
+
+CLI = [sys.executable, '-m', 'sp_timm']
+TINY = ('--dataset digits --batch-size 32 --train-examples 64 --val-examples 32 --no-aug --no-progress '
+        '--epochs 1 --lr 0.05').split()
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` (links as their target) with its bytes: equal snapshots = nothing touched."""
+    return {p.relative_to(folder).as_posix(): (os.readlink(p) if p.is_symlink() else p.read_bytes())
+            for p in sorted(folder.rglob('*')) if p.is_symlink() or p.is_file()}
+
+
+def run_cli(argv, capsys) -> tuple:
+    """``sp-timm ARGV`` in this process: (exit status, stderr)."""
+    capsys.readouterr()
+    status = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    return status, err
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('run') / 'run'
+    return train(parse_train_args(TINY + ['--model', 'small_cnn_cifar', '--loss', 'sp_ls', '--output', str(out)]))
+
+
+@pytest.fixture(scope='module')
+def plain_run(tmp_path_factory) -> Path:
+    """A plain timm model (no normalisation inside), as the README's `--model resnet18` trains it."""
+    out = tmp_path_factory.mktemp('plain') / 'run'
+    return train(parse_train_args(TINY + ['--model', 'resnet18', '--num-classes', '10', '--loss', 'ce', '--output', str(out)]))
+
+
+@pytest.fixture(scope='module')
+def plain_report(plain_run, tmp_path_factory) -> Path:
+    """A real sp-timm eval report of the plain model (4 points)."""
+    out = tmp_path_factory.mktemp('eval') / 'eval'
+    status = cli_main(['eval', '--checkpoint', str(plain_run / 'last'), '--n-examples', '4', '-b', '4',
+                       '--min-pert-examples', '0', '--no-progress', '--out', str(out)])
+    assert status == 0
+    return out / 'report.json'
+
+
+# ---- 1. export never destroys what it did not write -------------------------------------------------------------
+
+def test_export_refuses_foreign_folders_run_folders_dot_and_files(run, tmp_path, capsys, monkeypatch):
+    foreign = tmp_path / 'mine'
+    (foreign / 'sub').mkdir(parents=True)
+    (foreign / 'thesis.tex').write_text('\\documentclass{article}')
+    (foreign / 'sub' / 'data.csv').write_text('a,b\n1,2\n')
+    a_file = tmp_path / 'notes.txt'
+    a_file.write_text('keep me')
+    before = {p: snapshot(p) for p in (foreign, run)}
+    for out, message in ((foreign, 'did not write (sub/data.csv, thesis.tex)'), (run, 'training run'),
+                         (run / 'last', 'training run'), (a_file, 'is a file')):
+        status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
+        assert status == 2 and message in err and 'Nothing was changed' in err, err
+    monkeypatch.chdir(foreign)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', '.'], capsys)
+    assert status == 2 and 'did not write' in err
+    assert {p: snapshot(p) for p in (foreign, run)} == before and a_file.read_text() == 'keep me'
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no half-built export left beside
+
+
+def test_export_replaces_only_its_own_unchanged_export(run, tmp_path, capsys):
+    out = export_model(str(run / 'last'), tmp_path / 'export')
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert set(marker['files']) == {p for p in snapshot(out) if p != EXPORT_MARKER}
+    assert export_model(str(run / 'last'), out) == out  # an earlier export is replaced
+    (out / EXPORT_MARKER).unlink()  # an export of sp-timm 0.1.0 (no marker) is still recognised
+    export_model(str(run / 'last'), out)
+    (out / 'README.md').write_text('my edited card')
+    (out / 'extra.txt').write_text('mine')
+    before = snapshot(out)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
+    assert status == 2 and 'extra.txt' in err and snapshot(out) == before
+    (out / 'extra.txt').unlink()
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
+    assert status == 2 and 'edited since they were written (README.md)' in err
+    assert (out / 'README.md').read_text() == 'my edited card'
+
+
+def test_push_leaves_out_the_marker(run, tmp_path, monkeypatch):
+    out = export_model(str(run / 'last'), tmp_path / 'export')
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            return type('Url', (), {'repo_id': repo_id})()
+
+        def upload_folder(self, **kwargs):
+            calls.update(kwargs)
+            return 'https://example.invalid/commit'
+
+    monkeypatch.setattr('huggingface_hub.HfApi', FakeApi)
+    push_folder(out, 'me/model', token='hf_fake')
+    assert calls['ignore_patterns'] == [EXPORT_MARKER]
+
+
+# ---- 2. paths built from file contents stay inside the output folder ---------------------------------------------
+
+def test_safe_path_component():
+    assert safe_path_component('Author2026Title_WRN-28-10', 'x') == 'Author2026Title_WRN-28-10'
+    for bad in ('../../tmp/x', '..', '.', '', 'a/b', 'a\\b', 'a\x00b', 7, 'x' * 201):
+        with pytest.raises(ValueError, match='file name|string|characters'):
+            safe_path_component(bad, 'leaderboard.dataset')
+
+
+def _report_for(model_source: str, **changes) -> dict:
+    """A minimal report in sp-timm eval's schema for the weights of ``model_source``."""
+    model, _ = load_model(model_source)
+    report = {'protocol': {'dataset': 'digits', 'threat_model': 'Linf', 'eps': '8/255', 'n_examples': 4, 'attacks': []},
+              'model': {'weights_sha256': weights_sha256(model)}, 'model_name': 'tiny',
+              'clean_acc': 50.0, 'robust_acc': 0.0, 'clean_ci': [1.0, 99.0], 'robust_ci': [0.0, 60.0],
+              'leaderboard': {'dataset': 'digits', 'name': 'tiny'}}
+    for key, value in changes.items():
+        target = report
+        *path, last = key.split('.')
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return report
+
+
+@pytest.mark.parametrize('field', ['leaderboard.dataset', 'model_name'])
+def test_export_refuses_traversal_from_report_fields(run, tmp_path, capsys, field):
+    report = tmp_path / 'work' / 'report.json'
+    report.parent.mkdir()
+    report.write_text(json.dumps(_report_for(str(run / 'last'), **{field: '../../../../escaped'})))
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'work' / 'export',
+                           '--eval', report], capsys)
+    assert status == 2 and 'escaped' in err and 'file name' in err
+    assert not list(tmp_path.parent.rglob('escaped*')) and not (tmp_path / 'work' / 'export').exists()
+
+
+def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, capsys):
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    record = json.loads((export / 'sp_timm.json').read_text())
+    (export / 'sp_timm.json').write_text(json.dumps(dict(record, name='../../../../evil')))
+    out = tmp_path / 'evals' / 'one'
+    status, err = run_cli(['eval', '--checkpoint', f'local-dir:{export}', '--n-examples', '2', '--out', out], capsys)
+    assert status == 2 and "record's name '../../../../evil'" in err
+    status, err = run_cli(['eval', '--checkpoint', run / 'last', '--model-name', '../x', '--out', out], capsys)
+    assert status == 2 and "--model-name '../x'" in err
+    assert not (tmp_path / 'evals').exists() and not list(tmp_path.parent.rglob('evil*'))
+
+
+# ---- 3. provenance ----------------------------------------------------------------------------------------------
+
+def test_plain_timm_model_exports_evaluates_and_refuses_other_reports(plain_run, plain_report, run, tmp_path, capsys):
+    report = json.loads(plain_report.read_text())
+    model, _ = create_model_from_checkpoint(plain_run / 'last')
+    assert report['model']['weights_sha256'] == weights_sha256(model)
+    out = export_model(str(plain_run / 'last'), tmp_path / 'plain', reports=[plain_report])
+    card = (out / 'README.md').read_text()
+    assert 'uses them as they are' in card and 'AutoAttack accuracy' in card
+    loaded, _ = load_model(f'local-dir:{out}')  # the export's weights have the same hash as the checkpoint's
+    assert weights_sha256(loaded) == report['model']['weights_sha256']
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    before = snapshot(tmp_path)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'other', '--eval', plain_report],
+                          capsys)
+    assert status == 2 and 'evaluated other weights' in err and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('content, message', [
+    ('[1, 2]', 'JSON list'), ('{"clean_acc": 1}', 'not a report of sp-timm eval'), ('{not json', 'Cannot read'),
+    (None, 'records no SHA-256')])
+def test_export_refuses_malformed_or_unverifiable_reports(run, tmp_path, capsys, content, message):
+    report = tmp_path / 'report.json'
+    if content is None:
+        data = _report_for(str(run / 'last'))
+        del data['model']
+        content = json.dumps(data)
+    report.write_text(content)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'out', '--eval', report], capsys)
+    assert status == 2 and message in err and not (tmp_path / 'out').exists()
+
+
+def test_resume_with_changed_flags_is_refused_or_recorded(tmp_path, capsys):
+    out = tmp_path / 'run'
+    flags = TINY + ['--model', 'small_cnn_cifar', '--loss', 'sp_ls', '--output', str(out)]
+    train(parse_train_args(flags))
+    before = snapshot(out)
+    changed = [f for f in flags if f not in ('--epochs', '1', '--lr', '0.05')] + ['--epochs', '2', '--lr', '0.5']
+    status = cli_main(['train', *changed, '--resume', str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and '--epochs 1 -> 2; --lr 0.05 -> 0.5' in err and '--resume-override' in err
+    assert snapshot(out) == before
+    train(parse_train_args(changed + ['--resume', str(out), '--resume-override']))
+    record = json.loads((out / 'last' / 'run.json').read_text())
+    assert record['args']['lr'] == 0.5 and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}]
+
+
+def test_checkpoint_hash_covers_run_json_and_needs_state_json(run, tmp_path):
+    import shutil
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(run / 'last', checkpoint)
+    record = json.loads((checkpoint / 'run.json').read_text())
+    assert json.loads((checkpoint / 'state.json').read_text())['sha256']['run.json'] == sha256_file(checkpoint / 'run.json')
+    (checkpoint / 'run.json').write_text(json.dumps(dict(record, loss_params={'pstar': 0.99})))
+    with pytest.raises(CheckpointError, match='run.json.*SHA-256'):
+        load_model(str(checkpoint))
+    (checkpoint / 'state.json').unlink()
+    with pytest.raises(CheckpointError, match='no state.json'):
+        load_model(str(checkpoint))
+
+
+# ---- 4. untrusted metadata stays data ---------------------------------------------------------------------------
+
+class _Touch:
+    """Unpickling this creates ``path``: the proof that a pickle was executed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def test_local_dir_loads_exactly_the_verified_safetensors(run, tmp_path):
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    executed = tmp_path / 'pickle-was-executed'
+    torch.save({'fc.weight': _Touch(executed)}, export / 'pytorch_model.bin')
+    model, _ = load_model(f'local-dir:{export}')
+    reference, _ = create_model_from_checkpoint(run / 'last')
+    assert weights_sha256(model) == weights_sha256(reference)
+    (export / 'model.safetensors').unlink()
+    with pytest.raises(CheckpointError, match='never from a pickle'):
+        load_model(f'local-dir:{export}')
+    assert not executed.exists()
+
+
+@pytest.mark.parametrize('model_args, message', [
+    ({'checkpoint_path': 'PICKLE'}, 'may not name files'), ({'pretrained_cfg': {'file': 'PICKLE'}}, 'may not name files'),
+    ({'bogus': 1}, 'does not accept'), ([1, 2], 'mapping')])
+def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
+    executed = tmp_path / 'pickle-was-executed'
+    pickle_file = tmp_path / 'evil.pth'
+    torch.save({'w': _Touch(executed)}, pickle_file)
+    model_args = json.loads(json.dumps(model_args).replace('PICKLE', str(pickle_file)))
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    config = json.loads((export / 'config.json').read_text())
+    (export / 'config.json').write_text(json.dumps(dict(config, model_args=model_args)))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(f'local-dir:{export}')
+    # run.json edited with its hash recomputed (what an attacker would do): the arguments are still checked
+    import shutil
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(run / 'last', checkpoint)
+    record = json.loads((checkpoint / 'run.json').read_text())
+    (checkpoint / 'run.json').write_text(json.dumps(dict(record, model_args=model_args)))
+    state = json.loads((checkpoint / 'state.json').read_text())
+    state['sha256']['run.json'] = sha256_file(checkpoint / 'run.json')
+    (checkpoint / 'state.json').write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(str(checkpoint))
+    assert not executed.exists()
+    assert check_model_args('small_cnn_cifar', {'num_classes': 10, 'drop_rate': 0.1}, 'x')
+
+
+# ---- 5. validate before working ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('flags, message', [
+    (['--num-classes', '0'], '--num-classes must be >= 2'), (['--mixup', '-1'], '--mixup is an alpha >= 0'),
+    (['--cutmix', '-0.5'], '--cutmix is an alpha >= 0'), (['--mixup-prob', '2'], 'probability in [0, 1]'),
+    (['--adv', 'pgd', '--adv-norm', 'L2', '--adv-eps', '100'], 'exceeds the diameter'),
+    (['--model-kwargs', 'foo'], 'takes key=value pairs'), (['--model-kwargs', 'bogus=1'], 'does not accept'),
+    (['--model-kwargs', 'checkpoint_path=/tmp/x.pth'], 'may not name files')])
+def test_train_flags_are_checked_at_parse_time(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args(TINY + ['--model', 'small_cnn_cifar', *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and 'Traceback' not in err
+
+
+def test_train_output_that_is_a_file_is_refused_before_training(tmp_path):
+    target = tmp_path / 'file'
+    target.write_text('keep')
+    for output in (target, target / 'sub'):
+        result = subprocess.run(CLI + ['train', *TINY, '--model', 'small_cnn_cifar', '--output', str(output)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and 'Traceback' not in result.stderr and 'a file' in result.stderr
+        assert 'epoch' not in result.stdout  # refused before any training
+    assert target.read_text() == 'keep' and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_eval_settings_are_checked_before_its_work_folder(run, tmp_path, capsys):
+    out = tmp_path / 'eval'
+    for flags, message in ((['-b', '0'], '--batch-size must be >= 1'), (['--fab-iters', '0'], '--fab-iters'),
+                           (['--eps', '8'], 'write 8/255'), (['--curve-eps', '100', '--threat-model', 'L2'], 'diameter')):
+        status, err = run_cli(['eval', '--checkpoint', run / 'last', '--out', out, *flags], capsys)
+        assert status == 2 and message in err
+    assert not out.exists()
+
+
+def test_evaluate_points_refuses_zero_points():
+    from sp_timm.eval import evaluate_points
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(ValueError, match='no points'):
+        evaluate_points(model, torch.rand(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), progress=False)
+
+
+def _png(size=(32, 32), mode='RGB') -> bytes:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def _parquet(folder: Path, images, labels) -> Path:
+    """Parquet files as pandas writes them: an image column of {'bytes', 'path'} dicts, no Image feature metadata."""
+    import pandas as pd
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ('train', 'test'):
+        frame = pd.DataFrame({'img': [{'bytes': b, 'path': None} for b in images], 'label': labels})
+        frame.to_parquet(folder / f'{split}-00000-of-00001.parquet')
+    return folder
+
+
+def test_pandas_parquet_without_image_metadata_loads(tmp_path):
+    from sp_timm.data import create_dataset
+    data = create_dataset('cifar10', 'train', str(_parquet(tmp_path / 'ok', [_png()] * 10, list(range(10)))))
+    assert data.images.shape == (10, 3, 32, 32) and data.labels.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize('images, labels, message', [
+    ([_png()] * 3 + [b'not an image'], [0, 1, 2, 3], 'image 3 cannot be decoded'),
+    ([_png((28, 28), 'L')] * 4, [0, 1, 2, 3], 'is 28x28 L, but cifar10 images are 32x32 RGB'),
+    ([_png()] * 4, [0, 1, 2, 12], 'labels span 0..12, but there are 10 classes')])
+def test_bad_local_data_is_one_error_line(tmp_path, capsys, images, labels, message):
+    data_dir = _parquet(tmp_path / 'data', images, labels)
+    before = snapshot(data_dir)
+    status, err = run_cli(['data', '--dataset', 'cifar10', '--data-dir', data_dir], capsys)
+    assert status == 2 and message in err and len([ln for ln in err.splitlines() if 'error' in ln]) == 1
+    assert snapshot(data_dir) == before
+
+
+# ---- 6. one error path; Ctrl-C ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('error, status, message', [
+    (PermissionError(13, 'Permission denied', '/ro/out'), 2, "prog: error: Permission denied: '/ro/out'"),
+    (IsADirectoryError(21, 'Is a directory', '/x'), 2, 'prog: error: Is a directory'),
+    (json.JSONDecodeError('Expecting value', '{', 1), 2, 'prog: error: Expecting value'),
+    (KeyboardInterrupt(), 130, 'prog: interrupted.')])
+def test_run_reporting_errors_one_line(error, status, message, capsys, monkeypatch):
+    import argparse
+    monkeypatch.delenv('SP_TIMM_DEBUG', raising=False)
+
+    def fail(args):
+        raise error
+    assert run_reporting_errors('prog', fail, argparse.Namespace()) == status
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count('\n') == 1
+    with pytest.raises(type(error)):
+        run_reporting_errors('prog', fail, argparse.Namespace(debug=True))
+
+    def bug(args):
+        raise RuntimeError('a bug')
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback
+        run_reporting_errors('prog', bug, argparse.Namespace())
+
+
+def test_sigint_during_training_says_how_to_resume(tmp_path):
+    out = tmp_path / 'run'
+    flags = [f for f in TINY if f not in ('--epochs', '1')] + ['--epochs', '200', '--model', 'small_cnn_cifar']
+    proc = subprocess.Popen(CLI + ['train', *flags, '--output', str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / 'last').exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
+    line = [ln for ln in err.splitlines() if 'interrupted' in ln]
+    assert len(line) == 1 and f'--resume {out}' in line[0] and 'saved after epoch' in line[0]
