@@ -229,7 +229,8 @@ def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, conf
         ce_last = _finished_run(setting, 'ce', seed, cfg, wait=cfg.get('surrogate_wait', 900))
         if ce_last is not None:
             surrogate, _ = load_model(str(ce_last))
-    return {'audit': AuditConfig(restarts=cfg['audit_restarts'], square_queries=cfg['audit_queries']),
+    return {'audit': AuditConfig(restarts=cfg['audit_restarts'], square_queries=cfg['audit_queries'],
+                                 square_restarts=cfg['audit_square_restarts']),
             'train_loss': train_loss, 'loss_note': note, 'surrogate': surrogate}
 
 
@@ -322,10 +323,11 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
 
 
 def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
-    """In priority order: CE, CE + LS, the chosen SP configuration, every other member's best, CE + clip 5."""
+    """In priority order (a time budget finishes the first ones first): CE, the chosen SP configuration, CE + LS,
+    every other member's best, CE + clip 5."""
     chosen = selection_of_setting.get('chosen')
     others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
-    return list(dict.fromkeys(['ce', 'ce_ls0.1'] + ([chosen] if chosen else []) + others + ['ce_clip5']))
+    return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + ['ce_ls0.1'] + others + ['ce_clip5']))
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -427,12 +429,14 @@ def main() -> None:
     p.add_argument('--clean-tolerance', type=float, default=2.0)
     p.add_argument('--audit-restarts', type=int, default=2, help="the audit's APGD restarts in the study")
     p.add_argument('--audit-queries', type=int, default=5000, help="the audit's Square queries in the study")
+    p.add_argument('--audit-square-restarts', type=int, default=1, help="the audit's Square restarts in the study")
     args = p.parse_args()
     from sp_timm.checkpoint import atomic_write_json, atomic_write_text
     from sp_timm.eval.budget import parse_eps
     out = Path(args.out)
     cfg = {'out': str(out), 'epochs': args.epochs, 'n_examples': args.n_examples, 'eps': parse_eps(args.eps),
-           'fab_iters': args.fab_iters, 'audit_restarts': args.audit_restarts, 'audit_queries': args.audit_queries}
+           'fab_iters': args.fab_iters, 'audit_restarts': args.audit_restarts, 'audit_queries': args.audit_queries,
+           'audit_square_restarts': args.audit_square_restarts}
     deadline = None if args.time_budget is None else time.time() + args.time_budget
     phases = ('screen', 'select', 'confirm') if args.phase == 'all' else (args.phase,)
     if 'screen' in phases:

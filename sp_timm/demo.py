@@ -28,9 +28,13 @@ DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the de
                     'attack both with AutoAttack, measure FAB minimal perturbations, and write a report, figures, '
                     'leaderboard entries and Hub folders (about 10 minutes on 2 CPUs; --quick: about 2).')
 LT_EPOCH_FACTOR = 2.5
-_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets)
-    'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS),
-    'quick': (10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1]),
+# the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
+# model's adversarial examples (--surrogate)
+DEMO_AUDIT = ('--audit', '--audit-restarts', '2', '--audit-margin-restarts', '3', '--audit-margin-steps', '100',
+              '--audit-square-queries', '1000', '--audit-square-restarts', '1')
+_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets, audit flags)
+    'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS, DEMO_AUDIT),
+    'quick': (10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1], DEMO_AUDIT),
 }
 
 
@@ -59,12 +63,14 @@ def _train(loss: str, dataset: str, out: Path, epochs: int, progress: bool) -> P
     return train(parse_train_args(flags)) / 'last'
 
 
-def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: Tuple, eps: float, progress: bool) -> Dict[str, Any]:
+def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: Tuple, eps: float, progress: bool,
+              surrogate: Optional[Path] = None) -> Dict[str, Any]:
     from .eval import build_eval_parser, evaluate
-    _, n_aa, n_fab, fab_iters, norms, _ = budget
+    _, n_aa, n_fab, fab_iters, norms, _, audit = budget
     args = ['--checkpoint', str(checkpoint), '--dataset', dataset, '--eps', repr(eps), '--n-examples', str(n_aa),
             '--batch-size', '256', '--min-pert-examples', str(n_fab), '--fab-iters', str(fab_iters),
-            '--min-pert-norms', *norms, '--out', str(out)] + ([] if progress else ['--no-progress'])
+            '--min-pert-norms', *norms, '--out', str(out), *audit] + ([] if progress else ['--no-progress'])
+    args += ['--surrogate', str(surrogate)] if surrogate is not None else []
     if dataset.endswith('-lt'):
         args += ['--imbalance-ratio', f'{DEMO_IMBALANCE:g}']
     evaluate(build_eval_parser().parse_args(args))
@@ -134,6 +140,9 @@ def _row(report: Dict[str, Any]) -> Dict[str, Any]:
             'balanced_clean_acc': report['balanced_clean_acc'], 'balanced_robust_acc': report['balanced_robust_acc'],
             'few_clean_acc': rare.get('clean_acc'), 'few_robust_acc': rare.get('robust_acc'),
             'group_rule': report.get('group_rule', {}).get('description') if report.get('long_tailed') else None,
+            'audited_acc': (report.get('audit') or {}).get('robust_acc'),
+            'audited_ci': (report.get('audit') or {}).get('robust_ci'),
+            'audit_reasons': (report.get('audit') or {}).get('reasons', []),
             'unreliable': report['unreliable'], 'warnings': report['warnings']}
 
 
@@ -145,11 +154,14 @@ def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
         for loss, r in by_loss.items():
             rows.append([dataset, loss, f"{fmt(r['clean_acc'])} [{fmt(r['clean_ci'][0], 1)}, {fmt(r['clean_ci'][1], 1)}]",
                          f"{fmt(r['robust_acc'])} [{fmt(r['robust_ci'][0], 1)}, {fmt(r['robust_ci'][1], 1)}]",
+                         '–' if r.get('audited_acc') is None else
+                         f"{fmt(r['audited_acc'])} [{fmt(r['audited_ci'][0], 1)}, {fmt(r['audited_ci'][1], 1)}]",
                          fmt(None if r['median_linf'] is None else 255 * r['median_linf']),
                          fmt(r['balanced_clean_acc']), fmt(r['few_clean_acc']), fmt(r['few_robust_acc']),
                          'yes' if r['unreliable'] else 'no'])
-    return format_table(['data', 'loss', 'clean % [95% CI]', 'AutoAttack % [95% CI]', 'median FAB Linf (x/255)',
-                         'balanced clean %', 'few-shot clean %', 'few-shot AA %', 'AA warned'], rows)
+    return format_table(['data', 'loss', 'clean % [95% CI]', 'AutoAttack % [95% CI]', 'audited AA % [95% CI]',
+                         'median FAB Linf (x/255)', 'balanced clean %', 'few-shot clean %', 'few-shot AA %',
+                         'unreliable'], rows)
 
 
 def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True,
@@ -162,7 +174,7 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     start = time.perf_counter()
     out = Path(out)
     results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick, 'budget': dict(zip(
-        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets'), budget)), 'losses': DEMO_LOSSES,
+        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags'), budget)), 'losses': DEMO_LOSSES,
         'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
     reports: Dict[str, Dict[str, Any]] = {}
     figures = ['toy_boundary.png']
@@ -170,16 +182,8 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
           f"({budget[0]} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget[1]} test points) -> {out}")
     results['toy'] = toy_boundary(out / figures[0])
     jobs = [(dataset, loss, str(out), budget, eps) for dataset in budget[5] for loss in DEMO_LOSSES]
-    if workers > 1:  # the pipelines are independent: one process each, the CPU's threads shared out
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from tqdm.auto import tqdm
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
-                                 initializer=_worker_init, initargs=(workers,)) as pool:
-            done = list(tqdm(pool.map(_pipeline, jobs), total=len(jobs), desc='demo: train, attack, export',
-                             disable=not progress, dynamic_ncols=True))
-    else:
-        done = [_pipeline(job + (progress,)) for job in jobs]
+    _run_phase(_train_job, jobs, workers, progress, 'demo 1/2: train', _TrainProgress(out, budget))
+    done = _run_phase(_attack_job, jobs, workers, progress, 'demo 2/2: attack, audit, export', _AttackProgress(out, jobs))
     for (dataset, loss, *_), report in zip(jobs, done):
         reports.setdefault(dataset, {})[loss] = report
         results['table'].setdefault(dataset, {})[loss] = _row(report)
@@ -213,15 +217,109 @@ def _worker_init(workers: int) -> None:
     sys.stdout = open(os.devnull, 'w')
 
 
-def _pipeline(job: Tuple) -> Dict[str, Any]:
-    """Train (or reuse), evaluate and export one (dataset, loss) of the demo; returns the evaluation report."""
+def _run_phase(fn, jobs: Sequence[Tuple], workers: int, progress: bool, desc: str, monitor: '_Progress') -> List[Any]:
+    """``fn`` over the (dataset, loss) jobs, in ``workers`` spawned processes when > 1; a bar that ``monitor``
+    moves by reading what the jobs have written so far (epochs, attack stages), refreshed every 2 s."""
+    import threading
+    from tqdm.auto import tqdm
+    bar = tqdm(total=monitor.total, desc=desc, disable=not progress, dynamic_ncols=True, unit=monitor.unit)
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(2.0):
+            bar.n, text = monitor.poll()
+            bar.set_postfix_str(text, refresh=False)
+            bar.refresh()
+    thread = threading.Thread(target=refresh, daemon=True)
+    thread.start()
+    try:
+        if workers > 1:  # the pipelines are independent: one process each, the CPU's threads shared out
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'),
+                                     initializer=_worker_init, initargs=(workers,)) as pool:
+                return list(pool.map(fn, jobs))
+        return [fn(job + (False,)) for job in jobs]
+    finally:
+        stop.set()
+        thread.join()
+        bar.n, text = monitor.poll()
+        bar.set_postfix_str(text)
+        bar.close()
+
+
+class _Progress:
+    unit = 'step'
+    total = 0
+
+    def poll(self) -> Tuple[int, str]:
+        raise NotImplementedError
+
+
+class _TrainProgress(_Progress):
+    """Epochs finished, read from each run's metrics.jsonl."""
+    unit = 'epoch'
+
+    def __init__(self, out: Path, budget: Tuple):
+        self.runs = {f'{d}-{l}': (out / 'runs' / f'{d}-{l}' / 'metrics.jsonl',
+                                  round(budget[0] * (LT_EPOCH_FACTOR if d.endswith('-lt') else 1)))
+                     for d in budget[5] for l in DEMO_LOSSES}
+        self.total = sum(n for _, n in self.runs.values())
+
+    def poll(self) -> Tuple[int, str]:
+        done = {}
+        for name, (path, n) in self.runs.items():
+            try:
+                done[name] = min(n, sum(1 for line in path.read_text().splitlines() if line.strip()))
+            except OSError:
+                done[name] = 0
+        return sum(done.values()), ', '.join(f'{k} {v}/{self.runs[k][1]}' for k, v in done.items())
+
+
+class _AttackProgress(_Progress):
+    """Evaluation stages finished (clean, the four AutoAttack attacks, FAB, each audit attack, export), read
+    from the saved stage files of each evaluation."""
+    unit = 'stage'
+    STAGES = 12
+
+    def __init__(self, out: Path, jobs: Sequence[Tuple]):
+        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}') for d, l, *_ in jobs}
+        self.total = self.STAGES * len(self.evals)
+
+    @staticmethod
+    def _stages(folder: Path, hub: Path) -> int:
+        from safetensors import safe_open
+        count = 0
+        for chunk in (folder / '.work').glob('*/chunk-*.safetensors'):
+            try:
+                with safe_open(str(chunk), 'pt') as f:
+                    count += len(list(f.keys()))
+            except Exception:  # being written
+                continue
+        return min(_AttackProgress.STAGES - 1, count) + (1 if (hub / 'README.md').exists() else 0)
+
+    def poll(self) -> Tuple[int, str]:
+        done = {name: self._stages(*paths) for name, paths in self.evals.items()}
+        return sum(done.values()), ', '.join(f'{k} {v}/{self.STAGES}' for k, v in done.items())
+
+
+def _train_job(job: Tuple) -> str:
+    dataset, loss, out, budget = job[:4]
+    progress = job[5] if len(job) > 5 else False
+    return str(_train(loss, dataset, Path(out), budget[0], progress))
+
+
+def _attack_job(job: Tuple) -> Dict[str, Any]:
+    """Evaluate (AutoAttack, FAB, the audit; the SP model also with the CE model's adversarial examples) and export
+    one trained (dataset, loss) of the demo; returns the evaluation report."""
     from .hub import export_model
     dataset, loss, out, budget, eps = job[:5]
     progress = job[5] if len(job) > 5 else False
     out = Path(out)
-    checkpoint = _train(loss, dataset, out, budget[0], progress)
+    checkpoint = out / 'runs' / f'{dataset}-{loss}' / 'last'
+    surrogate = out / 'runs' / f'{dataset}-ce' / 'last' if loss != 'ce' else None
     evaluation = out / 'eval' / f'{dataset}-{loss}'
-    report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress)
+    report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress, surrogate)
     export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation / 'report.json'])
     return report
 
@@ -304,6 +402,10 @@ def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
 
 def main(args: argparse.Namespace) -> int:
     import os
+    from .eval.budget import check_eps
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f'--workers must be >= 1, got {workers}.')
+    check_eps(args.eps, 'Linf', 3 * 32 * 32)  # before any training: --eps 8 means 8/255
     run_demo(Path(args.out), quick=args.quick, eps=args.eps, progress=not args.no_progress, workers=max(1, workers))
     return 0

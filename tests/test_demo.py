@@ -9,17 +9,23 @@ from sp_timm.cli import main as cli_main
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(demo._BUDGETS, 'quick', (1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS))
+    tiny_audit = ('--audit', '--audit-restarts', '1', '--audit-iters', '5', '--audit-targets', '1',
+                  '--audit-margin-restarts', '1', '--audit-margin-steps', '5', '--audit-square-queries', '20',
+                  '--audit-square-restarts', '1')
+    monkeypatch.setitem(demo._BUDGETS, 'quick', (1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS, tiny_audit))
     out = tmp_path / 'demo'
     assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
     printed = capsys.readouterr().out
-    assert '| digits-lt | sp ' in printed and 'McNemar' in printed
+    assert '| digits-lt | sp ' in printed and 'McNemar' in printed and 'audited AA %' in printed
     results = json.loads((out / 'results.json').read_text())
     assert results['eps_str'] == '8/255' and set(results['table']) == {'digits', 'digits-lt'}
     for dataset, by_loss in results['table'].items():
         assert set(by_loss) == {'ce', 'sp'}
         for row in by_loss.values():
             assert 0 <= row['robust_acc'] <= row['clean_acc'] <= 100
+            assert row['audited_acc'] is not None and row['audited_acc'] <= row['robust_acc']  # the worst case
+        sp_audit = json.loads((out / 'eval' / f'{dataset}-sp' / 'report.json').read_text())['audit']
+        assert 'transfer' in {a['attack'] for a in sp_audit['attacks']}  # the CE model's adversarial examples
         assert (out / f'{dataset}_per_class.png').read_bytes()[:4] == b'\x89PNG'
         for loss in ('ce', 'sp'):
             assert (out / 'hub' / f'{dataset}-{loss}' / 'README.md').read_text().count('AutoAttack') >= 2

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from .._cli_utils import Interrupted
 from ..checkpoint import (CheckpointError, atomic_write_text, check_output_folder, load_training_state, read_run_record,
                           resolve_checkpoint, save_checkpoint)
-from ..data import ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup
+from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
+                    group_rule)
 from ..losses import SPLoss, create_classification_loss
 from .adversary import pgd_attack, trades_attack, trades_kl
 
@@ -62,7 +63,7 @@ def build_run_record(args: argparse.Namespace, model_args: Dict[str, Any], train
     return {
         'model': args.model, 'model_args': model_args, 'num_classes': model_args['num_classes'],
         'classes': list(train_data.classes), 'dataset': args.dataset, 'data_source': train_data.source,
-        'train_class_counts': counts, 'class_groups': class_groups(counts),
+        'train_class_counts': counts, 'class_groups': class_groups(counts), 'group_rule': group_rule(counts),
         'input_range': [0.0, 1.0], 'input_mean': model_args.get('input_mean'), 'input_std': model_args.get('input_std'),
         'loss': args.loss, 'loss_params': loss.hparams() if isinstance(loss, SPLoss) else {},
         'args': {k: v for k, v in vars(args).items()},
@@ -187,6 +188,9 @@ class _Trainer:
             if self.main:
                 print('sp-timm train: --val-split 0: validating and choosing `best` on the TEST split (the old '
                       'behaviour); sp-timm eval will then report on points that chose the model.')
+        if args.train_examples and args.train_examples > len(train_data):
+            raise ValueError(f'--train-examples {args.train_examples} exceeds the {len(train_data)} training images of '
+                             f'{args.dataset} (after the validation split); omit it to train on all of them.')
         if args.train_examples and args.train_examples < len(train_data):  # a random subset: -lt splits are class-sorted
             keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:args.train_examples]
             train_data = train_data.subset(keep.sort().values, f'{args.train_examples} random (seed 0)')
