@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # One call on a lent GPU (the device tool's run, repo root, pyautoattack on PYTHONPATH): the robustness study's
-# remaining phases first (the evidence), then the GPU benchmark suite; each under its own time limit, so the call
-# ends inside the device's 10-minute limit. Everything it writes goes to OUT (the study as one archive).
-#   bash benchmarks/gpu_session.sh OUT STUDY_DIR STUDY_SECONDS SUITE_SECONDS
+# remaining phases (the evidence), then, if SUITE_SECONDS > 0, the GPU benchmark suite; each under its own time
+# limit so the call ends inside the device's limit. The study folder is archived to OUT every 20 s (and at the
+# end), so finished jobs come back even if the call is cut.
+#   bash benchmarks/gpu_session.sh OUT STUDY_DIR STUDY_SECONDS SUITE_SECONDS WORKERS
 set -u
-OUT=${1:-output/gpu}; STUDY=${2:-output/study}; STUDY_S=${3:-330}; SUITE_S=${4:-200}
+OUT=${1:-output/gpu}; STUDY=${2:-output/study}; STUDY_S=${3:-330}; SUITE_S=${4:-0}; WORKERS=${5:-14}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
   python3 -c "import torch, timm, accelerate; print('torch', torch.__version__, 'timm', timm.__version__, 'accelerate', accelerate.__version__)"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-# no new study job starts in the last 150 s: the jobs in flight finish before the limit
-timeout "$STUDY_S" python3 benchmarks/robustness_study.py --out "$STUDY" --phase all --workers 12 \
-  --time-budget $((STUDY_S - 150)) > "$OUT/study.log" 2>&1
-echo "study exit $?"; grep -v '%|' "$OUT/study.log" | tail -n 25
-tar czf "$OUT/study.tgz" -C "$STUDY" --exclude=runs --exclude=eval-work .
-timeout "$SUITE_S" python3 benchmarks/gpu_suite.py --out "$OUT/suite" --budget-s $((SUITE_S - 20)) > "$OUT/suite.log" 2>&1
-echo "suite exit $?"; tail -n 40 "$OUT/suite.log"
+archive() { tar czf "$OUT/study.tgz.part" -C "$STUDY" --exclude=runs --exclude=eval-work . 2>/dev/null && mv "$OUT/study.tgz.part" "$OUT/study.tgz"; }
+( while sleep 20; do archive; done ) &
+ARCHIVER=$!
+# no new study job starts in the last 110 s: the jobs in flight finish before the limit
+# torch.compile off for the study: each short job would pay the loss compilation in every worker
+TORCHDYNAMO_DISABLE=1 timeout "$STUDY_S" python3 benchmarks/robustness_study.py --out "$STUDY" --phase all --workers "$WORKERS" \
+  --time-budget $((STUDY_S - 110)) > "$OUT/study.log" 2>&1
+echo "study exit $?"
+kill $ARCHIVER; archive
+grep -v '%|' "$OUT/study.log" | grep -E "screen |confirm |chosen|jobs|budget" | tail -n 60
+if [ "$SUITE_S" -gt 0 ]; then
+  timeout "$SUITE_S" python3 benchmarks/gpu_suite.py --out "$OUT/suite" --budget-s $((SUITE_S - 20)) > "$OUT/suite.log" 2>&1
+  echo "suite exit $?"; tail -n 40 "$OUT/suite.log"
+fi

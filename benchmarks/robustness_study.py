@@ -450,10 +450,12 @@ def main() -> None:
     if 'confirm' in phases:
         selection = json.loads((out / 'selection.json').read_text())
         order = [(s, c) for s in args.settings if s in selection for c in finalists(selection[s])]
-        # seed-major within each finalist tier: a time budget leaves whole finalists done, most important first
+        # CE and the chosen SP configuration first, paired seed by seed; then the other finalists, seed-major: a
+        # time budget leaves the central comparison done first, with both sides of every seed
         tiers = max((len(finalists(selection[s])) for s in args.settings if s in selection), default=0)
-        jobs = [(s, c, seed, cfg) for tier in range(tiers) for seed in range(args.seeds)
-                for s, c in order if finalists(selection[s]).index(c) == tier]
+        groups = [(0, 1)] + [(tier,) for tier in range(2, tiers)]
+        jobs = [(s, c, seed, cfg) for group in groups for seed in range(args.seeds) for s, c in order
+                if finalists(selection[s]).index(c) in group]
         run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')
     command = 'python benchmarks/robustness_study.py ' + ' '.join(sys.argv[1:])
     summary = summarize(out, command, args.clean_tolerance)

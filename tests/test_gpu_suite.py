@@ -20,7 +20,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     loss = results['loss']
     members = ('sp_ce', 'sp_focal', 'sp_logit', 'sp_ls', 'sp_margin')
     assert set(loss['ratio']) == {f'{m} {kind}' for m in members for kind in ('eager', 'compiled')}
-    assert all(ratio[10] > 0 for ratio in loss['ratio'].values())
+    assert all(ratio['10'] > 0 for ratio in loss['ratio'].values())  # JSON keys are strings
     runs = results['train']['runs']
     assert [(r['mode'], r['batch']) for r in runs] == [('standard', 8), ('pgd', 8), ('trades', 8)]
     assert all(r['sp_timm_img_s'] > 0 and r['hand_img_s'] > 0 and 0 < r['mfu_hand'] for r in runs)
