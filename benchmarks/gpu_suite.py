@@ -314,7 +314,7 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
     from pyautoattack import AutoAttack
     from sp_timm.data import create_dataset
     from sp_timm.eval.attacks import STANDARD_ATTACKS
-    from sp_timm.eval.evaluate import evaluate_points
+    from sp_timm.eval.runner import evaluate_points
     data = create_dataset('digits', 'test')
     count = min(cfg.aa_points, len(data))
     images, labels = data.images[:count].float().div(255), data.labels[:count]

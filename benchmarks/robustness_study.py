@@ -137,7 +137,7 @@ def _validation_data(checkpoint: Path):
     record = read_run_record(checkpoint)
     train = create_dataset(record['dataset'], 'train', imbalance_ratio=DEMO_IMBALANCE)
     _, val, split = carve_validation(train, record['args'].get('val_split'))
-    if split['indices'] != record['validation']['indices']:
+    if sorted(split['indices']) != sorted(record['validation']['indices']):
         raise RuntimeError(f'{checkpoint}: the validation split cannot be rebuilt (indices differ).')
     return val, record
 
@@ -349,6 +349,14 @@ def _fmt(pair: Tuple[Optional[float], Optional[float]], scale: float = 1.0, digi
     return f'{mean * scale:.{digits}f}' + ('' if half is None else f' ± {half * scale:.{digits}f}')
 
 
+def _device_counts(rows: Sequence[Dict[str, Any]]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for r in rows:
+        device = str(r.get('device', '?')).split(':')[0]
+        counts[device] = counts.get(device, 0) + 1
+    return counts
+
+
 def summarize(out: Path, command: str, clean_tolerance: float) -> str:
     import torch
     from sp_timm.eval.stats import paired_test
@@ -364,7 +372,8 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
         lines += [f'### {setting}', '',
                   f"Screening on the validation split ({rows[0]['n_val']} images, {len({r['seed'] for r in rows})} "
                   f"seed(s), {rows[0]['attack']}, Linf {rows[0]['eps'] * 255:.0f}/255)"
-                  + (', balanced over classes' if lt else '') + ':', '',
+                  + (', balanced over classes' if lt else '') + '; runs by device: '
+                  + ', '.join(f'{d} {n}' for d, n in sorted(_device_counts(rows).items())) + ':', '',
                   '| configuration | val clean % | val robust % | choice |', '|---|---|---|---|']
         for config in CONFIGS:
             s = (sel or {}).get('scores', {}).get(config)
@@ -384,7 +393,8 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 head += ['balanced clean %', 'balanced audited %'] + [f'{g} audited %' for g in done[0]['audited'].get('groups', {})] \
                     if 'audited' in done[0] else []
             lines += ['', f"Confirmation on all {n} test points (AutoAttack standard + audit, Linf "
-                          f"{done[0]['eps'] * 255:.0f}/255; mean ± 95 % t-interval over seeds):", '',
+                          f"{done[0]['eps'] * 255:.0f}/255; mean ± 95 % t-interval over seeds; runs by device: "
+                          + ', '.join(f'{d} {k}' for d, k in sorted(_device_counts(done).items())) + '):', '',
                       '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
             for config in finalists(sel) if sel else sorted({r['config'] for r in done}):
                 runs = [r for r in done if r['config'] == config]
@@ -454,7 +464,9 @@ def main() -> None:
         # time budget leaves the central comparison done first, with both sides of every seed
         tiers = max((len(finalists(selection[s])) for s in args.settings if s in selection), default=0)
         groups = [(0, 1)] + [(tier,) for tier in range(2, tiers)]
-        jobs = [(s, c, seed, cfg) for group in groups for seed in range(args.seeds) for s, c in order
+        # new seeds: the screening seeds' models took part in the choice (a winner's curse), so none is reused
+        seeds = range(args.screen_seeds, args.screen_seeds + args.seeds)
+        jobs = [(s, c, seed, cfg) for group in groups for seed in seeds for s, c in order
                 if finalists(selection[s]).index(c) in group]
         run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')
     command = 'python benchmarks/robustness_study.py ' + ' '.join(sys.argv[1:])

@@ -80,7 +80,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .hub import export_model, push_folder
-    out = export_model(args.checkpoint, args.out, reports=args.eval or (), repo_id=args.repo_id)
+    out = export_model(args.checkpoint, args.out, reports=args.eval or (), repo_id=args.repo_id, license=args.license)
     print(f"exported '{args.checkpoint}' to '{out}': " + ', '.join(sorted(p.name for p in out.iterdir())))
     print(f"load it with timm.create_model('local-dir:{out}', pretrained=True) after import sp_timm")
     if args.push:
@@ -115,6 +115,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs --repo-id and a token)')
     p.add_argument('--repo-id', default=None, help='ORG/NAME of the Hub model repo (also used in the card)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    p.add_argument('--license', default='apache-2.0', metavar='ID',
+                   help="the model card's licence, a Hub licence id (e.g. apache-2.0, mit, cc-by-4.0). RobustBench's "
+                        "model zoo is MIT-licensed: give --license mit for a model you also submit there (default: apache-2.0)")
     return p
 
 

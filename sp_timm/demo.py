@@ -20,13 +20,13 @@ __all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_bound
 # the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy
 # sp_margin's gradient grows with the margin error: it needs --clip-grad (see the README's Training section)
 DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'],
-                                     'sp': ['--loss', 'sp_margin', '--sp-margin', '2.0', '--clip-grad', '5']}
+                                     'sp': ['--loss', 'sp_margin', '--sp-margin', '4.0', '--clip-grad', '5']}
 DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
 DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
 DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the default SP loss on digits and digits-lt, '
-                    'attack both with AutoAttack, measure FAB minimal perturbations, and write a report, figures, '
-                    'leaderboard entries and Hub folders (about 10 minutes on 2 CPUs; --quick: about 2).')
+                    'attack both with AutoAttack and audit the result, measure FAB minimal perturbations, and write a report, figures, '
+                    'leaderboard entries and Hub folders (10-20 minutes on 2 CPUs; --quick: a few).')
 LT_EPOCH_FACTOR = 2.5
 # the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
 # model's adversarial examples (--surrogate)
@@ -280,7 +280,7 @@ class _AttackProgress(_Progress):
     """Evaluation stages finished (clean, the four AutoAttack attacks, FAB, each audit attack, export), read
     from the saved stage files of each evaluation."""
     unit = 'stage'
-    STAGES = 12
+    STAGES = 20  # saved keys of a demo evaluation: 7 AutoAttack, 2 FAB, 8-10 audit; plus the export
 
     def __init__(self, out: Path, jobs: Sequence[Tuple]):
         self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}') for d, l, *_ in jobs}

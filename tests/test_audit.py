@@ -171,7 +171,7 @@ def test_surrogate_that_does_not_fit_is_refused_before_any_attack(monkeypatch):
 def test_surrogate_flags_are_checked():
     import argparse
     from sp_timm.eval.args import build_eval_parser
-    from sp_timm.eval.evaluate import _audit_inputs
+    from sp_timm.eval.runner import _audit_inputs
     args = build_eval_parser().parse_args(['--checkpoint', 'x', '--surrogate', 'y'])
     with pytest.raises(ValueError, match='add --audit'):
         _audit_inputs(args, {}, 10, load_model=None)
@@ -242,3 +242,20 @@ def test_eval_cli_audit_end_to_end(tmp_path):
     assert cli_main(argv) == 0  # every stage saved: the rerun reproduces the audit
     again = json.loads((out / 'report.json').read_text())['audit']
     assert {k: v for k, v in again.items() if k != 'warnings'} == {k: v for k, v in audit.items() if k != 'warnings'}
+
+
+@pytest.mark.parametrize('name', ['sp_ls', 'sp_ce', 'sp_margin', 'sp_focal'])
+def test_loss_aware_attack_rises_towards_the_boundary(name):
+    """Ascending an SP loss itself from beyond its stationary point would push p_y up, away from the boundary; the
+    audit's form of it must rise monotonically as p_y falls, through p* and down to the boundary. (sp_logit is left
+    out: its penalty depends on the logits' norm, not on p_y alone.)"""
+    from sp_timm.losses import create_loss
+    loss, note = training_loss_from_record({'loss': name, 'loss_params': {}})
+    assert loss is not None and not note
+    margins = torch.linspace(12.0, -1.0, 200)  # z = (m, 0, ..., 0): p_y falls as m falls
+    logits = torch.zeros(200, 10)
+    logits[:, 0] = margins
+    values = loss(logits, torch.zeros(200, dtype=torch.long))
+    assert torch.all(values[1:] >= values[:-1] - 1e-6), 'not monotone towards the boundary'
+    raw = create_loss(name, reduction='none')(logits, torch.zeros(200, dtype=torch.long))
+    assert not torch.all(raw[1:] >= raw[:-1] - 1e-6)  # the raw SP loss is not: it has its minimum at p*

@@ -114,7 +114,7 @@ def test_push_without_repo_id_is_a_usage_error(capsys):
 
 def _entry(flags, record):
     from sp_timm.eval.args import build_eval_parser
-    from sp_timm.eval.evaluate import _leaderboard_meta
+    from sp_timm.eval.runner import _leaderboard_meta
     from sp_timm.eval.report import leaderboard_entry
     args = build_eval_parser().parse_args(['--checkpoint', 'run', *flags])
     report = {'protocol': {'dataset': 'cifar10', 'eps': '8/255'}, 'clean_acc': 90.0, 'robust_acc': 50.0,

@@ -156,15 +156,15 @@ def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path,
     # long-tailed: per-class rows carry the training counts and groups, and group means exist
     counts = [c['train_count'] for c in report['per_class']]
     assert counts == json.loads((checkpoint / 'run.json').read_text())['train_class_counts'] and counts[0] > 3 * counts[-1]
-    # 256 training images: the literature's thresholds leave 'many' empty, so the thirds rule applies (named)
-    assert report['long_tailed'] and list(report['groups']) == ['head', 'middle', 'tail']
-    assert report['group_rule']['name'] == 'thirds'
-    assert {c['group'] for c in report['per_class']} == {'head', 'middle', 'tail'}
+    # groups come from the whole training split (digits-lt at ratio 10: 134 .. 13 images), not the 256-image subset
+    assert report['long_tailed'] and list(report['groups']) == ['many', 'medium', 'few']
+    assert report['group_rule']['name'] == 'shots'
+    assert {c['group'] for c in report['per_class']} == {'many', 'medium', 'few'}
     assert report['min_perturbation']['Linf']['n'] == 8 and 'L2' in report['min_perturbation']
     for png in ('per_class.png', 'min_perturbation_cdf.png', 'robust_acc_vs_eps.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     summary = (out / 'summary.md').read_text()
-    assert 'AutoAttack' in summary and '| tail |' in summary
+    assert 'AutoAttack' in summary and '| few |' in summary
     # a rerun finds every chunk done and reproduces the report
     assert cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '24', '--batch-size', '12',
                      '--min-pert-examples', '8', '--fab-iters', '5', '--out', str(out), '--no-progress',
@@ -211,7 +211,10 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     import os
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     flags = ['--checkpoint', str(checkpoint), '--n-examples', '30', '--batch-size', '10', '--eps', '4/255',
-             '--min-pert-examples', '20', '--min-pert-norms', 'Linf', '--fab-iters', '5', '--no-progress']
+             '--min-pert-examples', '20', '--min-pert-norms', 'Linf', '--fab-iters', '5', '--no-progress',
+             '--audit', '--audit-restarts', '1', '--audit-iters', '5', '--audit-targets', '1', '--audit-margin-restarts',
+             '1', '--audit-margin-steps', '5', '--audit-square-queries', '20', '--audit-square-restarts', '1',
+             '--chunk-size', '15']  # 2 chunks: each process audits its own
     one = subprocess.run(CLI + ['eval', *flags, '--out', str(tmp_path / 'one')], env=env, capture_output=True,
                          text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -224,4 +227,6 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     a, b = (json.loads((tmp_path / d / 'report.json').read_text()) for d in ('one', 'two'))
     for key in ('clean_acc', 'robust_acc', 'stages', 'per_class', 'min_perturbation', 'balanced_robust_acc'):
         assert a[key] == b[key], key
+    drop_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}
+    assert drop_warnings(a['audit']) == drop_warnings(b['audit'])  # the audit too: per-point, per-chunk seeded
     assert a['protocol']['num_processes'] == 1 and b['protocol']['num_processes'] == 2

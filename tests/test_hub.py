@@ -192,3 +192,114 @@ def test_demo_cards_are_committed_with_evaluations():
     names = {p.name.split('.')[0] for p in CARDS}
     assert names >= {'digits_small_cnn_ce', 'digits_small_cnn_sp', 'digits_lt_small_cnn_ce', 'digits_lt_small_cnn_sp'}
     assert all((REPO / 'model_cards' / f'{n}.eval.json').exists() for n in names)
+
+
+# --- exact reproduction (train_args.yaml) and a complete model-index -------------------------------------------
+
+def _without_unwritten(args):
+    from sp_timm.hub import TRAIN_ARGS_NOT_WRITTEN
+    return {k: v for k, v in json.loads(json.dumps(args)).items() if k not in TRAIN_ARGS_NOT_WRITTEN}
+
+
+@pytest.mark.parametrize('flags', [
+    '--dataset cifar10 --adv pgd --adv-eps 8/255 --adv-step-size 0.0031 --clip-grad 5 --opt momentum --sched multistep '
+    '--decay-milestones 30 60 --val-split 0.25 --model-kwargs drop_rate=0.1 global_pool=avg --seed 3',
+    '--dataset digits-lt --imbalance-ratio 10 --imbalance-profile step --val-split 0 --adv trades --adv-norm L2 '
+    '--adv-eps 0.5 --adv-step-size 0.1 --trades-beta 3 --lr 0.05 --amp --amp-dtype bfloat16 --weight-decay 1e-5',
+    '--dataset cifar100 --val-split 500 --mixup 0.2 --cutmix 1.0 --torchcompile --warmup-epochs 5 --no-aug '
+    '--no-progress --train-examples 1000 --model small_cnn_cifar --loss sp_focal --sp-gamma 2 --sp-pstar 0.8',
+], ids=['pgd', 'trades-lt', 'mixup'])
+def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monkeypatch):
+    from sp_timm.hub import TRAIN_ARGS_FILE, train_args_yaml
+    args = parse_train_args(flags.split() + ['--output', str(tmp_path / 'run')])
+    record = {'model': args.model, 'dataset': args.dataset, 'loss': args.loss, 'args': json.loads(json.dumps(vars(args)))}
+    (tmp_path / TRAIN_ARGS_FILE).write_text(train_args_yaml(record))
+    monkeypatch.chdir(tmp_path)
+    again = parse_train_args(['--config', TRAIN_ARGS_FILE])
+    assert _without_unwritten(vars(again)) == _without_unwritten(vars(args))
+    assert again.output == '' and again.resume == ''
+    text = (tmp_path / TRAIN_ARGS_FILE).read_text()
+    assert 'output' not in yaml.safe_load(text) and 'no_progress' not in yaml.safe_load(text)
+    if '--adv-eps 8/255' in flags:
+        assert 'adv_eps: 8/255' in text and 'adv_step_size: 0.0031' in text  # exact k/255 as a fraction, others as floats
+
+
+def test_train_args_of_a_record_without_val_split_keep_test_validation():
+    """A run recorded before --val-split existed validated on the test split: its train_args say val_split 0."""
+    from sp_timm.hub import train_config
+    args = _without_unwritten(vars(parse_train_args(['--dataset', 'digits'])))
+    del args['val_split']
+    assert train_config({'args': args})[0]['val_split'] == 0
+    assert train_config({'args': dict(args, val_split=None)})[0]['val_split'] == 'auto'
+    card = render_model_card({'model': 'small_cnn_cifar', 'dataset': 'digits', 'loss': 'ce', 'args': dict(args, seed=0)})
+    assert '`--seed` | 0 |' in card and '`--val-split` | 0 |' in card and '`--smoothing`' not in card  # 0 as a value, 0 as off
+
+
+def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, monkeypatch):
+    from sp_timm.hub import EXPORT_MARKER, TRAIN_ARGS_FILE
+    from sp_timm.checkpoint import sha256_file
+    _, record = create_model_from_checkpoint(checkpoint)
+    out = export_model(str(checkpoint), tmp_path / 'export')
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert marker['files'][TRAIN_ARGS_FILE] == sha256_file(out / TRAIN_ARGS_FILE)
+    monkeypatch.chdir(out)
+    again = parse_train_args(['--config', TRAIN_ARGS_FILE])
+    assert _without_unwritten(vars(again)) == _without_unwritten(record['args'])
+    card = (out / 'README.md').read_text()
+    assert 'sp-timm train --config train_args.yaml' in card
+    assert '`--imbalance-ratio` | 10 |' in card and '`--no-aug` | on |' in card and '`--sp-pstar` | 0.85 |' in card
+    assert '--adv' not in card and '--trades' not in card  # a standard run: no inert adversarial flags
+    assert export_model(str(checkpoint), out) == out  # an earlier export (train_args.yaml included) is replaced
+
+
+def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_path):
+    _, record = create_model_from_checkpoint(checkpoint)
+    report = dict(fake_report(record), protocol=dict(fake_report(record)['protocol'], dataset='digits-lt'),
+                  audit={'robust_acc': 10.0, 'robust_ci': [3.5, 25.0], 'unreliable': True, 'attacks': []})
+    l2 = dict(fake_report(record), protocol=dict(fake_report(record)['protocol'], dataset='digits-lt', threat_model='L2',
+                                                 eps='0.5', n_examples=16))
+    card = render_model_card(record, [report, l2], repo_id='me/sp-digits', license='mit')
+    _, front, body = card.split('---\n', 2)
+    meta = yaml.safe_load(front)
+    assert meta['license'] == 'mit'
+    results = meta['model-index'][0]['results']
+    assert results
+    for result in results:
+        assert result['dataset']['config'] == 'digits-lt-exp-r10'
+        assert result['dataset']['args'] == {'imbalance_ratio': 10.0, 'imbalance_profile': 'exp'}
+        for metric in result['metrics']:
+            assert {'n_examples', 'threat_model', 'eps', 'audited'} <= set(metric['args'])
+    metrics = {m['name']: m for r in results for m in r['metrics']}
+    audited = metrics['audited robust accuracy (Linf, eps=8/255)']
+    assert audited['value'] == 10.0 and audited['args']['audited'] is True and audited['args']['unreliable'] is True
+    assert metrics['AutoAttack accuracy (L2, eps=0.5)']['args'] == {
+        'n_examples': 16, 'threat_model': 'L2', 'eps': '0.5', 'audited': False, 'attack': 'AutoAttack standard',
+        'unreliable': False}
+    assert 'https://arxiv.org/abs/2302.09575' in body and '| audited robust accuracy (flagged unreliable) | 10.00 |' in body
+    assert yaml.safe_load(render_model_card(record, []).split('---\n', 2)[1])['license'] == 'apache-2.0'
+    with pytest.raises(ValueError, match='licence'):
+        export_model(str(checkpoint), tmp_path / 'bad', license='Apache 2.0')
+    assert not (tmp_path / 'bad').exists()
+    from sp_timm.cli import build_export_parser
+    parser = build_export_parser()
+    assert parser.parse_args(['--checkpoint', 'c', '--out', 'o']).license == 'apache-2.0'
+    assert parser.parse_args(['--checkpoint', 'c', '--out', 'o', '--license', 'mit']).license == 'mit'
+    assert 'MIT' in parser.format_help()
+
+
+@pytest.mark.parametrize('record_path', CARDS, ids=lambda p: p.name.split('.')[0])
+def test_committed_cards_reproduce_their_runs(record_path):
+    """The committed cards: the run's configuration command, the flags that matter, no inert adversarial flags, and
+    a model-index whose every result carries its config and every metric n, threat model and eps."""
+    name = record_path.name.split('.')[0]
+    args = json.loads(record_path.read_text())['args']
+    card = (REPO / 'model_cards' / f'{name}.md').read_text()
+    assert 'sp-timm train --config train_args.yaml' in card and '`--opt` |' in card
+    assert ('`--clip-grad` |' in card) == (args.get('clip_grad') is not None)
+    assert ('`--imbalance-ratio` |' in card) == args['dataset'].endswith('-lt')
+    if args.get('adv', 'none') == 'none':
+        assert '--adv' not in card
+    meta = yaml.safe_load(card.split('---\n', 2)[1])
+    for result in meta['model-index'][0]['results']:
+        assert result['dataset'].get('config')
+        assert all({'n_examples', 'threat_model', 'eps'} <= set(m.get('args', {})) for m in result['metrics'])

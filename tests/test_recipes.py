@@ -29,7 +29,7 @@ def test_recipe_parses(recipe):
     assert args.val_split is None or args.val_split > 0  # model selection on a validation split, never on test
     assert ('_sp' in recipe.stem) == (args.loss == 'sp_margin')
     if args.loss == 'sp_margin':  # the study's default; its gradient is unbounded without clipping
-        assert args.sp_margin == 2.0 and args.clip_grad == 5.0
+        assert args.sp_margin == 4.0 and args.clip_grad == 5.0
 
 
 def test_digits_recipes_are_the_demos():

@@ -8,6 +8,7 @@ __all__ = ['longtail_counts', 'longtail_indices', 'class_groups', 'group_rule', 
 
 IMBALANCE_PROFILES = ('exp', 'step')
 # Training images per class: many > 100, medium 20..100, few < 20 (Liu et al. 2019, used by LT reports).
+BALANCED_RATIO = 2.0  # max / min training images below which a dataset counts as balanced (one group)
 GROUP_BOUNDS = {'many': (101, None), 'medium': (20, 100), 'few': (0, 19)}
 THIRDS = ('head', 'middle', 'tail')
 # how class_groups cuts the classes; the name and text go into every report that shows groups
@@ -62,9 +63,10 @@ def group_rule(train_counts: Sequence[int]) -> str:
     """The rule (a key of ``GROUP_RULES``) ``class_groups`` applies: the literature's shot thresholds
     ('shots'; CIFAR-100-LT at ratio 100: 35 / 35 / 30 classes) unless they leave a group empty on imbalanced counts
     ('thirds'; CIFAR-10-LT at ratio 100 has 8 / 2 / 0 classes by shots, 3 / 4 / 3 by thirds). Balanced counts keep
-    'shots' (one group: thirds of equal counts would be arbitrary)."""
+    'shots' (one group: thirds of nearly equal counts, max / min < 2, would be arbitrary)."""
     shots = _shot_groups(train_counts)
-    return 'shots' if all(shots.values()) or len(set(train_counts)) <= 1 else 'thirds'
+    balanced = max(train_counts) < BALANCED_RATIO * max(1, min(train_counts))  # e.g. digits: 121..127 per class
+    return 'shots' if all(shots.values()) or balanced else 'thirds'
 
 
 def class_groups(train_counts: Sequence[int], rule: Optional[str] = None) -> Dict[str, List[int]]:

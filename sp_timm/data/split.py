@@ -86,11 +86,17 @@ def stratified_split(labels: np.ndarray, size: int, seed: int = VAL_SPLIT_SEED) 
 def carve_validation(train: ImageData, val_split: ValSplit) -> Tuple[ImageData, Optional[ImageData], dict]:
     """Split ``train`` into (training, validation) images as ``--val-split`` says; ``None`` validation for 0.
     Returns the record of the split: size, per-class counts, seed, the indices (into the training split as
-    loaded, after any long-tailed subsampling) and their SHA-256."""
+    loaded, after any long-tailed subsampling; in the seeded order the validation images are used in) and their
+    SHA-256."""
     size = resolve_val_size(val_split, len(train))
     if size == 0:
         return train, None, {'size': 0, 'source': 'test split (--val-split 0)'}
     train_idx, val_idx = stratified_split(train.labels.numpy(), size)
+    if len(val_idx) < size:
+        raise DataError(f'--val-split {val_split}: only {len(val_idx)} validation images can be held out while every '
+                        f'one of the {train.num_classes} classes keeps a training image; ask for fewer.')
+    # a seeded order, not class by class: --val-examples / --adv-val-examples take the first N of them
+    val_idx = val_idx[np.random.RandomState(VAL_SPLIT_SEED + 1).permutation(len(val_idx))]
     indices: List[int] = val_idx.tolist()
     record = {'size': len(indices), 'seed': VAL_SPLIT_SEED, 'requested': 'auto' if val_split is None else val_split,
               'source': 'training split, stratified by class',

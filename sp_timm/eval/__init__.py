@@ -12,7 +12,7 @@ _NAMES = {
     **dict.fromkeys(('DEFAULT_EPS', 'THREAT_MODELS', 'check_eps', 'format_eps', 'parse_eps'), 'budget'),
     **dict.fromkeys(('AuditConfig', 'AUDIT_ATTACKS', 'run_audit', 'summarize_audit', 'training_loss_from_record'), 'audit'),
     **dict.fromkeys(('build_eval_parser', 'DEFAULT_N_EXAMPLES'), 'args'),
-    **dict.fromkeys(('REPORT_FILE', 'architecture_name', 'evaluate', 'evaluate_points'), 'evaluate'),
+    **dict.fromkeys(('REPORT_FILE', 'architecture_name', 'evaluate', 'evaluate_points'), 'runner'),
     **dict.fromkeys(('LEADERBOARD_FIELDS', 'build_report', 'leaderboard_entry', 'render_summary'), 'report'),
     **dict.fromkeys(('accuracy_ci', 'balanced_accuracy', 'group_accuracy', 'paired_test', 'per_class_accuracy'), 'stats'),
 }
@@ -26,5 +26,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .._cli_utils import run_reporting_errors
     from .args import build_eval_parser
     args = build_eval_parser().parse_args(argv)
-    from .evaluate import evaluate
+    from .runner import evaluate
     return run_reporting_errors('sp-timm eval', evaluate, args)

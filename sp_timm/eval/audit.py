@@ -110,12 +110,35 @@ def training_loss_from_record(record: Mapping[str, Any]) -> Tuple[Optional[LossF
     if not name:
         return None, 'the run record names no training loss'
     if is_sp_loss(name):
-        return create_loss(name, reduction='none', smoothing=smoothing, **(record.get('loss_params') or {})), ''
+        return _TowardsBoundary(create_loss(name, reduction='none', smoothing=smoothing,
+                                            **(record.get('loss_params') or {}))), ''
     if name in ('ce', 'cross_entropy') and smoothing > 0:
         return _SmoothedCE(smoothing), ''
     if name in ('ce', 'cross_entropy'):
         return None, 'the training loss is cross-entropy: apgd-ce ascends it already'
     return None, f"no per-sample form of the training loss '{name}'"
+
+
+class _TowardsBoundary(nn.Module):
+    """An SP loss made to rise towards the decision boundary, so that ascending it attacks. An SP loss is smallest
+    at its stationary point ``p_y = p*``: beyond it (``p_y > p*``) ascending the loss itself pushes ``p_y`` up, away
+    from the boundary. Per sample this returns ``-log p_y`` where ``p_y > p*`` (it rises from 0 to ``-log p*`` as
+    ``p_y`` falls to ``p*``) and ``-log p* + l(z, y)`` where ``p_y <= p*`` (SP losses are >= 0, so the value keeps
+    rising past ``p*``, where the SP loss's own gradient, not CE's, leads towards the boundary)."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        pstar = self.loss.stationary_prob(logits.shape[1])
+        log_py = logits.log_softmax(1).gather(1, labels[:, None]).squeeze(1)
+        inner = self.loss(logits, labels) - math.log(pstar)
+        return torch.where(log_py > math.log(pstar), -log_py, inner)
+
+    def extra_repr(self) -> str:
+        return repr(self.loss)
 
 
 class _SmoothedCE(nn.Module):

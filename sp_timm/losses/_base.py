@@ -203,7 +203,7 @@ class SPLoss(nn.Module):
         self.smoothing = float(smoothing)
         self.fused = bool(fused)
         self.validate = validate
-        self.compile = compile
+        self.compile_backend = compile  # not `compile`: that would hide nn.Module.compile()
         self._pending: List[_PendingCheck] = []
         self._compiled_fns: Dict[str, Callable] = {}
 
@@ -259,7 +259,7 @@ class SPLoss(nn.Module):
         (B, K). An empty batch gives what ``F.cross_entropy`` gives: NaN for 'mean', 0 for 'sum'."""
         self._raise_pending(wait=False)
         logits, target, soft = _check_form(logits, target, self.name)
-        mode = self.validate or ('full' if logits.device.type == 'cpu' else 'async')
+        mode = self.validate or ('async' if logits.is_cuda else 'full')
         if logits.shape[0] == 0:
             return _reduce(logits.sum(-1, dtype=torch.float32), self.reduction)
         if mode == 'full' and not bool(_value_flag(logits, target, soft)):
@@ -292,7 +292,7 @@ class SPLoss(nn.Module):
     def _compiled(self, method: str) -> Callable:
         """``getattr(self, method)``, through ``torch.compile`` as the ``compile`` option says."""
         eager = getattr(self, method)
-        backend = self.compile
+        backend = self.compile_backend
         if backend is None:
             backend = 'inductor' if torch.cuda.is_available() else False
         if backend is False or method in self._compiled_fns and self._compiled_fns[method] is None:
@@ -303,7 +303,7 @@ class SPLoss(nn.Module):
         compiled = self._compiled_fns[method]
 
         def run(logits: torch.Tensor, *args: Any):
-            if self.compile is None and not logits.is_cuda:
+            if self.compile_backend is None and not logits.is_cuda:
                 return eager(logits, *args)
             try:
                 return compiled(logits, *args)

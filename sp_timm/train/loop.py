@@ -12,7 +12,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,15 +55,19 @@ def _model_args(args: argparse.Namespace, train_data: ImageData, num_classes: in
 
 
 def build_run_record(args: argparse.Namespace, model_args: Dict[str, Any], train_data: ImageData,
-                     loss: nn.Module, num_processes: int) -> Dict[str, Any]:
-    """Everything needed to rebuild, evaluate, export and describe the model without the original command."""
+                     loss: nn.Module, num_processes: int, split_counts: Optional[List[int]] = None) -> Dict[str, Any]:
+    """Everything needed to rebuild, evaluate, export and describe the model without the original command.
+    ``split_counts``: per-class images of the whole training split (before the validation split and any
+    --train-examples subset); the long-tail groups come from them, so they match the literature's counts."""
     import timm
     from .. import __version__
     counts = train_data.class_counts()
+    split_counts = list(split_counts or counts)
     return {
         'model': args.model, 'model_args': model_args, 'num_classes': model_args['num_classes'],
         'classes': list(train_data.classes), 'dataset': args.dataset, 'data_source': train_data.source,
-        'train_class_counts': counts, 'class_groups': class_groups(counts), 'group_rule': group_rule(counts),
+        'train_class_counts': counts, 'split_class_counts': split_counts, 'class_groups': class_groups(split_counts),
+        'group_rule': group_rule(split_counts),
         'input_range': [0.0, 1.0], 'input_mean': model_args.get('input_mean'), 'input_std': model_args.get('input_std'),
         'loss': args.loss, 'loss_params': loss.hparams() if isinstance(loss, SPLoss) else {},
         'args': {k: v for k, v in vars(args).items()},
@@ -106,6 +110,8 @@ def _changed_args(record: Dict[str, Any], args: argparse.Namespace) -> Dict[str,
     """``{flag: (recorded value, value now)}`` for the flags of ``args`` that differ from the run record's."""
     recorded = record.get('args') if isinstance(record.get('args'), dict) else {}
     now = json.loads(json.dumps(vars(args), default=str))  # as the record stores them (tuples as lists, ...)
+    if 'val_split' not in recorded and recorded:  # a run from before --val-split validated on the test split
+        recorded = dict(recorded, val_split=0)
     return {k: (recorded[k], now[k]) for k in sorted(now)
             if k in recorded and k not in RESUME_FREE_ARGS and recorded[k] != now[k]}
 
@@ -182,7 +188,9 @@ class _Trainer:
         torch.backends.cudnn.benchmark = not args.deterministic  # as timm's train.py: autotuned convolutions
 
         load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
-        train_data, val_data, self.val_record = carve_validation(load('train'), args.val_split)
+        full_train = load('train')
+        split_counts = full_train.class_counts()
+        train_data, val_data, self.val_record = carve_validation(full_train, args.val_split)
         if val_data is None:
             val_data = load('test')
             if self.main:
@@ -208,7 +216,8 @@ class _Trainer:
         self.model = model = timm.create_model(args.model, **model_args)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes)
+        self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes,
+                                       split_counts)
         self.record['mixed_precision'] = accelerator.mixed_precision
         self.record['validation'] = dict(self.val_record, used=len(val_data))
 
@@ -221,7 +230,7 @@ class _Trainer:
             raise ValueError(f'{len(train_data)} training images give no full batch of {args.batch_size} per process.')
         adv_count = min(args.adv_val_examples, len(val_data))
         self.adv_val_loader = TensorLoader(val_data.subset(range(adv_count), f'first {adv_count}'), args.batch_size,
-                                           even_shards=False, **shards) if args.adv != 'none' else None
+                                           even_shards=False, **shards) if args.adv != 'none' and adv_count > 0 else None
 
         optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
         self.scheduler, self.num_epochs = create_scheduler_v2(
@@ -235,7 +244,7 @@ class _Trainer:
             self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
             self.attack_model = torch.compile(model, backend=args.torchcompile)
             if isinstance(self.loss_fn, SPLoss):
-                self.loss_fn.compile = args.torchcompile
+                self.loss_fn.compile_backend = args.torchcompile
             else:
                 self.loss_fn = torch.compile(self.loss_fn, backend=args.torchcompile)
         self.start_epoch, self.best_metric, self.num_updates = 0, None, 0

@@ -352,8 +352,11 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     model_meta = {'name': name, 'source': record.get('source'), 'weights_sha256': weights, 'architecture': record.get('model'),
                   'loss': record.get('loss'), 'loss_params': record.get('loss_params'),
                   'adversarial_training': record.get('args', {}).get('adv'), 'trained_on': record.get('dataset')}
-    rule = group_rule(train_counts)
-    groups = class_groups(train_counts, rule)
+    # groups from the whole training split (before the validation split), as the literature counts them
+    group_counts = (record['split_class_counts'] if record.get('split_class_counts') and record.get('dataset') == dataset
+                    else train_counts)
+    rule = group_rule(group_counts)
+    groups = class_groups(group_counts, rule)
     report = build_report(result['aa'], labels, classes=test.classes, protocol=protocol, model=model_meta,
                           warnings=warnings, train_counts=train_counts, class_groups=groups, group_rule=rule,
                           long_tailed=long_tailed, min_perturbation=result['min_perturbation'], curve=result['curve'],
