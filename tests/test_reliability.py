@@ -169,7 +169,8 @@ def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, c
     assert status == 2 and "record's name '../../../../evil'" in err
     status, err = run_cli(['eval', '--checkpoint', run / 'last', '--model-name', '../x', '--out', out], capsys)
     assert status == 2 and "--model-name '../x'" in err
-    assert not (tmp_path / 'evals').exists() and not list(tmp_path.parent.rglob('evil*'))
+    # what the traversal would write: evil.json (another test's evil.safetensors may share the session folder)
+    assert not (tmp_path / 'evals').exists() and not list(tmp_path.parent.parent.rglob('evil.json'))
 
 
 # ---- 3. provenance ----------------------------------------------------------------------------------------------

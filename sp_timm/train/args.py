@@ -40,6 +40,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--model-kwargs', nargs='*', default={}, action=_ModelKwargs, help='extra create_model args k=v')
     g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout before the classifier')
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    g.add_argument('--sync-bn', action='store_true',
+                   help="BatchNorm statistics over the global batch of all processes, through PyTorch's SyncBatchNorm "
+                        "(timm: --sync-bn); with one process the batch is already global: nothing changes (logged)")
     g.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
                    help='torch.compile the model with BACKEND (inductor when no BACKEND is given; default: off)')
     g = p.add_argument_group('loss')
@@ -49,6 +52,15 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--sp-margin', type=float, default=None, help="margin of sp_margin (default: the loss's)")
     g.add_argument('--sp-gamma', type=float, default=None, help="focusing exponent of sp_focal (default: the loss's)")
     g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing (timm: --smoothing)')
+    g.add_argument('--class-weight', choices=('none', 'balanced', 'effective'), default='none',
+                   help='per-class weights on every sample\'s loss (any SP loss, ce): balanced = inverse frequency '
+                        'N/(K n_k); effective = Cui et al.\'s (1-beta)/(1-beta^n_k), normalised to sum K; counts of '
+                        'the training images used')
+    g.add_argument('--class-weight-beta', type=float, default=0.9999,
+                   help='beta of --class-weight effective, in [0, 1)')
+    g.add_argument('--drw-epoch', type=int, default=None, metavar='E',
+                   help='deferred re-weighting (LDAM-DRW): --class-weight applies from epoch E + 1 on (after E '
+                        'epochs), the plain loss before (default: from the start)')
     g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (timm: --mixup)')
     g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (timm: --cutmix)')
     g.add_argument('--mixup-prob', type=float, default=1.0,
@@ -185,6 +197,14 @@ def check_train_args(args: argparse.Namespace) -> List[str]:
                 check_eps(args.adv_eps, args.adv_norm, _image_numel(args.dataset))
             except ValueError as err:
                 problems.append(f'--adv-eps: {err}')
+    if not 0 <= args.class_weight_beta < 1:
+        problems.append(f'--class-weight-beta must be in [0, 1), got {args.class_weight_beta}.')
+    if args.drw_epoch is not None:
+        if args.class_weight == 'none':
+            problems.append('--drw-epoch defers class weights: give --class-weight balanced or effective too.')
+        elif not 1 <= args.drw_epoch < args.epochs:
+            problems.append(f'--drw-epoch must be in [1, --epochs - 1] = [1, {args.epochs - 1}] (the weights switch on '
+                            f'after that many epochs), got {args.drw_epoch}.')
     if not 0 <= args.smoothing < 1:
         problems.append(f'--smoothing must be in [0, 1), got {args.smoothing}.')
     for flag in ('train_examples', 'val_examples'):

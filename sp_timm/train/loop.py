@@ -25,6 +25,7 @@ from ..checkpoint import (CheckpointError, atomic_write_text, check_output_folde
 from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
                     group_rule)
 from ..losses import SPLoss, create_classification_loss
+from ..losses._class_weight import ClassWeightedLoss, class_weights
 from .adversary import pgd_attack, trades_attack, trades_kl
 
 __all__ = ['train', 'build_run_record', 'read_metrics', 'METRICS_FILE']
@@ -155,6 +156,76 @@ def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
     return output, None
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of ``group``; the gradient of each input is the sum of the output's gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        import torch.distributed as dist
+        ctx.group = group
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, group=group)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _AllReduceSum.apply(grad.contiguous(), ctx.group), None
+
+
+class _CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """The layers of PyTorch's ``SyncBatchNorm`` on CPU processes (gloo), where torch's statistics kernels are
+    CUDA-only and DDP refuses ``SyncBatchNorm`` instances: the per-channel mean and then the variance of the global
+    batch from two all-reduces that carry gradients (the backward is the full batch's, as with torch's), and the
+    running statistics updated as torch does (unbiased variance, ``momentum``). Eval mode and one process: plain
+    BatchNorm. Same parameters, buffers and state-dict keys."""
+
+    process_group = None
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f'expected at least 2D input (got {input.dim()}D input)')
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        group = self.process_group or (dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
+        if not self.training or group is None or dist.get_world_size(group) == 1:
+            return super().forward(input)
+        self._check_input_dim(input)
+        x = input.to(torch.promote_types(input.dtype, torch.float32))  # statistics in float32 at least, as torch's
+        dims, channels = [0, *range(2, x.dim())], x.size(1)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        count = torch.full((1,), x.numel() // channels, dtype=x.dtype, device=x.device)
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]), group)
+        n = sums[-1]
+        mean = sums[:channels] / n
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims), group) / n
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(mean.detach() * factor)
+                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)) * factor)
+        out = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(input.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, num_processes: int, device: torch.device) -> Tuple[nn.Module, int]:
+    """``--sync-bn``: timm's meaning, through ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (same parameters,
+    buffers and state-dict keys, so checkpoints, export and eval are unchanged). Returns the model and the number of
+    layers converted: 0 with one process (nothing to synchronise) or without BatchNorm layers."""
+    if num_processes < 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model, 0
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
+    if torch.device(device).type == 'cpu':
+        for layer in layers:
+            layer.__class__ = _CpuSyncBatchNorm
+    return model, len(layers)
+
+
 def _accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([(logits.argmax(1) == labels).sum().float(), torch.tensor(float(labels.numel()), device=labels.device)])
 
@@ -216,10 +287,15 @@ class _Trainer:
         self.model = model = timm.create_model(args.model, **model_args)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if getattr(args, 'sync_bn', False):
+            self.model = model = self._sync_batchnorm(model)
         self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes,
                                        split_counts)
         self.record['mixed_precision'] = accelerator.mixed_precision
         self.record['validation'] = dict(self.val_record, used=len(val_data))
+        self.class_weighting = None
+        if getattr(args, 'class_weight', 'none') != 'none':  # after the record: it keeps the SP member's parameters
+            self.loss_fn = self.class_weighting = self._class_weighting(train_data, num_classes)
 
         shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index, device=accelerator.device,
                       seed=args.seed)
@@ -243,9 +319,10 @@ class _Trainer:
         if args.torchcompile:  # the model (training and attack calls) and the loss
             self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
             self.attack_model = torch.compile(model, backend=args.torchcompile)
-            if isinstance(self.loss_fn, SPLoss):
-                self.loss_fn.compile_backend = args.torchcompile
-            else:
+            member = getattr(self.loss_fn, 'base', self.loss_fn)  # the member inside --class-weight's wrapper
+            if isinstance(member, SPLoss):
+                member.compile_backend = args.torchcompile
+            elif self.class_weighting is None:  # the wrapper's on/off switch (--drw-epoch) stays in Python
                 self.loss_fn = torch.compile(self.loss_fn, backend=args.torchcompile)
         self.start_epoch, self.best_metric, self.num_updates = 0, None, 0
         if self.resume_from is not None:
@@ -253,6 +330,40 @@ class _Trainer:
         if self.main:
             accelerator.init_trackers('sp-timm', config={k: v for k, v in vars(args).items()
                                                            if isinstance(v, (int, float, str, bool))})
+
+    def _class_weighting(self, train_data: ImageData, num_classes: int) -> ClassWeightedLoss:
+        """--class-weight: weights from the per-class counts of the training images used (after --val-split and
+        --train-examples); on from the start, or from epoch --drw-epoch + 1."""
+        args = self.args
+        counts = train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
+        weights = class_weights(counts, args.class_weight, args.class_weight_beta)
+        loss = ClassWeightedLoss(self.loss_fn, weights, enabled=args.drw_epoch is None).to(self.accelerator.device)
+        rounded = [round(w, 6) for w in weights.tolist()]
+        self.record['class_weight'] = {
+            'mode': args.class_weight, 'beta': args.class_weight_beta if args.class_weight == 'effective' else None,
+            'drw_epoch': args.drw_epoch, 'class_counts': counts, 'weights': rounded,
+            'meaning': 'per-sample weight w[y] (soft targets: w . t) on the loss of each sample; batch mean'}
+        if self.main:
+            when = f'from epoch {args.drw_epoch + 1} (--drw-epoch)' if args.drw_epoch is not None else 'from the start'
+            print(f'sp-timm train: --class-weight {args.class_weight}: weights {rounded} {when}.')
+            if len({c for c in counts if c > 0}) == 1:
+                print(f'sp-timm train: --class-weight {args.class_weight} on a balanced training set '
+                      f'({max(counts)} images per class): every weight is equal, the loss is the unweighted one.')
+        return loss
+
+    def _sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        accelerator = self.accelerator
+        model, converted = convert_sync_batchnorm(model, accelerator.num_processes, accelerator.device)
+        if self.main:
+            if accelerator.num_processes < 2:
+                print('sp-timm train: --sync-bn with one process: BatchNorm already sees the whole batch; nothing '
+                      'to synchronise, the model is unchanged.')
+            elif not converted:
+                print(f'sp-timm train: --sync-bn: {self.args.model} has no BatchNorm layers; nothing to synchronise.')
+            else:
+                print(f'sp-timm train: --sync-bn: {converted} BatchNorm layers synchronised over '
+                      f'{accelerator.num_processes} processes (statistics of the global batch).')
+        return model
 
     def _load(self, checkpoint: Path) -> None:
         model_state, training_state, state = load_training_state(checkpoint)
@@ -275,6 +386,7 @@ class _Trainer:
     def _check_loss_inputs(self) -> None:
         """Raise the deferred input error of an SP loss in 'async' validation (GPU) mode; syncs."""
         loss_fn = getattr(self.loss_fn, '_orig_mod', self.loss_fn)
+        loss_fn = getattr(loss_fn, 'base', loss_fn)  # inside --class-weight's wrapper
         if isinstance(loss_fn, SPLoss):
             loss_fn.check_inputs()
 
@@ -285,6 +397,11 @@ class _Trainer:
         args, accelerator = self.args, self.accelerator
         self.ddp_model.train()
         self.train_loader.set_epoch(epoch)
+        if self.class_weighting is not None and args.drw_epoch is not None:  # deferred re-weighting
+            self.class_weighting.enabled = epoch >= args.drw_epoch
+            if self.main and epoch == args.drw_epoch:
+                tqdm.write(f'sp-timm train: --drw-epoch {args.drw_epoch}: class weights ({args.class_weight}) on from '
+                           f'epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,

@@ -1,0 +1,90 @@
+""" Class re-weighting for every training loss of sp-timm (``sp-timm train --class-weight``, ``--drw-epoch``).
+
+A class weight is a per-sample weight on the member's loss: with class indices the batch loss is
+``mean_i w[y_i] * l(z_i, y_i)``; with soft targets t (Mixup / CutMix, smoothing) the sample's weight is the
+target-expected one, ``w . t_i``, on the member's soft-target loss. So the gradient of every sample is its
+unweighted gradient times a positive constant: an SP member keeps its stationary point (the gradient is zero
+at the same logits), only scaled. Weights off (before ``--drw-epoch``): the plain mean, the unweighted loss.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ['CLASS_WEIGHT_MODES', 'class_weights', 'ClassWeightedLoss', 'per_sample_loss']
+
+CLASS_WEIGHT_MODES = ('none', 'balanced', 'effective')
+
+
+def class_weights(counts: Sequence[int], mode: str, beta: float = 0.9999) -> torch.Tensor:
+    """Per-class weights from the training images per class.
+
+    balanced: inverse frequency ``N / (K n_k)`` (the count-weighted mean weight is 1).
+    effective: Cui et al. 2019's inverse effective number ``(1 - beta) / (1 - beta^n_k)``, normalised to sum to K.
+    A class without training images gets weight 0 (it never appears as a label)."""
+    if mode not in CLASS_WEIGHT_MODES[1:]:
+        raise ValueError(f"class weight mode must be one of {CLASS_WEIGHT_MODES[1:]}, got {mode!r}.")
+    if not 0 <= beta < 1:
+        raise ValueError(f'class weight beta must be in [0, 1), got {beta}.')
+    n = torch.as_tensor(list(counts), dtype=torch.float64)
+    present = n > 0
+    weights = torch.zeros_like(n)
+    if mode == 'balanced':
+        weights[present] = n.sum() / (len(n) * n[present])
+    else:
+        weights[present] = (1 - beta) / (1 - torch.pow(torch.tensor(beta, dtype=torch.float64), n[present]))
+        weights = weights * len(n) / weights.sum()
+    return weights.float()
+
+
+def per_sample_loss(loss: nn.Module) -> nn.Module:
+    """The per-sample (unreduced) form of a training loss of ``create_classification_loss``: SP members through
+    ``reduction='none'``; timm's cross-entropy forms (plain, label smoothing, soft targets) by their formula.
+    Other timm losses have no per-sample form here: ValueError."""
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from ._base import SPLoss
+    if isinstance(loss, SPLoss):
+        loss.reduction = 'none'
+        return loss
+    if type(loss) is nn.CrossEntropyLoss and loss.weight is None:
+        return _CrossEntropy(loss.label_smoothing)
+    if type(loss) is LabelSmoothingCrossEntropy:
+        return _CrossEntropy(loss.smoothing)
+    if type(loss) is SoftTargetCrossEntropy:
+        return _CrossEntropy(0.0)
+    raise ValueError(f'--class-weight works with the SP losses and cross-entropy (ce, with or without smoothing / '
+                     f'Mixup), not with {type(loss).__name__}.')
+
+
+class _CrossEntropy(nn.Module):
+    def __init__(self, smoothing: float):
+        super().__init__()
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dim() == logits.dim():  # soft targets
+            return -(target * F.log_softmax(logits, dim=-1)).sum(-1)
+        return F.cross_entropy(logits, target, reduction='none', label_smoothing=self.smoothing)
+
+
+class ClassWeightedLoss(nn.Module):
+    """``mean_i w_i l(z_i, t_i)`` with ``w_i = weight[y_i]`` (class indices) or ``weight . t_i`` (soft targets);
+    ``enabled=False`` (deferred re-weighting before its epoch): ``mean_i l(z_i, t_i)``."""
+
+    def __init__(self, base: nn.Module, weight: torch.Tensor, enabled: bool = True):
+        super().__init__()
+        self.base = per_sample_loss(base)
+        self.register_buffer('weight', torch.as_tensor(weight, dtype=torch.float32))
+        self.enabled = enabled
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per = self.base(logits, target)
+        if not self.enabled:
+            return per.mean()
+        weight = self.weight.to(per.device)
+        w = target.to(weight.dtype) @ weight if target.dim() == logits.dim() else weight[target]
+        return (w * per).mean()
+
+    def extra_repr(self) -> str:
+        return f"enabled={self.enabled}, weight={[round(v, 4) for v in self.weight.tolist()]}"
