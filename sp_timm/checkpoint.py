@@ -146,6 +146,22 @@ def _replace_link(output: Path, name: str, target: str) -> None:
     os.replace(tmp, output / name)
 
 
+def _replace_linked_folder(output: Path, final: Path, new: Path) -> None:
+    """Replace the folder ``final`` by ``new`` while ``last`` / ``best`` may point at it: the links first move to a
+    hard-linked copy of the old folder, so at every instant each link names a complete checkpoint."""
+    aside = Path(tempfile.mkdtemp(prefix=f'.{final.name}.', suffix='.old', dir=output))
+    aside.rmdir()
+    shutil.copytree(final, aside, copy_function=os.link)
+    moved = [link for link in LINKS if (output / link).is_symlink() and os.readlink(output / link) == final.name]
+    for link in moved:
+        _replace_link(output, link, aside.name)
+    shutil.rmtree(final)
+    os.replace(new, final)
+    for link in moved:
+        _replace_link(output, link, final.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def save_checkpoint(
         output: PathLike,
         epoch: int,
@@ -169,10 +185,11 @@ def save_checkpoint(
         hashes = {f: sha256_file(tmp / f) for f in (WEIGHTS_FILE, TRAINING_FILE, RUN_FILE)}
         _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name
-        if final.exists():  # the same epoch saved again (a resumed run)
-            shutil.rmtree(final)
         make_shareable(tmp)
-        os.replace(tmp, final)
+        if final.exists():  # the same epoch saved again (a resumed run): never leave a link without its folder
+            _replace_linked_folder(output, final, tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -230,3 +230,15 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     drop_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}
     assert drop_warnings(a['audit']) == drop_warnings(b['audit'])  # the audit too: per-point, per-chunk seeded
     assert a['protocol']['num_processes'] == 1 and b['protocol']['num_processes'] == 2
+
+
+def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):
+    """A run's epoch folder is deleted when training goes on; the default evaluation folder must not be inside it."""
+    from sp_timm.eval.args import build_eval_parser
+    from sp_timm.eval.runner import _default_out
+    run = checkpoint.parent
+    epoch = checkpoint.resolve().name
+    for source in (run, checkpoint):
+        args = build_eval_parser().parse_args(['--checkpoint', str(source)])
+        out = _default_out(args, {}, 8 / 255)
+        assert out == run.resolve() / 'eval' / f'{epoch}-eval-Linf-8_255'

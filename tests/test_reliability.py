@@ -405,3 +405,37 @@ def test_sigint_during_training_says_how_to_resume(tmp_path):
     assert 'Traceback' not in err and 'KeyboardInterrupt' not in err
     line = [ln for ln in err.splitlines() if 'interrupted' in ln]
     assert len(line) == 1 and f'--resume {out}' in line[0] and 'saved after epoch' in line[0]
+
+
+def test_saving_an_epoch_again_never_leaves_a_link_without_its_folder(tmp_path, monkeypatch):
+    """A resumed run that saves an epoch folder ``last`` or ``best`` already names: at every rename, and after a
+    crash at any of them, each link resolves to a complete checkpoint."""
+    import sp_timm.checkpoint as ckpt
+
+    def save(epoch, value, is_best):
+        return ckpt.save_checkpoint(tmp_path, epoch, {'w': torch.full((2,), float(value))}, {'step': value},
+                                    {'note': value}, {'args': {}}, is_best=is_best)
+
+    def links_complete():
+        for link in ckpt.LINKS:
+            target = tmp_path / link
+            assert target.is_symlink() and (target / ckpt.STATE_FILE).is_file(), f'{link} dangles'
+
+    save(1, 1, True)
+    save(2, 2, False)
+    real_replace = os.replace
+    renames = []
+
+    def checked_replace(src, dst):
+        links_complete()
+        renames.append(Path(dst).name)
+        real_replace(src, dst)
+        links_complete()
+
+    monkeypatch.setattr(ckpt.os, 'replace', checked_replace)
+    save(2, 20, True)  # epoch 2 again, while last names it
+    assert 'epoch-0002' in renames
+    weights = ckpt.load_state_dict_safely(tmp_path / 'last' / ckpt.WEIGHTS_FILE)
+    assert weights['w'].tolist() == [20.0, 20.0]
+    assert os.readlink(tmp_path / 'best') == 'epoch-0002'
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.epoch')) == []

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..checkpoint import atomic_write_json, atomic_write_text, check_output_folder, safe_path_component, weights_sha256
+from ..checkpoint import (LINKS, atomic_write_json, atomic_write_text, check_output_folder, resolve_checkpoint,
+                          safe_path_component, weights_sha256)
 from .args import DEFAULT_N_EXAMPLES, build_eval_parser  # the flags: sp_timm/eval/args.py (no torch)
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
@@ -198,7 +199,11 @@ def _default_out(args: argparse.Namespace, record: Dict[str, Any], eps: float) -
     tag = f"eval-{args.threat_model}-{format_eps(eps).replace('/', '_')}"
     source = args.checkpoint or ''
     if source and not source.startswith(('local-dir:', 'hf-hub:')):
-        return Path(source).resolve() / tag
+        checkpoint = resolve_checkpoint(source).resolve()
+        if checkpoint.name.startswith('epoch-') and any((checkpoint.parent / link).is_symlink() for link in LINKS):
+            # a run's epoch folder is deleted once no link names it: the evaluation goes beside it, in RUN/eval/
+            return checkpoint.parent / 'eval' / f'{checkpoint.name}-{tag}'
+        return checkpoint / tag
     folder = (safe_path_component(record['name'], "the record's name") if record.get('name')
               else ''.join('_' if c in '/\\:' else c for c in str(record.get('model'))))
     return Path('output') / 'eval' / folder / tag
