@@ -1,5 +1,6 @@
 """ The robustness study: does an SP loss buy robustness? Every SP member (defaults plus a small grid) against
-CE, CE + label smoothing and CE with the same gradient clipping, on four settings: digits and digits-lt (ratio 10),
+CE, CE + label smoothing, CE with the same gradient clipping and, on the -lt settings, CE with deferred
+re-weighting (CE-DRW, the long-tail literature's baseline), on four settings: digits and digits-lt (ratio 10),
 standard training and PGD-AT (Linf 2/255, 3 steps). The network and recipe are the demo's (small_cnn_cifar,
 sp_timm.demo.demo_train_flags); every run holds out its validation split (``--val-split auto``: 10 % of the
 training split, stratified, seed 0).
@@ -12,7 +13,7 @@ sessions and machines:
 2. ``select`` (cheap, automatic): per setting, the best configuration of each SP member and the chosen SP
    configuration, by validation robust accuracy (balanced over classes on the -lt settings) among those whose
    validation clean accuracy is within ``--clean-tolerance`` points of CE's. Written to ``selection.json``.
-3. ``confirm``: the finalists -- CE, CE + LS, the chosen SP configuration, the best of every other member, and
+3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every other member, and
    CE + clip 5 -- x ``--seeds`` seeds, trained again where the seed is new, scored on ALL test points with
    AutoAttack (standard), the adaptive audit (``sp-timm eval --audit``) and FAB minimal Linf perturbations.
    Per point flags are kept, so SP and CE are compared by paired tests on the same points.
@@ -59,8 +60,13 @@ CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --los
     'sp_margin_m4': ['--loss', 'sp_margin', '--sp-margin', '4.0'] + CLIP,
     'sp_focal_g1_p0.9': ['--loss', 'sp_focal', '--sp-gamma', '1', '--sp-pstar', '0.9'],
     'sp_focal_g2_p0.9': ['--loss', 'sp_focal', '--sp-gamma', '2', '--sp-pstar', '0.9'],
+    # the long-tail literature's reference (LDAM-DRW's deferred re-weighting, Cui et al.'s effective number);
+    # DRW_EPOCH stands for 80 % of the run's epochs (160 of 200 in LDAM-DRW)
+    'ce_drw': ['--loss', 'ce', '--class-weight', 'effective', '--class-weight-beta', '0.9999', '--drw-epoch', 'DRW_EPOCH'],
 }
-BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5')
+BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw')
+LT_ONLY = ('ce_drw',)  # re-weighting baselines: the -lt settings only
+DRW_FRACTION = 0.8
 PGD_AT = ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255']
 SETTINGS: Dict[str, Tuple[str, List[str]]] = {  # name -> (dataset, extra training flags)
     'digits': ('digits', []),
@@ -69,6 +75,21 @@ SETTINGS: Dict[str, Tuple[str, List[str]]] = {  # name -> (dataset, extra traini
     'digits-lt-pgdat': ('digits-lt', PGD_AT),
 }
 PHASES = ('screen', 'select', 'confirm', 'summary', 'all')
+
+
+def configs_of(setting: str) -> List[str]:
+    """The configurations screened in ``setting``."""
+    return [c for c in CONFIGS if is_lt(setting) or c not in LT_ONLY]
+
+
+def train_flags(setting: str, config: str, epochs: int, seed: int) -> List[str]:
+    """The demo's recipe for ``config`` in ``setting`` as ``sp-timm train`` flags (no output folder)."""
+    from sp_timm.demo import demo_train_flags
+    dataset, extra = SETTINGS[setting]
+    flags = demo_train_flags(CONFIGS[config], dataset, epochs, seed) + extra
+    total = int(flags[flags.index('--epochs') + 1])
+    flags = [str(round(DRW_FRACTION * total)) if f == 'DRW_EPOCH' else f for f in flags]
+    return flags + (['--adv-val-examples', '0'] if extra else [])
 
 
 def member(config: str) -> str:
@@ -83,13 +104,9 @@ def is_lt(setting: str) -> bool:
 # ---------------------------------------------------------------------------------------------------- jobs
 def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
     """Train (or finish, or reuse) one run; returns its ``last`` checkpoint."""
-    from sp_timm.demo import demo_train_flags
     from sp_timm.train import parse_train_args, train
-    dataset, extra = SETTINGS[setting]
     run_dir = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}'
-    flags = demo_train_flags(CONFIGS[config], dataset, cfg['epochs'], seed) + extra
-    flags += ['--adv-val-examples', '0'] if extra else []
-    flags += ['--output', str(run_dir), '--no-progress']
+    flags = train_flags(setting, config, cfg['epochs'], seed) + ['--output', str(run_dir), '--no-progress']
     total = int(flags[flags.index('--epochs') + 1])
     last = run_dir / 'last'
     if last.exists() and json.loads((last / 'state.json').read_text())['epoch'] >= total:
@@ -103,9 +120,7 @@ def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
 
 def _finished_run(setting: str, config: str, seed: int, cfg: Dict[str, Any], wait: float = 0) -> Optional[Path]:
     """The ``last`` checkpoint of a finished run, waiting up to ``wait`` seconds for another process to finish it."""
-    from sp_timm.demo import demo_train_flags
-    dataset, _ = SETTINGS[setting]
-    flags = demo_train_flags(CONFIGS[config], dataset, cfg['epochs'], seed)
+    flags = train_flags(setting, config, cfg['epochs'], seed)
     total = int(flags[flags.index('--epochs') + 1])
     last = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}' / 'last'
     stop = time.time() + wait
@@ -324,10 +339,11 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
 
 def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
     """In priority order (a time budget finishes the first ones first): CE, the chosen SP configuration, CE + LS,
-    every other member's best, CE + clip 5."""
+    CE-DRW (where screened), every other member's best, CE + clip 5."""
     chosen = selection_of_setting.get('chosen')
     others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
-    return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + ['ce_ls0.1'] + others + ['ce_clip5']))
+    baselines = ['ce_ls0.1'] + (['ce_drw'] if 'ce_drw' in selection_of_setting['scores'] else [])
+    return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + baselines + others + ['ce_clip5']))
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -450,7 +466,8 @@ def main() -> None:
     deadline = None if args.time_budget is None else time.time() + args.time_budget
     phases = ('screen', 'select', 'confirm') if args.phase == 'all' else (args.phase,)
     if 'screen' in phases:
-        jobs = [(s, c, seed, cfg) for seed in range(args.screen_seeds) for s in args.settings for c in args.configs]
+        jobs = [(s, c, seed, cfg) for seed in range(args.screen_seeds) for s in args.settings for c in args.configs
+                if c in configs_of(s)]
         run_jobs(screen_job, jobs, out / 'screen', args.workers, deadline, 'screen')
     if 'select' in phases or 'confirm' in phases:
         selection = select(_rows(out / 'screen'), args.clean_tolerance)

@@ -1,0 +1,37 @@
+""" The robustness study's configuration (benchmarks/robustness_study.py): every screened configuration parses as
+``sp-timm train`` flags in every setting it belongs to; CE-DRW only in the -lt settings, re-weighting from 80 % of
+the epochs; the finalists in their priority order. """
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from sp_timm.train import parse_train_args
+
+SPEC = importlib.util.spec_from_file_location(
+    'robustness_study', Path(__file__).resolve().parents[1] / 'benchmarks' / 'robustness_study.py')
+study = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(study)
+
+
+@pytest.mark.parametrize('setting', list(study.SETTINGS))
+def test_every_configuration_parses_in_its_settings(setting, tmp_path):
+    configs = study.configs_of(setting)
+    assert ('ce_drw' in configs) == study.is_lt(setting)
+    for config in configs:
+        args = parse_train_args(study.train_flags(setting, config, 30, 1) + ['--output', str(tmp_path / config)])
+        assert args.seed == 1 and args.loss == study.member(config)
+        assert (args.adv == 'pgd') == setting.endswith('pgdat')
+
+
+def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
+    args = parse_train_args(study.train_flags('digits-lt', 'ce_drw', 30, 0) + ['--output', str(tmp_path)])
+    assert args.epochs == 75 and args.drw_epoch == 60 and args.class_weight == 'effective'
+
+
+def test_finalists_put_the_central_comparison_first():
+    best = {'sp_ls': {'config': 'sp_ls_p0.9'}, 'sp_margin': {'config': 'sp_margin_m4'}}
+    lt = {'chosen': 'sp_margin_m4', 'best_of_member': best, 'scores': {'ce': {}, 'ce_drw': {}}}
+    assert study.finalists(lt) == ['ce', 'sp_margin_m4', 'ce_ls0.1', 'ce_drw', 'sp_ls_p0.9', 'ce_clip5']
+    plain = dict(lt, scores={'ce': {}})
+    assert 'ce_drw' not in study.finalists(plain)
