@@ -240,8 +240,11 @@ def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, conf
     from sp_timm.eval.audit import AuditConfig, training_loss_from_record
     train_loss, note = training_loss_from_record(record)
     surrogate = None
-    if config != 'ce':  # the CE job of this seed is queued first; wait for it rather than train it twice at once
-        ce_last = _finished_run(setting, 'ce', seed, cfg, wait=cfg.get('surrogate_wait', 900))
+    if config != 'ce':
+        if (Path(cfg['out']) / 'confirm' / f'{setting}-ce-s{seed}.json').exists():
+            ce_last = _train(setting, 'ce', seed, cfg)  # scored earlier, perhaps on another machine: (re)train it here
+        else:  # the CE job of this seed is queued first: wait for it rather than train it twice at once
+            ce_last = _finished_run(setting, 'ce', seed, cfg, wait=cfg.get('surrogate_wait', 900))
         if ce_last is not None:
             surrogate, _ = load_model(str(ce_last))
     return {'audit': AuditConfig(restarts=cfg['audit_restarts'], square_queries=cfg['audit_queries'],
