@@ -193,6 +193,15 @@ def test_augmentation_is_a_padded_crop_and_flip():
     assert not torch.equal(out, images)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_augmentation_on_cuda_draws_the_crops_of_the_cpu():
+    """The offsets reach the GPU by a non-blocking copy from pinned memory: same crops as on the CPU."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    cpu = random_crop_flip(images, 4, torch.Generator().manual_seed(3))
+    cuda = random_crop_flip(images.cuda(), 4, torch.Generator().manual_seed(3))
+    assert torch.equal(cuda.cpu(), cpu)
+
+
 def test_loader_batches_epochs_and_shards():
     data = create_dataset('digits', 'test')  # 413 images
     loader = TensorLoader(data, batch_size=64, shuffle=True, augment=True, seed=1)

@@ -11,6 +11,15 @@ from .image_data import ImageData
 __all__ = ['TensorLoader', 'random_crop_flip']
 
 
+def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (CPU) on ``device`` without a host sync: a copy from pageable memory to a CUDA device waits for
+    the stream, one from pinned memory does not (the caching host allocator keeps the buffer until it is done).
+    The random numbers stay those of the CPU generator, so runs on every device draw the same crops."""
+    if device.type == 'cuda':
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Per image: a random ``H x W`` crop of the zero-padded image (torchvision's ``RandomCrop(padding=p)``)
     and a horizontal flip with probability 1/2, for a whole batch (B, C, H, W) of any dtype at once.
@@ -20,8 +29,8 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     """
     batch, channels, height, width = images.shape
     padded_height, padded_width = height + 2 * padding, width + 2 * padding
-    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(images.device)
-    flips = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
+    offsets = _to_device_async(torch.randint(0, 2 * padding + 1, (2, batch), generator=generator), images.device)
+    flips = _to_device_async(torch.rand(batch, generator=generator) < 0.5, images.device)
     arange = lambda n: torch.arange(n, device=images.device)
     rows = arange(channels)[:, None, None] * padded_height * padded_width + arange(height)[None, :, None] * padded_width
     pattern, mirrored = (rows + arange(width)).reshape(-1), (rows + arange(width).flip(0)).reshape(-1)
