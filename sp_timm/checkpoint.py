@@ -4,9 +4,11 @@ A training run's output folder::
 
     OUTPUT/
       epoch-0007/            one complete checkpoint (written as a temporary folder, then renamed)
-        model.safetensors    the model's state dict (timm's names; what ``sp-timm export`` publishes)
+        model.safetensors    the model's state dict (timm's names)
+        model_ema.safetensors  with ``--model-ema``: the EMA of the weights (timm's ``ModelEmaV3``), same names;
+                             what ``sp-timm eval`` / ``export`` load by default when present (``--weights raw``: the other)
         training.pt          optimizer, scheduler and AMP scaler state; loaded with ``torch.load(weights_only=True)``
-        state.json           epoch, step, best metric, SHA-256 of the two files above
+        state.json           epoch, step, best metric, SHA-256 of the files above (and of run.json)
         run.json             the run record: model name and arguments, classes, input normalisation, dataset,
                              loss and its parameters, every training flag, versions
       last -> epoch-0007     symlinks, replaced atomically; folders no link points to are removed
@@ -19,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -27,10 +29,14 @@ __all__ = [
     'CheckpointError', 'atomic_write_text', 'atomic_write_bytes', 'atomic_write_json', 'save_checkpoint', 'load_state_dict_safely',
     'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
     'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE', 'sha256_file', 'weights_sha256', 'safe_path_component',
-    'check_model_args', 'read_json_object', 'check_output_folder',
+    'check_model_args', 'read_json_object', 'check_output_folder', 'EMA_FILE', 'WEIGHT_CHOICES', 'load_ema_state',
+    'has_ema_weights',
 ]
 
 WEIGHTS_FILE = 'model.safetensors'
+EMA_FILE = 'model_ema.safetensors'
+# which weights load_model gives: auto = the EMA weights when the checkpoint has them, else the raw (trained) ones
+WEIGHT_CHOICES = ('auto', 'ema', 'raw')
 TRAINING_FILE = 'training.pt'
 STATE_FILE = 'state.json'
 RUN_FILE = 'run.json'
@@ -170,9 +176,11 @@ def save_checkpoint(
         state: Dict[str, Any],
         run_record: Dict[str, Any],
         is_best: bool,
+        ema_state: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Path:
     """Write ``OUTPUT/epoch-NNNN`` (NNNN = ``epoch``, the epochs completed; complete before it gets its name), point ``last`` (and ``best`` when
-    ``is_best``) at it, and remove checkpoint folders no link points to. Returns the new folder."""
+    ``is_best``) at it, and remove checkpoint folders no link points to. ``ema_state`` (``--model-ema``): the EMA
+    weights, written to ``model_ema.safetensors`` and hashed in ``state.json`` like the weights. Returns the new folder."""
     from safetensors.torch import save_file
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -180,9 +188,13 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', suffix='.tmp', dir=output))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE))
+        files = [WEIGHTS_FILE, TRAINING_FILE, RUN_FILE]
+        if ema_state is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / EMA_FILE))
+            files.append(EMA_FILE)
         torch.save(training_state, tmp / TRAINING_FILE)
         _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
-        hashes = {f: sha256_file(tmp / f) for f in (WEIGHTS_FILE, TRAINING_FILE, RUN_FILE)}
+        hashes = {f: sha256_file(tmp / f) for f in files}
         _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name
         make_shareable(tmp)
@@ -298,6 +310,40 @@ def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], 
     return load_state_dict_safely(checkpoint / WEIGHTS_FILE), training_state, state
 
 
+def _recorded_hashes(checkpoint: Path) -> Dict[str, Any]:
+    """The ``sha256`` mapping of a checkpoint's ``state.json`` ({} when unreadable: the verified loads report that)."""
+    try:
+        hashes = json.loads((checkpoint / STATE_FILE).read_text()).get('sha256')
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return hashes if isinstance(hashes, dict) else {}
+
+
+def has_ema_weights(checkpoint: PathLike) -> bool:
+    """Whether an sp-timm checkpoint folder holds EMA weights (``--model-ema``): the file, or its recorded hash."""
+    checkpoint = Path(checkpoint)
+    return (checkpoint / EMA_FILE).is_file() or EMA_FILE in _recorded_hashes(checkpoint)
+
+
+def load_ema_state(checkpoint: PathLike) -> Optional[Dict[str, torch.Tensor]]:
+    """The EMA weights of a checkpoint folder (``model_ema.safetensors``, checked against the SHA-256 that
+    ``state.json`` recorded), or ``None`` for a checkpoint trained without ``--model-ema``. A file without a recorded
+    hash, or a recorded hash without its file, is a ``CheckpointError``."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / EMA_FILE).is_file():
+        if EMA_FILE in _recorded_hashes(checkpoint):
+            raise CheckpointError(f"'{checkpoint}' is incomplete: its {STATE_FILE} records EMA weights but {EMA_FILE} "
+                                  f"is missing. Use another checkpoint.")
+        return None
+    _verify_hash(checkpoint, EMA_FILE)
+    return load_state_dict_safely(checkpoint / EMA_FILE)
+
+
+def _check_weights_choice(weights: str) -> None:
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}.")
+
+
 def _torch_load_safely(path: Path) -> Dict[str, Any]:
     """``torch.load(weights_only=True)`` of a nested state (optimizer, scheduler), as ``CheckpointError`` on failure."""
     try:
@@ -308,15 +354,28 @@ def _torch_load_safely(path: Path) -> Dict[str, Any]:
                               f"safetensors instead.") from err
 
 
-def create_model_from_checkpoint(checkpoint: PathLike) -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict)."""
+def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict).
+
+    ``weights``: ``auto`` (default) loads the EMA weights (``model_ema.safetensors``, ``--model-ema``) when the
+    checkpoint has them and the raw (trained) weights otherwise; ``ema`` requires the EMA weights; ``raw`` always
+    loads ``model.safetensors``. The returned record says which under ``weights`` (``'ema'`` or ``'raw'``)."""
+    _check_weights_choice(weights)
     checkpoint = resolve_checkpoint(checkpoint)
     _verify_hash(checkpoint, RUN_FILE)
     record = read_run_record(checkpoint)
-    _verify_hash(checkpoint, WEIGHTS_FILE)
+    use = 'ema' if weights == 'ema' or (weights == 'auto' and has_ema_weights(checkpoint)) else 'raw'
+    if use == 'ema':
+        state, origin = load_ema_state(checkpoint), checkpoint / EMA_FILE
+        if state is None:
+            raise CheckpointError(f"'{checkpoint}' has no EMA weights (trained without --model-ema); load its raw "
+                                  f"weights (--weights raw, or auto).")
+    else:
+        _verify_hash(checkpoint, WEIGHTS_FILE)
+        state, origin = load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint
     model = _create_checked(record.get('model'), record.get('model_args', {}), checkpoint / RUN_FILE)
-    _load_strict(model, load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint)
-    return model.eval(), record
+    _load_strict(model, state, origin)
+    return model.eval(), dict(record, weights=use)
 
 
 # timm.create_model arguments that load files or weights: never taken from a record or a config file
@@ -395,15 +454,21 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
     return model
 
 
-def load_model(source: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The model to evaluate or export, from
 
     - an sp-timm checkpoint folder or a run's output folder (rebuilt from ``run.json``);
     - ``local-dir:DIR`` or ``hf-hub:ORG/NAME``: timm's Hub format: the architecture its ``config.json`` names,
       with the weights of exactly its ``model.safetensors`` (never a pickle timm might prefer).
 
-    Returns the model in eval mode and a record (the run record, or what the Hub config says).
+    ``weights`` (``auto``, ``ema``, ``raw``): for a checkpoint, see ``create_model_from_checkpoint`` (``auto``: the
+    EMA weights when present). A Hub folder holds one set, the one its export chose (``sp_timm.json``'s ``weights``);
+    asking for the other is an error. Returns the model in eval mode and a record (the run record, or what the Hub
+    config says) whose ``weights`` says which weights were loaded (``'ema'`` or ``'raw'``).
     """
+    _check_weights_choice(weights)
+    if not source.startswith(('local-dir:', 'hf-hub:')):
+        return create_model_from_checkpoint(source, weights)
     if source.startswith('local-dir:'):
         folder = Path(source[len('local-dir:'):])
         if not folder.is_dir():
@@ -415,10 +480,14 @@ def load_model(source: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
         except Exception as err:
             raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
                                   f"download it elsewhere and use 'local-dir:DIR'.") from err
-    else:
-        return create_model_from_checkpoint(source)
     model = _load_hub_folder(folder)
-    return model.eval(), _hub_record(folder)
+    record = _hub_record(folder)
+    held = 'ema' if record.get('weights') == 'ema' else 'raw'  # exports before --model-ema held the raw weights
+    if weights not in ('auto', held):
+        fix = ('export them with sp-timm export --weights raw' if held == 'ema' else 'the run had no --model-ema, or '
+               'export its EMA weights with sp-timm export --weights ema')
+        raise CheckpointError(f"'{source}' holds the {held} weights of its run only, not the {weights} ones; {fix}.")
+    return model.eval(), dict(record, weights=held)
 
 
 def default_model_name(record: Dict[str, Any]) -> str:

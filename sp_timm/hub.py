@@ -29,7 +29,7 @@ from .checkpoint import (CheckpointError, atomic_write_json, default_model_name,
                          read_json_object, safe_path_component, sha256_file, weights_sha256)
 from .eval.budget import THREAT_MODELS, format_eps
 
-__all__ = ['export_model', 'render_model_card', 'push_folder', 'train_config', 'train_args_yaml', 'HubError',
+__all__ = ['export_model', 'check_one_report_per_threat_model', 'render_model_card', 'push_folder', 'train_config', 'train_args_yaml', 'HubError',
            'CARD_TEMPLATE', 'DATASET_CARD_INFO', 'EXPORT_MARKER', 'TRAIN_ARGS_FILE', 'TRAIN_ARGS_NOT_WRITTEN',
            'DEFAULT_LICENSE', 'PAPER_ARXIV_ID']
 
@@ -150,7 +150,8 @@ def _setting_applies(key: str, config: Dict[str, Any]) -> bool:
              'imbalance_profile': str(config.get('dataset', '')).endswith('-lt'),
              'decay_epochs': sched == 'step', 'decay_milestones': sched == 'multistep',
              'decay_rate': sched in ('step', 'multistep', 'plateau'), 'warmup_lr': (config.get('warmup_epochs') or 0) > 0,
-             'amp_dtype': bool(config.get('amp')), 'log_interval': False}
+             'amp_dtype': bool(config.get('amp')), 'log_interval': False,
+             'model_ema_decay': bool(config.get('model_ema')), 'model_ema_warmup': bool(config.get('model_ema'))}
     return rules.get(key, True)
 
 
@@ -313,7 +314,7 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
         resumed_with_changes=bool(record.get('args_history')), arxiv_id=PAPER_ARXIV_ID, train_counts=record.get('train_class_counts') if dataset.endswith('-lt') else None,
         imbalance_note=f"imbalance ratio {args.get('imbalance_ratio')}, {args.get('imbalance_profile')} profile",
         train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
-        repo_id=repo_id, folder_name=folder_name)
+        repo_id=repo_id, folder_name=folder_name, ema=record.get('model_ema') if record.get('weights') == 'ema' else None)
     return str(card)
 
 
@@ -391,8 +392,24 @@ def _read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]
     return report
 
 
+def check_one_report_per_threat_model(paths: Sequence[os.PathLike], reports: Sequence[Dict[str, Any]]) -> None:
+    """An export holds one evaluation per threat model (``eval/<threat_model>.json``, one leaderboard entry per
+    threat-model folder): two reports of the same one are an error naming both, before anything is written."""
+    seen: Dict[str, Tuple[os.PathLike, Dict[str, Any]]] = {}
+    for path, report in zip(paths, reports):
+        protocol = report['protocol']
+        tm = protocol['threat_model']
+        if tm in seen:
+            what = lambda p: f"{p.get('dataset')}, {tm} eps {p.get('eps')}, {p.get('n_examples')} points"
+            raise CheckpointError(
+                f"--eval '{seen[tm][0]}' ({what(seen[tm][1])}) and '{path}' ({what(protocol)}) are both {tm} "
+                f"evaluations; an export holds one per threat model (eval/{tm}.json and one leaderboard entry), so one "
+                f"would overwrite the other. Give the one to publish. Nothing was written.")
+        seen[tm] = (path, protocol)
+
+
 def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] = (), repo_id: Optional[str] = None,
-                 license: str = DEFAULT_LICENSE) -> Path:
+                 license: str = DEFAULT_LICENSE, weights: str = 'auto') -> Path:
     """Write ``source`` (a checkpoint, ``local-dir:`` or ``hf-hub:``) to ``out`` in timm's Hub format with its
     model card (licence ``license``, a Hub licence id), ``train_args.yaml`` (when the run record holds its flags)
     and RobustBench JSONs. The folder is built beside ``out`` and renamed into place when complete; an existing
@@ -402,9 +419,10 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     _check_license(license)
     out = Path(os.path.abspath(out))
     _check_replaceable(out)
-    model, record = load_model(source)
+    model, record = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; record['weights']
     weights = weights_sha256(model)
     loaded = [_read_report(path, weights, source) for path in reports]
+    check_one_report_per_threat_model(reports, loaded)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
     try:

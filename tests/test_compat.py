@@ -90,3 +90,104 @@ def test_unknown_robustbench_model_gets_a_clear_error(capsys):
     assert main(['eval', '--robustbench-model', 'Carmon2019Unlabelled', '--dataset', 'cifar10']) == 2
     err = capsys.readouterr().err
     assert 'Carmon2019Unlabeled' in err  # the close match is suggested
+
+
+def _cifar10_copies(folder, images, labels):
+    """The same images in the two layouts the evaluators read: torchvision's CIFAR-10 python batches (what
+    robustbench's load_cifar10 opens) and parquet files of PNGs (what sp-timm's --data-dir reads)."""
+    import io
+    import pickle
+    import pandas as pd
+    from PIL import Image
+    from sp_timm.data.class_names import class_names
+    batches = folder / 'cifar-10-batches-py'
+    batches.mkdir(parents=True)
+    with open(batches / 'test_batch', 'wb') as f:
+        pickle.dump({'data': images.reshape(len(images), -1).numpy(), 'labels': labels.tolist()}, f)
+    with open(batches / 'batches.meta', 'wb') as f:
+        pickle.dump({'label_names': class_names('cifar10', 10)}, f)
+    pngs = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format='PNG')
+        pngs.append({'bytes': buffer.getvalue(), 'path': None})
+    pd.DataFrame({'img': pngs, 'label': labels.tolist()}).to_parquet(folder / 'test-00000-of-00001.parquet')
+
+
+@pytest.mark.robustbench
+def test_robustbench_benchmark_equals_sp_timm_eval(tmp_path, monkeypatch):
+    """RobustBench's own benchmark() (its data loading, clean accuracy, AutoAttack over all points in one call, the
+    accuracy of the returned images), through the adapter on pyautoattack, and sp-timm's evaluate_points on the
+    points sp-timm's loader reads from the same data report the same clean and robust accuracy. A linear model on
+    real images (digits in the CIFAR-10 layouts): its exact Linf distance to the boundary lets eps sit between the
+    points', so attacks must flip some and cannot flip others, and AutoAttack stays cheap on CPU."""
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    import torch
+    import torchvision.datasets.cifar as tv_cifar
+    from torch import nn
+    from sp_timm.data import create_dataset
+    from sp_timm.eval import evaluate_points
+    from sp_timm.robustbench_adapter import benchmark
+    train, test = create_dataset('digits', 'train'), create_dataset('digits', 'test')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x_train = train.images.float() / 255
+    for _ in range(60):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x_train), train.labels).backward()
+        optimizer.step()
+    model.eval()
+    n, batch = 12, 8
+    data = tmp_path / 'cifar10'
+    _cifar10_copies(data, test.images[:40], test.labels[:40])
+    points = create_dataset('cifar10', 'test', str(data))
+    x, y = points.images[:n].float() / 255, points.labels[:n]
+    with torch.no_grad():  # exact Linf distance of each correct point to its nearest class boundary (no clipping)
+        logits, weight = model(x), model[1].weight
+        margins = logits.gather(1, y[:, None]) - logits
+        norms = (weight[y][:, None, :] - weight[None, :, :]).abs().sum(-1)
+        distance = (margins / norms.clamp_min(1e-12)).masked_fill(torch.nn.functional.one_hot(y, 10).bool(),
+                                                                  float('inf')).amin(1)
+    correct = distance[logits.argmax(1) == y].sort().values
+    assert len(correct) >= 4
+    eps = float(correct[len(correct) // 2 - 1] + correct[len(correct) // 2]) / 2  # half of them within eps
+    # the files are tiny stand-ins, so torchvision's MD5 check of the real CIFAR-10 archive would fail and
+    # robustbench's download=True would fetch it: accept the files, and make any download an error
+    monkeypatch.setattr(tv_cifar.CIFAR10, '_check_integrity', lambda self: True)
+    monkeypatch.setattr(tv_cifar, 'check_integrity', lambda *a, **k: True)
+    monkeypatch.setattr(tv_cifar, 'download_and_extract_archive',
+                        lambda *a, **k: pytest.fail('robustbench tried to download CIFAR-10'))
+    log = tmp_path / 'robustbench-autoattack.log'
+    clean, robust = benchmark(model, n_examples=n, dataset='cifar10', threat_model='Linf', data_dir=str(data),
+                              device=torch.device('cpu'), batch_size=batch, eps=eps, log_path=str(log))
+    ours = evaluate_points(model, x, y, threat_model='Linf', eps=eps, seed=0, batch_size=batch, chunk_size=n,
+                           min_pert_examples=0, progress=False)['aa']
+    assert round(clean * n) == int(ours['clean'].sum()) == len(correct)
+    assert round(robust * n) == int(ours['square'].sum())
+    assert 0 < robust < clean  # attacks flipped some points and left others: the comparison means something
+    assert int(ours['square'].sum()) == int((distance > eps).sum())  # and AutoAttack found exactly the flippable ones
+    assert 'robust accuracy after APGD-CE' in log.read_text()  # benchmark()'s log_path, written by the adapter
+
+
+@pytest.mark.robustbench
+def test_adapter_speaks_the_api_robustbench_calls():
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    import torch
+    from torch import nn
+    from sp_timm.robustbench_adapter import legacy_autoattack_class, robustbench_autoattack
+    import robustbench.eval
+    original = robustbench.eval.AutoAttack
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    x = torch.rand(4, 3, 8, 8)
+    y = model(x).argmax(1)
+    adversary = legacy_autoattack_class()(model, norm='Linf', eps=64 / 255, version='standard', device='cpu',
+                                          log_path=None)
+    assert adversary.seed == 0
+    x_adv = adversary.run_standard_evaluation(x, y, bs=4)
+    assert isinstance(x_adv, torch.Tensor) and x_adv.shape == x.shape  # the images alone, as robustbench expects
+    assert (x_adv - x).abs().max() <= 64 / 255 + 1e-6
+    with robustbench_autoattack(seed=3) as module:
+        assert module.AutoAttack(model, norm='L2', eps=0.5, device='cpu').seed == 3
+    assert robustbench.eval.AutoAttack is original

@@ -141,8 +141,12 @@ def _weights(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize('ema', [False, True], ids=['plain', 'model-ema'])
+def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
+    """kill -9 mid-epoch, then --resume: the weights (and with --model-ema and its warmup, whose decay depends on the
+    update count, the EMA weights and their validation) end bit-identical to an uninterrupted run's."""
     flags = SMALL + ['--epochs', '3', '--train-examples', '320', '--deterministic', '--loss', 'sp_ls']
+    flags += ['--model-ema', '--model-ema-decay', '0.9', '--model-ema-warmup'] if ema else []
     full = subprocess.Popen(CLI + ['train', *flags, '--output', str(tmp_path / 'full')], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # alongside, on the other core
     killed_dir = tmp_path / 'killed'
@@ -161,9 +165,13 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f'resuming after epoch {done}' in resumed.stdout
-    a, b = _weights(tmp_path / 'full'), _weights(killed_dir)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [r['epoch'] for r in read_metrics(killed_dir / 'metrics.jsonl')] == [1, 2, 3]
+    for filename in ['model.safetensors'] + (['model_ema.safetensors'] if ema else []):
+        a, b = load_file(str(tmp_path / 'full' / 'last' / filename)), load_file(str(killed_dir / 'last' / filename))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), filename
+    full_rows, resumed_rows = read_metrics(tmp_path / 'full' / 'metrics.jsonl'), read_metrics(killed_dir / 'metrics.jsonl')
+    assert [r['epoch'] for r in resumed_rows] == [1, 2, 3]
+    if ema:
+        assert [r['ema_val_loss'] for r in resumed_rows] == [r['ema_val_loss'] for r in full_rows]
     assert not list(killed_dir.glob('.*tmp'))  # no half-written checkpoint left behind
 
 

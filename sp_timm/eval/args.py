@@ -24,6 +24,9 @@ def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
                         help="a RobustBench zoo model (needs the [robustbench] extra and its weights, downloaded or in "
                              "--robustbench-dir; this or --checkpoint is required)")
     p.add_argument('--robustbench-dir', default='models', help="robustbench's model_dir")
+    p.add_argument('--weights', choices=('auto', 'ema', 'raw'), default='auto',
+                   help='which weights of a checkpoint: auto = the EMA weights (sp-timm train --model-ema) when it has '
+                        'them, else the trained ones; ema; raw = the trained (non-averaged) weights. The report records which')
     add_data_args(p, required=False)
     p.add_argument('--threat-model', choices=THREAT_MODELS, default='Linf', help='the norm bounding the perturbation')
     p.add_argument('--eps', type=parse_eps, default=None, help='budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)')

@@ -7,16 +7,19 @@ An evaluation folder::
       report.json                         everything measured (schema: sp_timm.eval.report.build_report)
       summary.md                          the same, for people
       model_info/<dataset>/<threat_model>/<name>.json   the RobustBench leaderboard entry
+      autoattack.log                      AutoAttack's own log of the evaluation (what RobustBench submitters attach)
       per_class.png, min_perturbation_cdf.png, robust_acc_vs_eps.png
       .work/                              per-chunk results (safetensors), kept so a rerun resumes
 """
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -30,9 +33,10 @@ from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .report import SP_PAPER, build_report, leaderboard_entry, placeholder, render_summary
 
-__all__ = ['build_eval_parser', 'evaluate', 'evaluate_points', 'REPORT_FILE', 'architecture_name']
+__all__ = ['build_eval_parser', 'evaluate', 'evaluate_points', 'REPORT_FILE', 'AUTOATTACK_LOG', 'architecture_name']
 
 REPORT_FILE = 'report.json'
+AUTOATTACK_LOG = 'autoattack.log'
 _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
                   'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
                   'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32',
@@ -62,6 +66,54 @@ def _check_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return num_classes
 
 
+class _LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def _autoattack_log() -> Iterator[List[str]]:
+    """Every message of AutoAttack's logger (pyautoattack logs its progress at DEBUG) as lines, while the block
+    runs. They do not propagate to the root logger meanwhile (no debug output on a user's console); the warnings
+    still reach ``capture_autoattack_warnings``, whose handler sits on the same logger."""
+    logger = logging.getLogger(AUTOATTACK_LOGGER)
+    handler, level, propagate = _LogLines(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _logged_chunk(compute, log_path: Optional[Path], title: str) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``compute(on_stage)`` with AutoAttack's log captured: (its result, the chunk's log text). With ``log_path``
+    the text is saved beside the chunk's results, so a resumed evaluation keeps the log of the stages run before."""
+    before = log_path.read_text(encoding='utf-8') if log_path is not None and log_path.is_file() else ''
+    ran: List[str] = []
+    with _autoattack_log() as lines:
+        result = compute(ran.append)
+    if not ran and before:  # every stage was restored: the log of the run that computed them
+        return result, before
+    text = before or f'== {title} ==\n'
+    if before and ran:
+        text += f'-- resumed: {", ".join(ran)} --\n'
+    text += ''.join(line + '\n' for line in lines)
+    if not ran:
+        text += '(every stage restored from saved results; their log was not kept)\n'
+    if log_path is not None:
+        atomic_write_text(log_path, text)
+    return result, text
+
+
 def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, threat_model: str = 'Linf',
                     eps: Optional[float] = None, seed: int = 0, batch_size: int = 500, chunk_size: Optional[int] = None,
                     work_dir: Optional[Path] = None, min_pert_norms: Sequence[str] = THREAT_MODELS,
@@ -74,7 +126,8 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     Work is cut into chunks of ``chunk_size`` points (default ``batch_size``) that the processes of the current
     Accelerate state share; with ``work_dir`` every chunk (and every AutoAttack stage of a chunk) is saved and
     reused by a later call. Returns per-point tensors: ``aa`` (flags per stage, ``pred``, ``perturbation``),
-    ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), and the AutoAttack ``warnings``.
+    ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), the AutoAttack ``warnings``, and
+    ``log``: AutoAttack's own log of every chunk (its DEBUG messages), one text per chunk in point order.
 
     With ``audit`` (True or an ``AuditConfig``), the adaptive-attack audit of ``sp_timm.eval.audit`` follows on
     the points AutoAttack left robust: ``audit`` (the report's section) and ``audit_points`` (per-point ``worst``
@@ -101,9 +154,18 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     path = lambda name, c: None if work_dir is None else Path(work_dir) / name / f'chunk-{c:05d}.safetensors'
     common = dict(seed=seed, batch_size=batch_size, device=device)
 
+    logs: Dict[Tuple[str, int], str] = {}
+
     def autoattack_at(budget: float, name: str) -> Dict[str, torch.Tensor]:
-        compute = lambda c, s: autoattack_chunk(model, images[s], labels[s], eps=budget, norm=threat_model,
-                                                path=path(name, c), **common)
+        def compute(c: int, s: slice) -> Dict[str, torch.Tensor]:
+            chunk_path = path(name, c)
+            title = (f'AutoAttack {threat_model} eps {format_eps(budget)}, chunk {c} (points {s.start}..{s.stop - 1}), '
+                     f'seed {seed}, batch size {batch_size}')
+            out, logs[name, c] = _logged_chunk(
+                lambda on_stage: autoattack_chunk(model, images[s], labels[s], eps=budget, norm=threat_model,
+                                                  path=chunk_path, on_stage=on_stage, **common),
+                None if chunk_path is None else chunk_path.with_suffix('.log'), title)
+            return out
         return run_chunks(chunks, compute, f'AutoAttack {threat_model} {format_eps(budget)}', progress)
 
     result: Dict[str, Any] = {'eps': eps}
@@ -124,6 +186,10 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
         stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
         checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
     result['warnings'] = list(warnings)
+    from accelerate.utils import gather_object
+    gathered = {key: text for part in gather_object([logs]) for key, text in part.items()}
+    budgets = [f'autoattack-{threat_model}-{e:.8g}' for e in [eps, *curve_eps]]
+    result['log'] = [gathered[key] for key in sorted(gathered, key=lambda k: (budgets.index(k[0]), k[1]))]
     if config is not None:  # its attacks' warnings go to the audit section: the audit's own checks judge them
         identity = [weights_sha256(surrogate) if surrogate is not None else None,
                     repr(train_loss) if isinstance(train_loss, torch.nn.Module) else
@@ -197,6 +263,8 @@ def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: b
 
 def _default_out(args: argparse.Namespace, record: Dict[str, Any], eps: float) -> Path:
     tag = f"eval-{args.threat_model}-{format_eps(eps).replace('/', '_')}"
+    if record.get('model_ema') and record.get('weights') == 'raw':  # a --model-ema run's raw weights: beside the EMA's
+        tag += '-raw'
     source = args.checkpoint or ''
     if source and not source.startswith(('local-dir:', 'hf-hub:')):
         checkpoint = resolve_checkpoint(source).resolve()
@@ -299,7 +367,7 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
             raise ValueError('--robustbench-model needs --dataset (cifar10 or cifar100).')
         model, record = _load_robustbench_model(args.robustbench_model, args.robustbench_dir, args.dataset, args.threat_model)
     else:
-        model, record = load_model(args.checkpoint)
+        model, record = load_model(args.checkpoint, weights=getattr(args, 'weights', 'auto'))
         record.setdefault('source', args.checkpoint)
     dataset = args.dataset or record.get('dataset')
     if not dataset:
@@ -335,7 +403,8 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     state.wait_for_everyone()
     if state.is_main_process:
         print(f"sp-timm eval: {record.get('source')} on the first {n} {dataset} test images, AutoAttack standard, "
-              f"{args.threat_model} eps {format_eps(eps)}, {state.num_processes} process(es) on {state.device}, out {out}")
+              f"{args.threat_model} eps {format_eps(eps)}, {state.num_processes} process(es) on {state.device}, out {out}"
+              + (f", {record['weights']} weights" if record.get('weights') else ''))
     result = evaluate_points(model, images, labels, threat_model=args.threat_model, eps=eps, seed=args.seed,
                              batch_size=args.batch_size, chunk_size=args.chunk_size, work_dir=work,
                              min_pert_norms=args.min_pert_norms, min_pert_examples=args.min_pert_examples,
@@ -356,7 +425,8 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
                 'data_source': test.source}
     model_meta = {'name': name, 'source': record.get('source'), 'weights_sha256': weights, 'architecture': record.get('model'),
                   'loss': record.get('loss'), 'loss_params': record.get('loss_params'),
-                  'adversarial_training': record.get('args', {}).get('adv'), 'trained_on': record.get('dataset')}
+                  'adversarial_training': record.get('args', {}).get('adv'), 'trained_on': record.get('dataset'),
+                  'weights': record.get('weights')}  # 'ema' (--model-ema's average) or 'raw'
     # groups from the whole training split (before the validation split), as the literature counts them
     group_counts = (record['split_class_counts'] if record.get('split_class_counts') and record.get('dataset') == dataset
                     else train_counts)
@@ -373,8 +443,32 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     atomic_write_json(out / 'model_info' / dataset / args.threat_model / f'{name}.json', entry)
     atomic_write_json(out / REPORT_FILE, report)
     atomic_write_text(out / 'summary.md', render_summary(report, figures))
+    atomic_write_text(out / AUTOATTACK_LOG, autoattack_log_text(report, result['log']))
     _print_headline(report, out)
     return out
+
+
+def autoattack_log_text(report: Dict[str, Any], chunk_logs: Sequence[str]) -> str:
+    """``autoattack.log``: what was evaluated and how, AutoAttack's own log of every chunk (``evaluate_points``'s
+    ``log``), then the numbers of the report."""
+    from .. import __version__
+    p, model = report['protocol'], report.get('model') or {}
+    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
+    head = [f"sp-timm {__version__} eval of {model.get('source') or report.get('model_name')} "
+            f"(weights SHA-256 {model.get('weights_sha256')})",
+            f"{p['dataset']} {p.get('split', 'test')} split, the first {p['n_examples']} images ({p.get('data_source')}); "
+            f"AutoAttack version={p.get('version', 'standard')} ({', '.join(p.get('attacks', []))}), pyautoattack "
+            f"{p.get('pyautoattack_version')}, {p['threat_model']} eps {p['eps']}, seed {p.get('seed')}, batch size "
+            f"{p.get('batch_size')}, chunks of {p.get('chunk_size')} points, {p.get('num_processes')} process(es) on "
+            f"{p.get('device')}",
+            'Each chunk runs the standard attacks one run_standard_evaluation call each, on the points still robust '
+            '(the loop run_standard_evaluation runs itself): the accuracies AutoAttack logs are of those points.', '']
+    tail = ['== result ==', f"clean accuracy: {report['clean_acc']:.2f}% {ci(report['clean_ci'])}",
+            *[f"robust accuracy after {s['stage'].upper()}: {s['acc']:.2f}%" for s in report['stages'][1:]],
+            f"robust accuracy: {report['robust_acc']:.2f}% {ci(report['robust_ci'])} (n={p['n_examples']}, 95% CI)"]
+    tail += [f'AutoAttack warning: {w}' for w in report.get('warnings', [])]
+    return '\n'.join(head) + '\n' + ''.join(text if text.endswith('\n') else text + '\n' for text in chunk_logs) \
+        + '\n'.join(tail) + '\n'
 
 
 def write_figures(out: Path, report: Dict[str, Any], result: Dict[str, Any], classes: Sequence[str],
@@ -416,4 +510,4 @@ def _print_headline(report: Dict[str, Any], out: Path) -> None:
             print('UNRELIABLE: the audit ' + '; '.join(audit['reasons']), file=sys.stderr)
     if report['warnings']:
         print('UNRELIABLE: AutoAttack warned:\n  ' + '\n  '.join(report['warnings']), file=sys.stderr)
-    print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, the leaderboard JSON and plots")
+    print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, {out / AUTOATTACK_LOG}, the leaderboard JSON and plots")

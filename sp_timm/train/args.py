@@ -17,6 +17,7 @@ __all__ = ['build_train_parser', 'parse_train_args', 'parse_fraction', 'ADV_MODE
 ADV_MODES = ('none', 'pgd', 'trades')
 ADV_NORMS = ('Linf', 'L2')
 AMP_DTYPES = ('float16', 'bfloat16')
+DEFAULT_EMA_DECAY = 0.9998  # timm train.py's --model-ema-decay default
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -85,6 +86,17 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--decay-rate', type=float, default=0.1, help='factor of each decay (step, multistep)')
     g.add_argument('-b', '--batch-size', type=int, default=128,
                    help='images per process per step; the global batch is batch-size x number of processes')
+    g = p.add_argument_group("weight EMA (timm's --model-ema flags, timm.utils.ModelEmaV3)")
+    g.add_argument('--model-ema', action='store_true',
+                   help='keep an exponential moving average of the weights (parameters and buffers): validated each '
+                        'epoch (ema_val_*), `best` chosen on its metric, saved as model_ema.safetensors; sp-timm eval / '
+                        'export use it unless --weights raw')
+    g.add_argument('--model-ema-decay', type=float, default=DEFAULT_EMA_DECAY,
+                   help='EMA decay d in [0, 1): after optimizer update t, ema <- d_t * ema + (1 - d_t) * weights with '
+                        'd_t = d (d_1 = 0: the first update copies the weights; timm: --model-ema-decay)')
+    g.add_argument('--model-ema-warmup', action='store_true',
+                   help="timm's decay warmup: d_t = min(d, 1 - t^(-2/3)) at update t (reaches 0.999 after ~31.6k "
+                        "updates; timm: --model-ema-warmup)")
     g = p.add_argument_group('adversarial training')
     g.add_argument('--adv', choices=ADV_MODES, default='none', help='PGD-AT (Madry et al.) or TRADES (Zhang et al.)')
     g.add_argument('--adv-eps', type=parse_fraction, default=8 / 255, help='perturbation budget in [0, 1] pixels, e.g. 8/255 (default: 8/255)')
@@ -205,6 +217,9 @@ def check_train_args(args: argparse.Namespace) -> List[str]:
         elif not 1 <= args.drw_epoch < args.epochs:
             problems.append(f'--drw-epoch must be in [1, --epochs - 1] = [1, {args.epochs - 1}] (the weights switch on '
                             f'after that many epochs), got {args.drw_epoch}.')
+    if not 0 <= args.model_ema_decay < 1:
+        problems.append(f'--model-ema-decay must be in [0, 1) (timm\'s default {DEFAULT_EMA_DECAY}; 0.999 averages over '
+                        f'about 1000 updates), got {args.model_ema_decay}.')
     if not 0 <= args.smoothing < 1:
         problems.append(f'--smoothing must be in [0, 1), got {args.smoothing}.')
     for flag in ('train_examples', 'val_examples'):

@@ -5,6 +5,13 @@ several machines), timm's model / optimizer / scheduler factories, sp_timm's los
 Reproducibility: every epoch reseeds torch / numpy / random from (seed, epoch, process index), and the data
 order and augmentation of an epoch depend only on (seed, epoch), so a run resumed from the checkpoint of
 epoch e replays epoch e + 1 exactly as the uninterrupted run did.
+
+Weight EMA (``--model-ema``, timm's ``ModelEmaV3`` as timm's train.py uses it): after optimizer update t (counted
+over the whole run, so a resumed run continues the count), every floating-point entry of the state dict
+(parameters and BatchNorm statistics) is updated as ``ema <- d_t * ema + (1 - d_t) * w`` (integer buffers are
+copied), with ``d_t = 0`` at t = 1 (the first update copies the weights) and ``d_t = d`` (``--model-ema-decay``)
+afterwards, or with ``--model-ema-warmup`` ``d_t = min(d, 1 - t^(-2/3))``. The EMA weights are validated after every
+epoch (``ema_val_*``) and, as in timm's train.py, their metric picks ``best`` and drives a plateau schedule.
 """
 import argparse
 import json
@@ -20,8 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._cli_utils import Interrupted
-from ..checkpoint import (CheckpointError, atomic_write_text, check_output_folder, load_training_state, read_run_record,
-                          resolve_checkpoint, save_checkpoint)
+from ..checkpoint import (EMA_FILE, CheckpointError, atomic_write_text, check_output_folder, load_ema_state,
+                          load_training_state, read_run_record, resolve_checkpoint, save_checkpoint)
 from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
                     group_rule)
 from ..losses import SPLoss, create_classification_loss
@@ -314,11 +321,17 @@ class _Trainer:
             decay_milestones=args.decay_milestones, decay_rate=args.decay_rate, min_lr=args.min_lr,
             warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, step_on_epochs=not args.sched_on_updates,
             updates_per_epoch=len(self.train_loader))
+        self.model_ema = self.ema_eval_model = None
+        if getattr(args, 'model_ema', False):  # as timm: on the device, before the DDP wrapper (and Accelerate's hooks)
+            self.model_ema = self._create_model_ema(model.to(accelerator.device))
+            self.ema_eval_model = self.model_ema.module
         self.ddp_model, self.optimizer = accelerator.prepare(model, optimizer)
         self.attack_model = model  # unwrapped: attacks need no gradient synchronisation
         if args.torchcompile:  # the model (training and attack calls) and the loss
             self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
             self.attack_model = torch.compile(model, backend=args.torchcompile)
+            if self.model_ema is not None:  # as timm's train.py: the EMA copy is compiled for its validation
+                self.ema_eval_model = torch.compile(self.model_ema.module, backend=args.torchcompile)
             member = getattr(self.loss_fn, 'base', self.loss_fn)  # the member inside --class-weight's wrapper
             if isinstance(member, SPLoss):
                 member.compile_backend = args.torchcompile
@@ -351,6 +364,44 @@ class _Trainer:
                       f'({max(counts)} images per class): every weight is equal, the loss is the unweighted one.')
         return loss
 
+    def _create_model_ema(self, model: nn.Module):
+        """--model-ema: timm's ``ModelEmaV3`` of the unwrapped model, created as timm's train.py does (decay, warmup;
+        on the model's device, after device placement). Every process keeps its own copy and updates it from the
+        same parameters; the floating-point buffers (BatchNorm statistics), which each process computes on its own
+        share of the batch, are made the main process's before every validation (``_sync_ema_buffers``), so every
+        process validates, and the main process saves, the same EMA weights."""
+        from timm.utils import ModelEmaV3
+        args = self.args
+        ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
+        self.record['model_ema'] = {
+            'implementation': 'timm.utils.ModelEmaV3', 'decay': args.model_ema_decay, 'warmup': args.model_ema_warmup,
+            'warmup_gamma': ema.warmup_gamma, 'warmup_power': ema.warmup_power, 'file': EMA_FILE,
+            'rule': 'after update t: ema = d_t * ema + (1 - d_t) * weights (parameters and float buffers); d_1 = 0, '
+                    'd_t = ' + ('min(decay, 1 - t^(-2/3))' if args.model_ema_warmup else 'decay') + ' for t >= 2',
+            'best_on': 'ema', 'eval_export_default': 'ema'}
+        if self.main:
+            warmup = ', warmup d_t = min(d, 1 - t^(-2/3))' if args.model_ema_warmup else ''
+            print(f'sp-timm train: --model-ema: timm ModelEmaV3, decay {args.model_ema_decay}{warmup}; the EMA weights are '
+                  f'validated every epoch (ema_val_*), pick `best`, are saved as {EMA_FILE}, and are what sp-timm eval '
+                  f'/ export use by default (--weights raw for the trained weights).')
+        return ema
+
+    def _sync_ema_buffers(self) -> None:
+        """Several processes: the EMA's floating-point buffers from the main process (its parameters are the same on
+        every process already). One process: nothing to do."""
+        if self.model_ema is None or self.accelerator.num_processes < 2:
+            return
+        import torch.distributed as dist
+        for buffer in self.model_ema.module.buffers():
+            if buffer.is_floating_point():
+                dist.broadcast(buffer, src=0)
+
+    def _selection_metric(self, metrics: Dict[str, float]) -> float:
+        """The metric of `best` and of a plateau schedule: PGD accuracy (adversarial training) or clean accuracy on
+        the validation images, of the EMA weights when --model-ema is on (timm train.py's rule), else of the model."""
+        prefix = 'ema_' if self.model_ema is not None else ''
+        return metrics.get(f'{prefix}val_adv_acc', metrics[f'{prefix}val_acc'])
+
     def _sync_batchnorm(self, model: nn.Module) -> nn.Module:
         accelerator = self.accelerator
         model, converted = convert_sync_batchnorm(model, accelerator.num_processes, accelerator.device)
@@ -376,12 +427,33 @@ class _Trainer:
         if training_state.get('scaler') is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(training_state['scaler'])
         self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
+        if self.model_ema is not None:
+            self._load_ema(checkpoint, training_state)
         self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
         history = _args_history(read_run_record(checkpoint), self.args, self.start_epoch)
         if history:
             self.record['args_history'] = history
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
             _write_metrics(self.output / METRICS_FILE, state['epoch'], [])
+
+    def _load_ema(self, checkpoint: Path, training_state: Dict[str, Any]) -> None:
+        """The EMA weights of a resumed run (verified ``model_ema.safetensors``) and the state of ModelEmaV3's
+        stochastic-rounding generator (bfloat16 EMA tensors only). A checkpoint without EMA weights (--model-ema
+        switched on with --resume-override) starts the EMA from the resumed weights, and says so."""
+        ema_state = load_ema_state(checkpoint)
+        if ema_state is None:
+            self.model_ema.set(self.model)
+            if self.main:
+                print(f"sp-timm train: --resume '{checkpoint}' has no EMA weights (trained without --model-ema): the EMA "
+                      f"starts from the resumed weights.")
+            return
+        try:
+            self.model_ema.module.load_state_dict(ema_state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"--resume '{checkpoint}': its EMA weights do not fit this run's model ({str(err)[:300]}).") from err
+        generator = getattr(self.model_ema, '_sr_generator', None)
+        if generator is not None and training_state.get('model_ema_rng') is not None:
+            generator.set_state(training_state['model_ema_rng'])
 
     def _check_loss_inputs(self) -> None:
         """Raise the deferred input error of an SP loss in 'async' validation (GPU) mode; syncs."""
@@ -432,6 +504,8 @@ class _Trainer:
                 accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
             self.optimizer.step()
             self.num_updates += 1
+            if self.model_ema is not None:  # timm: after the update, with the run's update count
+                self.model_ema.update(self.model, step=self.num_updates)
             self.scheduler.step_update(num_updates=self.num_updates)
             stats[0] += loss.detach() * labels.numel()
             stats[1] += (logits.argmax(1) == labels).sum()  # the images trained on: adversarial ones for PGD-AT
@@ -450,11 +524,13 @@ class _Trainer:
             result['train_adv_acc'] = 100 * total[3] / total[2]
         return result
 
-    def evaluate(self) -> Dict[str, float]:
+    def evaluate(self, model: Optional[nn.Module] = None, prefix: str = '') -> Dict[str, float]:
         """Clean accuracy / CE on the (first --val-examples) validation images (carved from the training split;
         the test split only with --val-split 0) and, when training adversarially, PGD accuracy (CE, the training
-        attack's settings) on the first --adv-val-examples of them; gathered over processes."""
-        args, accelerator, model = self.args, self.accelerator, self.attack_model
+        attack's settings) on the first --adv-val-examples of them; gathered over processes. ``model``: the trained
+        model by default, or the EMA copy (``prefix`` 'ema_': keys ema_val_loss, ema_val_acc, ema_val_adv_acc)."""
+        args, accelerator = self.args, self.accelerator
+        model = self.attack_model if model is None else model
         model.eval()
         stats = torch.zeros(3, device=accelerator.device)
         with torch.no_grad(), accelerator.autocast():
@@ -462,7 +538,7 @@ class _Trainer:
                 logits = model(images.contiguous(memory_format=torch.channels_last) if args.channels_last else images).float()
                 stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), _accuracy_stats(logits, labels)])
         total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
-        result = {'val_loss': total[0] / total[2], 'val_acc': 100 * total[1] / total[2]}
+        result = {f'{prefix}val_loss': total[0] / total[2], f'{prefix}val_acc': 100 * total[1] / total[2]}
         if self.adv_val_loader is not None:
             adv_stats = torch.zeros(2, device=accelerator.device)
             for images, labels in self.adv_val_loader:
@@ -471,11 +547,11 @@ class _Trainer:
                     with torch.no_grad():
                         adv_stats += _accuracy_stats(model(adv).float(), labels)
             adv_total = accelerator.gather_for_metrics(adv_stats[None]).sum(0).tolist()
-            result['val_adv_acc'] = 100 * adv_total[0] / max(adv_total[1], 1)
+            result[f'{prefix}val_adv_acc'] = 100 * adv_total[0] / max(adv_total[1], 1)
         return result
 
     def save(self, epoch: int, metrics: Dict[str, float]) -> None:
-        metric = metrics.get('val_adv_acc', metrics['val_acc'])
+        metric = self._selection_metric(metrics)
         is_best = self.best_metric is None or metric > self.best_metric
         if is_best:
             self.best_metric = metric
@@ -483,10 +559,16 @@ class _Trainer:
             scaler = self.accelerator.scaler
             training_state = {'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
                               'scaler': scaler.state_dict() if scaler is not None else None}
+            ema_state = None
+            if self.model_ema is not None:
+                ema_state = self.model_ema.module.state_dict()
+                generator = getattr(self.model_ema, '_sr_generator', None)
+                training_state['model_ema_rng'] = generator.get_state() if generator is not None else None
             state = {'num_updates': self.num_updates, 'best_metric': self.best_metric, 'metrics': metrics}
             # metrics first: a kill between the two leaves a line the resumed run drops, never a missing one
             _write_metrics(self.output / METRICS_FILE, epoch, [dict(epoch=epoch + 1, **metrics)])
-            save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record, is_best)
+            save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record, is_best,
+                            ema_state=ema_state)
         self.accelerator.wait_for_everyone()
 
     def run(self) -> Path:
@@ -503,11 +585,15 @@ class _Trainer:
             _reseed(args.seed, epoch, accelerator.process_index)
             metrics = self.train_epoch(epoch)
             metrics.update(self.evaluate())
-            self.scheduler.step(epoch + 1, metrics.get('val_adv_acc', metrics['val_acc']))
+            if self.model_ema is not None:
+                self._sync_ema_buffers()
+                metrics.update(self.evaluate(self.ema_eval_model, prefix='ema_'))
+            self.scheduler.step(epoch + 1, self._selection_metric(metrics))
             self.save(epoch, metrics)
             accelerator.log(metrics, step=epoch + 1)
             shown = {k: round(v, 4) for k, v in metrics.items()}
-            epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc') if k in shown})
+            epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc', 'ema_val_acc', 'ema_val_adv_acc')
+                                if k in shown})
             if self.main and (args.no_progress or not epochs.disable):
                 tqdm.write(f'epoch {epoch + 1}: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
         accelerator.end_training()

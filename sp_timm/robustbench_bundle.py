@@ -1,0 +1,301 @@
+""" ``sp-timm export --robustbench``: a RobustBench submission folder for a checkpoint and its ``sp-timm eval``
+reports, with no hand edits::
+
+    OUT/
+      model_info/<dataset>/<threat_model>/<name>.json   the leaderboard entry (RobustBench's repository path)
+      models/<dataset>/<threat_model>/<name>.pt         a plain state dict of RobustBench's own class for the
+                                                        architecture: robustbench.utils.load_model(name, model_dir=OUT/models)
+      model_zoo_entry.py                                that class and the entry for robustbench/model_zoo/<dataset>.py
+      new_model_issue.md                                RobustBench's "New Model" issue, filled in
+      autoattack-<threat_model>.log                     the evaluation's AutoAttack log (sp-timm eval's autoattack.log)
+      .sp-timm-export.json                              the marker: every file written, with its SHA-256
+
+RobustBench has classes for two of sp-timm's architectures: ``WideResNet`` (``wrn*_cifar``) and ``PreActResNet``
+with ``PreActBlockV2`` blocks and a final BN (``preact_resnet18_cifar``). sp-timm's models normalise their input
+inside; the class of the entry does too, with the model's mean and std as buffers ``mu`` / ``sigma`` (RobustBench's
+own convention, e.g. ``Rice2020OverfittingNet``), so the state dict loads strictly and gives the same logits.
+"""
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+__all__ = ['export_robustbench', 'robustbench_architecture', 'robustbench_state_dict', 'submission_name',
+           'zoo_entry_source', 'ROBUSTBENCH_DATASETS', 'ZOO_ENTRY_FILE', 'ISSUE_FILE', 'RobustBenchArchitecture']
+
+ROBUSTBENCH_DATASETS = ('cifar10', 'cifar100')  # RobustBench's leaderboards among the datasets sp-timm evaluates
+ZOO_ENTRY_FILE = 'model_zoo_entry.py'
+ISSUE_FILE = 'new_model_issue.md'
+AUTOATTACK_LOG = 'autoattack.log'  # what sp-timm eval writes beside report.json (sp_timm.eval.runner.AUTOATTACK_LOG)
+_FULL_TEST_SET = 10_000
+
+
+class RobustBenchArchitecture:
+    """RobustBench's class for an sp-timm model: its import, constructor arguments and name in a submission."""
+
+    def __init__(self, class_name: str, module: str, imports: str, init_args: str, super_args: str, short_name: str,
+                 architecture: str):
+        self.class_name, self.module, self.imports = class_name, module, imports
+        self.init_args, self.super_args = init_args, super_args
+        self.short_name, self.architecture = short_name, architecture
+
+
+def robustbench_architecture(model: torch.nn.Module, model_name: Optional[str] = None) -> RobustBenchArchitecture:
+    """RobustBench's class for ``model`` (an sp-timm ``WideResNet`` or ``PreActResNet``), or a ``ValueError``
+    saying that RobustBench has none for it."""
+    from .models.preact_resnet import PreActResNet
+    from .models.wide_resnet import WideResNet
+    name = model_name or type(model).__name__
+    if isinstance(model, (WideResNet, PreActResNet)) and (model.in_chans != 3 or not model.num_classes):
+        raise ValueError(f"'{name}' has {model.in_chans} input channels and {model.num_classes} classes; RobustBench's "
+                         f"classes take 3-channel images and have a classifier.")
+    k = model.num_classes if isinstance(model, (WideResNet, PreActResNet)) else 0
+    if isinstance(model, WideResNet):
+        blocks = len(model.stages[0])
+        depth, widen = 6 * blocks + 4, model.stages[0][0].conv1.out_channels // 16
+        return RobustBenchArchitecture(
+            'WideResNet', 'robustbench.model_zoo.architectures.wide_resnet',
+            'from robustbench.model_zoo.architectures.wide_resnet import WideResNet',
+            f'depth={depth}, widen_factor={widen}, num_classes={k}',
+            'depth=depth, widen_factor=widen_factor, num_classes=num_classes, sub_block1=False',
+            f'WRN-{depth}-{widen}', f'WideResNet-{depth}-{widen}')
+    if isinstance(model, PreActResNet):
+        layers = [len(stage) for stage in model.stages]
+        depth = 2 * sum(layers) + 2
+        return RobustBenchArchitecture(
+            'PreActResNet', 'robustbench.model_zoo.architectures.resnet',
+            'from robustbench.model_zoo.architectures.resnet import PreActBlockV2, PreActResNet',
+            f'num_classes={k}', f'PreActBlockV2, {layers}, num_classes=num_classes, bn_before_fc=True',
+            f'PreActResNet-{depth}', f'PreActResNet-{depth}')
+    raise ValueError(f"RobustBench has no model class for '{name}': its model zoo builds WideResNet and PreActResNet "
+                     f"(sp-timm's wrn*_cifar and preact_resnet18_cifar), so --robustbench cannot write a checkpoint "
+                     f"it loads. Train one of those, or submit the leaderboard JSON alone (sp-timm export without "
+                     f"--robustbench writes it) with a link to your code.")
+
+
+def _mapped_key(key: str, arch: RobustBenchArchitecture) -> str:
+    """sp-timm's state-dict key -> RobustBench's for the same tensor."""
+    fixed = {'normalize.mean': 'mu', 'normalize.std': 'sigma', 'conv_stem.weight': 'conv1.weight'}
+    if key in fixed:
+        return fixed[key]
+    wrn = arch.class_name == 'WideResNet'
+    match = re.fullmatch(r'stages\.(\d+)\.(\d+)\.(.+)', key)
+    if match:
+        stage, block, rest = int(match[1]), match[2], match[3]
+        if rest == 'shortcut.weight':
+            rest = 'convShortcut.weight' if wrn else 'shortcut.0.weight'
+        return f'block{stage + 1}.layer.{block}.{rest}' if wrn else f'layer{stage + 1}.{block}.{rest}'
+    match = re.fullmatch(r'final_norm\.0\.(.+)', key)
+    if match:
+        return f"{'bn1' if wrn else 'bn'}.{match[1]}"
+    match = re.fullmatch(r'fc\.(weight|bias)', key)
+    if match:
+        return f"{'fc' if wrn else 'linear'}.{match[1]}"
+    raise ValueError(f"no RobustBench {arch.class_name} key for sp-timm's '{key}'")
+
+
+def robustbench_state_dict(model: torch.nn.Module, model_name: Optional[str] = None) -> 'OrderedDict[str, torch.Tensor]':
+    """``model``'s weights as a plain state dict of RobustBench's class (``robustbench_architecture``), on CPU,
+    with the input normalisation as ``mu`` / ``sigma``."""
+    arch = robustbench_architecture(model, model_name)
+    return OrderedDict((_mapped_key(k, arch), v.detach().cpu().clone()) for k, v in model.state_dict().items())
+
+
+def _float32_list(values: torch.Tensor) -> str:
+    import numpy as np
+    return '[' + ', '.join(str(np.float32(v)) for v in values.flatten().tolist()) + ']'
+
+
+def zoo_entry_source(name: str, model: torch.nn.Module, threat_models: Sequence[str], dataset: str,
+                     version: str) -> str:
+    """``model_zoo_entry.py``: RobustBench's class for ``name`` (its architecture, normalising inside) and its
+    entry for each threat model, as in ``robustbench/model_zoo/<dataset>.py``."""
+    arch = robustbench_architecture(model, name)
+    cls = re.sub(r'\W', '', name)
+    cls = (cls if cls[:1].isalpha() else f'Model{cls}') + 'Net'
+    entries = '\n'.join(
+        f"# in the `{tm.lower()}` OrderedDict of robustbench/model_zoo/{dataset}.py:\n"
+        f"{tm.upper()}_ENTRY = ('{name}', {{\n    'model': {cls},\n"
+        f"    'gdrive_id': 'TO FILL IN: the Google Drive id of models/{dataset}/{tm}/{name}.pt',\n}})\n"
+        for tm in threat_models)
+    return f'''""" RobustBench model-zoo entry of {name}, written by sp-timm {version} export --robustbench.
+
+Add the class to robustbench/model_zoo/{dataset}.py (it imports {arch.class_name} already) and each entry to the
+OrderedDict of its threat model, with the Google Drive id of the uploaded .pt. Check it loads as RobustBench will:
+    robustbench.utils.load_model('{name}', model_dir='models', dataset='{dataset}', threat_model=...)
+"""
+import torch
+{arch.imports}
+
+
+class {cls}({arch.class_name}):
+    """{arch.architecture} trained with sp-timm: inputs in [0, 1], normalised inside with the training data's mean
+    and std (buffers mu and sigma, saved in the state dict)."""
+
+    def __init__(self, {arch.init_args}):
+        super().__init__({arch.super_args})
+        self.register_buffer('mu', torch.tensor({_float32_list(model.normalize.mean)}).view(1, 3, 1, 1))
+        self.register_buffer('sigma', torch.tensor({_float32_list(model.normalize.std)}).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        x = (x - self.mu) / self.sigma
+        return super().forward(x)
+
+
+{entries}'''
+
+
+def _surname(authors: str) -> str:
+    first = re.split(r',|;|\band\b|&', authors.strip())[0].strip()
+    words = [w for w in re.findall(r"[^\W\d_]+", first)]
+    return words[-1][:1].upper() + words[-1][1:] if words else ''
+
+
+def submission_name(authors: Optional[str], year: Optional[int], title: Optional[str], short_arch: str,
+                    title_word: Optional[str] = None) -> str:
+    """RobustBench's ``<Author><Year><Word>_<Arch>``: the first author's surname, the year, the first word of the
+    paper's title (``title_word`` when given) and the architecture, e.g. ``Gao2023Stationary_WRN-28-10``. A
+    ``ValueError`` names what is missing."""
+    from .eval.report import PLACEHOLDER_PREFIX
+    given = lambda v: v if v and not str(v).startswith(PLACEHOLDER_PREFIX) else None
+    author = _surname(given(authors) or '')
+    words = re.findall(r'[^\W\d_]+', given(title_word) or given(title) or '')
+    word = words[0][:1].upper() + words[0][1:] if words else ''
+    missing = [what for what, value in (("the first author's surname (--authors)", author), ('the year (--year)', year),
+                                        ("a word of the paper's title (--title-word)", word)) if not value]
+    if missing:
+        raise ValueError(f"--robustbench names the model <Author><Year><Word>_<Arch> as RobustBench does; missing: "
+                         f"{'; '.join(missing)}. Give them, or the whole name with --model-name.")
+    return f'{author}{int(year)}{word}_{short_arch}'
+
+
+def _year_of(venue: Optional[str]) -> Optional[int]:
+    found = re.findall(r'\b(?:19|20)\d\d\b', venue or '')
+    return int(found[-1]) if found else None
+
+
+def _pct(value: str) -> str:
+    return f'{value}%' if value else value
+
+
+def issue_text(name: str, reports: Sequence[Dict[str, Any]], entries: Sequence[Dict[str, Any]],
+               arch: RobustBenchArchitecture, checkpoint_url: Optional[str], code_url: Optional[str], license: str,
+               version: str) -> str:
+    """RobustBench's "New Model" issue (its template's sections and fields), filled in from the reports."""
+    todo = lambda v, what: v or f'TO FILL IN: {what}'
+    first = entries[0]
+    lines = [f'<!-- title: [New Model] {name} -->', '', '# Paper Information', '',
+             f"- **Paper Title**: {first['name']}", f"- **Paper URL**: {first['link']}",
+             f"- **Paper authors**: {first['authors']}", '', '# Leaderboard Claim(s)', '']
+    for i, (report, entry) in enumerate(zip(reports, entries), 1):
+        p = report['protocol']
+        method = (f"AutoAttack, standard version ({', '.join(a.upper() for a in p.get('attacks', []))}), pyautoattack "
+                  f"{p.get('pyautoattack_version')}, run by sp-timm {version} eval on the first {p['n_examples']} "
+                  f"{p['dataset']} test images, seed {p.get('seed')}, batch size {p.get('batch_size')}; the AutoAttack "
+                  f"log is attached (autoattack-{p['threat_model']}.log)")
+        if p['n_examples'] < _FULL_TEST_SET:
+            method += (f". Note: {p['n_examples']} points, not the {_FULL_TEST_SET:,} of RobustBench's leaderboard: "
+                       f"re-run sp-timm eval with --n-examples {_FULL_TEST_SET} before submitting")
+        if report.get('warnings'):
+            method += '. AutoAttack warned: ' + '; '.join(report['warnings'])
+        lines += [f'## Model {i}', '', f"- **Architecture**: {entry['architecture']}",
+                  f"- **Threat Model**: {p['threat_model']}", f"- **eps**: {entry['eps']}",
+                  f"- **Clean accuracy**: {_pct(entry['clean_acc'])}", f"- **Robust accuracy**: {_pct(entry['autoattack_acc'])}",
+                  f"- **Additional data**: {str(bool(entry['additional_data'])).lower()}",
+                  f'- **Evaluation method**: {method}',
+                  f"- **Checkpoint and code**: checkpoint {todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
+                  f" (models/{entry['dataset']}/{p['threat_model']}/{name}.pt of this folder); code "
+                  f"{todo(code_url, 'the URL of the training code (sp-timm export --code-url)')}", '']
+    mit = license.lower() == 'mit'
+    lines += ['# Model Zoo:', '', '- [x] I want to add my models to the Model Zoo (check if true)',
+              f'- [x] I use an architecture that is included among those [here](https://github.com/RobustBench/robustbench/'
+              f'tree/master/robustbench/model_zoo/architectures) or in `timm`. If not, I added the link to the '
+              f'architecture implementation so that it can be added. ({arch.class_name} of {arch.module}; the class '
+              f'and entry are in {ZOO_ENTRY_FILE})',
+              f"- [{'x' if mit else ' '}] I agree to release my model(s) under MIT license (check if true) **OR** under "
+              f"a custom license, located here: " + ('' if mit else f"{license} (TO FILL IN: the licence's URL)"), '']
+    return '\n'.join(lines)
+
+
+def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathLike], *, model_name: Optional[str] = None,
+                       authors: Optional[str] = None, year: Optional[int] = None, title_word: Optional[str] = None,
+                       checkpoint_url: Optional[str] = None, code_url: Optional[str] = None, license: str = 'mit',
+                       weights: str = 'auto') -> Path:
+    """Write the RobustBench submission folder of ``source`` (see the module docstring) from its ``sp-timm eval``
+    reports (``report.json``, with ``autoattack.log`` beside it). Everything is checked before anything is
+    written; the folder is built beside ``out`` and renamed into place when complete (an existing ``out`` is
+    replaced only if it is an earlier export). ``authors`` fills the entry's authors; the name defaults to
+    ``submission_name``'s."""
+    from . import __version__
+    from .checkpoint import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_model, make_shareable,
+                             safe_path_component, sha256_file, weights_sha256)
+    from .eval.report import PLACEHOLDER_PREFIX
+    from .hub import (EXPORT_MARKER, _check_license, _check_replaceable, _files_in, _read_report, _replace_folder,
+                      check_one_report_per_threat_model)
+    _check_license(license)
+    if not reports:
+        raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
+                         '(one per threat model).')
+    out = Path(os.path.abspath(out))
+    _check_replaceable(out)
+    model, record = load_model(source, weights=weights)
+    arch = robustbench_architecture(model, record.get('model'))
+    digest = weights_sha256(model)
+    loaded = [_read_report(path, digest, source) for path in reports]
+    check_one_report_per_threat_model(reports, loaded)
+    logs, entries = [], []
+    for path, report in zip(reports, loaded):
+        dataset = report['protocol']['dataset']
+        if dataset not in ROBUSTBENCH_DATASETS:
+            raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are {', '.join(ROBUSTBENCH_DATASETS)} "
+                             f"(and ImageNet): evaluate on its test set, e.g. sp-timm eval --dataset "
+                             f"{dataset[:-3] if dataset.endswith('-lt') else 'cifar10'}.")
+        log = Path(path).parent / AUTOATTACK_LOG
+        if not log.is_file():
+            raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the same "
+                             f"sp-timm eval command (it reuses its saved results and writes the log).")
+        logs.append(log.read_text(encoding='utf-8'))
+        entry = dict(report['leaderboard'], dataset=dataset)
+        if authors:
+            entry['authors'] = authors
+        entries.append(entry)
+    name = model_name or submission_name(entries[0].get('authors'), year or _year_of(entries[0].get('venue')),
+                                         entries[0].get('name'), arch.short_name, title_word)
+    safe_path_component(name, '--model-name')
+    unfilled = sorted({k for e in entries for k, v in e.items() if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
+    if unfilled:
+        raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: give them to sp-timm "
+                         f"eval (--paper-title, --link, --authors, --venue, --architecture; a rerun reuses its saved "
+                         f"results) or --authors here. Nothing was written.")
+    state = io.BytesIO()
+    torch.save(robustbench_state_dict(model, record.get('model')), state)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+    try:
+        threat_models = []
+        for report, entry, log in zip(loaded, entries, logs):
+            tm, dataset = report['protocol']['threat_model'], entry['dataset']
+            threat_models.append(tm)
+            atomic_write_json(tmp / 'model_info' / dataset / tm / f'{name}.json', entry)
+            atomic_write_bytes(tmp / 'models' / dataset / tm / f'{name}.pt', state.getvalue())
+            atomic_write_text(tmp / f'autoattack-{tm}.log', log)
+        atomic_write_text(tmp / ZOO_ENTRY_FILE, zoo_entry_source(name, model, threat_models, entries[0]['dataset'],
+                                                                 __version__))
+        atomic_write_text(tmp / ISSUE_FILE, issue_text(name, loaded, entries, arch, checkpoint_url, code_url, license,
+                                                       __version__))
+        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': f'sp-timm {__version__} export --robustbench',
+                                                'weights_sha256': digest,
+                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
+        make_shareable(tmp)
+        _check_replaceable(out)
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,253 @@
+""" sp-timm export --robustbench (the RobustBench submission folder), sp-timm eval's autoattack.log, and the export's
+one-report-per-threat-model rule. The tests marked robustbench load the bundle with robustbench's own code (the
+[robustbench] extra); the others check the bundle's content and the errors in the main environment. """
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import sp_timm  # noqa: F401  (registers the models)
+from sp_timm.checkpoint import create_model_from_checkpoint, save_checkpoint, weights_sha256
+from sp_timm.cli import main as cli_main
+from sp_timm.robustbench_bundle import ISSUE_FILE, ZOO_ENTRY_FILE, robustbench_state_dict, zoo_entry_source
+
+AUTHORS = 'Ada Lovelace, Alan Turing'
+NAME = 'Lovelace2023Stationary_PreActResNet-18'
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Distinct BN statistics and affine parameters in every layer, so a key mapped to the wrong layer shows."""
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+            module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model.eval()
+
+
+def _checkpoint(root: Path, model_name: str, dataset: str = 'cifar10', **model_args) -> Path:
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(timm.create_model(model_name, num_classes=10, **model_args))
+    record = {'model': model_name, 'model_args': model_args, 'dataset': dataset, 'loss': 'sp_ls',
+              'loss_params': {'pstar': 0.9}, 'num_classes': 10}
+    return save_checkpoint(root / 'run', 1, model.state_dict(), {}, {}, record, True)
+
+
+def _report(checkpoint: Path, folder: Path, threat_model: str = 'Linf', dataset: str = 'cifar10', log: bool = True,
+            authors: str = 'TO FILL IN: the authors (sp-timm eval --authors)') -> Path:
+    """An evaluation folder in the schema of sp-timm eval (the fields export reads), with its autoattack.log."""
+    model, _ = create_model_from_checkpoint(checkpoint)
+    eps = '8/255' if threat_model == 'Linf' else '0.5'
+    report = {
+        'protocol': {'dataset': dataset, 'split': 'test', 'threat_model': threat_model, 'eps': eps, 'n_examples': 20,
+                     'attacks': ['apgd-ce', 'apgd-t', 'fab-t', 'square'], 'seed': 0, 'batch_size': 500,
+                     'pyautoattack_version': '0.2.0'},
+        'clean_acc': 60.0, 'robust_acc': 35.0, 'clean_ci': [36.1, 80.9], 'robust_ci': [15.4, 59.2], 'warnings': [],
+        'unreliable': False, 'model': {'weights_sha256': weights_sha256(model)}, 'model_name': 'run',
+        'leaderboard': {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model',
+                        'authors': authors, 'additional_data': False, 'number_forward_passes': 1, 'dataset': dataset,
+                        'venue': 'arXiv, Feb 2023', 'architecture': 'PreActResNet-18', 'eps': eps, 'clean_acc': '60.00',
+                        'reported': '', 'autoattack_acc': '35.00', 'footnote': 'sp-timm, loss sp_ls', 'unreliable': False}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'report.json').write_text(json.dumps(report))
+    if log:
+        (folder / 'autoattack.log').write_text(f'AutoAttack log of the {threat_model} evaluation\n')
+    return folder / 'report.json'
+
+
+@pytest.fixture(scope='module')
+def preact(tmp_path_factory):
+    root = tmp_path_factory.mktemp('preact')
+    checkpoint = _checkpoint(root, 'preact_resnet18_cifar')
+    return checkpoint, _report(checkpoint, root / 'eval-Linf'), _report(checkpoint, root / 'eval-L2', 'L2')
+
+
+def _export(checkpoint, out, *reports, extra=()):
+    argv = ['export', '--checkpoint', str(checkpoint), '--out', str(out), '--robustbench']
+    for report in reports:
+        argv += ['--eval', str(report)]
+    return cli_main(argv + list(extra))
+
+
+def test_bundle_holds_the_submission(preact, tmp_path):
+    checkpoint, linf, l2 = preact
+    out = tmp_path / 'submission'
+    assert _export(checkpoint, out, linf, l2, extra=['--authors', AUTHORS, '--license', 'mit',
+                                                      '--checkpoint-url', 'https://example.org/w.pt']) == 0
+    for tm in ('Linf', 'L2'):
+        entry = json.loads((out / 'model_info' / 'cifar10' / tm / f'{NAME}.json').read_text())
+        assert entry['authors'] == AUTHORS and entry['dataset'] == 'cifar10' and entry['autoattack_acc'] == '35.00'
+        assert (out / f'autoattack-{tm}.log').read_text() == f'AutoAttack log of the {tm} evaluation\n'
+        state = torch.load(out / 'models' / 'cifar10' / tm / f'{NAME}.pt', weights_only=True)
+    model, _ = create_model_from_checkpoint(checkpoint)
+    assert list(state) == list(robustbench_state_dict(model))
+    assert {'mu', 'sigma', 'conv1.weight', 'layer2.0.shortcut.0.weight', 'layer4.1.bn2.running_var', 'bn.weight',
+            'linear.bias'} <= set(state)
+    assert not any(k.startswith(('stages', 'normalize', 'fc', 'final_norm', 'conv_stem')) for k in state)
+    assert torch.equal(state['layer3.1.conv2.weight'], model.stages[2][1].conv2.weight)
+    assert torch.equal(state['bn.running_mean'], model.final_norm[0].running_mean)
+    assert torch.equal(state['mu'], model.normalize.mean) and state['mu'].shape == (1, 3, 1, 1)
+    source = (out / ZOO_ENTRY_FILE).read_text()
+    compile(source, ZOO_ENTRY_FILE, 'exec')
+    assert 'class Lovelace2023Stationary_PreActResNet18Net(PreActResNet):' in source
+    assert "LINF_ENTRY = ('Lovelace2023Stationary_PreActResNet-18'" in source and 'L2_ENTRY' in source
+    issue = (out / ISSUE_FILE).read_text()
+    for line in ('- **Paper Title**: Stationary Point Losses for Robust Model', f'- **Paper authors**: {AUTHORS}',
+                 '- **Threat Model**: Linf', '- **eps**: 8/255', '- **Threat Model**: L2', '- **eps**: 0.5',
+                 '- **Clean accuracy**: 60.00%', '- **Robust accuracy**: 35.00%', '- **Additional data**: false',
+                 'checkpoint https://example.org/w.pt', '- [x] I agree to release my model(s) under MIT license'):
+        assert line in issue
+    assert 'not the 10,000' in issue and 'pyautoattack 0.2.0' in issue  # 20 points: the issue says so
+    # an earlier submission folder is replaced; a custom licence is not ticked as MIT
+    assert _export(checkpoint, out, linf, extra=['--model-name', 'Me2026Mine_PRN18', '--authors', AUTHORS]) == 0
+    assert sorted(p.name for p in (out / 'model_info' / 'cifar10').iterdir()) == ['Linf']
+    assert '- [ ] I agree' in (out / ISSUE_FILE).read_text() and 'apache-2.0' in (out / ISSUE_FILE).read_text()
+    assert (out / 'models' / 'cifar10' / 'Linf' / 'Me2026Mine_PRN18.pt').is_file()
+
+
+def test_wide_resnet_keys_and_zoo_class():
+    model = _randomise_batchnorm(sp_timm.models.WideResNet(depth=16, widen_factor=2))
+    state = robustbench_state_dict(model)
+    assert {'conv1.weight', 'block1.layer.0.convShortcut.weight', 'block3.layer.1.bn2.running_mean', 'bn1.weight',
+            'fc.weight', 'mu', 'sigma'} <= set(state)
+    assert 'block1.layer.1.convShortcut.weight' not in state and len(state) == len(model.state_dict())
+    source = zoo_entry_source('Me2026Word_WRN-16-2', model, ['Linf'], 'cifar10', 'test')
+    assert 'depth=16, widen_factor=2, num_classes=10' in source and 'sub_block1=False' in source
+
+
+@pytest.mark.parametrize('case, message', [
+    ('small_cnn', 'RobustBench has no model class'),
+    ('no_eval', 'needs the evaluation to submit'),
+    ('no_log', 'no autoattack.log beside'),
+    ('digits', "RobustBench's leaderboards are cifar10, cifar100"),
+    ('no_authors', "missing: the first author's surname (--authors)"),
+    ('two_linf', 'are both Linf evaluations'),
+])
+def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
+    checkpoint, linf, _ = preact
+    reports, extra = [linf], ['--authors', AUTHORS]
+    if case == 'small_cnn':
+        checkpoint = _checkpoint(tmp_path, 'small_cnn_cifar')
+        reports = [_report(checkpoint, tmp_path / 'eval')]
+    elif case == 'no_eval':
+        reports = []
+    elif case == 'no_log':
+        reports = [_report(checkpoint, tmp_path / 'eval', log=False)]
+    elif case == 'digits':
+        reports = [_report(checkpoint, tmp_path / 'eval', dataset='digits')]
+    elif case == 'no_authors':
+        extra = []
+    elif case == 'two_linf':
+        reports = [linf, _report(checkpoint, tmp_path / 'eval-again')]
+    out = tmp_path / 'submission'
+    assert _export(checkpoint, out, *reports, extra=extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('sp-timm export: error: ') and message in err
+    assert not out.exists() and not list(tmp_path.glob('.submission*'))
+
+
+def test_push_is_refused_with_robustbench(preact, tmp_path, capsys):
+    checkpoint, linf, _ = preact
+    with pytest.raises(SystemExit) as exit_:
+        _export(checkpoint, tmp_path / 'out', linf, extra=['--push', '--repo-id', 'me/x'])
+    assert exit_.value.code == 2 and 'not pushed' in capsys.readouterr().err
+
+
+def test_hub_export_refuses_two_reports_of_one_threat_model(preact, tmp_path, capsys):
+    """Two Linf reports would both be eval/Linf.json: an error naming both, nothing written."""
+    checkpoint, linf, l2 = preact
+    again = _report(checkpoint, tmp_path / 'eval-4')
+    out = tmp_path / 'export'
+    assert cli_main(['export', '--checkpoint', str(checkpoint), '--out', str(out), '--eval', str(linf), '--eval',
+                     str(again)]) == 2
+    err = capsys.readouterr().err
+    assert str(linf) in err and str(again) in err and 'both Linf' in err
+    assert not out.exists()
+    assert cli_main(['export', '--checkpoint', str(checkpoint), '--out', str(out), '--eval', str(linf), '--eval',
+                     str(l2)]) == 0
+    assert sorted(p.name for p in (out / 'eval').iterdir()) == ['L2.json', 'Linf.json']
+
+
+def test_eval_writes_the_autoattack_log(tmp_path):
+    """sp-timm eval writes AutoAttack's own log beside report.json; a rerun that restores every chunk keeps it."""
+    checkpoint = _checkpoint(tmp_path, 'small_cnn_cifar', dataset='digits')
+    out = tmp_path / 'eval'
+    argv = ['eval', '--checkpoint', str(checkpoint), '--n-examples', '6', '--batch-size', '3', '--eps', '64/255',
+            '--min-pert-examples', '0', '--out', str(out), '--no-progress']
+    assert cli_main(argv) == 0
+    log = (out / 'autoattack.log').read_text()
+    report = json.loads((out / 'report.json').read_text())
+    assert 'AutoAttack Linf eps 64/255, chunk 0 (points 0..2), seed 0, batch size 3' in log and 'chunk 1 (points 3..5)' in log
+    assert 'initial accuracy' in log and 'APGD-CE' in log and 'pyautoattack' in log
+    assert f"robust accuracy: {report['robust_acc']:.2f}%" in log and f"clean accuracy: {report['clean_acc']:.2f}%" in log
+    assert cli_main(argv) == 0
+    assert (out / 'autoattack.log').read_text().split('\n', 1)[1] == log.split('\n', 1)[1]
+
+
+# --- with robustbench's own code (the [robustbench] extra) ---------------------------------------------------------
+
+def _robustbench_load(bundle: Path, name: str, threat_model: str = 'Linf') -> torch.nn.Module:
+    """The bundle loaded as RobustBench's model zoo will: its zoo class in robustbench's namespace, its entry in
+    model_dicts, robustbench.utils.load_model from the bundle's models/ (the .pt is there: nothing is downloaded)."""
+    from sp_timm.compat import install_robustbench_compat
+    install_robustbench_compat()
+    import robustbench.model_zoo.cifar10 as zoo
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model
+    namespace = dict(vars(zoo))
+    exec(compile((bundle / ZOO_ENTRY_FILE).read_text(), ZOO_ENTRY_FILE, 'exec'), namespace)
+    entry_name, entry = namespace[f'{threat_model.upper()}_ENTRY']
+    assert entry_name == name
+    zoo_dict = model_dicts[BenchmarkDataset.cifar_10][ThreatModel(threat_model)]
+    zoo_dict[name] = entry
+    try:
+        return load_model(name, model_dir=str(bundle / 'models'), dataset='cifar10', threat_model=threat_model)
+    finally:
+        del zoo_dict[name]
+
+
+@pytest.mark.robustbench
+def test_bundle_loads_in_robustbench_with_the_same_logits(preact, tmp_path):
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    from robustbench.model_zoo.architectures.resnet import PreActResNet
+    from robustbench.utils import ModelInfo
+    import dataclasses
+    checkpoint, linf, _ = preact
+    out = tmp_path / 'submission'
+    assert _export(checkpoint, out, linf, extra=['--authors', AUTHORS]) == 0
+    theirs = _robustbench_load(out, NAME)
+    ours, _ = create_model_from_checkpoint(checkpoint)
+    assert isinstance(theirs, PreActResNet) and not theirs.training
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5) and torch.equal(a.argmax(1), b.argmax(1))
+    assert (a - b).abs().max() < 1e-3 * a.abs().max()  # (a wrong BN or layer would differ by far more)
+    entry = json.loads((out / 'model_info' / 'cifar10' / 'Linf' / f'{NAME}.json').read_text())
+    fields = {f.name for f in dataclasses.fields(ModelInfo)}
+    info = ModelInfo(**{k: v for k, v in entry.items() if k in fields})
+    assert info.authors == AUTHORS and info.autoattack_acc == '35.00' and info.architecture == 'PreActResNet-18'
+
+
+@pytest.mark.robustbench
+def test_wide_resnet_state_dict_loads_in_robustbench_wide_resnet():
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    from sp_timm.compat import install_robustbench_compat
+    install_robustbench_compat()
+    import robustbench.model_zoo.cifar10 as zoo
+    model = _randomise_batchnorm(sp_timm.models.WideResNet(depth=16, widen_factor=2, num_classes=7))
+    namespace = dict(vars(zoo))
+    exec(zoo_entry_source('Me2026Word_WRN-16-2', model, ['Linf'], 'cifar10', 'test'), namespace)
+    theirs = namespace['Me2026Word_WRN162Net']()
+    theirs.load_state_dict(robustbench_state_dict(model), strict=True)
+    theirs.eval()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = model(x), theirs(x)
+    assert a.shape == (6, 7) and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
