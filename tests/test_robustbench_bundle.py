@@ -251,3 +251,37 @@ def test_wide_resnet_state_dict_loads_in_robustbench_wide_resnet():
     with torch.no_grad():
         a, b = model(x), theirs(x)
     assert a.shape == (6, 7) and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path):
+    """The README's path, every step through the CLI: train a PreAct-18 on a tiny local CIFAR-10 (the Hub schema),
+    evaluate it, export the Hub folder, then the RobustBench bundle; nothing edited by hand in between."""
+    from test_data import make_cifar_like
+    data = tmp_path / 'cifar10'
+    for split, ds in make_cifar_like((48, 8)).items():
+        data.mkdir(exist_ok=True)
+        ds.to_parquet(str(data / f'{split}-00000-of-00001.parquet'))
+    run = tmp_path / 'run'
+    assert cli_main(['train', '--dataset', 'cifar10', '--data-dir', str(data), '--model', 'preact_resnet18_cifar',
+                     '--epochs', '1', '--batch-size', '16', '--val-split', '16', '--no-aug', '--no-progress',
+                     '--loss', 'sp_margin', '--clip-grad', '5', '--output', str(run)]) == 0
+    evaluation = tmp_path / 'eval'
+    assert cli_main(['eval', '--checkpoint', str(run / 'last'), '--data-dir', str(data), '--n-examples', '4',
+                     '--batch-size', '4', '--min-pert-norms', 'Linf', '--min-pert-examples', '2', '--fab-iters', '2',
+                     '--out', str(evaluation), '--no-progress', '--authors', 'Ada Lovelace']) == 0
+    assert cli_main(['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'),
+                     '--out', str(tmp_path / 'hub')]) == 0
+    assert (tmp_path / 'hub' / 'model.safetensors').is_file() and (tmp_path / 'hub' / 'README.md').is_file()
+    bundle = tmp_path / 'submission'
+    assert cli_main(['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'),
+                     '--out', str(bundle), '--robustbench', '--year', '2023']) == 0
+    report = json.loads((evaluation / 'report.json').read_text())
+    entries = list((bundle / 'model_info' / 'cifar10' / 'Linf').glob('*.json'))
+    assert [e.stem for e in entries] == ['Lovelace2023Stationary_PreActResNet-18']
+    entry = json.loads(entries[0].read_text())
+    assert entry['clean_acc'] == f"{report['clean_acc']:.2f}" and entry['autoattack_acc'] == f"{report['robust_acc']:.2f}"
+    weights = torch.load(bundle / 'models' / 'cifar10' / 'Linf' / f'{entries[0].stem}.pt', weights_only=True)
+    assert 'mu' in weights and 'sigma' in weights
+    assert (bundle / 'autoattack-Linf.log').read_text() == (evaluation / 'autoattack.log').read_text()
+    assert 'Lovelace2023Stationary_PreActResNet-18' in (bundle / 'new_model_issue.md').read_text()
