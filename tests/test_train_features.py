@@ -458,6 +458,8 @@ def test_eval_uses_ema_weights_by_default_and_raw_on_request(ema_run, capsys):
     assert [f.name for f in folders] == ['epoch-0002-eval-Linf-8_255', 'epoch-0002-eval-Linf-8_255-raw']
     reports = [json.loads((f / 'report.json').read_text())['model'] for f in folders]
     assert [r['weights'] for r in reports] == ['ema', 'raw']
+    summaries = [(f / 'summary.md').read_text() for f in folders]
+    assert 'EMA weights' in summaries[0] and 'trained (raw)' not in summaries[0] and 'trained (raw) weights' in summaries[1]
     assert reports[0]['weights_sha256'] == weights_sha256(_model_with(ema_run / 'last', 'model_ema.safetensors'))
     assert reports[1]['weights_sha256'] == weights_sha256(_model_with(ema_run / 'last', 'model.safetensors'))
     assert reports[0]['weights_sha256'] == weights_sha256(load_model(str(ema_run / 'last'))[0])

@@ -121,6 +121,9 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return '–' if value is None else f'{value:.{digits}f}'
 
 
+_WEIGHT_WORDS = {'ema': "the run's EMA weights (--model-ema)", 'raw': 'the trained (raw) weights'}
+
+
 def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
     """The report as markdown: protocol, headline numbers with intervals, stages, warnings, perturbations, groups."""
     p, m = report['protocol'], report['model']
@@ -128,7 +131,8 @@ def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
     lines = [f"# AutoAttack evaluation: {m.get('name', m.get('source', 'model'))}", '',
              f"{p['dataset']}, first {p['n_examples']} test images in [0, 1]; {p['threat_model']} eps = {p['eps']}; "
              f"AutoAttack version='standard' ({', '.join(p['attacks'])}), seed {p['seed']}, pyautoattack "
-             f"{p.get('pyautoattack_version', '?')}.", '',
+             f"{p.get('pyautoattack_version', '?')}."
+             + (f" Weights: {_WEIGHT_WORDS.get(m['weights'], m['weights'])}." if m.get('weights') else ''), '',
              '| metric | accuracy (%) | 95% CI (Clopper-Pearson) |', '|---|---|---|',
              f"| clean | {report['clean_acc']:.2f} | {ci(report['clean_ci'])} |",
              f"| AutoAttack | {report['robust_acc']:.2f} | {ci(report['robust_ci'])} |",
