@@ -394,8 +394,11 @@ def test_run_reporting_errors_one_line(error, status, message, capsys, monkeypat
 def test_sigint_during_training_says_how_to_resume(tmp_path):
     out = tmp_path / 'run'
     flags = [f for f in TINY if f not in ('--epochs', '1')] + ['--epochs', '200', '--model', 'small_cnn_cifar']
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal's foreground job has
     proc = subprocess.Popen(CLI + ['train', *flags, '--output', str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (out / 'last').exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
