@@ -342,11 +342,18 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
 
 def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
     """In priority order (a time budget finishes the first ones first): CE, the chosen SP configuration, CE + LS,
-    CE-DRW (where screened), every other member's best, CE + clip 5."""
+    CE + clip 5 when the chosen configuration trains with that clipping (its control: is the gain the loss's or
+    the clipping's?), CE-DRW (where screened), every other member's best, and CE + clip 5 otherwise."""
     chosen = selection_of_setting.get('chosen')
     others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
-    baselines = ['ce_ls0.1'] + (['ce_drw'] if 'ce_drw' in selection_of_setting['scores'] else [])
+    clip_control = ['ce_clip5'] if chosen and _uses(CONFIGS[chosen], CLIP) else []
+    baselines = ['ce_ls0.1'] + clip_control + (['ce_drw'] if 'ce_drw' in selection_of_setting['scores'] else [])
     return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + baselines + others + ['ce_clip5']))
+
+
+def _uses(flags: Sequence[str], part: Sequence[str]) -> bool:
+    """Whether ``part`` occurs in ``flags`` as a contiguous run."""
+    return any(list(flags[i:i + len(part)]) == list(part) for i in range(len(flags) - len(part) + 1))
 
 
 # ------------------------------------------------------------------------------------------------ summary

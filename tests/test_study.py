@@ -32,6 +32,9 @@ def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
 def test_finalists_put_the_central_comparison_first():
     best = {'sp_ls': {'config': 'sp_ls_p0.9'}, 'sp_margin': {'config': 'sp_margin_m4'}}
     lt = {'chosen': 'sp_margin_m4', 'best_of_member': best, 'scores': {'ce': {}, 'ce_drw': {}}}
-    assert study.finalists(lt) == ['ce', 'sp_margin_m4', 'ce_ls0.1', 'ce_drw', 'sp_ls_p0.9', 'ce_clip5']
+    # sp_margin trains with clip 5: its control, CE + clip 5, comes right after CE + LS
+    assert study.finalists(lt) == ['ce', 'sp_margin_m4', 'ce_ls0.1', 'ce_clip5', 'ce_drw', 'sp_ls_p0.9']
     plain = dict(lt, scores={'ce': {}})
     assert 'ce_drw' not in study.finalists(plain)
+    unclipped = {'chosen': 'sp_ls_p0.9', 'best_of_member': best, 'scores': {'ce': {}}}
+    assert study.finalists(unclipped) == ['ce', 'sp_ls_p0.9', 'ce_ls0.1', 'sp_margin_m4', 'ce_clip5']
