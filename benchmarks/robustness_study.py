@@ -31,7 +31,6 @@ import concurrent.futures as futures
 import contextlib
 import io
 import json
-import math
 import multiprocessing as mp
 import os
 import statistics
@@ -357,17 +356,6 @@ def _uses(flags: Sequence[str], part: Sequence[str]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ summary
-def _mean_ci(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
-    from scipy.stats import t
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def _fmt(pair: Tuple[Optional[float], Optional[float]], scale: float = 1.0, digits: int = 1) -> str:
     mean, half = pair
     if mean is None:
@@ -385,7 +373,7 @@ def _device_counts(rows: Sequence[Dict[str, Any]]) -> Dict[str, int]:
 
 def summarize(out: Path, command: str, clean_tolerance: float) -> str:
     import torch
-    from sp_timm.eval.stats import paired_test
+    from sp_timm.eval.stats import mean_ci, paired_test
     screen, confirm = _rows(out / 'screen'), _rows(out / 'confirm')
     selection = json.loads((out / 'selection.json').read_text()) if (out / 'selection.json').exists() else {}
     lines = [f'Command: `{command}`', '']
@@ -426,13 +414,13 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 runs = [r for r in done if r['config'] == config]
                 if not runs:
                     continue
-                get = lambda key, sub='acc': _mean_ci([r.get(key, {}).get(sub) for r in runs])
+                get = lambda key, sub='acc': mean_ci([r.get(key, {}).get(sub) for r in runs])
                 cells = [config, str(len(runs)), _fmt(get('clean')), _fmt(get('autoattack')), _fmt(get('audited')),
-                         _fmt(_mean_ci([r['median_linf'] for r in runs]), 255, 2),
+                         _fmt(mean_ci([r['median_linf'] for r in runs]), 255, 2),
                          str(sum(bool(r.get('audit', {}).get('unreliable')) for r in runs))]
                 if lt and 'audited' in runs[0]:
                     cells += [_fmt(get('clean', 'balanced')), _fmt(get('audited', 'balanced'))]
-                    cells += [_fmt(_mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
+                    cells += [_fmt(mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
                 lines.append('| ' + ' | '.join(cells) + ' |')
             chosen = (sel or {}).get('chosen')
             pairs = [(a, b) for a in done if a['config'] == chosen for b in done if b['config'] == 'ce' and b['seed'] == a['seed']]
@@ -441,10 +429,26 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 diffs = [a[key]['acc'] - b[key]['acc'] for a, b in pairs]
                 tests = [paired_test(torch.tensor(a['flags'][key]), torch.tensor(b['flags'][key])) for a, b in pairs]
                 lines += ['', f"Paired, {chosen} vs ce ({key} robust accuracy, same points, same seed): difference "
-                              f"{_fmt(_mean_ci(diffs))} points over {len(pairs)} seed(s); McNemar p per seed: "
+                              f"{_fmt(mean_ci(diffs))} points over {len(pairs)} seed(s); McNemar p per seed: "
                               + ', '.join(f"{t['p_value']:.2g}" for t in tests)]
         lines.append('')
     return '\n'.join(lines) + '\n'
+
+
+def figure_rows(confirm: List[Dict[str, Any]], selection: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Dict[int, float]]]]:
+    """The confirmation per seed for ``plots.seed_points_figure``: metric -> setting -> finalist -> seed -> value
+    (robust accuracy: audited where the row has it, else AutoAttack's)."""
+    metrics = {'clean %': lambda r: r['clean']['acc'],
+               'audited AutoAttack %': lambda r: r.get('audited', r['autoattack'])['acc'],
+               'median FAB Linf (x/255)': lambda r: None if r['median_linf'] is None else 255 * r['median_linf']}
+    rows: Dict[str, Dict[str, Dict[str, Dict[int, float]]]] = {m: {} for m in metrics}
+    for setting in SETTINGS:
+        done = [r for r in confirm if r['setting'] == setting]
+        order = finalists(selection[setting]) if setting in selection else sorted({r['config'] for r in done})
+        for metric, value in metrics.items():
+            groups = {c: {r['seed']: value(r) for r in done if r['config'] == c} for c in order}
+            rows[metric][setting] = {c: v for c, v in groups.items() if v}
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -499,6 +503,13 @@ def main() -> None:
     command = 'python benchmarks/robustness_study.py ' + ' '.join(sys.argv[1:])
     summary = summarize(out, command, args.clean_tolerance)
     atomic_write_text(out / 'summary.md', summary)
+    confirm = _rows(out / 'confirm')
+    if confirm:
+        from sp_timm.eval.plots import plot_seed_points
+        selection = json.loads((out / 'selection.json').read_text()) if (out / 'selection.json').exists() else {}
+        plot_seed_points(out / 'summary.png', figure_rows(confirm, selection),
+                         f"Confirmation on all {confirm[0]['n']} test points, Linf {confirm[0]['eps'] * 255:.0f}/255: "
+                         'per seed (dots), mean and 95 % t-interval (bars); lines join one seed')
     print(summary)
 
 

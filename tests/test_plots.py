@@ -102,3 +102,30 @@ def test_per_class_bars_carry_test_counts_and_tell_zero_from_missing(close_figur
     assert 'measured 0%' in legend and 'no test points' in legend
     assert _legend_outside(fig, ax)
     assert 'AutoAttack Linf eps 2/255' in ax.get_title()
+
+
+def test_seed_points_join_each_seed_and_keep_percentages_inside_0_100(close_figures):
+    from sp_timm.eval.plots import seed_points_figure
+    rows = {'robust %': {'digits': {'ce': {1: 54.0, 2: 40.0}, 'sp': {1: 94.0, 2: 93.0, 3: 95.0}},
+                         'lt': {'ce': {1: 32.0}}, 'empty': {}},
+            'median FAB Linf (x/255)': {'digits': {'ce': {1: 2.1, 2: 1.8}, 'sp': {1: 4.9, 2: 5.0, 3: 4.8}}}}
+    fig = seed_points_figure(rows)
+    axes = fig.get_axes()
+    assert len(axes) == 4  # 2 metrics x 2 panels with data ('empty' left out)
+    digits = axes[0]
+    assert digits.get_title() == 'digits' and axes[1].get_title() == 'lt'
+    low, high = digits.get_ylim()
+    assert low >= 0 and high <= 100  # the t-interval of CE's two seeds (47 +- 89) reaches far past both
+    joins = [line for line in digits.get_lines() if line.get_alpha() == 0.25]
+    assert sorted(tuple(line.get_ydata()) for line in joins) == [(40.0, 93.0), (54.0, 94.0)]  # seed 3 has no pair
+    assert [t.get_text() for t in digits.get_xticklabels()] == ['ce\n(2 seeds)', 'sp\n(3 seeds)']
+    assert axes[2].get_ylabel() == 'median FAB Linf (x/255)' and axes[2].get_ylim()[0] >= 0
+    with pytest.raises(ValueError, match='no values'):
+        seed_points_figure({'robust %': {'digits': {}}})
+
+
+def test_mean_ci_is_the_student_t_interval():
+    from sp_timm.eval.stats import mean_ci
+    mean, half = mean_ci([1.0, 2.0, None, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 / 3 ** 0.5)  # t_{0.975, 2} s / sqrt(n), s = 1
+    assert mean_ci([5.0]) == (5.0, None) and mean_ci([None]) == (None, None)

@@ -12,8 +12,8 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 __all__ = ['plot_per_class', 'plot_min_perturbation_cdf', 'plot_robust_accuracy_vs_eps', 'robust_fraction_above',
-           'per_class_figure', 'min_perturbation_cdf_figure', 'robust_accuracy_figure', 'FigureContext',
-           'format_budget', 'budget_axis_label']
+           'per_class_figure', 'min_perturbation_cdf_figure', 'robust_accuracy_figure', 'seed_points_figure',
+           'plot_seed_points', 'FigureContext', 'format_budget', 'budget_axis_label']
 
 _COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown')
 _OUTSIDE_RIGHT = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7)
@@ -241,3 +241,74 @@ def plot_robust_accuracy_vs_eps(path: Path, series: Mapping[str, Mapping[str, ob
                                 eps_max: float, title: str = '', *, context: Optional[FigureContext] = None) -> Path:
     """``robust_accuracy_figure`` written to ``path`` (PNG)."""
     return _save(robust_accuracy_figure(series, norm, eps_max, title, context=context), path)
+
+
+SeedValues = Mapping[int, Optional[float]]  # seed -> value (None: not measured)
+
+
+def seed_points_figure(rows: Mapping[str, Mapping[str, Mapping[str, SeedValues]]], title: str = '') -> Any:
+    """Per-seed values of several groups (e.g. the study's finalists) in a grid of panels: ``rows[metric][panel]
+    [group]`` maps seed -> value. Each seed is a dot, the mean a bar with its 95 % Student-t interval
+    (``stats.mean_ci``; none for one seed), and a faint line joins one seed's dots across the groups of a panel,
+    so a paired comparison (same seed, same points) reads as the slope of its lines. Panels without data are left
+    out; a panel's x labels carry each group's number of seeds."""
+    from .stats import mean_ci
+    plt = _pyplot()
+    panels = list(dict.fromkeys(panel for metric in rows.values() for panel, groups in metric.items() if groups))
+    metrics = [m for m in rows if any(rows[m].get(panel) for panel in panels)]
+    if not panels:
+        raise ValueError('seed_points_figure: no values to draw.')
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(3.1 * len(panels), 2.9 * len(metrics)), squeeze=False)
+    for i, metric in enumerate(metrics):
+        for j, panel in enumerate(panels):
+            ax, groups = axes[i][j], rows[metric].get(panel, {})
+            names = list(groups)
+            seeds = sorted({seed for values in groups.values() for seed in values})
+            for seed in seeds:
+                xs = [x for x, g in enumerate(names) if groups[g].get(seed) is not None]
+                if len(xs) > 1:
+                    ax.plot(xs, [groups[names[x]][seed] for x in xs], color='gray', alpha=0.25, linewidth=0.8, zorder=1)
+            for x, name in enumerate(names):
+                values = [v for v in groups[name].values() if v is not None]
+                color = _COLORS[x % len(_COLORS)]
+                offsets = [0.0] if len(values) == 1 else [0.16 * (k / (len(values) - 1) - 0.5) for k in range(len(values))]
+                ax.plot([x + o for o in offsets], values, 'o', color=color, markersize=3.5, alpha=0.8, zorder=2)
+                mean, half = mean_ci(values)
+                if mean is not None:
+                    ax.errorbar([x + 0.3], [mean], yerr=None if half is None else [[half], [half]], fmt='_',
+                                color=color, markersize=14, capsize=3, elinewidth=1.2, zorder=3)
+            ax.set_xticks(range(len(names)), [f'{n}\n({len(groups[n])} seed{"s" * (len(groups[n]) != 1)})'
+                                              for n in names], fontsize=6.5, rotation=30, ha='right')
+            ax.set_xlim(-0.5, len(names) - 0.2)
+            _readable_y(ax, percent=metric.rstrip().endswith('%'),
+                        non_negative=all(v >= 0 for g in groups.values() for v in g.values() if v is not None))
+            ax.tick_params(axis='y', labelsize=8)
+            ax.grid(axis='y', alpha=0.3)
+            if i == 0:
+                ax.set_title(panel, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(metric, fontsize=8)
+    fig.suptitle(title or 'per seed (dots), mean and 95 % t-interval (bars)', fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _readable_y(ax: Any, percent: bool, non_negative: bool) -> None:
+    """A y range of at least 10 points (percent) or 20 % of the top (other values), kept inside [0, 100] for a
+    percentage and above 0 for non-negative data: a 95 % interval over 2 seeds can reach past 100 % or below 0,
+    and a 0.5-point spread must not look like 50."""
+    low, high = ax.get_ylim()
+    span = 10.0 if percent else 0.2 * max(abs(high), 1e-12)
+    if high - low < span:
+        low, high = (low + high - span) / 2, (low + high + span) / 2
+    floor, ceiling = (0.0 if percent or non_negative else -math.inf), (100.0 if percent else math.inf)
+    if low < floor:
+        low, high = floor, min(ceiling, max(high, floor + span))
+    if high > ceiling:
+        low, high = max(floor, min(low, ceiling - span)), ceiling
+    ax.set_ylim(low, high)
+
+
+def plot_seed_points(path: Path, rows: Mapping[str, Mapping[str, Mapping[str, SeedValues]]], title: str = '') -> Path:
+    """``seed_points_figure`` written to ``path`` (PNG)."""
+    return _save(seed_points_figure(rows, title), path)

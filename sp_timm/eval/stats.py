@@ -1,9 +1,12 @@
 """ Accuracy with confidence intervals, per class, per many / medium / few-shot group, and paired comparisons. """
+import math
+import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['accuracy_ci', 'per_class_accuracy', 'group_accuracy', 'balanced_accuracy', 'paired_test', 'CONFIDENCE']
+__all__ = ['accuracy_ci', 'mean_ci', 'per_class_accuracy', 'group_accuracy', 'balanced_accuracy', 'paired_test',
+           'CONFIDENCE']
 
 CONFIDENCE = 0.95
 
@@ -16,6 +19,20 @@ def accuracy_ci(correct: int, total: int, confidence: float = CONFIDENCE) -> Tup
         raise ValueError('an accuracy needs at least one point.')
     interval = binomtest(int(correct), int(total)).proportion_ci(confidence, method='exact')
     return 100 * interval.low, 100 * interval.high
+
+
+def mean_ci(values: Sequence[Optional[float]], confidence: float = CONFIDENCE) -> Tuple[Optional[float], Optional[float]]:
+    """Mean over seeds and the half-width of its Student-t interval, ``t_{(1+c)/2, n-1} s / sqrt(n)`` (``s`` the
+    sample standard deviation of the n values); None entries are skipped. ``(None, None)`` without values, and
+    no half-width for a single value (one seed says nothing about the spread)."""
+    from scipy.stats import t
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) -> List[Optional[float]]:
