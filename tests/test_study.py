@@ -38,3 +38,18 @@ def test_finalists_put_the_central_comparison_first():
     assert 'ce_drw' not in study.finalists(plain)
     unclipped = {'chosen': 'sp_ls_p0.9', 'best_of_member': best, 'scores': {'ce': {}}}
     assert study.finalists(unclipped) == ['ce', 'sp_ls_p0.9', 'ce_ls0.1', 'sp_margin_m4', 'ce_clip5']
+
+
+def test_figure_rows_take_audited_accuracy_per_seed_in_finalist_order():
+    def row(config, seed, robust, audited=None):
+        r = {'setting': 'digits', 'config': config, 'seed': seed, 'clean': {'acc': 98.0},
+             'autoattack': {'acc': robust}, 'median_linf': 2 / 255}
+        return dict(r, audited={'acc': audited}) if audited is not None else r
+    selection = {'digits': {'chosen': 'sp_margin_m4', 'best_of_member': {}, 'scores': {'ce': {}}}}
+    confirm = [row('sp_margin_m4', 1, 94.4, 94.0), row('ce', 2, 40.0), row('ce', 1, 54.5, 54.2)]
+    rows = study.figure_rows(confirm, selection)
+    robust = rows['audited AutoAttack %']['digits']
+    assert list(robust) == ['ce', 'sp_margin_m4']  # finalist order; finalists without rows left out
+    assert robust['ce'] == {1: 54.2, 2: 40.0} and robust['sp_margin_m4'] == {1: 94.0}  # AutoAttack where unaudited
+    assert rows['median FAB Linf (x/255)']['digits']['ce'][1] == pytest.approx(2.0)
+    assert rows['clean %']['digits-lt'] == {}
