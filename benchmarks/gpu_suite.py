@@ -6,9 +6,10 @@
 Sections (``--sections``; each in its own try/except: an error is recorded in the JSON and the suite goes on):
 
 * ``env``: device, versions, peak bf16 matmul rate (measured: a large bf16 GEMM).
-* ``loss``: forward + backward of ``F.cross_entropy`` and every SP member, B = 512, K in {10, 100, 1000},
-  eager (``compile=False``) and compiled (``compile=True``), timed with CUDA events; the figure is the median
-  over rounds of (member time / CE time of the same round).
+* ``loss``: forward + backward of ``F.cross_entropy`` and every SP member, B = 512, K in {10, 100, 1000}: the
+  Triton kernel (the CUDA default, ``kernel='triton'``; CUDA only), and the torch code compiled and eager
+  (``kernel='torch'``), timed with CUDA events; the figure is the median over rounds of (member time / CE time of
+  the same round).
 * ``train``: sp-timm's ``_Trainer.train_epoch`` against a minimal hand loop (same model, loss, clip, optimizer,
   bf16 autocast, channels_last, pre-made CIFAR-shaped batches on the device): standard, PGD-10, TRADES-10 at
   batch 128 and 512. Images/s, ratio, and MFU = images/s x FLOP per image (counted with
@@ -121,9 +122,11 @@ def section_loss(cfg: Settings) -> Dict[str, Any]:
     random.seed(0)
     torch.manual_seed(0)
     variants: Dict[str, Callable] = {'ce': F.cross_entropy}
-    for name in MEMBERS:
-        variants[f'{name} eager'] = create_loss(name, compile=False)
-        variants[f'{name} compiled'] = create_loss(name, compile=cfg.compile_backend)
+    for name in MEMBERS:  # the default on CUDA is the Triton kernel; the torch code compiled and eager for scale
+        if cfg.cuda:
+            variants[f'{name} triton'] = create_loss(name, kernel='triton')
+        variants[f'{name} eager'] = create_loss(name, kernel='torch', compile=False)
+        variants[f'{name} compiled'] = create_loss(name, kernel='torch', compile=cfg.compile_backend)
     result: Dict[str, Any] = {'batch': cfg.loss_batch, 'ce_ms': {}, 'ratio': {n: {} for n in variants if n != 'ce'}}
     for num_classes in cfg.loss_classes:
         if cfg.left() < 20:

@@ -19,9 +19,13 @@ Speed: with class indices (the hot path) each member also states its gradient in
 (``loss_and_grad``), and a single autograd node applies it: forward computes the reduced loss and the
 gradient of that reduced loss, backward is one multiplication by the incoming gradient. That node is
 first-order only; ``fused=False`` builds the loss from differentiable ops instead (for double backward, e.g.
-gradient-norm penalties). On CUDA the loss body (checks, loss, gradient, reduction) runs as one
-``torch.compile``'d function (``compile=None``, the default), a few fused kernels instead of ~20 small ones; it
-falls back to the same code in eager mode if compilation fails.
+gradient-norm penalties). On CUDA that node's forward is one hand-written Triton kernel (``kernel=None``, the
+default; ``sp_timm/losses/_triton.py``): it reads the logits once (float32 / float16 / bfloat16, math in float32)
+and writes the per-row loss, the gradient in the logits' dtype and the validation flag, so a training step pays
+one kernel plus the reduction forward and one multiplication backward. Everything else (soft targets, smoothing,
+no gradient, float64, K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA
+(``compile=None``, the default), a few fused kernels instead of ~20 small ones; it falls back to the same code in
+eager mode if compilation fails.
 
 Validation (``validate``): the shape / dtype checks are host-side and always immediate. The value checks
 (finite logits, labels in ``[0, K-1]``, soft-target rows non-negative and summing to 1) are one on-device
@@ -35,7 +39,8 @@ flag, ``ok = isfinite(sum z) & (0 <= min y) & (max y < K)`` (soft: ``min t >= 0 
   this loss once the device has computed the flag (on CPU always at the next call), or at ``check_inputs()``,
   which waits for it (the trainer calls it at every log interval and at the end of every epoch). The loss
   returned for the bad batch itself is meaningless.
-* ``'off'``: no value checks (out-of-range labels then fail inside PyTorch's kernels).
+* ``'off'``: no value checks (out-of-range labels then fail inside PyTorch's kernels; the Triton kernel clamps
+  them).
 """
 import inspect
 import math
@@ -54,6 +59,7 @@ __all__ = [
 
 _REDUCTIONS = ('mean', 'sum', 'none')
 _VALIDATE_MODES = ('full', 'async', 'off')
+_KERNELS = ('triton', 'torch')
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -127,8 +133,9 @@ class _ClosedFormGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, member: 'SPLoss', check: bool,
-                flags: List[torch.Tensor]) -> torch.Tensor:
-        loss, grad, flag = member._compiled('_closed_form')(logits, target, check)
+                flags: List[torch.Tensor], use_kernel: bool) -> torch.Tensor:
+        body = member._kernel_closed_form if use_kernel else member._compiled('_closed_form')
+        loss, grad, flag = body(logits, target, check)
         if flag is not None:
             flags.append(flag)
         ctx.save_for_backward(grad)
@@ -143,7 +150,8 @@ class _ClosedFormGradient(torch.autograd.Function):
                 f"(double backward / create_graph=True, e.g. gradient penalties); build the loss with fused=False, "
                 f"e.g. create_loss('{ctx.name}', fused=False).")
         (grad,) = ctx.saved_tensors
-        return grad * (grad_loss.unsqueeze(-1) if ctx.per_sample else grad_loss), None, None, None, None
+        grad_logits = (grad * (grad_loss.unsqueeze(-1) if ctx.per_sample else grad_loss)).to(grad.dtype)
+        return grad_logits, None, None, None, None, None
 
 
 class _PendingCheck:
@@ -153,7 +161,7 @@ class _PendingCheck:
         self.logits, self.target, self.soft = logits, target, soft
         self.event = None
         if flag.is_cuda:
-            self.flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self.flag = torch.empty((), dtype=flag.dtype, pin_memory=True)
             self.flag.copy_(flag, non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
@@ -183,13 +191,17 @@ class SPLoss(nn.Module):
         validate: 'full' | 'async' | 'off', or None: 'full' for CPU logits, 'async' otherwise (module docstring).
         compile: None: ``torch.compile`` the loss body (inductor) for CUDA logits only; True: always (inductor);
             a string: always, with that ``torch.compile`` backend; False: never.
+        kernel: None: the Triton kernel for the fused class-index path on CUDA where it applies (module docstring),
+            else the torch code; 'triton': always where it applies (on CPU only under ``TRITON_INTERPRET=1``);
+            'torch': never.
     """
     name: str = ''
     formula: str = ''  # one-line statement of l(z, y), for listings
     stationary_set: str = ''  # where the gradient vanishes, for listings
 
     def __init__(self, reduction: str = 'mean', smoothing: float = 0.0, fused: bool = True,
-                 validate: Optional[str] = None, compile: Optional[Union[bool, str]] = None):
+                 validate: Optional[str] = None, compile: Optional[Union[bool, str]] = None,
+                 kernel: Optional[str] = None):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
@@ -199,11 +211,14 @@ class SPLoss(nn.Module):
             raise ValueError(f"validate must be one of {_VALIDATE_MODES} or None (per device), got {validate!r}.")
         if not (compile is None or isinstance(compile, (bool, str))):
             raise ValueError(f'compile must be None, a bool or a torch.compile backend name, got {compile!r}.')
+        if kernel is not None and kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {_KERNELS} or None (Triton on CUDA), got {kernel!r}.")
         self.reduction = reduction
         self.smoothing = float(smoothing)
         self.fused = bool(fused)
         self.validate = validate
         self.compile_backend = compile  # not `compile`: that would hide nn.Module.compile()
+        self.kernel = kernel
         self._pending: List[_PendingCheck] = []
         self._compiled_fns: Dict[str, Callable] = {}
 
@@ -219,6 +234,12 @@ class SPLoss(nn.Module):
     def _stationary_margin(self, num_classes: int) -> float:
         """``stationary_margin`` for ``num_classes >= 2``."""
         raise NotImplementedError
+
+    def kernel_params(self) -> Optional[Tuple[str, float, float]]:
+        """``(formula, a, c)``: the member's formula in the Triton kernel (``_triton.MEMBER_CODES``) and its
+        parameters there, or None (no kernel). Only a class that defines it itself uses the kernel: a subclass that
+        changes the math gets the torch code."""
+        return None
 
     def stationary_margin(self, num_classes: int) -> float:
         """Margin ``z_y - max_{j != y} z_j`` of the stationary point that gradient descent from ``z = 0``
@@ -240,7 +261,7 @@ class SPLoss(nn.Module):
     def hparams(self) -> Dict[str, Any]:
         """The constructor parameters that define this member (without reduction / smoothing / fused)."""
         params = inspect.signature(type(self).__init__).parameters.values()
-        skip = ('self', 'reduction', 'smoothing', 'fused', 'validate', 'compile')
+        skip = ('self', 'reduction', 'smoothing', 'fused', 'validate', 'compile', 'kernel')
         return {p.name: getattr(self, p.name) for p in params if p.name not in skip and p.kind is p.POSITIONAL_OR_KEYWORD}
 
     def extra_repr(self) -> str:
@@ -264,12 +285,15 @@ class SPLoss(nn.Module):
             return _reduce(logits.sum(-1, dtype=torch.float32), self.reduction)
         if mode == 'full' and not bool(_value_flag(logits, target, soft)):
             _raise_value_error(logits, target, soft, self.name)
-        if logits.dtype in _LOW_PRECISION:
-            logits = logits.float()
         check, flags = mode == 'async', []
         if not soft and self.smoothing == 0 and self.fused and logits.requires_grad and torch.is_grad_enabled():
-            loss = _ClosedFormGradient.apply(logits, target, self, check, flags)
+            use_kernel = self._uses_kernel(logits)
+            if logits.dtype in _LOW_PRECISION and not use_kernel:
+                logits = logits.float()
+            loss = _ClosedFormGradient.apply(logits, target, self, check, flags, use_kernel)
         else:
+            if logits.dtype in _LOW_PRECISION:
+                logits = logits.float()
             loss, flag = self._compiled('_autograd_form')(logits, target, soft, check)
             flags.append(flag)
         if check:
@@ -321,6 +345,28 @@ class SPLoss(nn.Module):
             return target, None
         flag = _value_flag(logits, target, soft)
         return (target if soft else target.clamp(0, logits.shape[-1] - 1)), flag
+
+    def _uses_kernel(self, logits: torch.Tensor) -> bool:
+        """Whether the fused class-index path runs the Triton kernel for these logits (the ``kernel`` option)."""
+        if self.kernel == 'torch' or 'kernel_params' not in vars(type(self)) or self.kernel_params() is None:
+            return False
+        from . import _kernel_support
+        fits = _kernel_support.kernel_fits(logits)
+        if self.kernel is None:
+            return logits.is_cuda and fits and _kernel_support.triton_available()
+        if not fits:
+            return False
+        _kernel_support.require_triton(logits, self.name)
+        return True
+
+    def _kernel_closed_form(self, logits: torch.Tensor, target: torch.Tensor,
+                            check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``_closed_form`` in one Triton kernel (plus the reduction)."""
+        from ._triton import sp_rows
+        formula, a, c = self.kernel_params()
+        grad_scale = 1.0 / logits.shape[0] if self.reduction == 'mean' else 1.0
+        rows, grad, flag = sp_rows(formula, logits, target, grad_scale, a, c, check)
+        return _reduce(rows, self.reduction), grad, flag
 
     def _closed_form(self, logits: torch.Tensor, target: torch.Tensor,
                      check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

@@ -1,4 +1,6 @@
 """ SP cross-entropy: cross-entropy plus a linear reward ceiling in ``p_y``. """
+from typing import Tuple
+
 import torch
 
 from ._base import SPProbLoss, check_open_interval, symmetric_margin
@@ -33,3 +35,6 @@ class SPCrossEntropy(SPProbLoss):
 
     def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)
+
+    def kernel_params(self) -> Tuple[str, float, float]:
+        return 'sp_ce', self.pstar, 0.0

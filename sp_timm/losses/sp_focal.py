@@ -1,5 +1,6 @@
 """ SP focal: focal loss plus a linear term that puts its minimum at ``p*``. """
 import math
+from typing import Tuple
 
 import torch
 
@@ -43,3 +44,6 @@ class SPFocal(SPProbLoss):
 
     def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)
+
+    def kernel_params(self) -> Tuple[str, float, float]:
+        return 'sp_focal', self.gamma, self.coef

@@ -40,6 +40,9 @@ class SPLogitPenalty(SPLoss):
         grad.scatter_add_(-1, index, torch.full(index.shape, -1.0, dtype=grad.dtype, device=grad.device))
         return loss, grad
 
+    def kernel_params(self) -> Tuple[str, float, float]:
+        return 'sp_logit', self.lam, 0.0
+
     def _stationary_margin(self, num_classes: int) -> float:
         def excess(m: float) -> float:
             return self.lam * m * (math.exp(m) + num_classes - 1) - num_classes

@@ -47,3 +47,6 @@ class SPLabelSmoothing(SPLoss):
 
     def _stationary_margin(self, num_classes: int) -> float:
         return symmetric_margin(self.pstar, num_classes)
+
+    def kernel_params(self) -> Tuple[str, float, float]:
+        return 'sp_ls', self.pstar, 0.0

@@ -1,5 +1,6 @@
 """ SP margin: a squared distance of the soft margin to a target margin. """
 import math
+from typing import Tuple
 
 import torch
 
@@ -35,3 +36,6 @@ class SPMargin(SPProbLoss):
 
     def _stationary_margin(self, num_classes: int) -> float:
         return self.margin + math.log(num_classes - 1)
+
+    def kernel_params(self) -> Tuple[str, float, float]:
+        return 'sp_margin', self.margin, 0.0
