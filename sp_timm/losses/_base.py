@@ -348,14 +348,14 @@ class SPLoss(nn.Module):
 
     def _uses_kernel(self, logits: torch.Tensor) -> bool:
         """Whether the fused class-index path runs the Triton kernel for these logits (the ``kernel`` option)."""
-        if self.kernel == 'torch' or 'kernel_params' not in vars(type(self)) or self.kernel_params() is None:
+        if self.kernel == 'torch' or (self.kernel is None and not logits.is_cuda) \
+                or 'kernel_params' not in vars(type(self)) or self.kernel_params() is None:
             return False
         from . import _kernel_support
-        fits = _kernel_support.kernel_fits(logits)
-        if self.kernel is None:
-            return logits.is_cuda and fits and _kernel_support.triton_available()
-        if not fits:
+        if not _kernel_support.kernel_fits(logits):
             return False
+        if self.kernel is None:
+            return _kernel_support.triton_available()
         _kernel_support.require_triton(logits, self.name)
         return True
 
