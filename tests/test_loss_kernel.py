@@ -35,7 +35,7 @@ INTERPRETED_CHECK = textwrap.dedent('''
 
     torch.manual_seed(0)
     for name, kwargs in configs:
-        for num_classes, batch in ((2, 7), (10, 33), (100, 5)):
+        for num_classes, batch in ((2, 7), (10, 33), (100, 70)):  # (100, 70): 3 programs of 32 rows
             logits = 4 * torch.randn(batch, num_classes)
             target = torch.randint(0, num_classes, (batch,))
             logits[0, 0], target[0] = 40.0, 0  # far past the stationary point
@@ -51,15 +51,36 @@ INTERPRETED_CHECK = textwrap.dedent('''
                     torch.testing.assert_close(got, ref, rtol=2e-5, atol=2e-5)
                 for got, ref in zip(kernel[:2], exact[:2]):
                     torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=2e-5)
-        half = run(name, kwargs, logits.bfloat16(), target, 'mean', kernel='triton')
-        ref = run(name, kwargs, logits.bfloat16().double(), target, 'mean', fused=False, compile=False)
-        assert half[1].dtype == torch.bfloat16 and half[0].dtype == torch.float32
-        torch.testing.assert_close(half[0].double(), ref[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(half[1].double(), ref[1], rtol=1e-2, atol=1e-3)
+        for dtype in (torch.bfloat16, torch.float16):
+            for reduction in ('mean', 'none'):
+                half = run(name, kwargs, logits.to(dtype), target, reduction, kernel='triton')
+                ref = run(name, kwargs, logits.to(dtype).double(), target, reduction, fused=False, compile=False)
+                assert half[1].dtype == dtype and half[0].dtype == torch.float32
+                torch.testing.assert_close(half[0].double(), ref[0], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(half[1].double(), ref[1], rtol=1e-2, atol=1e-6)
+        # float16 with AMP's loss scale: the gradient is scaled before its cast, so p - e_y over B keeps its digits
+        z = logits.half().requires_grad_(True)
+        (create_loss(name, kernel='triton', **kwargs)(z, target) * 65536.0).backward()
+        z_ref = logits.half().double().requires_grad_(True)
+        (create_loss(name, fused=False, compile=False, **kwargs)(z_ref, target) * 65536.0).backward()
+        torch.testing.assert_close(z.grad.double(), z_ref.grad, rtol=2e-3, atol=1e-2)
+        # strided labels, strided logits, a large common offset, 'full' and 'off' validation, one row per program
+        wide = 3 * torch.randn(3, 5000)
+        pairs = [(logits[::2], torch.stack([target, target], 1)[::2, 0]), (logits.t().contiguous().t(), target),
+                 (logits + 1000.0, target), (wide, torch.tensor([0, 4999, 17]))]
+        for z, y in pairs:
+            for validate in ('full', 'off'):
+                got = run(name, kwargs, z, y, 'none', kernel='triton', validate=validate)
+                exact = run(name, kwargs, z.double(), y, 'none', fused=False, compile=False)
+                torch.testing.assert_close(got[0].double(), exact[0], rtol=2e-5, atol=5e-5)
+                torch.testing.assert_close(got[1].double(), exact[1], rtol=2e-5, atol=2e-5)
     for name in {n for n, _ in configs}:
         nan = torch.randn(4, 5)
         nan[2, 1] = float('nan')
+        late = torch.zeros(70, dtype=torch.long)
+        late[69] = 100  # a bad label in the last of 3 programs
         for logits, target, message in ((torch.randn(4, 5), torch.tensor([0, 1, 2, 5]), 'labels must lie in [0, 4]'),
+                                        (torch.randn(70, 100), late, 'labels must lie in [0, 99]'),
                                         (torch.randn(4, 5), torch.tensor([0, -1, 2, 3]), 'labels must lie'),
                                         (nan, torch.tensor([0, 1, 2, 3]), 'NaN or Inf in 1 of 4 rows')):
             loss_fn = create_loss(name, kernel='triton', validate='async')
@@ -70,7 +91,7 @@ INTERPRETED_CHECK = textwrap.dedent('''
                 assert message in str(err), (name, str(err))
             else:
                 raise AssertionError(f'{name}: no error for {message}')
-            loss_fn(torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2, 3]))  # reported once
+            loss_fn(torch.randn(*logits.shape, requires_grad=True), torch.zeros_like(target))  # reported once
             loss_fn.check_inputs()
     print('interpreted kernel checks passed')
 ''')
@@ -79,8 +100,10 @@ INTERPRETED_CHECK = textwrap.dedent('''
 @needs_triton
 def test_kernel_equals_closed_form_and_reference_in_the_interpreter():
     """Every member and parameter edge, K in {2, 10, 100}, batches that do not fill a block, every reduction:
-    the kernel's loss and gradient equal the float32 torch path and the float64 autograd reference; bfloat16
-    logits give a bfloat16 gradient; bad labels and NaN logits raise the usual ValueError at check_inputs()."""
+    the kernel's loss and gradient equal the float32 torch path and the float64 autograd reference; bfloat16 and
+    float16 logits give a gradient of their dtype, scaled before the cast; strided inputs, a large common offset,
+    K > 4096, 'full' and 'off' validation; bad labels (also in the last of several programs) and NaN logits raise
+    the usual ValueError at check_inputs()."""
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, '-c', INTERPRETED_CHECK, repr(CONFIGS)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -114,6 +137,27 @@ def test_a_subclass_that_changes_the_math_does_not_use_the_kernel():
 
     assert not Doubled(kernel='triton')._uses_kernel(torch.randn(3, 4))
     assert 'kernel_params' not in vars(Doubled) and SPMargin().kernel_params() == ('sp_margin', 2.0, 0.0)
+
+
+@needs_triton
+def test_a_failing_kernel_hands_over_to_the_torch_code(monkeypatch):
+    """kernel=None: a kernel that cannot build or launch warns once and the torch code computes the same;
+    kernel='triton' raises instead."""
+    from sp_timm.losses import _triton
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('Failed to find C compiler')
+    monkeypatch.setattr(_triton, 'sp_rows', broken)
+    logits, target = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    expected = create_loss('sp_margin', kernel='torch', compile=False)._closed_form(logits, target, False)
+    loss_fn = create_loss('sp_margin', compile=False)
+    with pytest.warns(RuntimeWarning, match='Triton kernel failed.*C compiler.*torch code'):
+        got = loss_fn._kernel_closed_form(logits.bfloat16(), target, False)
+    assert loss_fn._kernel_failed and not loss_fn._uses_kernel(logits)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-2, atol=1e-2)
+    assert got[1].dtype == torch.float32
+    with pytest.raises(RuntimeError, match='C compiler'):
+        create_loss('sp_margin', kernel='triton')._kernel_closed_form(logits, target, False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

@@ -21,11 +21,12 @@ gradient of that reduced loss, backward is one multiplication by the incoming gr
 first-order only; ``fused=False`` builds the loss from differentiable ops instead (for double backward, e.g.
 gradient-norm penalties). On CUDA that node's forward is one hand-written Triton kernel (``kernel=None``, the
 default; ``sp_timm/losses/_triton.py``): it reads the logits once (float32 / float16 / bfloat16, math in float32)
-and writes the per-row loss, the gradient in the logits' dtype and the validation flag, so a training step pays
-one kernel plus the reduction forward and one multiplication backward. Everything else (soft targets, smoothing,
-no gradient, float64, K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA
-(``compile=None``, the default), a few fused kernels instead of ~20 small ones; it falls back to the same code in
-eager mode if compilation fails.
+and writes the per-row loss, the float32 gradient and the validation flag, so a training step pays one kernel
+plus the reduction forward and one multiplication backward (which casts to the logits' dtype after the incoming
+gradient, e.g. AMP's loss scale, has multiplied it: no float16 underflow). If the kernel cannot build or launch it
+warns once and the torch code takes over. Everything else (soft targets, smoothing, no gradient, float64,
+K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA (``compile=None``, the default), a
+few fused kernels instead of ~20 small ones; it falls back to the same code in eager mode if compilation fails.
 
 Validation (``validate``): the shape / dtype checks are host-side and always immediate. The value checks
 (finite logits, labels in ``[0, K-1]``, soft-target rows non-negative and summing to 1) are one on-device
@@ -139,7 +140,7 @@ class _ClosedFormGradient(torch.autograd.Function):
         if flag is not None:
             flags.append(flag)
         ctx.save_for_backward(grad)
-        ctx.name, ctx.per_sample = member.name, member.reduction == 'none'
+        ctx.name, ctx.per_sample, ctx.dtype = member.name, member.reduction == 'none', logits.dtype
         return loss
 
     @staticmethod
@@ -150,8 +151,12 @@ class _ClosedFormGradient(torch.autograd.Function):
                 f"(double backward / create_graph=True, e.g. gradient penalties); build the loss with fused=False, "
                 f"e.g. create_loss('{ctx.name}', fused=False).")
         (grad,) = ctx.saved_tensors
-        grad_logits = (grad * (grad_loss.unsqueeze(-1) if ctx.per_sample else grad_loss)).to(grad.dtype)
-        return grad_logits, None, None, None, None, None
+        incoming = grad_loss.unsqueeze(-1) if ctx.per_sample else grad_loss
+        if grad.dtype == ctx.dtype:
+            return grad * incoming, None, None, None, None, None
+        # float32 gradient of low-precision logits (the kernel's): multiplied, then cast, in one kernel
+        out = torch.empty(grad.shape, dtype=ctx.dtype, device=grad.device)
+        return torch.mul(grad, incoming, out=out), None, None, None, None, None
 
 
 class _PendingCheck:
@@ -219,6 +224,7 @@ class SPLoss(nn.Module):
         self.validate = validate
         self.compile_backend = compile  # not `compile`: that would hide nn.Module.compile()
         self.kernel = kernel
+        self._kernel_failed = False
         self._pending: List[_PendingCheck] = []
         self._compiled_fns: Dict[str, Callable] = {}
 
@@ -273,7 +279,7 @@ class SPLoss(nn.Module):
         return ', '.join(parts)
 
     def __getstate__(self) -> Dict[str, Any]:  # pickle / deepcopy: no events, no compiled functions
-        return dict(self.__dict__, _pending=[], _compiled_fns={})
+        return dict(self.__dict__, _pending=[], _compiled_fns={}, _kernel_failed=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The reduced loss of ``logits`` (B, K) against class indices (B,) of any integer dtype or soft targets
@@ -348,7 +354,7 @@ class SPLoss(nn.Module):
 
     def _uses_kernel(self, logits: torch.Tensor) -> bool:
         """Whether the fused class-index path runs the Triton kernel for these logits (the ``kernel`` option)."""
-        if self.kernel == 'torch' or (self.kernel is None and not logits.is_cuda) \
+        if self.kernel == 'torch' or (self.kernel is None and (not logits.is_cuda or self._kernel_failed)) \
                 or 'kernel_params' not in vars(type(self)) or self.kernel_params() is None:
             return False
         from . import _kernel_support
@@ -361,11 +367,21 @@ class SPLoss(nn.Module):
 
     def _kernel_closed_form(self, logits: torch.Tensor, target: torch.Tensor,
                             check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """``_closed_form`` in one Triton kernel (plus the reduction)."""
-        from ._triton import sp_rows
+        """``_closed_form`` in one Triton kernel (plus the reduction); the gradient is float32. With ``kernel=None``
+        a kernel that fails to build or launch (no C compiler for Triton's launcher, an unsupported GPU) warns once
+        and hands over to the torch code for good."""
         formula, a, c = self.kernel_params()
         grad_scale = 1.0 / logits.shape[0] if self.reduction == 'mean' else 1.0
-        rows, grad, flag = sp_rows(formula, logits, target, grad_scale, a, c, check)
+        try:
+            from ._triton import sp_rows
+            rows, grad, flag = sp_rows(formula, logits, target, grad_scale, a, c, check)
+        except Exception as err:  # noqa: BLE001 -- any build / launch failure: the torch code computes the same
+            if self.kernel == 'triton':
+                raise
+            self._kernel_failed = True
+            warnings.warn(f"'{self.name}': the Triton kernel failed ({type(err).__name__}: {str(err)[:200]}); using "
+                          f"the torch code (kernel='torch').", RuntimeWarning, stacklevel=4)
+            return self._compiled('_closed_form')(logits.float(), target, check)
         return _reduce(rows, self.reduction), grad, flag
 
     def _closed_form(self, logits: torch.Tensor, target: torch.Tensor,

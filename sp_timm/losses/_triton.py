@@ -5,7 +5,7 @@ row ``i``:
 
 * the loss ``l(z_i, y_i)`` (float32),
 * the gradient of the *reduced* loss, ``grad_scale * grad_z l(z_i, y_i)`` (``grad_scale = 1/B`` for 'mean'),
-  in the logits' dtype, so backward is one multiplication by the incoming gradient,
+  in float32, so backward is one multiplication by the incoming gradient (cast to the logits' dtype on the way),
 * with ``CHECK``, the value checks: a row with a non-finite logit or a label outside ``[0, K-1]`` clears the
   int32 flag ``ok`` (labels are clamped for the computation, so a bad label cannot read out of bounds).
 
@@ -50,14 +50,14 @@ def _logsigmoid(x):
     return tl.minimum(x, 0.0) - _log1p(tl.exp(-tl.abs(x)))
 
 
-@triton.jit
-def _sp_rows_kernel(z_ptr, y_ptr, loss_ptr, grad_ptr, ok_ptr, num_rows, num_classes, z_stride, grad_stride,
-                    grad_scale, a, c, MEMBER: tl.constexpr, CHECK: tl.constexpr, ROWS: tl.constexpr,
-                    BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=['num_rows'])
+def _sp_rows_kernel(z_ptr, y_ptr, loss_ptr, grad_ptr, ok_ptr, num_rows, num_classes, z_stride, grad_scale, a, b,
+                    MEMBER: tl.constexpr, CHECK: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
     row_in = rows < num_rows
-    inside = row_in[:, None] & (cols[None, :] < num_classes)
+    col_in = cols[None, :] < num_classes
+    inside = row_in[:, None] & col_in
     z = tl.load(z_ptr + rows[:, None].to(tl.int64) * z_stride + cols[None, :], mask=inside, other=0.0)
     z = z.to(tl.float32)
     y = tl.load(y_ptr + rows, mask=row_in, other=0)
@@ -67,65 +67,84 @@ def _sp_rows_kernel(z_ptr, y_ptr, loss_ptr, grad_ptr, ok_ptr, num_rows, num_clas
         tl.atomic_min(ok_ptr, 0, mask=tl.sum(bad_rows.to(tl.int32), axis=0) > 0)
     y = tl.minimum(tl.maximum(y, 0), num_classes - 1)
     is_y = cols[None, :] == y[:, None]
-    z_in = tl.where(cols[None, :] < num_classes, z, float('-inf'))  # rows past B stay finite (never stored)
+    one_hot = is_y.to(tl.float32)
+    z_in = tl.where(col_in, z, float('-inf'))  # rows past B stay finite (never stored)
     z_y = tl.sum(tl.where(is_y, z, 0.0), axis=1)
     if MEMBER <= 1:  # sp_ls, sp_logit: functions of the whole softmax
         top = tl.max(z_in, axis=1)
         exp_z = tl.exp(z_in - top[:, None])
         total = tl.sum(exp_z, axis=1)
-        lse = top + tl.log(total)
+        log_total = tl.log(total)
+        log_p_y = (z_y - top) - log_total  # shifted first: no cancellation against a large common offset
         prob = exp_z / total[:, None]
-        one_hot = is_y.to(prob.dtype)
-        if MEMBER == 0:
-            r = (1.0 - a) / (num_classes - 1)
-            sum_log_p = tl.sum(tl.where(inside, z, 0.0), axis=1) - num_classes * lse
-            loss = -(a - r) * (z_y - lse) - r * sum_log_p
-            grad = prob - r - (a - r) * one_hot
-        else:
-            loss = 0.5 * a * tl.sum(z * z, axis=1) - (z_y - lse)
+        if MEMBER == 0:  # a = p* - r, b = r
+            sum_log_p = tl.sum(tl.where(col_in, z - top[:, None], 0.0), axis=1) - num_classes * log_total
+            loss = -a * log_p_y - b * sum_log_p
+            grad = prob - b - a * one_hot
+        else:  # a = lam
+            loss = 0.5 * a * tl.sum(z * z, axis=1) - log_p_y
             grad = prob + a * z - one_hot
     else:  # sp_ce, sp_margin, sp_focal: functions of p_y, gradient g (e_y - p_rest)
         rest = tl.where(is_y, float('-inf'), z_in)
         top = tl.max(rest, axis=1)
         exp_rest = tl.exp(rest - top[:, None])
         total = tl.sum(exp_rest, axis=1)
-        margin = z_y - (top + tl.log(total))
+        margin = (z_y - top) - tl.log(total)
         log_p, log_1mp = _logsigmoid(margin), _logsigmoid(-margin)
         p, one_minus_p = tl.exp(log_p), tl.exp(log_1mp)
-        if MEMBER == 2:
-            loss = p / a - log_p
-            scale = one_minus_p * (p / a - 1.0)
-        elif MEMBER == 3:
+        if MEMBER == 2:  # a = 1 / p*
+            loss = a * p - log_p
+            scale = one_minus_p * (a * p - 1.0)
+        elif MEMBER == 3:  # a = m*
             loss = 0.5 * (margin - a) * (margin - a)
             scale = margin - a
-        else:
+        else:  # a = gamma, b = c
             focal = tl.exp(a * log_1mp)
-            loss = c * p - focal * log_p
-            scale = a * focal * p * log_p - focal * one_minus_p + c * p * one_minus_p
-        grad = scale[:, None] * (is_y.to(exp_rest.dtype) - exp_rest / total[:, None])
+            loss = b * p - focal * log_p
+            scale = a * focal * p * log_p - focal * one_minus_p + b * p * one_minus_p
+        grad = scale[:, None] * (one_hot - exp_rest / total[:, None])
     tl.store(loss_ptr + rows, loss, mask=row_in)
-    tl.store(grad_ptr + rows[:, None].to(tl.int64) * grad_stride + cols[None, :],
-             (grad * grad_scale).to(grad_ptr.dtype.element_ty), mask=inside)
+    tl.store(grad_ptr + rows[:, None].to(tl.int64) * num_classes + cols[None, :], grad * grad_scale, mask=inside)
+
+
+def _kernel_constants(member: str, a: float, c: float, num_classes: int) -> Tuple[float, float]:
+    """The member's constants as the kernel uses them, computed here in double precision."""
+    if member == 'sp_ls':
+        r = (1.0 - a) / (num_classes - 1)
+        return a - r, r
+    if member == 'sp_ce':
+        return 1.0 / a, 0.0
+    return a, c
 
 
 def sp_rows(member: str, logits: torch.Tensor, target: torch.Tensor, grad_scale: float, a: float, c: float = 0.0,
             check: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Per-row loss (B, float32), ``grad_scale * grad_z`` (B, K, logits' dtype) and, with ``check``, the int32 flag
+    """Per-row loss (B,) and ``grad_scale * grad_z`` (B, K), both float32, and, with ``check``, the int32 flag
     (0-dim, 1 = the value checks pass) of SP member ``member`` for class indices ``target`` (B,), in one kernel.
-    ``a``: the member's parameter (p*, lam, p*, m*, gamma); ``c``: ``sp_focal``'s linear coefficient."""
+    ``a``: the member's parameter (p*, lam, p*, m*, gamma); ``c``: ``sp_focal``'s linear coefficient.
+
+    The gradient stays float32 for float16 / bfloat16 logits: cast before the incoming gradient (e.g. AMP's loss
+    scale) multiplies it, ``p - e_y`` over B would underflow in float16."""
     num_rows, num_classes = logits.shape
     if num_classes > MAX_CLASSES:
         raise ValueError(f'The Triton SP kernel handles up to {MAX_CLASSES} classes, got K = {num_classes}.')
-    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
     if logits.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f'The Triton SP kernel takes {SUPPORTED_DTYPES} logits, got {logits.dtype}.')
+    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
+    target = target.contiguous()
     loss = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
-    grad = torch.empty((num_rows, num_classes), dtype=logits.dtype, device=logits.device)
+    grad = torch.empty((num_rows, num_classes), dtype=torch.float32, device=logits.device)
     ok = torch.ones((), dtype=torch.int32, device=logits.device) if check else loss
     block = triton.next_power_of_2(num_classes)
     rows = max(1, min(64, _ELEMENTS_PER_PROGRAM // block, triton.next_power_of_2(num_rows)))
-    _sp_rows_kernel[(triton.cdiv(num_rows, rows),)](
-        logits, target, loss, grad, ok, num_rows, num_classes, logits.stride(0), grad.stride(0), grad_scale,
-        a, c, MEMBER=MEMBER_CODES[member], CHECK=check, ROWS=rows, BLOCK=block,
-        num_warps=8 if block >= 2048 else 4)
+    first, second = _kernel_constants(member, a, c, num_classes)
+    launch = _sp_rows_kernel[(triton.cdiv(num_rows, rows),)]
+    args = (logits, target, loss, grad, ok, num_rows, num_classes, logits.stride(0), grad_scale, first, second)
+    options = dict(MEMBER=MEMBER_CODES[member], CHECK=check, ROWS=rows, BLOCK=block,
+                   num_warps=4 if block < 2048 else (8 if block < 8192 else 16))
+    if logits.is_cuda and logits.device.index != torch.cuda.current_device():  # Triton launches on the current one
+        with torch.cuda.device(logits.device):
+            launch(*args, **options)
+    else:
+        launch(*args, **options)
     return loss, grad, ok if check else None
