@@ -142,6 +142,8 @@ def section_loss(cfg: Settings) -> Dict[str, Any]:
             return run
         for fn in variants.values():  # warm-up, compilation included
             time_call(step(fn), 3, cfg.device)
+        if cfg.cuda:
+            result.setdefault('kernel_max_abs_error', {})[num_classes] = kernel_errors(logits, target)
         per_round: Dict[str, List[float]] = {n: [] for n in variants}
         for _ in range(cfg.loss_rounds):
             order = list(variants)
@@ -154,6 +156,23 @@ def section_loss(cfg: Settings) -> Dict[str, Any]:
             result['ratio'][n][num_classes] = statistics.median(per_round[n])
         log(f'loss K={num_classes}: ' + ', '.join(f'{n} {result["ratio"][n][num_classes]:.2f}x' for n in result['ratio']))
     return result
+
+
+def kernel_errors(logits: torch.Tensor, target: torch.Tensor) -> Dict[str, float]:
+    """Per member, the largest absolute difference of the Triton kernel's loss and gradient from the float64
+    autograd reference on these logits: the kernel's check on real hardware, next to its timing."""
+    from sp_timm import create_loss
+    errors = {}
+    for name in MEMBERS:
+        results = []
+        for z, options in ((logits.detach().clone(), dict(kernel='triton')),
+                           (logits.detach().double(), dict(fused=False, compile=False))):
+            z.requires_grad_(True)
+            loss = create_loss(name, **options)(z, target)
+            loss.backward()
+            results.append((loss.detach().double(), z.grad.double()))
+        errors[name] = max(float((a - b).abs().max()) for a, b in zip(*results))
+    return errors
 
 
 def flops_per_image(model_name: str, model_args: Dict[str, Any]) -> float:
@@ -381,6 +400,10 @@ def markdown(results: Dict[str, Any]) -> str:
                   '| F.cross_entropy (ms) | ' + ' | '.join(f"{loss['ce_ms'][k]:.3f}" for k in classes) + ' |']
         lines += [f'| {n} | ' + ' | '.join(f"{loss['ratio'][n].get(k, float('nan')):.2f}x" for k in classes) + ' |'
                   for n in loss['ratio']]
+        errors = loss.get('kernel_max_abs_error', {})
+        if errors:
+            lines += ['', 'Triton kernel against the float64 reference, largest absolute error of loss and gradient: ' +
+                      '; '.join(f'K={k}: ' + ', '.join(f'{n} {e:.1e}' for n, e in per.items()) for k, per in errors.items())]
         lines.append('')
     train = results.get('train', {})
     if 'runs' in train:
