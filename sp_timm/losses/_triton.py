@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._kernel_support import MAX_CLASSES, SUPPORTED_DTYPES
+from ._kernel_support import MAX_CLASSES, SUPPORTED_DTYPES, kernel_fits
 
 __all__ = ['MEMBER_CODES', 'sp_rows']
 
@@ -126,10 +126,9 @@ def sp_rows(member: str, logits: torch.Tensor, target: torch.Tensor, grad_scale:
     The gradient stays float32 for float16 / bfloat16 logits: cast before the incoming gradient (e.g. AMP's loss
     scale) multiplies it, ``p - e_y`` over B would underflow in float16."""
     num_rows, num_classes = logits.shape
-    if num_classes > MAX_CLASSES:
-        raise ValueError(f'The Triton SP kernel handles up to {MAX_CLASSES} classes, got K = {num_classes}.')
-    if logits.dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f'The Triton SP kernel takes {SUPPORTED_DTYPES} logits, got {logits.dtype}.')
+    if not kernel_fits(logits):
+        raise ValueError(f'The Triton SP kernel takes {SUPPORTED_DTYPES} logits with up to {MAX_CLASSES} classes, '
+                         f'got {logits.dtype} with K = {num_classes}.')
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
     target = target.contiguous()
     loss = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
