@@ -13,8 +13,9 @@ sessions and machines:
 2. ``select`` (cheap, automatic): per setting, the best configuration of each SP member and the chosen SP
    configuration, by validation robust accuracy (balanced over classes on the -lt settings) among those whose
    validation clean accuracy is within ``--clean-tolerance`` points of CE's. Written to ``selection.json``.
-3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every other member, and
-   CE + clip 5 -- x ``--seeds`` seeds, trained again where the seed is new, scored on ALL test points with
+3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every other member,
+   CE + clip 5 and, when the chosen configuration trains with clip 5, the same configuration without it
+   (``<chosen>_noclip``: is the gain the loss's or the clipping's?) -- x ``--seeds`` seeds, trained again where the seed is new, scored on ALL test points with
    AutoAttack (standard), the adaptive audit (``sp-timm eval --audit``) and FAB minimal Linf perturbations.
    Per point flags are kept, so SP and CE are compared by paired tests on the same points.
 
@@ -63,6 +64,7 @@ CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --los
     # DRW_EPOCH stands for 80 % of the run's epochs (160 of 200 in LDAM-DRW)
     'ce_drw': ['--loss', 'ce', '--class-weight', 'effective', '--class-weight-beta', '0.9999', '--drw-epoch', 'DRW_EPOCH'],
 }
+NO_CLIP = '_noclip'  # suffix of a confirmation-only control: the configuration without CLIP
 BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw')
 LT_ONLY = ('ce_drw',)  # re-weighting baselines: the -lt settings only
 DRW_FRACTION = 0.8
@@ -85,14 +87,28 @@ def train_flags(setting: str, config: str, epochs: int, seed: int) -> List[str]:
     """The demo's recipe for ``config`` in ``setting`` as ``sp-timm train`` flags (no output folder)."""
     from sp_timm.demo import demo_train_flags
     dataset, extra = SETTINGS[setting]
-    flags = demo_train_flags(CONFIGS[config], dataset, epochs, seed) + extra
+    flags = demo_train_flags(config_flags(config), dataset, epochs, seed) + extra
     total = int(flags[flags.index('--epochs') + 1])
     flags = [str(round(DRW_FRACTION * total)) if f == 'DRW_EPOCH' else f for f in flags]
     return flags + (['--adv-val-examples', '0'] if extra else [])
 
 
+def config_flags(config: str) -> List[str]:
+    """The loss flags of ``config``: a screened configuration, or ``<screened>_noclip``, the same without
+    ``--clip-grad 5`` (the clipping control of a chosen SP configuration that trains with it; never screened)."""
+    base = config[:-len(NO_CLIP)] if config.endswith(NO_CLIP) else None
+    if base in CONFIGS and _uses(CONFIGS[base], CLIP):
+        flags = CONFIGS[base]
+        at = next(i for i in range(len(flags)) if flags[i:i + len(CLIP)] == CLIP)
+        return flags[:at] + flags[at + len(CLIP):]
+    if config not in CONFIGS:
+        raise KeyError(f"unknown study configuration '{config}': one of {', '.join(CONFIGS)}, or one of them that "
+                       f"clips + '{NO_CLIP}'")
+    return CONFIGS[config]
+
+
 def member(config: str) -> str:
-    flags = CONFIGS[config]
+    flags = config_flags(config)
     return flags[flags.index('--loss') + 1]
 
 
@@ -341,11 +357,12 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
 
 def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
     """In priority order (a time budget finishes the first ones first): CE, the chosen SP configuration, CE + LS,
-    CE + clip 5 when the chosen configuration trains with that clipping (its control: is the gain the loss's or
-    the clipping's?), CE-DRW (where screened), every other member's best, and CE + clip 5 otherwise."""
+    when the chosen configuration trains with clip 5 its two controls (is the gain the loss's or the clipping's?):
+    CE + clip 5 and the chosen configuration without the clipping, then CE-DRW (where screened), every other
+    member's best, and CE + clip 5 otherwise."""
     chosen = selection_of_setting.get('chosen')
     others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
-    clip_control = ['ce_clip5'] if chosen and _uses(CONFIGS[chosen], CLIP) else []
+    clip_control = ['ce_clip5', chosen + NO_CLIP] if chosen and _uses(CONFIGS[chosen], CLIP) else []
     baselines = ['ce_ls0.1'] + clip_control + (['ce_drw'] if 'ce_drw' in selection_of_setting['scores'] else [])
     return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + baselines + others + ['ce_clip5']))
 

@@ -24,6 +24,16 @@ def test_every_configuration_parses_in_its_settings(setting, tmp_path):
         assert (args.adv == 'pgd') == setting.endswith('pgdat')
 
 
+@pytest.mark.parametrize('setting', ['digits', 'digits-lt-pgdat'])
+def test_the_clipping_control_is_the_same_run_without_clip_grad(setting, tmp_path):
+    clipped, unclipped = (parse_train_args(study.train_flags(setting, c, 30, 2) + ['--output', str(tmp_path)])
+                          for c in ('sp_margin_m4', 'sp_margin_m4_noclip'))
+    assert clipped.clip_grad == 5 and unclipped.clip_grad is None
+    assert dict(vars(clipped), clip_grad=None) == vars(unclipped)
+    with pytest.raises(KeyError, match='sp_ls_p0.9_noclip'):  # sp_ls trains without clipping: no control
+        study.train_flags(setting, 'sp_ls_p0.9_noclip', 30, 2)
+
+
 def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
     args = parse_train_args(study.train_flags('digits-lt', 'ce_drw', 30, 0) + ['--output', str(tmp_path)])
     assert args.epochs == 75 and args.drw_epoch == 60 and args.class_weight == 'effective'
@@ -32,8 +42,9 @@ def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
 def test_finalists_put_the_central_comparison_first():
     best = {'sp_ls': {'config': 'sp_ls_p0.9'}, 'sp_margin': {'config': 'sp_margin_m4'}}
     lt = {'chosen': 'sp_margin_m4', 'best_of_member': best, 'scores': {'ce': {}, 'ce_drw': {}}}
-    # sp_margin trains with clip 5: its control, CE + clip 5, comes right after CE + LS
-    assert study.finalists(lt) == ['ce', 'sp_margin_m4', 'ce_ls0.1', 'ce_clip5', 'ce_drw', 'sp_ls_p0.9']
+    # sp_margin trains with clip 5: its controls, CE + clip 5 and sp_margin without clipping, come after CE + LS
+    assert study.finalists(lt) == ['ce', 'sp_margin_m4', 'ce_ls0.1', 'ce_clip5', 'sp_margin_m4_noclip', 'ce_drw',
+                                   'sp_ls_p0.9']
     plain = dict(lt, scores={'ce': {}})
     assert 'ce_drw' not in study.finalists(plain)
     unclipped = {'chosen': 'sp_ls_p0.9', 'best_of_member': best, 'scores': {'ce': {}}}

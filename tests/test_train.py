@@ -39,6 +39,18 @@ def test_training_lowers_the_loss(tmp_path, loss):
     assert sorted(p.name for p in out.glob('epoch-*')) == sorted({os.readlink(out / 'last'), os.readlink(out / 'best')})
 
 
+def test_clip_grad_logs_the_gradient_norm_and_how_often_it_clipped(tmp_path):
+    tight = read_metrics(run_train(tmp_path, 'tight', '--epochs', '1', '--clip-grad', '1e-3') / 'metrics.jsonl')[0]
+    assert tight['clipped_pct'] == 100 and tight['grad_norm_max'] >= tight['grad_norm_mean'] > 1e-3
+    loose = run_train(tmp_path, 'loose', '--epochs', '1', '--clip-grad', '1e6', '--seed', '3')
+    row = read_metrics(loose / 'metrics.jsonl')[0]
+    assert row['clipped_pct'] == 0 and 0 < row['grad_norm_mean'] <= row['grad_norm_max'] < 1e6
+    plain = run_train(tmp_path, 'plain', '--epochs', '1', '--seed', '3')
+    assert not {'grad_norm_mean', 'clipped_pct'} & set(read_metrics(plain / 'metrics.jsonl')[0])
+    # a clip that never acts leaves training unchanged: the same weights as without it
+    assert (loose / 'last' / 'model.safetensors').read_bytes() == (plain / 'last' / 'model.safetensors').read_bytes()
+
+
 def test_run_record_rebuilds_the_model(tmp_path):
     from sp_timm.checkpoint import create_model_from_checkpoint, read_run_record
     out = run_train(tmp_path, 'rec', '--loss', 'sp_ce', '--sp-pstar', '0.8', '--epochs', '1')

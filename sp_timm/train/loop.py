@@ -475,6 +475,7 @@ class _Trainer:
                 tqdm.write(f'sp-timm train: --drw-epoch {args.drw_epoch}: class weights ({args.class_weight}) on from '
                            f'epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
+        grad_stats = torch.zeros(4, device=accelerator.device)  # --clip-grad: norm sum, max, clipped steps, steps
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,
                    leave=False, dynamic_ncols=True)
@@ -501,7 +502,9 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if args.clip_grad is not None:
-                accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
+                grad_norm = accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
+                if grad_norm is not None:
+                    _accumulate_grad_norm(grad_stats, grad_norm, args.clip_grad)
             self.optimizer.step()
             self.num_updates += 1
             if self.model_ema is not None:  # timm: after the update, with the run's update count
@@ -522,6 +525,7 @@ class _Trainer:
             result['train_acc'] = 100 * total[1] / total[2]
         if args.adv != 'none':
             result['train_adv_acc'] = 100 * total[3] / total[2]
+        result.update(_grad_norm_metrics(grad_stats))
         return result
 
     def evaluate(self, model: Optional[nn.Module] = None, prefix: str = '') -> Dict[str, float]:
@@ -598,6 +602,28 @@ class _Trainer:
                 tqdm.write(f'epoch {epoch + 1}: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
         accelerator.end_training()
         return self.output
+
+
+def _accumulate_grad_norm(grad_stats: torch.Tensor, grad_norm: torch.Tensor, max_norm: float) -> None:
+    """Add one step's total gradient norm ||g||_2 (before clipping) to ``grad_stats`` = [sum, max, clipped steps,
+    steps], on the device (no host sync). Non-finite norms (fp16 overflow steps the scaler skips) are left out."""
+    grad_norm = grad_norm.detach().float()
+    finite = torch.isfinite(grad_norm)
+    value = torch.where(finite, grad_norm, torch.zeros_like(grad_norm))
+    grad_stats[0] += value
+    grad_stats[1] = torch.maximum(grad_stats[1], value)
+    grad_stats[2] += (value > max_norm).float()
+    grad_stats[3] += finite.float()
+
+
+def _grad_norm_metrics(grad_stats: torch.Tensor) -> Dict[str, float]:
+    """The epoch's gradient-norm metrics under --clip-grad: mean and max of the total norm before clipping and the
+    percentage of steps it clipped (empty without clipping). The norm is taken after DDP's all-reduce, so every
+    process holds the same values and no gather is needed."""
+    norm_sum, norm_max, clipped, steps = grad_stats.tolist()
+    if steps == 0:
+        return {}
+    return {'grad_norm_mean': norm_sum / steps, 'grad_norm_max': norm_max, 'clipped_pct': 100 * clipped / steps}
 
 
 def read_metrics(path: Path) -> list:
