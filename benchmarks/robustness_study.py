@@ -389,8 +389,7 @@ def _device_counts(rows: Sequence[Dict[str, Any]]) -> Dict[str, int]:
 
 
 def summarize(out: Path, command: str, clean_tolerance: float) -> str:
-    import torch
-    from sp_timm.eval.stats import mean_ci, paired_test
+    from sp_timm.eval.stats import mean_ci
     screen, confirm = _rows(out / 'screen'), _rows(out / 'confirm')
     selection = json.loads((out / 'selection.json').read_text()) if (out / 'selection.json').exists() else {}
     lines = [f'Command: `{command}`', '']
@@ -440,16 +439,26 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                     cells += [_fmt(mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
                 lines.append('| ' + ' | '.join(cells) + ' |')
             chosen = (sel or {}).get('chosen')
-            pairs = [(a, b) for a in done if a['config'] == chosen for b in done if b['config'] == 'ce' and b['seed'] == a['seed']]
-            key = 'audited' if pairs and all('audited' in a['flags'] and 'audited' in b['flags'] for a, b in pairs) else 'autoattack'
-            if pairs:
-                diffs = [a[key]['acc'] - b[key]['acc'] for a, b in pairs]
-                tests = [paired_test(torch.tensor(a['flags'][key]), torch.tensor(b['flags'][key])) for a, b in pairs]
-                lines += ['', f"Paired, {chosen} vs ce ({key} robust accuracy, same points, same seed): difference "
-                              f"{_fmt(mean_ci(diffs))} points over {len(pairs)} seed(s); McNemar p per seed: "
-                              + ', '.join(f"{t['p_value']:.2g}" for t in tests)]
+            for control in ('ce', f'{chosen}{NO_CLIP}'):
+                lines += _paired_line(done, chosen, control)
         lines.append('')
     return '\n'.join(lines) + '\n'
+
+
+def _paired_line(done: List[Dict[str, Any]], config: str, control: str) -> List[str]:
+    """The paired comparison of ``config`` with ``control`` on the seeds both have: the mean difference of robust
+    accuracy (audited where both rows have it) with its 95 % t-interval, and McNemar's p per seed (same points)."""
+    import torch
+    from sp_timm.eval.stats import mean_ci, paired_test
+    pairs = [(a, b) for a in done if a['config'] == config for b in done if b['config'] == control and b['seed'] == a['seed']]
+    if not pairs:
+        return []
+    key = 'audited' if all('audited' in a['flags'] and 'audited' in b['flags'] for a, b in pairs) else 'autoattack'
+    diffs = [a[key]['acc'] - b[key]['acc'] for a, b in pairs]
+    tests = [paired_test(torch.tensor(a['flags'][key]), torch.tensor(b['flags'][key])) for a, b in pairs]
+    return ['', f"Paired, {config} vs {control} ({key} robust accuracy, same points, same seed): difference "
+                f"{_fmt(mean_ci(diffs))} points over {len(pairs)} seed(s); McNemar p per seed: "
+                + ', '.join(f"{t['p_value']:.2g}" for t in tests)]
 
 
 def figure_rows(confirm: List[Dict[str, Any]], selection: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Dict[int, float]]]]:

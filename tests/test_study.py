@@ -64,3 +64,16 @@ def test_figure_rows_take_audited_accuracy_per_seed_in_finalist_order():
     assert robust['ce'] == {1: 54.2, 2: 40.0} and robust['sp_margin_m4'] == {1: 94.0}  # AutoAttack where unaudited
     assert rows['median FAB Linf (x/255)']['digits']['ce'][1] == pytest.approx(2.0)
     assert rows['clean %']['digits-lt'] == {}
+
+
+def test_the_chosen_configuration_is_paired_with_its_clipping_control_on_shared_seeds():
+    def row(config, seed, audited_flags):
+        return {'config': config, 'seed': seed, 'autoattack': {'acc': 0.0}, 'flags': {'audited': audited_flags},
+                'audited': {'acc': 100 * sum(audited_flags) / len(audited_flags)}}
+    done = [row('sp_margin_m4', 1, [1] * 20), row('sp_margin_m4', 2, [1] * 10 + [0] * 10),
+            row('sp_margin_m4_noclip', 1, [0] * 20), row('sp_margin_m4_noclip', 3, [1] * 20)]
+    line = study._paired_line(done, 'sp_margin_m4', 'sp_margin_m4_noclip')[-1]
+    # only seed 1 is shared: 20 points robust only with clipping, difference 100 points, McNemar p = 2 / 2^20
+    assert 'vs sp_margin_m4_noclip (audited robust accuracy' in line and 'difference 100.0 points over 1 seed(s)' in line
+    assert line.endswith('McNemar p per seed: 1.9e-06')
+    assert study._paired_line(done, 'sp_margin_m4', 'ce') == []
