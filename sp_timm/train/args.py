@@ -73,7 +73,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr', type=float, default=0.1, help='learning rate: the peak of the schedule')
     g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
     g.add_argument('--weight-decay', type=float, default=5e-4, help='weight decay of the optimizer')
-    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm at this value (timm: --clip-grad; default: no clipping)')
+    g.add_argument('--clip-grad', type=float, default=None,
+                   help='clip the gradient norm at this value (timm: --clip-grad; default: no clipping); metrics.jsonl '
+                        'then logs the norm before clipping (grad_norm_mean, grad_norm_max) and clipped_pct, the %% of '
+                        'steps it cut')
     g.add_argument('--sched', default='cosine', help='timm scheduler: cosine, step, multistep, plateau, ...')
     g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not every epoch')
     g.add_argument('--epochs', type=int, default=200, help='epochs to train')
