@@ -47,7 +47,7 @@ def summarize(runs: List[Dict[str, Any]]) -> str:
     """Markdown: per setting and configuration, over seeds, the steps clipped (all epochs), the last epoch that
     clipped, the largest norm, and the mean norm in the first and last epoch."""
     lines = ['| setting | configuration | seeds | clip | steps clipped % | last epoch that clipped (of N) | '
-             'max ||g|| | mean ||g||, epoch 1 → last | weights = study run |', '|' + '---|' * 9]
+             'max ‖g‖ | mean ‖g‖, epoch 1 → last | weights = study run |', '|' + '---|' * 9]
     for key in dict.fromkeys((r['setting'], r['config']) for r in runs):
         group = [r for r in runs if (r['setting'], r['config']) == key]
         clipped = [statistics.mean(row['clipped_pct'] for row in r['rows']) for r in group]
