@@ -8,6 +8,7 @@ that configuration and seed exists (``--study``), the retrained weights are comp
 log describes the very models the study scored.
 
     python benchmarks/clip_activity.py --configs ce_clip5 sp_margin_m4 --settings digits digits-lt --seeds 1 2 3 4 5
+    python benchmarks/clip_activity.py --from-json benchmarks/results/clip/clip_activity.json   # the table again
 """
 import argparse
 import contextlib
@@ -53,12 +54,13 @@ def summarize(runs: List[Dict[str, Any]]) -> str:
         clipped = [statistics.mean(row['clipped_pct'] for row in r['rows']) for r in group]
         last = [max([row['epoch'] for row in r['rows'] if row['clipped_pct'] > 0], default=0) for r in group]
         epochs = len(group[0]['rows'])
+        last_clipped = f'{min(last)}–{max(last)} (of {epochs})' if max(last) else f'never (of {epochs})'
+        norms = lambda r, i: r['rows'][i].get('grad_norm_mean', float('nan'))
         same = [r['same_as_study'] for r in group if r['same_as_study'] is not None]
         lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {group[0]['clip']:g} | "
                      f"{statistics.mean(clipped):.1f} (seeds {min(clipped):.1f}–{max(clipped):.1f}) | "
-                     f"{min(last)}–{max(last)} (of {epochs}) | {max(row['grad_norm_max'] for r in group for row in r['rows']):.2f} | "
-                     f"{statistics.mean(r['rows'][0]['grad_norm_mean'] for r in group):.2f} → "
-                     f"{statistics.mean(r['rows'][-1]['grad_norm_mean'] for r in group):.2f} | "
+                     f"{last_clipped} | {max(row.get('grad_norm_max', float('nan')) for r in group for row in r['rows']):.2f} | "
+                     f"{statistics.mean(norms(r, 0) for r in group):.2f} → {statistics.mean(norms(r, -1) for r in group):.2f} | "
                      + (f'{sum(same)} of {len(same)}' if same else 'no study run') + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -66,13 +68,19 @@ def summarize(runs: List[Dict[str, Any]]) -> str:
 def main() -> None:
     import robustness_study
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--configs', nargs='+', default=['ce_clip5', 'sp_margin_m4'])
+    p.add_argument('--configs', nargs='+', default=['ce_clip5', 'sp_margin_m4'], choices=list(robustness_study.CONFIGS))
     p.add_argument('--settings', nargs='+', default=['digits', 'digits-lt'], choices=list(robustness_study.SETTINGS))
     p.add_argument('--seeds', nargs='+', type=int, default=[1, 2, 3, 4, 5])
     p.add_argument('--epochs', type=int, default=30, help="the study's --epochs (x2.5 on digits-lt)")
-    p.add_argument('--study', default='benchmarks/results/study', help="the study's folder ('' : no comparison)")
+    p.add_argument('--study', default='benchmarks/results/study',
+                   help="the study's folder; its runs/ (not in git) hold the weights compared ('': no comparison)")
     p.add_argument('--out', default=None, help='write the table (markdown) and the per-epoch log (JSON) here')
+    p.add_argument('--from-json', default=None, help='print the table of a saved log (OUT/clip_activity.json); no training')
     args = p.parse_args()
+    if args.from_json:
+        log = json.loads(Path(args.from_json).read_text())
+        print(f"Command: `{log['command']}`\n\n" + summarize(log['runs']))
+        return
     import torch
     from tqdm import tqdm
     torch.set_num_threads(1)  # the study's workers train single-threaded: the same arithmetic, the same weights
@@ -81,12 +89,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for setting, config, seed in tqdm(jobs, desc='clip activity'):
             runs.append(retrain(setting, config, seed, Path(work), Path(args.study) if args.study else None, args.epochs))
-    table = f"Command: `python benchmarks/clip_activity.py {' '.join(sys.argv[1:])}`\n\n" + summarize(runs)
+    command = f"python benchmarks/clip_activity.py {' '.join(sys.argv[1:])}"
+    table = f'Command: `{command}`\n\n' + summarize(runs)
     if args.out:
         from sp_timm.checkpoint import atomic_write_json, atomic_write_text
         out = Path(args.out)
         atomic_write_text(out / 'clip_activity.md', table)
-        atomic_write_json(out / 'clip_activity.json', runs)
+        atomic_write_json(out / 'clip_activity.json', {'command': command, 'runs': runs})
     print(table)
 
 

@@ -13,15 +13,17 @@ sessions and machines:
 2. ``select`` (cheap, automatic): per setting, the best configuration of each SP member and the chosen SP
    configuration, by validation robust accuracy (balanced over classes on the -lt settings) among those whose
    validation clean accuracy is within ``--clean-tolerance`` points of CE's. Written to ``selection.json``.
-3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every other member,
-   CE + clip 5 and, when the chosen configuration trains with clip 5, the same configuration without it
-   (``<chosen>_noclip``: is the gain the loss's or the clipping's?) -- x ``--seeds`` seeds, trained again where the seed is new, scored on ALL test points with
-   AutoAttack (standard), the adaptive audit (``sp-timm eval --audit``) and FAB minimal Linf perturbations.
-   Per point flags are kept, so SP and CE are compared by paired tests on the same points.
+3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every
+   other member, CE + clip 5 and, when the chosen configuration trains with clip 5, the same configuration
+   without it (``<chosen>_noclip``: is the gain the loss's or the clipping's?) -- x ``--seeds`` seeds, trained
+   again where the seed is new, scored on ALL test points with AutoAttack (standard), the adaptive audit
+   (``sp-timm eval --audit``) and FAB minimal Linf perturbations. Per point flags are kept, so SP and CE are
+   compared by paired tests on the same points.
 
 ``summary`` (also run after every phase) writes OUT/summary.md: the screening table, the choice, and per setting
 the finalists' mean and 95 % t-interval over seeds, audited robust accuracy, median minimal perturbation, and for
--lt the balanced and many / medium / few-shot accuracies; paired tests of the chosen SP configuration against CE.
+-lt the balanced and many / medium / few-shot accuracies; paired tests of the chosen SP configuration against CE
+and against its no-clip control.
 
     python benchmarks/robustness_study.py --out output/study --phase all            # everything (hours on 2 CPUs)
     python benchmarks/robustness_study.py --out output/study --phase screen --workers 1
@@ -97,13 +99,13 @@ def config_flags(config: str) -> List[str]:
     """The loss flags of ``config``: a screened configuration, or ``<screened>_noclip``, the same without
     ``--clip-grad 5`` (the clipping control of a chosen SP configuration that trains with it; never screened)."""
     base = config[:-len(NO_CLIP)] if config.endswith(NO_CLIP) else None
-    if base in CONFIGS and _uses(CONFIGS[base], CLIP):
+    if base in CONFIGS and base not in BASELINES and _uses(CONFIGS[base], CLIP):
         flags = CONFIGS[base]
         at = next(i for i in range(len(flags)) if flags[i:i + len(CLIP)] == CLIP)
         return flags[:at] + flags[at + len(CLIP):]
     if config not in CONFIGS:
-        raise KeyError(f"unknown study configuration '{config}': one of {', '.join(CONFIGS)}, or one of them that "
-                       f"clips + '{NO_CLIP}'")
+        raise KeyError(f"unknown study configuration '{config}': one of {', '.join(CONFIGS)}, or an SP one of them "
+                       f"that clips + '{NO_CLIP}'")
     return CONFIGS[config]
 
 
@@ -439,8 +441,9 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                     cells += [_fmt(mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
                 lines.append('| ' + ' | '.join(cells) + ' |')
             chosen = (sel or {}).get('chosen')
-            for control in ('ce', f'{chosen}{NO_CLIP}'):
-                lines += _paired_line(done, chosen, control)
+            if chosen:
+                for control in ('ce', chosen + NO_CLIP):
+                    lines += _paired_line(done, chosen, control)
         lines.append('')
     return '\n'.join(lines) + '\n'
 
@@ -471,6 +474,10 @@ def figure_rows(confirm: List[Dict[str, Any]], selection: Dict[str, Any]) -> Dic
     for setting in SETTINGS:
         done = [r for r in confirm if r['setting'] == setting]
         order = finalists(selection[setting]) if setting in selection else sorted({r['config'] for r in done})
+        chosen = selection.get(setting, {}).get('chosen')
+        if chosen and chosen + NO_CLIP in order:  # drawn beside the configuration it controls
+            order.remove(chosen + NO_CLIP)
+            order.insert(order.index(chosen) + 1, chosen + NO_CLIP)
         for metric, value in metrics.items():
             groups = {c: {r['seed']: value(r) for r in done if r['config'] == c} for c in order}
             rows[metric][setting] = {c: v for c, v in groups.items() if v}

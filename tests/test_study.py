@@ -30,8 +30,9 @@ def test_the_clipping_control_is_the_same_run_without_clip_grad(setting, tmp_pat
                           for c in ('sp_margin_m4', 'sp_margin_m4_noclip'))
     assert clipped.clip_grad == 5 and unclipped.clip_grad is None
     assert dict(vars(clipped), clip_grad=None) == vars(unclipped)
-    with pytest.raises(KeyError, match='sp_ls_p0.9_noclip'):  # sp_ls trains without clipping: no control
-        study.train_flags(setting, 'sp_ls_p0.9_noclip', 30, 2)
+    for config in ('sp_ls_p0.9_noclip', 'ce_clip5_noclip'):  # sp_ls trains without clipping; CE + clip 5 is a baseline
+        with pytest.raises(KeyError, match=config):
+            study.train_flags(setting, config, 30, 2)
 
 
 def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
@@ -57,10 +58,12 @@ def test_figure_rows_take_audited_accuracy_per_seed_in_finalist_order():
              'autoattack': {'acc': robust}, 'median_linf': 2 / 255}
         return dict(r, audited={'acc': audited}) if audited is not None else r
     selection = {'digits': {'chosen': 'sp_margin_m4', 'best_of_member': {}, 'scores': {'ce': {}}}}
-    confirm = [row('sp_margin_m4', 1, 94.4, 94.0), row('ce', 2, 40.0), row('ce', 1, 54.5, 54.2)]
+    confirm = [row('sp_margin_m4', 1, 94.4, 94.0), row('ce', 2, 40.0), row('ce', 1, 54.5, 54.2),
+               row('ce_ls0.1', 1, 50.0), row('sp_margin_m4_noclip', 1, 93.0, 93.0)]
     rows = study.figure_rows(confirm, selection)
     robust = rows['audited AutoAttack %']['digits']
-    assert list(robust) == ['ce', 'sp_margin_m4']  # finalist order; finalists without rows left out
+    # finalist order, the no-clip control beside the configuration it controls; finalists without rows left out
+    assert list(robust) == ['ce', 'sp_margin_m4', 'sp_margin_m4_noclip', 'ce_ls0.1']
     assert robust['ce'] == {1: 54.2, 2: 40.0} and robust['sp_margin_m4'] == {1: 94.0}  # AutoAttack where unaudited
     assert rows['median FAB Linf (x/255)']['digits']['ce'][1] == pytest.approx(2.0)
     assert rows['clean %']['digits-lt'] == {}
@@ -77,3 +80,23 @@ def test_the_chosen_configuration_is_paired_with_its_clipping_control_on_shared_
     assert 'vs sp_margin_m4_noclip (audited robust accuracy' in line and 'difference 100.0 points over 1 seed(s)' in line
     assert line.endswith('McNemar p per seed: 1.9e-06')
     assert study._paired_line(done, 'sp_margin_m4', 'ce') == []
+
+
+def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_both_controls(tmp_path):
+    from sp_timm.checkpoint import atomic_write_json
+    atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
+                      'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
+    atomic_write_json(tmp_path / 'selection.json', {'digits': {'chosen': 'sp_margin_m4', 'best_of_member': {},
+                      'scores': {'ce': {'robust': 60.0, 'clean': 99.0, 'seeds': 1},
+                                 'sp_margin_m4': {'robust': 90.0, 'clean': 99.0, 'seeds': 1}}}})
+    for config, seed, robust in [('ce', 1, 10), ('sp_margin_m4', 1, 18), ('sp_margin_m4_noclip', 1, 17),
+                                 ('ce', 2, 11), ('sp_margin_m4', 2, 19)]:
+        flags = [1] * robust + [0] * (20 - robust)
+        atomic_write_json(tmp_path / 'confirm' / f'digits-{config}-s{seed}.json', {
+            'setting': 'digits', 'config': config, 'seed': seed, 'n': 20, 'eps': 2 / 255, 'device': 'cpu',
+            'clean': {'acc': 100.0}, 'autoattack': {'acc': 5 * robust}, 'audited': {'acc': 5 * robust},
+            'median_linf': 4 / 255, 'audit': {'unreliable': False}, 'flags': {'audited': flags}})
+    summary = study.summarize(tmp_path, 'cmd', 2.0)
+    assert '| sp_margin_m4_noclip | 1 | 100.0 | 85.0 | 85.0 | 4.00 | 0 |' in summary
+    assert 'sp_margin_m4 vs ce (audited robust accuracy, same points, same seed): difference 40.0 ± 0.0 points over 2' in summary
+    assert 'sp_margin_m4 vs sp_margin_m4_noclip (audited robust accuracy, same points, same seed): difference 5.0 points over 1' in summary

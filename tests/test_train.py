@@ -45,10 +45,24 @@ def test_clip_grad_logs_the_gradient_norm_and_how_often_it_clipped(tmp_path):
     loose = run_train(tmp_path, 'loose', '--epochs', '1', '--clip-grad', '1e6', '--seed', '3')
     row = read_metrics(loose / 'metrics.jsonl')[0]
     assert row['clipped_pct'] == 0 and 0 < row['grad_norm_mean'] <= row['grad_norm_max'] < 1e6
+    assert row['grad_nonfinite_pct'] == 0
     plain = run_train(tmp_path, 'plain', '--epochs', '1', '--seed', '3')
-    assert not {'grad_norm_mean', 'clipped_pct'} & set(read_metrics(plain / 'metrics.jsonl')[0])
+    assert not {'grad_norm_mean', 'grad_norm_max', 'clipped_pct', 'grad_nonfinite_pct'} & set(read_metrics(plain / 'metrics.jsonl')[0])
     # a clip that never acts leaves training unchanged: the same weights as without it
     assert (loose / 'last' / 'model.safetensors').read_bytes() == (plain / 'last' / 'model.safetensors').read_bytes()
+
+
+def test_gradient_norm_log_counts_every_step_and_keeps_non_finite_norms_apart():
+    from sp_timm.train.loop import GRAD_STATS, _accumulate_grad_norm, _grad_norm_metrics
+    stats = torch.zeros(GRAD_STATS)
+    assert _grad_norm_metrics(stats) == {}  # an epoch without steps
+    for norm in (torch.tensor(2.0), torch.tensor(8.0), torch.tensor(float('inf')), 4.0, torch.tensor(float('nan'))):
+        _accumulate_grad_norm(stats, norm, max_norm=5.0)
+    assert _grad_norm_metrics(stats) == {'clipped_pct': 20.0, 'grad_nonfinite_pct': 40.0,
+                                         'grad_norm_mean': pytest.approx(14 / 3), 'grad_norm_max': 8.0}
+    diverged = torch.zeros(GRAD_STATS)
+    _accumulate_grad_norm(diverged, torch.tensor(float('nan')), max_norm=5.0)
+    assert _grad_norm_metrics(diverged) == {'clipped_pct': 0.0, 'grad_nonfinite_pct': 100.0}
 
 
 def test_run_record_rebuilds_the_model(tmp_path):

@@ -75,8 +75,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument('--weight-decay', type=float, default=5e-4, help='weight decay of the optimizer')
     g.add_argument('--clip-grad', type=float, default=None,
                    help='clip the gradient norm at this value (timm: --clip-grad; default: no clipping); metrics.jsonl '
-                        'then logs the norm before clipping (grad_norm_mean, grad_norm_max) and clipped_pct, the %% of '
-                        'steps it cut')
+                        'then logs the norm before clipping (grad_norm_mean, grad_norm_max), clipped_pct (the %% of '
+                        'steps it cut) and grad_nonfinite_pct (steps with an Inf / NaN norm)')
     g.add_argument('--sched', default='cosine', help='timm scheduler: cosine, step, multistep, plateau, ...')
     g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not every epoch')
     g.add_argument('--epochs', type=int, default=200, help='epochs to train')

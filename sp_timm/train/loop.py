@@ -19,7 +19,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -475,7 +475,7 @@ class _Trainer:
                 tqdm.write(f'sp-timm train: --drw-epoch {args.drw_epoch}: class weights ({args.class_weight}) on from '
                            f'epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
-        grad_stats = torch.zeros(4, device=accelerator.device)  # --clip-grad: norm sum, max, clipped steps, steps
+        grad_stats = torch.zeros(GRAD_STATS, device=accelerator.device)  # --clip-grad: see _accumulate_grad_norm
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,
                    leave=False, dynamic_ncols=True)
@@ -525,7 +525,8 @@ class _Trainer:
             result['train_acc'] = 100 * total[1] / total[2]
         if args.adv != 'none':
             result['train_adv_acc'] = 100 * total[3] / total[2]
-        result.update(_grad_norm_metrics(grad_stats))
+        if args.clip_grad is not None:
+            result.update(_grad_norm_metrics(grad_stats))
         return result
 
     def evaluate(self, model: Optional[nn.Module] = None, prefix: str = '') -> Dict[str, float]:
@@ -604,26 +605,36 @@ class _Trainer:
         return self.output
 
 
-def _accumulate_grad_norm(grad_stats: torch.Tensor, grad_norm: torch.Tensor, max_norm: float) -> None:
-    """Add one step's total gradient norm ||g||_2 (before clipping) to ``grad_stats`` = [sum, max, clipped steps,
-    steps], on the device (no host sync). Non-finite norms (fp16 overflow steps the scaler skips) are left out."""
-    grad_norm = grad_norm.detach().float()
+GRAD_STATS = 5  # finite-norm sum, finite-norm max, clipped steps, finite steps, steps
+
+
+def _accumulate_grad_norm(grad_stats: torch.Tensor, grad_norm: Union[torch.Tensor, float], max_norm: float) -> None:
+    """Add one step's total gradient norm ``||g||_2`` before clipping (under DDP: of the all-reduced,
+    global-batch gradient, the same on every process) to ``grad_stats`` (``GRAD_STATS`` entries), on the device: no
+    host sync. A step counts as clipped when ``||g||_2 > max_norm`` (torch scales g by
+    ``max_norm / (||g||_2 + 1e-6)`` there). A non-finite norm (a diverging run; an fp16 overflow step the scaler
+    then skips) is counted apart and kept out of the sum and the max."""
+    grad_norm = torch.as_tensor(grad_norm, device=grad_stats.device).detach().float()
     finite = torch.isfinite(grad_norm)
     value = torch.where(finite, grad_norm, torch.zeros_like(grad_norm))
     grad_stats[0] += value
     grad_stats[1] = torch.maximum(grad_stats[1], value)
     grad_stats[2] += (value > max_norm).float()
     grad_stats[3] += finite.float()
+    grad_stats[4] += 1
 
 
 def _grad_norm_metrics(grad_stats: torch.Tensor) -> Dict[str, float]:
-    """The epoch's gradient-norm metrics under --clip-grad: mean and max of the total norm before clipping and the
-    percentage of steps it clipped (empty without clipping). The norm is taken after DDP's all-reduce, so every
-    process holds the same values and no gather is needed."""
-    norm_sum, norm_max, clipped, steps = grad_stats.tolist()
+    """The epoch's gradient-norm metrics under --clip-grad: ``clipped_pct`` (% of steps with a finite norm above
+    the clip), ``grad_nonfinite_pct`` (% of steps with an Inf / NaN norm) and, over the finite steps, the mean and
+    max of the norm before clipping (``grad_norm_mean``, ``grad_norm_max``; left out when no step was finite)."""
+    norm_sum, norm_max, clipped, finite, steps = grad_stats.tolist()
     if steps == 0:
         return {}
-    return {'grad_norm_mean': norm_sum / steps, 'grad_norm_max': norm_max, 'clipped_pct': 100 * clipped / steps}
+    metrics = {'clipped_pct': 100 * clipped / steps, 'grad_nonfinite_pct': 100 * (steps - finite) / steps}
+    if finite:
+        metrics.update(grad_norm_mean=norm_sum / finite, grad_norm_max=norm_max)
+    return metrics
 
 
 def read_metrics(path: Path) -> list:
