@@ -99,10 +99,9 @@ def config_flags(config: str) -> List[str]:
     """The loss flags of ``config``: a screened configuration, or ``<screened>_noclip``, the same without
     ``--clip-grad 5`` (the clipping control of a chosen SP configuration that trains with it; never screened)."""
     base = config[:-len(NO_CLIP)] if config.endswith(NO_CLIP) else None
-    if base in CONFIGS and base not in BASELINES and _uses(CONFIGS[base], CLIP):
-        flags = CONFIGS[base]
-        at = next(i for i in range(len(flags)) if flags[i:i + len(CLIP)] == CLIP)
-        return flags[:at] + flags[at + len(CLIP):]
+    at = _find(CONFIGS[base], CLIP) if base in CONFIGS and base not in BASELINES else None
+    if at is not None:
+        return CONFIGS[base][:at] + CONFIGS[base][at + len(CLIP):]
     if config not in CONFIGS:
         raise KeyError(f"unknown study configuration '{config}': one of {', '.join(CONFIGS)}, or an SP one of them "
                        f"that clips + '{NO_CLIP}'")
@@ -369,9 +368,14 @@ def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
     return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + baselines + others + ['ce_clip5']))
 
 
+def _find(flags: Sequence[str], part: Sequence[str]) -> Optional[int]:
+    """Where ``part`` first occurs in ``flags`` as a contiguous run, or None."""
+    return next((i for i in range(len(flags) - len(part) + 1) if list(flags[i:i + len(part)]) == list(part)), None)
+
+
 def _uses(flags: Sequence[str], part: Sequence[str]) -> bool:
     """Whether ``part`` occurs in ``flags`` as a contiguous run."""
-    return any(list(flags[i:i + len(part)]) == list(part) for i in range(len(flags) - len(part) + 1))
+    return _find(flags, part) is not None
 
 
 # ------------------------------------------------------------------------------------------------ summary
