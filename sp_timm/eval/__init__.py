@@ -27,4 +27,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .args import build_eval_parser
     args = build_eval_parser().parse_args(argv)
     from .runner import evaluate
-    return run_reporting_errors('sp-timm eval', evaluate, args)
+    try:
+        return run_reporting_errors('sp-timm eval', evaluate, args)
+    finally:  # as Accelerator.end_training does for `sp-timm train`: a launched process that exits with its gloo
+        # process group alive can abort in teardown ("terminate called without an active exception", SIGABRT)
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
