@@ -13,7 +13,6 @@ log describes the very models the study scored.
 import argparse
 import contextlib
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _saved_table import print_saved, publish  # noqa: E402  (benchmarks/ is on sys.path above)
 
 
 def retrain(setting: str, config: str, seed: int, work: Path, study: Optional[Path], epochs: int) -> Dict[str, Any]:
@@ -78,8 +79,7 @@ def main() -> None:
     p.add_argument('--from-json', default=None, help='print the table of a saved log (OUT/clip_activity.json); no training')
     args = p.parse_args()
     if args.from_json:
-        log = json.loads(Path(args.from_json).read_text())
-        print(f"Command: `{log['command']}`\n\n" + summarize(log['runs']))
+        print_saved(args.from_json, 'runs', summarize)
         return
     import torch
     from tqdm import tqdm
@@ -89,14 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for setting, config, seed in tqdm(jobs, desc='clip activity'):
             runs.append(retrain(setting, config, seed, Path(work), Path(args.study) if args.study else None, args.epochs))
-    command = f"python benchmarks/clip_activity.py {' '.join(sys.argv[1:])}"
-    table = f'Command: `{command}`\n\n' + summarize(runs)
-    if args.out:
-        from sp_timm.checkpoint import atomic_write_json, atomic_write_text
-        out = Path(args.out)
-        atomic_write_text(out / 'clip_activity.md', table)
-        atomic_write_json(out / 'clip_activity.json', {'command': command, 'runs': runs})
-    print(table)
+    publish(runs, 'runs', summarize, args.out, 'clip_activity')
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ more points sit near the edge of the ball (4/255, 8/255, and beyond the PGD-AT m
     python benchmarks/square_probe.py --from-json benchmarks/results/square/square_probe.json   # the table again
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _saved_table import print_saved, publish  # noqa: E402  (benchmarks/ is on sys.path above)
 
 WHITE_BOX_LAST, BLACK_BOX = 'fab-t', 'square'
 
@@ -85,8 +86,7 @@ def main() -> None:
     p.add_argument('--from-json', default=None, help='print the table of a saved run (OUT/square_probe.json)')
     args = p.parse_args()
     if args.from_json:
-        log = json.loads(Path(args.from_json).read_text())
-        print(f"Command: `{log['command']}`\n\n" + summarize(log['rows']))
+        print_saved(args.from_json, 'rows', summarize)
         return
     if any(e <= 0 for e in args.eps) or args.n < 0:
         raise SystemExit('square_probe: --eps must be positive (units of 1/255) and --n at least 0.')
@@ -95,14 +95,7 @@ def main() -> None:
     rows = []
     for run in tqdm(args.runs, desc='square probe'):
         rows += probe(run, Path(args.study), [e / 255 for e in args.eps], args.n)
-    command = f"python benchmarks/square_probe.py {' '.join(sys.argv[1:])}"
-    table = f'Command: `{command}`\n\n' + summarize(rows)
-    if args.out:
-        from sp_timm.checkpoint import atomic_write_json, atomic_write_text
-        out = Path(args.out)
-        atomic_write_text(out / 'square_probe.md', table)
-        atomic_write_json(out / 'square_probe.json', {'command': command, 'rows': rows})
-    print(table)
+    publish(rows, 'rows', summarize, args.out, 'square_probe')
 
 
 if __name__ == '__main__':

@@ -44,3 +44,17 @@ def test_saved_run_prints_the_same_table_with_its_command(tmp_path):
 def test_bad_run_names_a_clear_error(tmp_path, run, message):
     with pytest.raises(SystemExit, match=message):
         square_probe.probe(run, tmp_path, [4 / 255], 10)
+
+
+def test_published_table_is_written_with_its_command_and_printed_again_from_json(tmp_path, monkeypatch, capsys):
+    import _saved_table  # benchmarks/ is on sys.path once square_probe is loaded
+    aa = _flags([1, 1], [1, 1], [1, 0], [1, 0], [0, 0])
+    rows = [square_probe.probe_row('digits-ce-s1', 4 / 255, aa, [], 1.0)]
+    monkeypatch.setattr('sys.argv', ['benchmarks/square_probe.py', '--eps', '4'])
+    _saved_table.publish(rows, 'rows', square_probe.summarize, str(tmp_path), 'square_probe')
+    printed = capsys.readouterr().out
+    assert printed.startswith('Command: `python benchmarks/square_probe.py --eps 4`')
+    assert (tmp_path / 'square_probe.md').read_text() == printed.rstrip('\n')
+    assert json.loads((tmp_path / 'square_probe.json').read_text())['rows'][0]['square_broke'] == 1
+    _saved_table.print_saved(str(tmp_path / 'square_probe.json'), 'rows', square_probe.summarize)
+    assert capsys.readouterr().out == printed
