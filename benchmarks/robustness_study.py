@@ -18,7 +18,11 @@ sessions and machines:
    without it (``<chosen>_noclip``: is the gain the loss's or the clipping's?) -- x ``--seeds`` seeds, trained
    again where the seed is new, scored on ALL test points with AutoAttack (standard), the adaptive audit
    (``sp-timm eval --audit``) and FAB minimal Linf perturbations. Per point flags are kept, so SP and CE are
-   compared by paired tests on the same points.
+   compared by paired tests on the same points. A finalist whose run trains the same weights as one already
+   scored for that seed, with the same training loss (CE + clip 5 when the clip never acts, ``<chosen>_noclip``
+   likewise), takes that job's saved stages -- the same model under the same seeded attacks -- and runs only the
+   stages it lacked (the transfer attack, for CE's twin); its row says ``twin_of``. ``--finalists`` confirms a
+   subset.
 
 ``summary`` (also run after every phase) writes OUT/summary.md: the screening table, the choice, and per setting
 the finalists' mean and 95 % t-interval over seeds, audited robust accuracy, median minimal perturbation, and for
@@ -36,6 +40,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -118,10 +123,18 @@ def is_lt(setting: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- jobs
+def _run_dir(cfg: Dict[str, Any], setting: str, config: str, seed: int) -> Path:
+    return Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}'
+
+
+def _work_dir(cfg: Dict[str, Any], setting: str, config: str, seed: int) -> Path:
+    return Path(cfg['out']) / 'eval-work' / f'{setting}-{config}-s{seed}'
+
+
 def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
     """Train (or finish, or reuse) one run; returns its ``last`` checkpoint."""
     from sp_timm.train import parse_train_args, train
-    run_dir = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}'
+    run_dir = _run_dir(cfg, setting, config, seed)
     flags = train_flags(setting, config, cfg['epochs'], seed) + ['--output', str(run_dir), '--no-progress']
     total = int(flags[flags.index('--epochs') + 1])
     last = run_dir / 'last'
@@ -138,7 +151,7 @@ def _finished_run(setting: str, config: str, seed: int, cfg: Dict[str, Any], wai
     """The ``last`` checkpoint of a finished run, waiting up to ``wait`` seconds for another process to finish it."""
     flags = train_flags(setting, config, cfg['epochs'], seed)
     total = int(flags[flags.index('--epochs') + 1])
-    last = Path(cfg['out']) / 'runs' / f'{setting}-{config}-s{seed}' / 'last'
+    last = _run_dir(cfg, setting, config, seed) / 'last'
     stop = time.time() + wait
     while True:
         try:
@@ -227,10 +240,14 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     test = create_dataset(SETTINGS[setting][0], 'test', imbalance_ratio=DEMO_IMBALANCE)
     n = min(cfg['n_examples'] or len(test), len(test))
     x, y = test.images[:n].float() / 255, test.labels[:n]
-    work = Path(cfg['out']) / 'eval-work' / f'{setting}-{config}-s{seed}'
+    work = _work_dir(cfg, setting, config, seed)
+    audit = audit_kwargs(cfg, record, setting, config, seed)
+    twin = find_twin(setting, config, seed, n, cfg, model, audit['train_loss'])
+    if twin is not None:
+        adopt_twin_stages(twin, work, cfg, audit, model, num_classes=test.num_classes)
     result = evaluate_points(model, x, y, eps=cfg['eps'], batch_size=512, chunk_size=n, work_dir=work,
                              min_pert_norms=['Linf'], fab_iters=cfg['fab_iters'], progress=False, echo_warnings=False,
-                             **audit_kwargs(cfg, record, setting, config, seed))
+                             **audit)
     aa = result['aa']
     audited = result['audit_points']['worst'] if result.get('audit') else None
     groups = record['class_groups'] if is_lt(setting) else None
@@ -238,15 +255,76 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
            'clean': _class_metrics(aa['clean'], y, test.num_classes, groups),
            'autoattack': _class_metrics(aa[STANDARD_ATTACKS[-1]], y, test.num_classes, groups),
            'median_linf': perturbation_summary(result['min_perturbation']['Linf'])['median'],
-           'warnings': result['warnings'], 'flags': {'clean': aa['clean'].int().tolist(),
+           'warnings': list(dict.fromkeys((twin or {}).get('warnings', []) + result['warnings'])),
+           'flags': {'clean': aa['clean'].int().tolist(),
                                                      'autoattack': aa[STANDARD_ATTACKS[-1]].int().tolist()},
            'device': str(next(model.parameters()).device), 'seconds': None}
     if audited is not None:
         row['audited'] = _class_metrics(audited, y, test.num_classes, groups)
         row['flags']['audited'] = audited.int().tolist()
         row['audit'] = result['audit']
+    if twin is not None:
+        row['twin_of'] = twin['config']
     row['seconds'] = time.perf_counter() - start
     return row
+
+
+def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any], model,
+              train_loss) -> Optional[Dict[str, Any]]:
+    """A finished confirmation job of the same setting, seed, points and budget whose run trained the same weights
+    (SHA-256 of every tensor) and whose audit attacks the same training loss, with its evaluation stages saved here:
+    e.g. CE + clip 5 where the clip never acts. Its stages are what this model's evaluation would compute again (every
+    attack is seeded and the model is the same function), so ``adopt_twin_stages`` copies them. None otherwise."""
+    from sp_timm.checkpoint import load_model, read_run_record, weights_sha256
+    from sp_timm.eval.audit import audit_identity, training_loss_from_record
+    mine = weights_sha256(model)
+    loss = audit_identity(None, train_loss)[1]
+    for path in sorted((Path(cfg['out']) / 'confirm').glob(f'{setting}-*-s{seed}.json')):
+        row = json.loads(path.read_text())
+        other = row.get('config')
+        if (row.get('setting'), row.get('seed'), row.get('eps')) != (setting, seed, cfg['eps']) or other == config:
+            continue
+        last = _run_dir(cfg, setting, other, seed) / 'last'
+        if not (last / 'model.safetensors').is_file() or not _work_dir(cfg, setting, other, seed).is_dir():
+            continue
+        if row.get('n') != n:
+            continue
+        if weights_sha256(load_model(str(last))[0]) != mine:
+            continue
+        if audit_identity(None, training_loss_from_record(read_run_record(last))[0])[1] == loss:
+            return row
+    return None
+
+
+def adopt_twin_stages(twin: Dict[str, Any], work: Path, cfg: Dict[str, Any], audit: Dict[str, Any], model,
+                      num_classes: int) -> List[str]:
+    """Seed ``work`` with the twin's saved stages: its AutoAttack and FAB folders as they are, and its audit's
+    chunks re-filed under this job's audit key, keeping only the stages this audit runs (a transfer attack from a
+    surrogate the twin had but this job has not, e.g.); stages this job adds (the transfer attack where the twin, CE,
+    had none) still run. Nothing already in ``work`` is overwritten. Returns the folders adopted."""
+    from sp_timm.eval.attacks import _load, _save
+    from sp_timm.eval.audit import CHECK_STAGES, audit_folder, audit_identity, audit_stages
+    source = _work_dir(cfg, twin['setting'], twin['config'], twin['seed'])
+    config = audit['audit']
+    # the study's surrogate is the CE model of the seed: none for CE itself; this very model when this job is CE
+    twin_surrogate = None if twin['config'] == 'ce' else audit['surrogate'] if audit['surrogate'] is not None else model
+    twin_audit = audit_folder(source, 'Linf', cfg['eps'], config, 0, audit_identity(twin_surrogate, audit['train_loss']))
+    adopted = []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith('audit-')):
+        if not (work / folder.name).exists():
+            staging = work / f'.{folder.name}.adopting'
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(folder, staging)
+            staging.rename(work / folder.name)
+            adopted.append(folder.name)
+    target = audit_folder(work, 'Linf', cfg['eps'], config, 0, audit_identity(audit['surrogate'], audit['train_loss']))
+    if twin_audit.is_dir() and not target.exists():
+        stages, _ = audit_stages(num_classes, audit['train_loss'] is not None, audit['surrogate'] is not None)
+        keep = set(stages) | set(CHECK_STAGES)
+        for chunk in sorted(twin_audit.glob('chunk-*.safetensors')):
+            _save(target / chunk.name, {k: v for k, v in _load(chunk).items() if k in keep})
+        adopted.append(target.name)
+    return adopted
 
 
 def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, config: str, seed: int) -> Dict[str, Any]:
@@ -448,8 +526,22 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
             if chosen:
                 for control in ('ce', chosen + NO_CLIP):
                     lines += _paired_line(done, chosen, control)
+            lines += _twin_lines(done)
         lines.append('')
     return '\n'.join(lines) + '\n'
+
+
+def _twin_lines(done: List[Dict[str, Any]]) -> List[str]:
+    """Which finalists trained the same weights as another on some seeds (``find_twin``), so their evaluation reused
+    the other's saved stages."""
+    twins: Dict[Tuple[str, str], List[int]] = {}
+    for r in done:
+        if r.get('twin_of'):
+            twins.setdefault((r['config'], r['twin_of']), []).append(r['seed'])
+    return [line for (config, twin), seeds in twins.items() for line in (
+        '', f"{config} trained the same weights as {twin} (every tensor equal) on seed(s) "
+            f"{', '.join(map(str, sorted(seeds)))}: its evaluation took {twin}'s saved stages and ran only those "
+            f"{twin}'s lacked.")]
 
 
 def _paired_line(done: List[Dict[str, Any]], config: str, control: str) -> List[str]:
@@ -497,6 +589,8 @@ def main() -> None:
     p.add_argument('--configs', nargs='*', default=list(CONFIGS), choices=list(CONFIGS), help='screened configurations')
     p.add_argument('--screen-seeds', type=int, default=1)
     p.add_argument('--seeds', type=int, default=5, help='seeds of every finalist')
+    p.add_argument('--finalists', nargs='+', default=None, metavar='CONFIG',
+                   help='confirm only these finalists (default: every one, in priority order)')
     p.add_argument('--workers', type=int, default=1, help='parallel jobs (processes, one thread each)')
     p.add_argument('--time-budget', type=float, default=None, help='seconds after which no new job starts')
     p.add_argument('--epochs', type=int, default=30, help="the demo's epochs (x2.5 on digits-lt)")
@@ -534,6 +628,12 @@ def main() -> None:
         groups = [(0, 1)] + [(tier,) for tier in range(2, tiers)]
         # new seeds: the screening seeds' models took part in the choice (a winner's curse), so none is reused
         seeds = range(args.screen_seeds, args.screen_seeds + args.seeds)
+        if args.finalists is not None:
+            unknown = sorted(set(args.finalists) - {c for _, c in order})
+            if unknown:
+                p.error(f"--finalists {' '.join(unknown)}: not a finalist of {', '.join(args.settings)}; the finalists "
+                        f"are {', '.join(dict.fromkeys(c for _, c in order))}")
+            order = [(s, c) for s, c in order if c in args.finalists]
         jobs = [(s, c, seed, cfg) for group in groups for seed in seeds for s, c in order
                 if finalists(selection[s]).index(c) in group]
         run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')

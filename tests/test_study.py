@@ -100,3 +100,60 @@ def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_bo
     assert '| sp_margin_m4_noclip | 1 | 100.0 | 85.0 | 85.0 | 4.00 | 0 |' in summary
     assert 'sp_margin_m4 vs ce (audited robust accuracy, same points, same seed): difference 40.0 ± 0.0 points over 2' in summary
     assert 'sp_margin_m4 vs sp_margin_m4_noclip (audited robust accuracy, same points, same seed): difference 5.0 points over 1' in summary
+
+
+@pytest.mark.slow
+def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stages(tmp_path, monkeypatch):
+    """CE + clip 5 trains CE's weights here (CE's gradient norm stays below 5): its confirmation takes CE's saved
+    AutoAttack, FAB and audit stages and runs only the transfer attack CE's audit lacked (CE is its own surrogate's
+    twin), with CE's numbers on every point; a model with other weights or another training loss is no twin."""
+    import torch
+    from sp_timm.checkpoint import atomic_write_json, load_model
+    from sp_timm.eval import audit as audit_module
+    from sp_timm.eval import runner
+    cfg = {'out': str(tmp_path), 'epochs': 1, 'n_examples': 6, 'eps': 2 / 255, 'fab_iters': 3, 'audit_restarts': 1,
+           'audit_queries': 20, 'audit_square_restarts': 1}
+    ce = study.confirm_job(('digits', 'ce', 1, cfg))
+    assert 'twin_of' not in ce and 'transfer' in ce['audit']['skipped'] and ce['audit']['attacked_points'] > 0
+    atomic_write_json(tmp_path / 'confirm' / 'digits-ce-s1.json', ce)
+
+    model, _ = load_model(str(tmp_path / 'runs' / 'digits-ce-s1' / 'last'))
+    ce_loss = None  # plain CE: APGD-CE attacks it already, the audit has no loss-aware stage
+    smoothed, _ = audit_module.training_loss_from_record({'loss': 'ce', 'args': {'smoothing': 0.1}})
+    assert study.find_twin('digits', 'ce_clip5', 1, 6, cfg, model, ce_loss)['config'] == 'ce'
+    assert study.find_twin('digits', 'ce_clip5', 2, 6, cfg, model, ce_loss) is None  # another seed
+    assert study.find_twin('digits', 'ce_clip5', 1, 7, cfg, model, ce_loss) is None  # other points
+    assert study.find_twin('digits', 'ce_ls0.1', 1, 6, cfg, model, smoothed) is None
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert study.find_twin('digits', 'sp_margin_m4', 1, 6, cfg, model, ce_loss) is None
+
+    ran = []
+    stage, chunk = audit_module.run_stage, runner.autoattack_chunk
+    monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
+    monkeypatch.setattr(runner, 'autoattack_chunk', lambda *a, on_stage=None, **k: chunk(
+        *a, on_stage=lambda name: ran.append(name) or (on_stage and on_stage(name)), **k))
+    twin = study.confirm_job(('digits', 'ce_clip5', 1, cfg))
+    assert twin['twin_of'] == 'ce'
+    assert set(ran) == {'transfer'}  # every AutoAttack and audit stage came from CE's saved work
+    assert twin['flags'] == ce['flags'] and twin['autoattack'] == ce['autoattack']
+    assert twin['median_linf'] == ce['median_linf'] and twin['audited'] == ce['audited']
+    assert 'transfer' in [a['attack'] for a in twin['audit']['attacks']] and twin['warnings'] == ce['warnings']
+    atomic_write_json(tmp_path / 'confirm' / 'digits-ce_clip5-s1.json', twin)
+    atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
+                      'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
+    assert 'ce_clip5 trained the same weights as ce (every tensor equal) on seed(s) 1' in study.summarize(tmp_path, 'cmd', 2.0)
+
+
+def test_confirming_a_name_that_is_no_finalist_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from sp_timm.checkpoint import atomic_write_json
+    atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {
+        'setting': 'digits', 'config': 'ce', 'seed': 0, 'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu',
+        'clean': {'acc': 99.0, 'balanced': 99.0}, 'robust': {'acc': 60.0, 'balanced': 60.0}})
+    monkeypatch.setattr('sys.argv', ['robustness_study.py', '--out', str(tmp_path), '--phase', 'confirm',
+                                     '--settings', 'digits', '--finalists', 'ce', 'sp_margin_m9'])
+    with pytest.raises(SystemExit) as exit_info:
+        study.main()
+    assert exit_info.value.code == 2
+    assert "--finalists sp_margin_m9: not a finalist of digits; the finalists are ce, ce_ls0.1" in capsys.readouterr().err
+    assert not (tmp_path / 'confirm').exists()

@@ -35,6 +35,7 @@ from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS, Tensors, _load, _save
 from .stats import accuracy_ci
 
 __all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
+           'audit_identity', 'audit_folder',
            'check_surrogate', 'large_eps', 'margin_loss', 'run_audit', 'run_stage', 'summarize_audit',
            'training_loss_from_record']
 
@@ -83,6 +84,21 @@ def audit_key(config: AuditConfig, seed: int, extra: Sequence[Any] = ()) -> str:
     """Short hash naming an audit's work folder: other budgets, seed, surrogate or loss never reuse its chunks."""
     text = json.dumps([asdict(config), seed, [str(e) for e in extra]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def audit_identity(surrogate: Optional[nn.Module], train_loss: Optional[LossFn]) -> List[Optional[str]]:
+    """What, besides the model, the points and the budgets, decides an audit's results: the surrogate's weights
+    (transfer attack) and the attacked training loss (loss-aware attack)."""
+    from ..checkpoint import weights_sha256
+    return [weights_sha256(surrogate) if surrogate is not None else None,
+            repr(train_loss) if isinstance(train_loss, nn.Module) else getattr(train_loss, '__qualname__', None)]
+
+
+def audit_folder(work_dir: Path, norm: str, eps: float, config: AuditConfig, seed: int,
+                 identity: Sequence[Any] = ()) -> Path:
+    """The folder under ``work_dir`` where an audit saves its chunks (one safetensors file per chunk, one tensor
+    per finished stage)."""
+    return Path(work_dir) / f'audit-{norm}-{eps:.8g}-{audit_key(config, seed, identity)}'
 
 
 def large_eps(eps: float, norm: str, factor: float, input_dim: int) -> float:
@@ -451,7 +467,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
     ``work_dir``); returns ``summarize_audit``'s section and per-point tensors."""
     from .attacks import Chunks, run_chunks
     stages, skipped = audit_stages(num_classes, train_loss is not None, surrogate is not None, loss_note)
-    folder = None if work_dir is None else Path(work_dir) / f'audit-{norm}-{eps:.8g}-{audit_key(config, seed, identity)}'
+    folder = None if work_dir is None else audit_folder(work_dir, norm, eps, config, seed, identity)
     chunks = Chunks(len(labels), chunk_size)
     compute = lambda c, s: audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, eps=eps,
                                        norm=norm, seed=seed + 1, batch_size=batch_size, device=device, config=config,

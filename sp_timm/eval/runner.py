@@ -28,7 +28,7 @@ from ..checkpoint import (LINKS, atomic_write_json, atomic_write_text, check_out
 from .args import DEFAULT_N_EXAMPLES, build_eval_parser  # the flags: sp_timm/eval/args.py (no torch)
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
-from .audit import AuditConfig, LossFn, check_surrogate, run_audit, training_loss_from_record
+from .audit import AuditConfig, LossFn, audit_identity, check_surrogate, run_audit, training_loss_from_record
 from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .report import SP_PAPER, build_report, leaderboard_entry, placeholder, render_summary
@@ -191,9 +191,7 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     budgets = [f'autoattack-{threat_model}-{e:.8g}' for e in [eps, *curve_eps]]
     result['log'] = [gathered[key] for key in sorted(gathered, key=lambda k: (budgets.index(k[0]), k[1]))]
     if config is not None:  # its attacks' warnings go to the audit section: the audit's own checks judge them
-        identity = [weights_sha256(surrogate) if surrogate is not None else None,
-                    repr(train_loss) if isinstance(train_loss, torch.nn.Module) else
-                    getattr(train_loss, '__qualname__', None)]
+        identity = audit_identity(surrogate, train_loss)
         with capture_autoattack_warnings(echo=echo_warnings) as audit_warnings:
             result['audit'], result['audit_points'] = run_audit(
                 model, images, labels, aa, eps=eps, norm=threat_model, chunk_size=chunk_size or batch_size,
