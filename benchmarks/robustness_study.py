@@ -22,7 +22,7 @@ sessions and machines:
    scored for that seed, with the same training loss (CE + clip 5 when the clip never acts, ``<chosen>_noclip``
    likewise), takes that job's saved stages -- the same model under the same seeded attacks -- and runs only the
    stages it lacked (the transfer attack, for CE's twin); its row says ``twin_of``. ``--finalists`` confirms a
-   subset.
+   subset (and CE).
 
 ``summary`` (also run after every phase) writes OUT/summary.md: the screening table, the choice, and per setting
 the finalists' mean and 95 % t-interval over seeds, audited robust accuracy, median minimal perturbation, and for
@@ -244,7 +244,7 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     audit = audit_kwargs(cfg, record, setting, config, seed)
     twin = find_twin(setting, config, seed, n, cfg, model, audit['train_loss'])
     if twin is not None:
-        adopt_twin_stages(twin, work, cfg, audit, model, num_classes=test.num_classes)
+        adopt_twin_stages(twin, config, work, cfg, audit, model, num_classes=test.num_classes)
     result = evaluate_points(model, x, y, eps=cfg['eps'], batch_size=512, chunk_size=n, work_dir=work,
                              min_pert_norms=['Linf'], fab_iters=cfg['fab_iters'], progress=False, echo_warnings=False,
                              **audit)
@@ -255,8 +255,7 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
            'clean': _class_metrics(aa['clean'], y, test.num_classes, groups),
            'autoattack': _class_metrics(aa[STANDARD_ATTACKS[-1]], y, test.num_classes, groups),
            'median_linf': perturbation_summary(result['min_perturbation']['Linf'])['median'],
-           'warnings': list(dict.fromkeys((twin or {}).get('warnings', []) + result['warnings'])),
-           'flags': {'clean': aa['clean'].int().tolist(),
+           'warnings': result['warnings'], 'flags': {'clean': aa['clean'].int().tolist(),
                                                      'autoattack': aa[STANDARD_ATTACKS[-1]].int().tolist()},
            'device': str(next(model.parameters()).device), 'seconds': None}
     if audited is not None:
@@ -277,18 +276,17 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
     attack is seeded and the model is the same function), so ``adopt_twin_stages`` copies them. None otherwise."""
     from sp_timm.checkpoint import load_model, read_run_record, weights_sha256
     from sp_timm.eval.audit import audit_identity, training_loss_from_record
-    mine = weights_sha256(model)
-    loss = audit_identity(None, train_loss)[1]
+    mine, loss = None, audit_identity(None, train_loss)[1]
     for path in sorted((Path(cfg['out']) / 'confirm').glob(f'{setting}-*-s{seed}.json')):
         row = json.loads(path.read_text())
         other = row.get('config')
-        if (row.get('setting'), row.get('seed'), row.get('eps')) != (setting, seed, cfg['eps']) or other == config:
+        if (row.get('setting'), row.get('seed'), row.get('eps'), row.get('n')) != (setting, seed, cfg['eps'], n) \
+                or other == config:
             continue
         last = _run_dir(cfg, setting, other, seed) / 'last'
         if not (last / 'model.safetensors').is_file() or not _work_dir(cfg, setting, other, seed).is_dir():
             continue
-        if row.get('n') != n:
-            continue
+        mine = mine or weights_sha256(model)
         if weights_sha256(load_model(str(last))[0]) != mine:
             continue
         if audit_identity(None, training_loss_from_record(read_run_record(last))[0])[1] == loss:
@@ -296,33 +294,56 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
     return None
 
 
-def adopt_twin_stages(twin: Dict[str, Any], work: Path, cfg: Dict[str, Any], audit: Dict[str, Any], model,
-                      num_classes: int) -> List[str]:
-    """Seed ``work`` with the twin's saved stages: its AutoAttack and FAB folders as they are, and its audit's
-    chunks re-filed under this job's audit key, keeping only the stages this audit runs (a transfer attack from a
-    surrogate the twin had but this job has not, e.g.); stages this job adds (the transfer attack where the twin, CE,
-    had none) still run. Nothing already in ``work`` is overwritten. Returns the folders adopted."""
+def _place(work: Path, name: str, fill) -> bool:
+    """Create ``work / name`` whole or not at all: ``fill(folder)`` writes into a private staging folder that is then
+    renamed into place. False (and nothing changed) where it exists already, e.g. made meanwhile by another process."""
+    import tempfile
+    if (work / name).exists():
+        return False
+    work.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=work))
+    try:
+        fill(staging)
+        staging.rename(work / name)
+        return True
+    except OSError:
+        if (work / name).exists():
+            return False
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[str, Any], audit: Dict[str, Any],
+                      model, num_classes: int) -> List[str]:
+    """Seed ``work`` (the evaluation folder of finalist ``config``) with the twin's saved stages: its AutoAttack
+    folders (their log, so their warnings, included) and FAB folders as they are, and its audit's chunks re-filed
+    under this job's audit key, keeping only the stages this audit runs (CE, the twin of CE + clip 5, drops the
+    transfer attack from itself); stages the twin lacks (the transfer attack from CE, for CE's twin) still run.
+    Nothing in ``work`` is overwritten. Returns the folders adopted."""
     from sp_timm.eval.attacks import _load, _save
     from sp_timm.eval.audit import CHECK_STAGES, audit_folder, audit_identity, audit_stages
     source = _work_dir(cfg, twin['setting'], twin['config'], twin['seed'])
-    config = audit['audit']
-    # the study's surrogate is the CE model of the seed: none for CE itself; this very model when this job is CE
-    twin_surrogate = None if twin['config'] == 'ce' else audit['surrogate'] if audit['surrogate'] is not None else model
-    twin_audit = audit_folder(source, 'Linf', cfg['eps'], config, 0, audit_identity(twin_surrogate, audit['train_loss']))
-    adopted = []
-    for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith('audit-')):
-        if not (work / folder.name).exists():
-            staging = work / f'.{folder.name}.adopting'
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(folder, staging)
-            staging.rename(work / folder.name)
-            adopted.append(folder.name)
-    target = audit_folder(work, 'Linf', cfg['eps'], config, 0, audit_identity(audit['surrogate'], audit['train_loss']))
-    if twin_audit.is_dir() and not target.exists():
-        stages, _ = audit_stages(num_classes, audit['train_loss'] is not None, audit['surrogate'] is not None)
-        keep = set(stages) | set(CHECK_STAGES)
+    adopted = [folder.name for folder in sorted(source.iterdir())
+               if folder.is_dir() and folder.name[0] != '.' and not folder.name.startswith('audit-')
+               and _place(work, folder.name, lambda staging, folder=folder: shutil.copytree(folder, staging,
+                                                                                             dirs_exist_ok=True))]
+    # the study's surrogate is the CE model of the seed (``audit_kwargs``): none for CE; for the twin of a CE job,
+    # that job's model, i.e. this one
+    twin_surrogate = None if twin['config'] == 'ce' else model if config == 'ce' else audit['surrogate']
+    if twin['config'] != 'ce' and twin_surrogate is None:
+        return adopted  # this job's CE surrogate did not come: the twin's audit key cannot be rebuilt
+    budgets = audit['audit']
+    twin_audit = audit_folder(source, 'Linf', cfg['eps'], budgets, 0, audit_identity(twin_surrogate, audit['train_loss']))
+    target = audit_folder(work, 'Linf', cfg['eps'], budgets, 0, audit_identity(audit['surrogate'], audit['train_loss']))
+    stages, _ = audit_stages(num_classes, audit['train_loss'] is not None, audit['surrogate'] is not None)
+    keep = set(stages) | set(CHECK_STAGES)
+
+    def refile(staging: Path) -> None:
         for chunk in sorted(twin_audit.glob('chunk-*.safetensors')):
-            _save(target / chunk.name, {k: v for k, v in _load(chunk).items() if k in keep})
+            _save(staging / chunk.name, {k: v for k, v in _load(chunk).items() if k in keep})
+
+    if twin_audit.is_dir() and _place(work, target.name, refile):
         adopted.append(target.name)
     return adopted
 
@@ -590,7 +611,8 @@ def main() -> None:
     p.add_argument('--screen-seeds', type=int, default=1)
     p.add_argument('--seeds', type=int, default=5, help='seeds of every finalist')
     p.add_argument('--finalists', nargs='+', default=None, metavar='CONFIG',
-                   help='confirm only these finalists (default: every one, in priority order)')
+                   help='confirm only these finalists and CE, every audit\'s surrogate (default: every finalist, in '
+                        'priority order)')
     p.add_argument('--workers', type=int, default=1, help='parallel jobs (processes, one thread each)')
     p.add_argument('--time-budget', type=float, default=None, help='seconds after which no new job starts')
     p.add_argument('--epochs', type=int, default=30, help="the demo's epochs (x2.5 on digits-lt)")
@@ -633,7 +655,7 @@ def main() -> None:
             if unknown:
                 p.error(f"--finalists {' '.join(unknown)}: not a finalist of {', '.join(args.settings)}; the finalists "
                         f"are {', '.join(dict.fromkeys(c for _, c in order))}")
-            order = [(s, c) for s, c in order if c in args.finalists]
+            order = [(s, c) for s, c in order if c in args.finalists or c == 'ce']
         jobs = [(s, c, seed, cfg) for group in groups for seed in seeds for s, c in order
                 if finalists(selection[s]).index(c) in group]
         run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')

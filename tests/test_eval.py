@@ -101,6 +101,38 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert not list((tmp_path / 'resumed').rglob('.*.tmp'))
 
 
+def test_a_resumed_chunk_reports_the_warnings_of_the_stages_it_restored(tmp_path):
+    """AutoAttack's warnings of a chunk's finished stages come back when the chunk is resumed or fully restored,
+    once each, with their line breaks; its saved log keeps each one once."""
+    import logging
+    from sp_timm.eval.attacks import AUTOATTACK_LOGGER, capture_autoattack_warnings
+    from sp_timm.eval.runner import _logged_chunk
+    logger, log = logging.getLogger(AUTOATTACK_LOGGER), tmp_path / 'chunk-00000.log'
+
+    def stage(name, *warnings):
+        def compute(on_stage):
+            logger.debug(f'running {name}')
+            for warning in warnings:
+                logger.warning(warning)
+            on_stage(name)
+            return {}
+        return compute
+
+    def run(compute):
+        with capture_autoattack_warnings(echo=False) as seen:
+            _, text = _logged_chunk(compute, log, 'chunk 0')
+        return seen, text
+
+    zero = 'there are 3 points with zero gradient!\nThis might lead to unreliable evaluation.'
+    assert run(stage('apgd-ce', zero))[0] == [zero]
+    seen, text = run(stage('square', 'Square Attack has decreased the robust accuracy'))  # resumed at a new stage
+    assert seen == [zero, 'Square Attack has decreased the robust accuracy'] and text.count('zero gradient') == 1
+    seen, text = run(lambda on_stage: {})  # every stage restored
+    assert seen == [zero, 'Square Attack has decreased the robust accuracy'] and text.count('zero gradient') == 1
+    log.write_text('== chunk 0 ==\n2026-01-01 00:00:00,000 DEBUG running apgd-ce\n')
+    assert run(lambda on_stage: {})[0] == []
+
+
 class RoundedInput(nn.Module):
     """Quantises its input to 4 levels: the classic accidental gradient masking (zero gradient almost everywhere)."""
 

@@ -105,9 +105,12 @@ def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_bo
 @pytest.mark.slow
 def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stages(tmp_path, monkeypatch):
     """CE + clip 5 trains CE's weights here (CE's gradient norm stays below 5): its confirmation takes CE's saved
-    AutoAttack, FAB and audit stages and runs only the transfer attack CE's audit lacked (CE is its own surrogate's
-    twin), with CE's numbers on every point; a model with other weights or another training loss is no twin."""
+    AutoAttack, FAB and audit stages and runs only the transfer attack CE's audit lacked, with CE's numbers on every
+    point; CE scored again afterwards takes all of it back (without the transfer attack); a model with other
+    weights, or another training loss, seed or point count, is no twin."""
+    import shutil
     import torch
+    from pyautoattack.fab_pt import FABAttack_PT
     from sp_timm.checkpoint import atomic_write_json, load_model
     from sp_timm.eval import audit as audit_module
     from sp_timm.eval import runner
@@ -129,20 +132,30 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
     assert study.find_twin('digits', 'sp_margin_m4', 1, 6, cfg, model, ce_loss) is None
 
     ran = []
-    stage, chunk = audit_module.run_stage, runner.autoattack_chunk
+    stage, chunk, fab = audit_module.run_stage, runner.autoattack_chunk, FABAttack_PT.perturb
     monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
     monkeypatch.setattr(runner, 'autoattack_chunk', lambda *a, on_stage=None, **k: chunk(
         *a, on_stage=lambda name: ran.append(name) or (on_stage and on_stage(name)), **k))
+    monkeypatch.setattr(FABAttack_PT, 'perturb', lambda self, *a, **k: ran.append('fab') or fab(self, *a, **k))
     twin = study.confirm_job(('digits', 'ce_clip5', 1, cfg))
-    assert twin['twin_of'] == 'ce'
-    assert set(ran) == {'transfer'}  # every AutoAttack and audit stage came from CE's saved work
+    assert twin.get('twin_of') == 'ce'  # (not a twin if the clip acted after all: a KeyError-free failure)
+    assert set(ran) == {'transfer'}  # every AutoAttack, FAB and audit stage came from CE's saved work
     assert twin['flags'] == ce['flags'] and twin['autoattack'] == ce['autoattack']
     assert twin['median_linf'] == ce['median_linf'] and twin['audited'] == ce['audited']
-    assert 'transfer' in [a['attack'] for a in twin['audit']['attacks']] and twin['warnings'] == ce['warnings']
+    assert 'transfer' in [a['attack'] for a in twin['audit']['attacks']]
     atomic_write_json(tmp_path / 'confirm' / 'digits-ce_clip5-s1.json', twin)
     atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
                       'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
     assert 'ce_clip5 trained the same weights as ce (every tensor equal) on seed(s) 1' in study.summarize(tmp_path, 'cmd', 2.0)
+
+    # the other way round: CE scored again after its twin, whose audit had the transfer attack CE's has not
+    (tmp_path / 'confirm' / 'digits-ce-s1.json').unlink()
+    shutil.rmtree(tmp_path / 'eval-work' / 'digits-ce-s1')
+    ran.clear()
+    again = study.confirm_job(('digits', 'ce', 1, cfg))
+    assert again.get('twin_of') == 'ce_clip5' and ran == []
+    assert 'transfer' not in [a['attack'] for a in again['audit']['attacks']]
+    assert again['flags'] == ce['flags'] and again['audit']['attacks'] == ce['audit']['attacks']
 
 
 def test_confirming_a_name_that_is_no_finalist_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -14,6 +14,7 @@ An evaluation folder::
 import argparse
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -94,10 +95,33 @@ def _autoattack_log() -> Iterator[List[str]]:
         logger.propagate = propagate
 
 
+_LOG_RECORD = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ([A-Z]+) ', re.M)
+_LOG_MARKS = ('== ', '-- resumed: ', '(every stage restored')  # lines _logged_chunk writes between records
+
+
+def _replay_warnings(text: str) -> None:
+    """Log again the warnings (and worse) of a saved chunk log, at their level, on AutoAttack's logger: a resumed
+    evaluation reports the warnings of the stages it restored, as the run that computed them did."""
+    logger = logging.getLogger(AUTOATTACK_LOGGER)
+    marks = list(_LOG_RECORD.finditer(text))
+    propagate, logger.propagate = logger.propagate, False  # like the live ones: to our handlers, not the console
+    try:
+        for mark, following in zip(marks, marks[1:] + [None]):
+            level = logging.getLevelName(mark.group(1))
+            if isinstance(level, int) and level >= logging.WARNING:
+                lines = text[mark.end():following.start() if following else len(text)].split('\n')
+                cut = next((i for i, line in enumerate(lines) if i and line.startswith(_LOG_MARKS)), len(lines))
+                logger.log(level, '%s', '\n'.join(lines[:cut]).rstrip('\n'))
+    finally:
+        logger.propagate = propagate
+
+
 def _logged_chunk(compute, log_path: Optional[Path], title: str) -> Tuple[Dict[str, torch.Tensor], str]:
     """``compute(on_stage)`` with AutoAttack's log captured: (its result, the chunk's log text). With ``log_path``
-    the text is saved beside the chunk's results, so a resumed evaluation keeps the log of the stages run before."""
+    the text is saved beside the chunk's results, so a resumed evaluation keeps the log of the stages run before,
+    and their warnings (logged again, ``_replay_warnings``)."""
     before = log_path.read_text(encoding='utf-8') if log_path is not None and log_path.is_file() else ''
+    _replay_warnings(before)
     ran: List[str] = []
     with _autoattack_log() as lines:
         result = compute(ran.append)
