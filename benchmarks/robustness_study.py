@@ -43,6 +43,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -275,8 +276,8 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
     e.g. CE + clip 5 where the clip never acts. Its stages are what this model's evaluation would compute again (every
     attack is seeded and the model is the same function), so ``adopt_twin_stages`` copies them. None otherwise."""
     from sp_timm.checkpoint import load_model, read_run_record, weights_sha256
-    from sp_timm.eval.audit import audit_identity, training_loss_from_record
-    mine, loss = None, audit_identity(None, train_loss)[1]
+    from sp_timm.eval.audit import loss_identity, training_loss_from_record
+    mine, loss = None, loss_identity(train_loss)
     for path in sorted((Path(cfg['out']) / 'confirm').glob(f'{setting}-*-s{seed}.json')):
         row = json.loads(path.read_text())
         other = row.get('config')
@@ -289,7 +290,7 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
         mine = mine or weights_sha256(model)
         if weights_sha256(load_model(str(last))[0]) != mine:
             continue
-        if audit_identity(None, training_loss_from_record(read_run_record(last))[0])[1] == loss:
+        if loss_identity(training_loss_from_record(read_run_record(last))[0]) == loss:
             return row
     return None
 
@@ -297,7 +298,6 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
 def _place(work: Path, name: str, fill) -> bool:
     """Create ``work / name`` whole or not at all: ``fill(folder)`` writes into a private staging folder that is then
     renamed into place. False (and nothing changed) where it exists already, e.g. made meanwhile by another process."""
-    import tempfile
     if (work / name).exists():
         return False
     work.mkdir(parents=True, exist_ok=True)

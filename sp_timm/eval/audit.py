@@ -35,7 +35,7 @@ from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS, Tensors, _load, _save
 from .stats import accuracy_ci
 
 __all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
-           'audit_identity', 'audit_folder',
+           'audit_identity', 'audit_folder', 'loss_identity',
            'check_surrogate', 'large_eps', 'margin_loss', 'run_audit', 'run_stage', 'summarize_audit',
            'training_loss_from_record']
 
@@ -86,12 +86,16 @@ def audit_key(config: AuditConfig, seed: int, extra: Sequence[Any] = ()) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def loss_identity(train_loss: Optional[LossFn]) -> Optional[str]:
+    """A text naming the attacked training loss and its parameters (None: no loss-aware attack)."""
+    return repr(train_loss) if isinstance(train_loss, nn.Module) else getattr(train_loss, '__qualname__', None)
+
+
 def audit_identity(surrogate: Optional[nn.Module], train_loss: Optional[LossFn]) -> List[Optional[str]]:
     """What, besides the model, the points and the budgets, decides an audit's results: the surrogate's weights
     (transfer attack) and the attacked training loss (loss-aware attack)."""
     from ..checkpoint import weights_sha256
-    return [weights_sha256(surrogate) if surrogate is not None else None,
-            repr(train_loss) if isinstance(train_loss, nn.Module) else getattr(train_loss, '__qualname__', None)]
+    return [weights_sha256(surrogate) if surrogate is not None else None, loss_identity(train_loss)]
 
 
 def audit_folder(work_dir: Path, norm: str, eps: float, config: AuditConfig, seed: int,
