@@ -43,7 +43,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -298,20 +297,18 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
 def _place(work: Path, name: str, fill) -> bool:
     """Create ``work / name`` whole or not at all: ``fill(folder)`` writes into a private staging folder that is then
     renamed into place. False (and nothing changed) where it exists already, e.g. made meanwhile by another process."""
+    from sp_timm.checkpoint import staging_folder
     if (work / name).exists():
         return False
-    work.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=work))
-    try:
+    with staging_folder(work, name) as staging:
         fill(staging)
-        staging.rename(work / name)
-        return True
-    except OSError:
-        if (work / name).exists():
-            return False
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.rename(work / name)
+        except OSError:
+            if (work / name).exists():
+                return False
+            raise
+    return True
 
 
 def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[str, Any], audit: Dict[str, Any],

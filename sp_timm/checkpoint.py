@@ -20,8 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 
@@ -30,7 +31,7 @@ __all__ = [
     'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
     'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE', 'sha256_file', 'weights_sha256', 'safe_path_component',
     'check_model_args', 'read_json_object', 'check_output_folder', 'EMA_FILE', 'WEIGHT_CHOICES', 'load_ema_state',
-    'has_ema_weights',
+    'has_ema_weights', 'staging_folder', 'make_shareable',
 ]
 
 WEIGHTS_FILE = 'model.safetensors'
@@ -95,6 +96,19 @@ def check_output_folder(path: PathLike, flag: str) -> Path:
         raise CheckpointError(f"{flag} '{path}': '{existing}' is not writable (permissions or a read-only file "
                               f"system); choose a folder you can write to.")
     return path
+
+
+@contextmanager
+def staging_folder(parent: Path, name: str, suffix: str = '.tmp') -> Iterator[Path]:
+    """A private, empty folder ``parent/.NAME.XXXX{suffix}`` (``mkdtemp``: unique even beside another process) to build
+    ``parent/name`` in before it is renamed into place; removed on leaving the block, whether it raised or not (after
+    a successful rename there is nothing left to remove). Being beside the destination keeps the rename atomic."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f'.{name}.', suffix=suffix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_shareable(folder: Path) -> None:
@@ -183,10 +197,8 @@ def save_checkpoint(
     weights, written to ``model_ema.safetensors`` and hashed in ``state.json`` like the weights. Returns the new folder."""
     from safetensors.torch import save_file
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     name = f'epoch-{epoch:04d}'
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', suffix='.tmp', dir=output))
-    try:
+    with staging_folder(output, name) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE))
         files = [WEIGHTS_FILE, TRAINING_FILE, RUN_FILE]
         if ema_state is not None:
@@ -202,9 +214,6 @@ def save_checkpoint(
             _replace_linked_folder(output, final, tmp)
         else:
             os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _replace_link(output, 'last', name)
     if is_best or not (output / 'best').exists():
         _replace_link(output, 'best', name)

@@ -21,12 +21,12 @@ SHA-256 of the weights being exported (``sp-timm eval`` records it).
 import os
 import re
 import shutil
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .checkpoint import (CheckpointError, atomic_write_json, default_model_name, load_model, make_shareable,
-                         read_json_object, safe_path_component, sha256_file, weights_sha256)
+                         read_json_object, safe_path_component, sha256_file, staging_folder, weights_sha256)
 from .eval.budget import THREAT_MODELS, format_eps
 
 __all__ = ['export_model', 'check_one_report_per_threat_model', 'render_model_card', 'push_folder', 'train_config', 'train_args_yaml', 'HubError',
@@ -329,6 +329,21 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def export_folder(out: Path, written_by: str, weights_hash: str) -> Iterator[Path]:
+    """Build an export of ``out`` in a private folder beside it, given to the block to fill. When the block finishes,
+    the folder gets its marker (``written_by``, the weights' hash and every file's SHA-256, so a later export can
+    tell the folder was not edited), ``out`` is checked again (it may have changed meanwhile) and replaced by it.
+    If anything fails ``out`` is untouched and the staging folder removed."""
+    with staging_folder(out.parent, out.name) as tmp:
+        yield tmp
+        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': written_by, 'weights_sha256': weights_hash,
+                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
+        make_shareable(tmp)
+        _check_replaceable(out)
+        _replace_folder(tmp, out)
+
+
 def _files_in(folder: Path) -> List[str]:
     """Every file and link under ``folder`` (not following links), as POSIX paths relative to it."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_symlink() or not p.is_dir())
@@ -423,9 +438,7 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     weights = weights_sha256(model)
     loaded = [_read_report(path, weights, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
-    try:
+    with export_folder(out, f'sp-timm {__version__} export', weights) as tmp:
         model_config = {'label_names': record['classes']} if record.get('classes') else None
         save_for_hf(model, tmp, model_config=model_config, model_args=record.get('model_args') or None,
                     safe_serialization=True)
@@ -438,14 +451,6 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
             atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{report.get('model_name') or entry['name']}.json", entry)
         card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name, license=license)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
-        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': f'sp-timm {__version__} export', 'weights_sha256': weights,
-                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
-        make_shareable(tmp)
-        _check_replaceable(out)  # again: it may have changed while the export was built
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

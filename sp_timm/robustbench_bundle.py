@@ -18,8 +18,6 @@ own convention, e.g. ``Rice2020OverfittingNet``), so the state dict loads strict
 import io
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -233,11 +231,10 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     replaced only if it is an earlier export). ``authors`` fills the entry's authors; the name defaults to
     ``submission_name``'s."""
     from . import __version__
-    from .checkpoint import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_model, make_shareable,
-                             safe_path_component, sha256_file, weights_sha256)
+    from .checkpoint import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_model, safe_path_component,
+                             weights_sha256)
     from .eval.report import PLACEHOLDER_PREFIX
-    from .hub import (EXPORT_MARKER, _check_license, _check_replaceable, _files_in, _read_report, _replace_folder,
-                      check_one_report_per_threat_model)
+    from .hub import _check_license, _check_replaceable, _read_report, check_one_report_per_threat_model, export_folder
     _check_license(license)
     if not reports:
         raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
@@ -275,9 +272,7 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
                          f"results) or --authors here. Nothing was written.")
     state = io.BytesIO()
     torch.save(robustbench_state_dict(model, record.get('model')), state)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
-    try:
+    with export_folder(out, f'sp-timm {__version__} export --robustbench', digest) as tmp:
         threat_models = []
         for report, entry, log in zip(loaded, entries, logs):
             tm, dataset = report['protocol']['threat_model'], entry['dataset']
@@ -289,13 +284,4 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
                                                                  __version__))
         atomic_write_text(tmp / ISSUE_FILE, issue_text(name, loaded, entries, arch, checkpoint_url, code_url, license,
                                                        __version__))
-        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': f'sp-timm {__version__} export --robustbench',
-                                                'weights_sha256': digest,
-                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
-        make_shareable(tmp)
-        _check_replaceable(out)
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -151,6 +151,50 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     assert not out.exists() and not list(tmp_path.glob('.submission*'))
 
 
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('bundle', [False, True], ids=['hub', 'robustbench'])
+def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(preact, tmp_path, monkeypatch, bundle):
+    """Both exports build beside ``--out`` and check it again before replacing it: a file the user saved there
+    meanwhile, or a failure half-way, leaves the earlier export as it was and no staging folder behind."""
+    import sp_timm.hub as hub
+    from sp_timm.checkpoint import CheckpointError
+    from sp_timm.robustbench_bundle import export_robustbench
+    checkpoint, linf, _ = preact
+
+    def export(out):
+        if bundle:
+            return export_robustbench(str(checkpoint), out, [linf], model_name=NAME, authors=AUTHORS)
+        return hub.export_model(str(checkpoint), out, [linf])
+
+    out = export(tmp_path / 'export')
+    before = _snapshot(out)
+    real_files_in = hub._files_in
+
+    def user_saves_a_file(folder):  # called when the new export is complete, to write its marker
+        if folder != out:
+            (out / 'results.csv').write_text('mine')
+        return real_files_in(folder)
+
+    monkeypatch.setattr(hub, '_files_in', user_saves_a_file)
+    with pytest.raises(CheckpointError, match='results.csv'):
+        export(out)
+    assert _snapshot(out) == dict(before, **{'results.csv': b'mine'})
+    monkeypatch.setattr(hub, '_files_in', real_files_in)
+    (out / 'results.csv').unlink()
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(hub, 'atomic_write_json', no_space)
+    with pytest.raises(OSError, match='No space'):
+        export(out)
+    assert _snapshot(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ['export']
+
+
 def test_push_is_refused_with_robustbench(preact, tmp_path, capsys):
     checkpoint, linf, _ = preact
     with pytest.raises(SystemExit) as exit_:
