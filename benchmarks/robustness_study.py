@@ -26,8 +26,8 @@ sessions and machines:
 
 ``summary`` (also run after every phase) writes OUT/summary.md: the screening table, the choice, and per setting
 the finalists' mean and 95 % t-interval over seeds, audited robust accuracy, median minimal perturbation, and for
--lt the balanced and many / medium / few-shot accuracies; paired tests of the chosen SP configuration against CE
-and against its no-clip control.
+-lt the balanced and many / medium / few-shot accuracies; paired tests of the chosen SP configuration against CE,
+CE + LS, CE-DRW (-lt) and its no-clip control.
 
     python benchmarks/robustness_study.py --out output/study --phase all            # everything (hours on 2 CPUs)
     python benchmarks/robustness_study.py --out output/study --phase screen --workers 1
@@ -73,6 +73,8 @@ CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --los
 }
 NO_CLIP = '_noclip'  # suffix of a confirmation-only control: the configuration without CLIP
 BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw')
+# what the chosen configuration is paired with on the same points (CE + clip 5 is CE's control, not the chosen one's)
+PAIRED_BASELINES = ('ce', 'ce_ls0.1', 'ce_drw')
 LT_ONLY = ('ce_drw',)  # re-weighting baselines: the -lt settings only
 DRW_FRACTION = 0.8
 PGD_AT = ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255']
@@ -542,7 +544,7 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 lines.append('| ' + ' | '.join(cells) + ' |')
             chosen = (sel or {}).get('chosen')
             if chosen:
-                for control in ('ce', chosen + NO_CLIP):
+                for control in PAIRED_BASELINES + (chosen + NO_CLIP,):
                     lines += _paired_line(done, chosen, control)
             lines += _twin_lines(done)
         lines.append('')

@@ -82,7 +82,7 @@ def test_the_chosen_configuration_is_paired_with_its_clipping_control_on_shared_
     assert study._paired_line(done, 'sp_margin_m4', 'ce') == []
 
 
-def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_both_controls(tmp_path):
+def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_every_baseline_and_its_control(tmp_path):
     from sp_timm.checkpoint import atomic_write_json
     atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
                       'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
@@ -90,7 +90,7 @@ def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_bo
                       'scores': {'ce': {'robust': 60.0, 'clean': 99.0, 'seeds': 1},
                                  'sp_margin_m4': {'robust': 90.0, 'clean': 99.0, 'seeds': 1}}}})
     for config, seed, robust in [('ce', 1, 10), ('sp_margin_m4', 1, 18), ('sp_margin_m4_noclip', 1, 17),
-                                 ('ce', 2, 11), ('sp_margin_m4', 2, 19)]:
+                                 ('ce', 2, 11), ('sp_margin_m4', 2, 19), ('ce_ls0.1', 2, 12), ('ce_clip5', 1, 10)]:
         flags = [1] * robust + [0] * (20 - robust)
         atomic_write_json(tmp_path / 'confirm' / f'digits-{config}-s{seed}.json', {
             'setting': 'digits', 'config': config, 'seed': seed, 'n': 20, 'eps': 2 / 255, 'device': 'cpu',
@@ -100,6 +100,9 @@ def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_bo
     assert '| sp_margin_m4_noclip | 1 | 100.0 | 85.0 | 85.0 | 4.00 | 0 |' in summary
     assert 'sp_margin_m4 vs ce (audited robust accuracy, same points, same seed): difference 40.0 ± 0.0 points over 2' in summary
     assert 'sp_margin_m4 vs sp_margin_m4_noclip (audited robust accuracy, same points, same seed): difference 5.0 points over 1' in summary
+    assert 'sp_margin_m4 vs ce_ls0.1 (audited robust accuracy, same points, same seed): difference 35.0 points over 1' in summary
+    assert 'vs ce_clip5' not in summary and 'vs ce_drw' not in summary  # CE's control; no rows
+    assert summary.index('vs ce (') < summary.index('vs ce_ls0.1') < summary.index('vs sp_margin_m4_noclip')
 
 
 @pytest.mark.slow
