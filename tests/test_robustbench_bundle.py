@@ -2,6 +2,7 @@
 one-report-per-threat-model rule. The tests marked robustbench load the bundle with robustbench's own code (the
 [robustbench] extra); the others check the bundle's content and the errors in the main environment. """
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import sp_timm  # noqa: F401  (registers the models)
 from sp_timm.checkpoint import create_model_from_checkpoint, save_checkpoint, weights_sha256
 from sp_timm.cli import main as cli_main
 from sp_timm.robustbench_bundle import ISSUE_FILE, ZOO_ENTRY_FILE, robustbench_state_dict, zoo_entry_source
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reliability import snapshot  # noqa: E402
 
 AUTHORS = 'Ada Lovelace, Alan Turing'
 NAME = 'Lovelace2023Stationary_PreActResNet-18'
@@ -151,10 +155,6 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     assert not out.exists() and not list(tmp_path.glob('.submission*'))
 
 
-def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
-
-
 @pytest.mark.parametrize('bundle', [False, True], ids=['hub', 'robustbench'])
 def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(preact, tmp_path, monkeypatch, bundle):
     """Both exports build beside ``--out`` and check it again before replacing it: a file the user saved there
@@ -170,7 +170,7 @@ def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(pre
         return hub.export_model(str(checkpoint), out, [linf])
 
     out = export(tmp_path / 'export')
-    before = _snapshot(out)
+    before = snapshot(out)
     real_files_in = hub._files_in
 
     def user_saves_a_file(folder):  # called when the new export is complete, to write its marker
@@ -181,7 +181,7 @@ def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(pre
     monkeypatch.setattr(hub, '_files_in', user_saves_a_file)
     with pytest.raises(CheckpointError, match='results.csv'):
         export(out)
-    assert _snapshot(out) == dict(before, **{'results.csv': b'mine'})
+    assert snapshot(out) == dict(before, **{'results.csv': b'mine'})
     monkeypatch.setattr(hub, '_files_in', real_files_in)
     (out / 'results.csv').unlink()
 
@@ -191,7 +191,7 @@ def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(pre
     monkeypatch.setattr(hub, 'atomic_write_json', no_space)
     with pytest.raises(OSError, match='No space'):
         export(out)
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ['export']
 
 

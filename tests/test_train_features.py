@@ -24,6 +24,22 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 
 
+def _one_and_two_processes(flags, tmp_path: Path) -> str:
+    """Train ``flags`` twice side by side: 1 process x batch 32 into ``tmp_path/one``, and 2 CPU processes (Accelerate,
+    gloo) x batch 16 with --sync-bn into ``tmp_path/two``; both must succeed. Returns the 2-process run's stdout."""
+    launcher = str(Path(sys.executable).parent / 'accelerate')
+    one = subprocess.Popen(CLI + ['train', *flags, '--batch-size', '32', '--output', str(tmp_path / 'one')], env=_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    two = subprocess.run([launcher, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+                          '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'sp_timm.train', *flags,
+                          '--sync-bn', '--batch-size', '16', '--output', str(tmp_path / 'two')],
+                         env=dict(_env(), ACCELERATE_USE_CPU='1'), capture_output=True, text=True, timeout=600)
+    assert one.wait(timeout=600) == 0, one.stderr.read()[-2000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert '2 process(es) x batch 16 = global batch 32' in two.stdout
+    return two.stdout
+
+
 def _weights(folder: Path) -> dict:
     return load_file(str(folder / 'last' / 'model.safetensors'))
 
@@ -128,17 +144,8 @@ SYNC_ATOL, SYNC_RTOL = 1e-4, 1e-3
 def test_two_processes_with_sync_bn_match_one_process_batchnorm_statistics(tmp_path):
     if shutil.which('accelerate', path=str(Path(sys.executable).parent)) is None:
         pytest.skip('accelerate launcher not installed next to this interpreter')
-    launcher = str(Path(sys.executable).parent / 'accelerate')
-    one = subprocess.Popen(CLI + ['train', *SMALL, '--batch-size', '32', '--output', str(tmp_path / 'one')], env=_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    two = subprocess.run([launcher, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-                          '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'sp_timm.train', *SMALL,
-                          '--sync-bn', '--batch-size', '16', '--output', str(tmp_path / 'two')],
-                         env=dict(_env(), ACCELERATE_USE_CPU='1'), capture_output=True, text=True, timeout=600)
-    assert one.wait(timeout=600) == 0, one.stderr.read()[-2000:]
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert '2 process(es) x batch 16 = global batch 32' in two.stdout
-    assert 'BatchNorm layers synchronised over 2 processes' in two.stdout
+    stdout = _one_and_two_processes(SMALL, tmp_path)
+    assert 'BatchNorm layers synchronised over 2 processes' in stdout
     a, b = _bn_stats(_weights(tmp_path / 'one')), _bn_stats(_weights(tmp_path / 'two'))
     assert len(a) == 9 and a.keys() == b.keys()  # small_cnn_cifar: 3 BatchNorm layers x 3 buffers
     for k in a:
@@ -495,17 +502,8 @@ def test_two_processes_with_ema_match_one_process(tmp_path):
     if shutil.which('accelerate', path=str(Path(sys.executable).parent)) is None:
         pytest.skip('accelerate launcher not installed next to this interpreter')
     from sp_timm.train import read_metrics
-    launcher = str(Path(sys.executable).parent / 'accelerate')
     flags = EMA[:EMA.index('--batch-size')] + EMA[EMA.index('--batch-size') + 2:] + ['--model-ema-warmup']
-    one = subprocess.Popen(CLI + ['train', *flags, '--batch-size', '32', '--output', str(tmp_path / 'one')], env=_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    two = subprocess.run([launcher, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-                          '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'sp_timm.train', *flags,
-                          '--sync-bn', '--batch-size', '16', '--output', str(tmp_path / 'two')],
-                         env=dict(_env(), ACCELERATE_USE_CPU='1'), capture_output=True, text=True, timeout=600)
-    assert one.wait(timeout=600) == 0, one.stderr.read()[-2000:]
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert '2 process(es) x batch 16 = global batch 32' in two.stdout and '--model-ema: timm ModelEmaV3' in two.stdout
+    assert '--model-ema: timm ModelEmaV3' in _one_and_two_processes(flags, tmp_path)
     a = load_file(str(tmp_path / 'one' / 'last' / 'model_ema.safetensors'))
     b = load_file(str(tmp_path / 'two' / 'last' / 'model_ema.safetensors'))
     assert a.keys() == b.keys()
