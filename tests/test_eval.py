@@ -132,6 +132,17 @@ def test_a_resumed_chunk_reports_the_warnings_of_the_stages_it_restored(tmp_path
     log.write_text('== chunk 0 ==\n2026-01-01 00:00:00,000 DEBUG running apgd-ce\n')
     assert run(lambda on_stage: {})[0] == []
 
+    def killed_after_first_stage(on_stage):  # a run killed during its second stage, after the first was saved
+        stage('apgd-t', zero)(on_stage)
+        logger.debug('running fab-t')
+        raise KeyboardInterrupt
+
+    log.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        run(killed_after_first_stage)
+    seen, text = run(stage('fab-t'))  # resumed: APGD-T restored, its warning with it
+    assert seen == [zero] and text.count('zero gradient') == 1 and '-- resumed: fab-t --' in text
+
 
 class RoundedInput(nn.Module):
     """Quantises its input to 4 levels: the classic accidental gradient masking (zero gradient almost everywhere)."""

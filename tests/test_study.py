@@ -40,6 +40,30 @@ def test_ce_drw_reweights_from_eighty_percent_of_the_epochs(tmp_path):
     assert args.epochs == 75 and args.drw_epoch == 60 and args.class_weight == 'effective'
 
 
+@pytest.mark.parametrize('reduction, retrained', [(None, True), ('current', False), ('no class weights', False)])
+def test_a_run_of_the_old_class_weighted_batch_mean_is_trained_again(tmp_path, monkeypatch, reduction, retrained):
+    """A finished ce_drw run whose record predates the weighted mean (``sum w l / sum w``) is trained again and its
+    evaluation's saved stages dropped; a current one, or a run without class weights, is reused as it is."""
+    import json
+    import sp_timm.train
+    from sp_timm.losses._class_weight import CLASS_WEIGHT_REDUCTION
+    cfg = {'out': str(tmp_path), 'epochs': 2}
+    run, work = study._run_dir(cfg, 'digits-lt', 'ce_drw', 1), study._work_dir(cfg, 'digits-lt', 'ce_drw', 1)
+    (run / 'last').mkdir(parents=True)
+    (work / 'autoattack').mkdir(parents=True)
+    weighting = {'mode': 'effective', 'meaning': 'per-sample weight w[y] on the loss of each sample; batch mean'}
+    if reduction == 'current':
+        weighting['reduction'] = CLASS_WEIGHT_REDUCTION
+    (run / 'last' / 'run.json').write_text(json.dumps({} if reduction == 'no class weights' else
+                                                      {'class_weight': weighting}))
+    (run / 'last' / 'state.json').write_text(json.dumps({'epoch': 5}))
+    trained = []
+    monkeypatch.setattr(sp_timm.train, 'train', lambda args: trained.append(Path(args.output)))
+    assert study._train('digits-lt', 'ce_drw', 1, cfg) == run / 'last'
+    assert trained == ([run] if retrained else [])
+    assert work.exists() != retrained and (run / 'last').exists() != retrained
+
+
 def test_finalists_put_the_central_comparison_first():
     best = {'sp_ls': {'config': 'sp_ls_p0.9'}, 'sp_margin': {'config': 'sp_margin_m4'}}
     lt = {'chosen': 'sp_margin_m4', 'best_of_member': best, 'scores': {'ce': {}, 'ce_drw': {}}}

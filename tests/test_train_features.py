@@ -206,7 +206,7 @@ def test_balanced_and_effective_weights_match_their_formulas():
 
 @pytest.mark.parametrize('name', ['ce', *SP_NAMES])
 @pytest.mark.parametrize('soft', [False, True])
-def test_weighted_loss_is_the_per_sample_weighted_mean_and_off_is_the_plain_loss(name, soft):
+def test_weighted_loss_is_the_normalised_weighted_mean_and_off_is_the_plain_loss(name, soft):
     from sp_timm.losses import create_classification_loss
     from sp_timm.losses._class_weight import ClassWeightedLoss
     torch.manual_seed(0)
@@ -219,8 +219,13 @@ def test_weighted_loss_is_the_per_sample_weighted_mean_and_off_is_the_plain_loss
     weighted.enabled = True
     per = torch.stack([plain(z[i:i + 1], t[i:i + 1]) for i in range(6)])  # one sample at a time: l(z_i, t_i)
     wi = t @ w.double() if soft else w.double()[y]
-    assert torch.allclose(weighted(z, t), (wi * per).mean(), atol=1e-10)
+    assert torch.allclose(weighted(z, t), (wi * per).sum() / wi.sum(), atol=1e-10)
     assert not torch.allclose(weighted(z, t), plain(z, t), atol=1e-3)  # the weights matter here
+    scaled = ClassWeightedLoss(make(), 10 * w)  # only the ratios of the weights count, as in cross_entropy(weight=)
+    assert torch.allclose(scaled(z, t), weighted(z, t), atol=1e-10)
+    if name == 'ce' and not soft:
+        reference = nn.functional.cross_entropy(z, y, weight=w.double())
+        assert torch.allclose(weighted(z, t), reference, atol=1e-10)
 
 
 @pytest.mark.parametrize('name', SP_NAMES)
@@ -230,17 +235,18 @@ def test_weights_keep_an_sp_members_stationary_point_and_scale_its_gradient(name
     k, label, w = 5, 2, torch.tensor([1.0, 1.0, 3.0, 1.0, 1.0])
     plain = create_classification_loss(name)
     weighted = ClassWeightedLoss(create_classification_loss(name), w)
+    labels = torch.tensor([label, 0])  # weights 3 and 1: the first sample's gradient scales by 3 / (3 + 1)
 
-    def grad(loss, z):
+    def grad(loss, z, z_other):
         z = z.clone().requires_grad_(True)
-        loss(z[None], torch.tensor([label])).backward()
+        loss(torch.stack([z, z_other]), labels).backward()
         return z.grad
 
-    star = plain.stationary_point(k, label=label)
-    assert grad(weighted, star).abs().max() < 1e-6  # zero at the same point
+    star, elsewhere = plain.stationary_point(k, label=label), torch.tensor([0.2, -0.1, 0.4, 0.0, 0.3])
+    assert grad(weighted, star, elsewhere).abs().max() < 1e-6  # zero at the same point
     other = star + torch.tensor([0.3, -0.2, 0.5, 0.1, -0.4], dtype=star.dtype)
-    g_plain, g_weighted = grad(plain, other), grad(weighted, other)
-    assert g_plain.abs().max() > 1e-3 and torch.allclose(g_weighted, 3.0 * g_plain, atol=1e-8)
+    g_plain, g_weighted = grad(plain, other, elsewhere), grad(weighted, other, elsewhere)  # plain: 1 / 2
+    assert g_plain.abs().max() > 1e-4 and torch.allclose(g_weighted, 1.5 * g_plain, atol=1e-10)
 
 
 @pytest.mark.parametrize('argv, message', [

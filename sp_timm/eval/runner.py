@@ -118,24 +118,33 @@ def _replay_warnings(text: str) -> None:
 
 def _logged_chunk(compute, log_path: Optional[Path], title: str) -> Tuple[Dict[str, torch.Tensor], str]:
     """``compute(on_stage)`` with AutoAttack's log captured: (its result, the chunk's log text). With ``log_path``
-    the text is saved beside the chunk's results, so a resumed evaluation keeps the log of the stages run before,
-    and their warnings (logged again, ``_replay_warnings``)."""
+    the text is saved beside the chunk's results after every stage, as the stage's results are, so a run killed
+    between stages keeps the log of the stages it finished, and a resumed evaluation their warnings (logged again,
+    ``_replay_warnings``)."""
     before = log_path.read_text(encoding='utf-8') if log_path is not None and log_path.is_file() else ''
     _replay_warnings(before)
     ran: List[str] = []
     with _autoattack_log() as lines:
-        result = compute(ran.append)
-    if not ran and before:  # every stage was restored: the log of the run that computed them
+        def text() -> str:
+            head = before or f'== {title} ==\n'
+            if before and ran:
+                head += f'-- resumed: {", ".join(ran)} --\n'
+            return head + ''.join(line + '\n' for line in lines)
+
+        def on_stage(stage: str) -> None:
+            ran.append(stage)
+            if log_path is not None:
+                atomic_write_text(log_path, text())
+
+        result = compute(on_stage)
+    if ran:
+        return result, text()
+    if before:  # every stage was restored: the log of the run that computed them
         return result, before
-    text = before or f'== {title} ==\n'
-    if before and ran:
-        text += f'-- resumed: {", ".join(ran)} --\n'
-    text += ''.join(line + '\n' for line in lines)
-    if not ran:
-        text += '(every stage restored from saved results; their log was not kept)\n'
+    restored = text() + '(every stage restored from saved results; their log was not kept)\n'
     if log_path is not None:
-        atomic_write_text(log_path, text)
-    return result, text
+        atomic_write_text(log_path, restored)
+    return result, restored
 
 
 def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, threat_model: str = 'Linf',

@@ -1,10 +1,15 @@
 """ Class re-weighting for every training loss of sp-timm (``sp-timm train --class-weight``, ``--drw-epoch``).
 
-A class weight is a per-sample weight on the member's loss: with class indices the batch loss is
-``mean_i w[y_i] * l(z_i, y_i)``; with soft targets t (Mixup / CutMix, smoothing) the sample's weight is the
-target-expected one, ``w . t_i``, on the member's soft-target loss. So the gradient of every sample is its
-unweighted gradient times a positive constant: an SP member keeps its stationary point (the gradient is zero
-at the same logits), only scaled. Weights off (before ``--drw-epoch``): the plain mean, the unweighted loss.
+A class weight is a per-sample weight on the member's loss, and the batch loss is the weighted mean
+``sum_i w_i l(z_i, y_i) / sum_i w_i`` with ``w_i = w[y_i]`` -- PyTorch's ``cross_entropy(weight=w)`` reduction, the one
+LDAM-DRW's CE-DRW uses; with soft targets t (Mixup / CutMix, smoothing) the sample's weight is the target-expected
+one, ``w_i = w . t_i``, on the member's soft-target loss. So the gradient of every sample is its unweighted gradient
+times a positive constant ``w_i / sum_j w_j``: an SP member keeps its stationary point (the gradient is zero at the
+same logits), only scaled. Dividing by ``sum_i w_i`` rather than the batch size keeps the loss's scale (and the
+step size) that of the plain mean: ``effective`` weights sum to K over classes, so on a long-tailed batch their
+per-sample mean is far below 1 (0.14 on digits-lt) and a plain mean would shrink every step by that much.
+Weights off (before ``--drw-epoch``): the plain mean, the unweighted loss. With several processes each normalises
+by its own batch's weights (as PyTorch's weighted cross-entropy under DDP).
 """
 from typing import Sequence
 
@@ -12,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['CLASS_WEIGHT_MODES', 'class_weights', 'ClassWeightedLoss', 'per_sample_loss']
+__all__ = ['CLASS_WEIGHT_MODES', 'CLASS_WEIGHT_REDUCTION', 'class_weights', 'ClassWeightedLoss', 'per_sample_loss']
 
 CLASS_WEIGHT_MODES = ('none', 'balanced', 'effective')
+CLASS_WEIGHT_REDUCTION = 'sum_i w_i l_i / sum_i w_i'  # the run record's name for the batch loss (earlier: mean_i w_i l_i)
 
 
 def class_weights(counts: Sequence[int], mode: str, beta: float = 0.9999) -> torch.Tensor:
@@ -69,8 +75,8 @@ class _CrossEntropy(nn.Module):
 
 
 class ClassWeightedLoss(nn.Module):
-    """``mean_i w_i l(z_i, t_i)`` with ``w_i = weight[y_i]`` (class indices) or ``weight . t_i`` (soft targets);
-    ``enabled=False`` (deferred re-weighting before its epoch): ``mean_i l(z_i, t_i)``."""
+    """``sum_i w_i l(z_i, t_i) / sum_i w_i`` with ``w_i = weight[y_i]`` (class indices) or ``weight . t_i`` (soft
+    targets); ``enabled=False`` (deferred re-weighting before its epoch): ``mean_i l(z_i, t_i)``."""
 
     def __init__(self, base: nn.Module, weight: torch.Tensor, enabled: bool = True):
         super().__init__()
@@ -84,7 +90,7 @@ class ClassWeightedLoss(nn.Module):
             return per.mean()
         weight = self.weight.to(per.device)
         w = target.to(weight.dtype) @ weight if target.dim() == logits.dim() else weight[target]
-        return (w * per).mean()
+        return (w * per).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
     def extra_repr(self) -> str:
         return f"enabled={self.enabled}, weight={[round(v, 4) for v in self.weight.tolist()]}"

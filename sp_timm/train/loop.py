@@ -32,7 +32,7 @@ from ..checkpoint import (EMA_FILE, CheckpointError, atomic_write_text, check_ou
 from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
                     group_rule)
 from ..losses import SPLoss, create_classification_loss
-from ..losses._class_weight import ClassWeightedLoss, class_weights
+from ..losses._class_weight import CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, class_weights
 from .adversary import pgd_attack, trades_attack, trades_kl
 
 __all__ = ['train', 'build_run_record', 'read_metrics', 'METRICS_FILE']
@@ -355,7 +355,8 @@ class _Trainer:
         self.record['class_weight'] = {
             'mode': args.class_weight, 'beta': args.class_weight_beta if args.class_weight == 'effective' else None,
             'drw_epoch': args.drw_epoch, 'class_counts': counts, 'weights': rounded,
-            'meaning': 'per-sample weight w[y] (soft targets: w . t) on the loss of each sample; batch mean'}
+            'meaning': 'per-sample weight w[y] (soft targets: w . t) on the loss of each sample',
+            'reduction': CLASS_WEIGHT_REDUCTION}
         if self.main:
             when = f'from epoch {args.drw_epoch + 1} (--drw-epoch)' if args.drw_epoch is not None else 'from the start'
             print(f'sp-timm train: --class-weight {args.class_weight}: weights {rounded} {when}.')
