@@ -56,6 +56,12 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a file another library wrote (safetensors, torch.save) to disk before it is renamed into place."""
+    with open(path, 'rb') as f:
+        os.fsync(f.fileno())
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader sees the
     old file or the new one, never half of one."""
@@ -206,6 +212,8 @@ def save_checkpoint(
             files.append(EMA_FILE)
         torch.save(training_state, tmp / TRAINING_FILE)
         _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
+        for f in set(files) - {RUN_FILE}:
+            _fsync_file(tmp / f)
         hashes = {f: sha256_file(tmp / f) for f in files}
         _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name
@@ -214,9 +222,11 @@ def save_checkpoint(
             _replace_linked_folder(output, final, tmp)
         else:
             os.replace(tmp, final)
-    _replace_link(output, 'last', name)
+    # best before last: a kill between the two leaves last on the older epoch, which the resumed run saves again;
+    # the other order would leave state.json's best_metric ahead of best, and the next save would prune the best epoch
     if is_best or not (output / 'best').exists():
         _replace_link(output, 'best', name)
+    _replace_link(output, 'last', name)
     keep = {os.readlink(output / link) for link in LINKS if (output / link).is_symlink()}
     for old in output.glob('epoch-*'):
         if old.name not in keep:

@@ -220,6 +220,15 @@ def test_resume_with_changed_flags_is_refused_or_recorded(tmp_path, capsys):
     train(parse_train_args(changed + ['--resume', str(out), '--resume-override']))
     record = json.loads((out / 'last' / 'run.json').read_text())
     assert record['args']['lr'] == 0.5 and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}]
+    # the new values are the ones trained with: epoch 2 of a 2-epoch cosine from lr 0.5 runs at 0.5 (1 + cos(pi/2)) / 2;
+    # the 1-epoch schedule of the checkpoint would have run it at lr 0 (its end)
+    rows = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows] == [1, 2] and rows[1]['lr'] == pytest.approx(0.25)
+    train(parse_train_args([f for f in changed if f not in ('--epochs', '2')] + ['--epochs', '3', '--weight-decay', '0.01',
+                                                                                 '--resume', str(out), '--resume-override']))
+    from sp_timm.checkpoint import load_training_state
+    groups = load_training_state(out / 'last')[1]['optimizer']['param_groups']
+    assert sorted({g['weight_decay'] for g in groups}) == [0.0, 0.01]  # timm: no decay on biases and norms
 
 
 def test_checkpoint_hash_covers_run_json_and_needs_state_json(run, tmp_path):
@@ -442,3 +451,44 @@ def test_saving_an_epoch_again_never_leaves_a_link_without_its_folder(tmp_path, 
     assert weights['w'].tolist() == [20.0, 20.0]
     assert os.readlink(tmp_path / 'best') == 'epoch-0002'
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.epoch')) == []
+
+
+def test_a_kill_between_the_link_updates_never_leaves_best_behind_the_recorded_best(tmp_path, monkeypatch):
+    """Killed after the first of the two link replacements of a new best epoch: ``best`` points at a checkpoint at
+    least as good as the ``best_metric`` that ``last``'s state records, so the resumed run's next save cannot prune
+    the real best epoch (with ``last`` replaced first it would: best_metric 3, best on epoch 1)."""
+    import sp_timm.checkpoint as ckpt
+
+    def save(epoch, metric, best_so_far):
+        return ckpt.save_checkpoint(tmp_path, epoch, {'w': torch.full((2,), float(epoch))}, {'step': epoch},
+                                    {'metric': metric, 'best_metric': best_so_far}, {'args': {}},
+                                    is_best=metric >= best_so_far)
+
+    save(1, 1.0, 1.0)
+    save(2, 0.5, 1.0)
+    real_replace_link, calls = ckpt._replace_link, []
+
+    def killed_on_second(output, link, name):
+        calls.append(link)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace_link(output, link, name)
+
+    monkeypatch.setattr(ckpt, '_replace_link', killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        save(3, 3.0, 3.0)
+    recorded = json.loads((tmp_path / 'last' / ckpt.STATE_FILE).read_text())['best_metric']
+    best = json.loads((tmp_path / 'best' / ckpt.STATE_FILE).read_text())['metric']
+    assert best >= recorded, (os.readlink(tmp_path / 'best'), os.readlink(tmp_path / 'last'))
+
+
+def test_resume_into_another_runs_folder_is_refused_and_changes_nothing(tmp_path, capsys):
+    flags = TINY + ['--model', 'small_cnn_cifar', '--loss', 'ce']
+    train(parse_train_args(flags + ['--output', str(tmp_path / 'a')]))
+    train(parse_train_args(flags + ['--output', str(tmp_path / 'b'), '--seed', '1']))
+    before = snapshot(tmp_path)
+    status = cli_main(['train', *flags, '--epochs', '2', '--resume-override', '--resume', str(tmp_path / 'a'),
+                       '--output', str(tmp_path / 'b')])
+    err = capsys.readouterr().err
+    assert status == 2 and 'already holds another run' in err and 'Traceback' not in err
+    assert snapshot(tmp_path) == before

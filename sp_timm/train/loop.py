@@ -154,6 +154,10 @@ def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
                                   f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
                                   f"the new values (run.json then records the epochs run with each value under "
                                   f"args_history). Nothing was changed.")
+        if _run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
+            raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
+                                  f"'{args.resume}' into it would replace them. Leave --output out to continue in "
+                                  f"'{_run_folder(checkpoint)}', or choose an empty folder. Nothing was changed.")
         return output, checkpoint
     output = Path(args.output) if args.output else _default_output(args)
     check_output_folder(output, '--output')
@@ -161,6 +165,16 @@ def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
         raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
                               f"--resume {output}, or choose another --output. Nothing was changed.")
     return output, None
+
+
+def _run_folder(checkpoint: Path) -> Path:
+    """The output folder of the run a checkpoint folder (``OUTPUT/last``, ``OUTPUT/epoch-NNNN``) belongs to."""
+    return checkpoint.resolve().parent
+
+
+# the flags a resumed run's learning-rate schedule is built from: changed (--resume-override), the schedule is rebuilt
+SCHEDULE_ARGS = ('lr', 'epochs', 'sched', 'sched_on_updates', 'warmup_epochs', 'warmup_lr', 'min_lr', 'decay_epochs',
+                 'decay_milestones', 'decay_rate')
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -418,20 +432,44 @@ class _Trainer:
         return model
 
     def _load(self, checkpoint: Path) -> None:
+        """Continue from ``checkpoint``: weights, optimizer state (momentum buffers), schedule position, EMA, update
+        count and best metric. Flags changed with --resume-override take effect: the optimizer's hyperparameters
+        (learning rate, momentum, weight decay) are this run's, and a changed schedule flag (``SCHEDULE_ARGS``)
+        rebuilds the learning-rate schedule from the new flags at the resumed epoch. Resumed into another (empty)
+        --output, ``best`` is the best of the epochs run there."""
         model_state, training_state, state = load_training_state(checkpoint)
+        record = read_run_record(checkpoint)
+        changed = _changed_args(record, self.args)
+        this_run = [{k: v for k, v in group.items() if k != 'params'} for group in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(model_state, strict=True)
             self.optimizer.load_state_dict(training_state['optimizer'])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"--resume '{checkpoint}' does not fit this run's model or optimizer ({str(err)[:300]}).") from err
-        self.scheduler.load_state_dict(training_state['scheduler'])
+        self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
+        self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
+        rebuild = sorted(changed.keys() & set(SCHEDULE_ARGS))
+        for group, values in zip(self.optimizer.param_groups, this_run if changed else ()):
+            group.update({k: v for k, v in values.items() if rebuild or k not in ('lr', 'initial_lr')})
+        if rebuild:  # the fresh schedule of the new flags, moved to where the run stands
+            self.scheduler.step(self.start_epoch)
+            self.scheduler.step_update(num_updates=self.num_updates)
+            if self.main:
+                print(f"sp-timm train: --resume-override changed {', '.join('--' + k.replace('_', '-') for k in rebuild)}: "
+                      f"the learning-rate schedule is rebuilt from the new flags at epoch {self.start_epoch + 1} "
+                      f"(lr {self.optimizer.param_groups[0]['lr']:.4g}).")
+        else:
+            self.scheduler.load_state_dict(training_state['scheduler'])
         if training_state.get('scaler') is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(training_state['scaler'])
-        self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
+        if _run_folder(checkpoint) != self.output.resolve():
+            self.best_metric = None  # 'best' here is chosen among the epochs this folder holds
+            if self.main:
+                print(f"sp-timm train: resuming into another folder: its 'best' is the best of the epochs run there; "
+                      f"the run's earlier best stays in '{_run_folder(checkpoint)}'.")
         if self.model_ema is not None:
             self._load_ema(checkpoint, training_state)
-        self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
-        history = _args_history(read_run_record(checkpoint), self.args, self.start_epoch)
+        history = _args_history(record, self.args, self.start_epoch)
         if history:
             self.record['args_history'] = history
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
