@@ -120,6 +120,30 @@ def test_worst_case_is_the_and_of_the_attack_flags():
     assert summary['checks']['large_eps']['passed'] and summary['checks']['monotonic_eps']['passed']
 
 
+def test_a_drop_of_exactly_the_threshold_is_reliable_and_one_point_more_is_not():
+    """100 points, threshold 1 point: AutoAttack 7 robust, the audit 6 (a drop of exactly 1 point, 1.0000000000000009
+    in floats) stays reliable; the audit 5 (2 points) is unreliable."""
+    n = 100
+    aa = {'clean': torch.ones(n, dtype=torch.bool), 'fab-t': torch.arange(n) < 7, 'square': torch.arange(n) < 7}
+    unreliable = []
+    for robust_after_audit in (6, 5):
+        flags = {'apgd-ce': torch.arange(n) < robust_after_audit, 'large-eps': torch.zeros(n, dtype=torch.bool),
+                 'grad-ce': torch.ones(n), 'grad-margin': torch.ones(n)}
+        summary, _ = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0),
+                                     skipped={})
+        unreliable.append(summary['unreliable'])
+    assert unreliable == [False, True]
+
+
+def test_the_audit_folder_is_keyed_by_budgets_not_by_thresholds():
+    """Changing a threshold re-judges saved attacks; changing a budget runs them again."""
+    from sp_timm.eval.audit import audit_key
+    base = audit_key(AuditConfig(), 0)
+    assert audit_key(AuditConfig(threshold=2.0, grad_tol=1e-9, large_eps_max_acc=5.0, square_alpha=0.01), 0) == base
+    assert audit_key(AuditConfig(restarts=2), 0) != base and audit_key(AuditConfig(), 1) != base
+    assert audit_key(AuditConfig(large_eps_factor=8.0), 0) != base
+
+
 def test_interrupted_audit_resumes_without_rerunning_finished_stages(masked, tmp_path, monkeypatch):
     base, model, x, y, work, _ = masked
     settings = dict(SETTINGS, audit=SMALL, surrogate=base, chunk_size=16)

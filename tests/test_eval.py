@@ -101,6 +101,34 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert not list((tmp_path / 'resumed').rglob('.*.tmp'))
 
 
+def test_saved_fab_chunks_of_fewer_points_are_not_reused_for_more(tmp_path):
+    """--min-pert-examples raised between two runs on one work folder: the last FAB chunk, saved shorter, is computed
+    again, so every distance stays with its point (as a fresh run's)."""
+    model = mlp()
+    x, y = points(model, n=6)
+    settings = dict(eps=2 / 255, batch_size=2, min_pert_norms=['Linf'], fab_iters=5, progress=False, echo_warnings=False)
+    evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=3, **settings)
+    resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=6, **settings)
+    fresh = evaluate_points(model, x, y, work_dir=tmp_path / 'fresh', min_pert_examples=6, **settings)
+    assert len(resumed['min_perturbation']['Linf']) == 6
+    assert torch.equal(resumed['min_perturbation']['Linf'], fresh['min_perturbation']['Linf'])
+
+
+def test_restart_on_another_process_leaves_the_folder_to_the_main_one(tmp_path):
+    """--restart with several processes: only the main process reads, discards and rewrites the work folder; the
+    others neither refuse the old settings it is about to discard nor delete anything."""
+    from sp_timm.eval.runner import _prepare_work
+    _prepare_work(tmp_path, {'eps': 1}, restart=False, is_main=True)
+    (tmp_path / '.work' / 'chunk').write_text('saved')
+    with pytest.raises(ValueError, match='other settings'):
+        _prepare_work(tmp_path, {'eps': 2}, restart=False, is_main=False)
+    _prepare_work(tmp_path, {'eps': 2}, restart=True, is_main=False)
+    assert (tmp_path / '.work' / 'chunk').exists()
+    _prepare_work(tmp_path, {'eps': 2}, restart=True, is_main=True)
+    assert not (tmp_path / '.work' / 'chunk').exists()
+    assert json.loads((tmp_path / '.work' / 'config.json').read_text()) == {'eps': 2}
+
+
 def test_a_resumed_chunk_reports_the_warnings_of_the_stages_it_restored(tmp_path):
     """AutoAttack's warnings of a chunk's finished stages come back when the chunk is resumed or fully restored,
     once each, with their line breaks; its saved log keeps each one once."""
@@ -273,6 +301,7 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     drop_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}
     assert drop_warnings(a['audit']) == drop_warnings(b['audit'])  # the audit too: per-point, per-chunk seeded
     assert a['protocol']['num_processes'] == 1 and b['protocol']['num_processes'] == 2
+    assert sorted(a['warnings']) == sorted(b['warnings'])  # the checks over all points: once, not once per process
 
 
 def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):

@@ -105,7 +105,7 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
     With ``path``, the result is saved after every stage and a partial result there is continued."""
     from pyautoattack import AutoAttack
     result = _load(path)
-    if 'clean' not in result:
+    if 'clean' not in result or len(result['clean']) != len(labels):  # none saved, or saved for other points
         pred = predict(model, images, batch_size, device)
         result = {'clean': pred == labels, 'pred': pred, 'perturbation': torch.zeros(len(labels))}
         _save(path, result)
@@ -139,7 +139,7 @@ def fab_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     true minimal perturbation."""
     from pyautoattack.fab_pt import FABAttack_PT
     done = _load(path)
-    if 'distance' in done:
+    if 'distance' in done and len(done['distance']) == len(labels):  # saved for these points (not a shorter chunk)
         return done
     fab = FABAttack_PT(model, norm=norm, n_restarts=1, n_iter=n_iter, eps=float('inf'), seed=seed, targeted=False,
                        device=device, verbose=False)

@@ -159,7 +159,8 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     Work is cut into chunks of ``chunk_size`` points (default ``batch_size``) that the processes of the current
     Accelerate state share; with ``work_dir`` every chunk (and every AutoAttack stage of a chunk) is saved and
     reused by a later call. Returns per-point tensors: ``aa`` (flags per stage, ``pred``, ``perturbation``),
-    ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), the AutoAttack ``warnings``, and
+    ``min_perturbation`` ({norm: distance}), ``curve`` ({eps: robust flags}), the AutoAttack ``warnings`` (those
+    of this process's chunks; the checks over all points, on the main process only), and
     ``log``: AutoAttack's own log of every chunk (its DEBUG messages), one text per chunk in point order.
 
     With ``audit`` (True or an ``AuditConfig``), the adaptive-attack audit of ``sp_timm.eval.audit`` follows on
@@ -173,7 +174,7 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     from pyautoattack import checks
     if len(images) == 0:
         raise ValueError('no points to evaluate (0 images); pass at least one image and its label.')
-    device = PartialState().device
+    device, main_process = PartialState().device, PartialState().is_main_process
     eps = check_eps(DEFAULT_EPS[threat_model] if eps is None else eps, threat_model, images[0].numel())
     curve_eps = [check_eps(e, threat_model, images[0].numel()) for e in curve_eps if abs(e - eps) > 1e-12]
     if batch_size < 1 or (chunk_size is not None and chunk_size < 1):
@@ -214,10 +215,12 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                                                             path=path(f'fab-{norm}-{fab_iters}', c), **common)
                 result['min_perturbation'][norm] = run_chunks(fab_chunks, compute, f'FAB {norm} minimal perturbation',
                                                               progress)['distance']
-        # AutoAttack's own check, run by run_standard_evaluation over all points when the attacks run in one call
-        stage_acc = {'clean': aa['clean'].double().mean().item()}
-        stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
-        checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
+        # AutoAttack's own check, run by run_standard_evaluation over all points when the attacks run in one call;
+        # on the gathered results, so by one process (the warnings of all are gathered into the report)
+        if main_process:
+            stage_acc = {'clean': aa['clean'].double().mean().item()}
+            stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
+            checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
     result['warnings'] = list(warnings)
     from accelerate.utils import gather_object
     gathered = {key: text for part in gather_object([logs]) for key, text in part.items()}
@@ -232,11 +235,11 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                 loss_note=loss_note, surrogate=surrogate, work_dir=work_dir, identity=identity, progress=progress,
                 **common)
         result['audit']['warnings'] = list(audit_warnings)
-    if len(labels) and aa['perturbation'].max().item() > eps * (1 + 1e-4) + 1e-6:
+    if main_process and aa['perturbation'].max().item() > eps * (1 + 1e-4) + 1e-6:
         result['warnings'].append(f"an adversarial example exceeds the budget: {threat_model} norm "
                                   f"{aa['perturbation'].max().item():.6g} > eps {eps:.6g}")
     distance = result['min_perturbation'].get(threat_model)
-    if distance is not None:  # FAB flipping a point within eps that AutoAttack counted robust: AutoAttack missed it
+    if distance is not None and main_process:  # FAB flipping a point within eps that AutoAttack counted robust: AutoAttack missed it
         missed = int(((distance <= eps) & aa[STANDARD_ATTACKS[-1]][:len(distance)]).sum())
         if missed:
             result['warnings'].append(f'FAB (minimal perturbation) flipped {missed} points within eps that AutoAttack '
@@ -278,7 +281,9 @@ def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: b
     """The ``.work`` folder of ``out``; its saved chunks are reused only by the same evaluation."""
     work = out / '.work'
     config = work / 'config.json'
-    if restart and is_main and work.exists():
+    if restart and not is_main:  # the main process discards the folder and writes the new settings
+        return work
+    if restart and work.exists():
         shutil.rmtree(work)
     if config.exists():
         saved = json.loads(config.read_text())
