@@ -114,6 +114,24 @@ def test_saved_fab_chunks_of_fewer_points_are_not_reused_for_more(tmp_path):
     assert torch.equal(resumed['min_perturbation']['Linf'], fresh['min_perturbation']['Linf'])
 
 
+def test_a_work_folder_refuses_another_model_points_or_seed(tmp_path):
+    """The Python API's work folder: another model, other points or another seed would silently reuse stages that
+    are not theirs; each is refused, naming what differs, and the same evaluation resumes."""
+    model = mlp()
+    x, y = points(model, n=4)
+    settings = dict(eps=2 / 255, batch_size=4, min_pert_examples=0, progress=False, echo_warnings=False)
+    work = tmp_path / 'work'
+    first = evaluate_points(model, x, y, work_dir=work, **settings)
+    for kwargs, differs in ((dict(model=mlp(seed=1)), 'model_sha256'), (dict(images=x.flip(0)), 'points_sha256'),
+                            (dict(seed=1), 'seed')):
+        call = dict(dict(model=model, images=x, labels=y), **kwargs)
+        with pytest.raises(ValueError, match=f'another evaluation .*{differs}'):
+            evaluate_points(call.pop('model'), call.pop('images'), call.pop('labels'), work_dir=work,
+                            **dict(settings, **call))
+    again = evaluate_points(model, x, y, work_dir=work, **settings)
+    assert torch.equal(again['aa']['square'], first['aa']['square'])
+
+
 def test_restart_on_another_process_leaves_the_folder_to_the_main_one(tmp_path):
     """--restart with several processes: only the main process reads, discards and rewrites the work folder; the
     others neither refuse the old settings it is about to discard nor delete anything."""

@@ -147,6 +147,28 @@ def _logged_chunk(compute, log_path: Optional[Path], title: str) -> Tuple[Dict[s
     return result, restored
 
 
+POINTS_FILE = 'points.json'
+
+
+def _check_work_dir(work_dir: Path, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    settings: Dict[str, Any], is_main: bool) -> None:
+    """A work folder's saved stages belong to one model, one set of points and one seed, batch and chunk size: the
+    first call records them in ``points.json``; a later call with others is refused (nothing is reused silently)."""
+    import hashlib
+    points = hashlib.sha256(images.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
+    identity = json.loads(json.dumps(dict(settings, model_sha256=weights_sha256(model), points_sha256=points,
+                                          n_points=len(labels))))
+    path = Path(work_dir) / POINTS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in identity if saved.get(k) != identity[k])
+        if changed:
+            raise ValueError(f"work_dir '{work_dir}' holds the saved stages of another evaluation (other "
+                             f"{', '.join(changed)}); give another work_dir, or delete it to start again.")
+    elif is_main:
+        atomic_write_json(path, identity)
+
+
 def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, threat_model: str = 'Linf',
                     eps: Optional[float] = None, seed: int = 0, batch_size: int = 500, chunk_size: Optional[int] = None,
                     work_dir: Optional[Path] = None, min_pert_norms: Sequence[str] = THREAT_MODELS,
@@ -184,6 +206,9 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     config = AuditConfig() if audit is True else audit or None
     if config is not None and surrogate is not None:
         check_surrogate(surrogate, images, num_classes, device)
+    if work_dir is not None:
+        _check_work_dir(work_dir, model, images.cpu(), labels.cpu(), {'seed': seed, 'batch_size': batch_size,
+                        'chunk_size': chunk_size or batch_size}, main_process)
     chunks = Chunks(len(labels), chunk_size or batch_size)
     path = lambda name, c: None if work_dir is None else Path(work_dir) / name / f'chunk-{c:05d}.safetensors'
     common = dict(seed=seed, batch_size=batch_size, device=device)
