@@ -492,3 +492,36 @@ def test_resume_into_another_runs_folder_is_refused_and_changes_nothing(tmp_path
     err = capsys.readouterr().err
     assert status == 2 and 'already holds another run' in err and 'Traceback' not in err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('first, then, message', [
+    (['--sched', 'plateau'], ['--epochs', '2', '--resume-override'], 'plateau schedule'),
+    (['--sched-on-updates'], ['--batch-size', '16', '--resume-override'], 'changes the updates per epoch'),
+    (['--class-weight', 'balanced'], [], 'earlier class-weighted loss'),
+], ids=['plateau-rebuilt', 'per-update-schedule-resized', 'old-class-weight-reduction'])
+def test_a_resume_that_cannot_continue_the_same_schedule_or_loss_is_refused(tmp_path, capsys, first, then, message):
+    """Resumes whose next epochs would not train as the flags say: a plateau schedule rebuilt (its lr follows the
+    metrics seen), a per-update schedule over another number of updates per epoch, a class-weighted run saved with
+    the earlier plain-mean loss. Refused with one error line, the run untouched; the last one goes on under
+    --resume-override and its record says until which epoch the earlier loss ran."""
+    from sp_timm.checkpoint import STATE_FILE
+    out = tmp_path / 'run'
+    flags = TINY + ['--model', 'small_cnn_cifar', '--loss', 'ce', *first, '--output', str(out)]
+    train(parse_train_args(flags))
+    if '--class-weight' in first:  # as a run of the earlier release recorded it (and hashed that record)
+        record_path, state_path = out / 'last' / 'run.json', out / 'last' / STATE_FILE
+        record = json.loads(record_path.read_text())
+        del record['class_weight']['reduction']
+        record_path.write_text(json.dumps(record))
+        state = json.loads(state_path.read_text())
+        state['sha256']['run.json'] = sha256_file(record_path)
+        state_path.write_text(json.dumps(state))
+    before = snapshot(out)
+    status = cli_main(['train', *flags, *then, '--resume', str(out)])  # a flag given again: its last value counts
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and 'Traceback' not in err, err
+    assert snapshot(out) == before
+    if '--class-weight' in first:
+        train(parse_train_args(flags + ['--epochs', '2', '--resume', str(out), '--resume-override']))
+        record = json.loads((out / 'last' / 'run.json').read_text())
+        assert record['class_weight']['reduction_history'] == [{'until_epoch': 1, 'reduction': 'mean_i w_i l_i'}]

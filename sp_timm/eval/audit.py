@@ -418,7 +418,7 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
     checks = _checks(aa, flags, eps=eps, norm=norm, input_dim=input_dim, config=config, curve=curve or {},
                      attacks=attacks)
     reasons = []
-    if 100 * int((final & ~worst).sum()) > config.threshold * n:  # in counts: a drop of exactly the threshold passes
+    if 100 * int((final & ~worst).sum()) > round(config.threshold * n, 9):  # in counts: exactly the threshold passes
         reasons.append(f'the audit lowers robust accuracy by {aa_acc - acc:.2f} points (> {config.threshold:g})')
     reasons += [f"check '{name}' failed" for name, c in checks.items() if not c['passed']]
     summary = {

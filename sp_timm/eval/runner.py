@@ -164,7 +164,8 @@ def _check_work_dir(work_dir: Path, model: torch.nn.Module, images: torch.Tensor
         changed = sorted(k for k in identity if saved.get(k) != identity[k])
         if changed:
             raise ValueError(f"work_dir '{work_dir}' holds the saved stages of another evaluation (other "
-                             f"{', '.join(changed)}); give another work_dir, or delete it to start again.")
+                             f"{', '.join(changed)}); give another work_dir, or delete it to start again (sp-timm eval: "
+                             f"--restart, or another --out).")
     elif is_main:
         atomic_write_json(path, identity)
 

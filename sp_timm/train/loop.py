@@ -154,6 +154,16 @@ def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
                                   f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
                                   f"the new values (run.json then records the epochs run with each value under "
                                   f"args_history). Nothing was changed.")
+        if changed.keys() & set(SCHEDULE_ARGS) and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
+            raise CheckpointError(f"--resume {args.resume}: a plateau schedule's learning rate follows the metrics it "
+                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(sorted(changed.keys() & set(SCHEDULE_ARGS)))}); "
+                                  f"resume with the run's schedule flags. Nothing was changed.")
+        weighting = record.get('class_weight')
+        if weighting and weighting.get('reduction') != CLASS_WEIGHT_REDUCTION and not getattr(args, 'resume_override', False):
+            raise CheckpointError(f"--resume {args.resume} was trained with the earlier class-weighted loss (the plain "
+                                  f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
+                                  f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
+                                  f"(run.json then records the change). Nothing was changed.")
         if _run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
             raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
                                   f"'{args.resume}' into it would replace them. Leave --output out to continue in "
@@ -449,6 +459,11 @@ class _Trainer:
         self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
         self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
         rebuild = sorted(changed.keys() & set(SCHEDULE_ARGS))
+        if self.args.sched_on_updates and self.num_updates != self.start_epoch * len(self.train_loader):
+            raise CheckpointError(f"--resume '{checkpoint}': the schedule steps per update (--sched-on-updates) and this "
+                                  f"resume changes the updates per epoch ({self.num_updates // max(self.start_epoch, 1)} -> "
+                                  f"{len(self.train_loader)}: batch size, training images or processes); resume with the "
+                                  f"run's, or train again.")
         for group, values in zip(self.optimizer.param_groups, this_run if changed else ()):
             group.update({k: v for k, v in values.items() if rebuild or k not in ('lr', 'initial_lr')})
         if rebuild:  # the fresh schedule of the new flags, moved to where the run stands
@@ -472,6 +487,12 @@ class _Trainer:
         history = _args_history(record, self.args, self.start_epoch)
         if history:
             self.record['args_history'] = history
+        earlier = record.get('class_weight') or {}
+        reductions = list(earlier.get('reduction_history') or [])
+        if earlier and earlier.get('reduction') != CLASS_WEIGHT_REDUCTION:  # an earlier run's loss (--resume-override)
+            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier.get('reduction', 'mean_i w_i l_i')})
+        if reductions and 'class_weight' in self.record:
+            self.record['class_weight']['reduction_history'] = reductions
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
             _write_metrics(self.output / METRICS_FILE, state['epoch'], [])
 
