@@ -137,13 +137,12 @@ def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
     """Train (or finish, or reuse) one run; returns its ``last`` checkpoint."""
     from sp_timm.train import parse_train_args, train
     from sp_timm.checkpoint import read_run_record
-    from sp_timm.losses._class_weight import CLASS_WEIGHT_REDUCTION
+    from sp_timm.losses._class_weight import earlier_reduction
     run_dir = _run_dir(cfg, setting, config, seed)
     flags = train_flags(setting, config, cfg['epochs'], seed) + ['--output', str(run_dir), '--no-progress']
     total = int(flags[flags.index('--epochs') + 1])
     last = run_dir / 'last'
-    weighting = read_run_record(last).get('class_weight') if last.exists() else None
-    if weighting is not None and weighting.get('reduction') != CLASS_WEIGHT_REDUCTION:
+    if last.exists() and earlier_reduction(read_run_record(last)):
         # trained when a class-weighted batch loss was the plain mean (every step smaller): train it again, and
         # drop its evaluation's saved stages, which belong to the old model
         print(f'{run_dir.name}: trained with the old class-weighted loss (plain batch mean); training it again.',

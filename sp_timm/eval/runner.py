@@ -12,6 +12,7 @@ An evaluation folder::
       .work/                              per-chunk results (safetensors), kept so a rerun resumes
 """
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -154,7 +155,6 @@ def _check_work_dir(work_dir: Path, model: torch.nn.Module, images: torch.Tensor
                     settings: Dict[str, Any], is_main: bool) -> None:
     """A work folder's saved stages belong to one model, one set of points and one seed, batch and chunk size: the
     first call records them in ``points.json``; a later call with others is refused (nothing is reused silently)."""
-    import hashlib
     points = hashlib.sha256(images.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
     identity = json.loads(json.dumps(dict(settings, model_sha256=weights_sha256(model), points_sha256=points,
                                           n_points=len(labels))))

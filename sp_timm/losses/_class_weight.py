@@ -11,16 +11,27 @@ per-sample mean is far below 1 (0.14 on digits-lt) and a plain mean would shrink
 Weights off (before ``--drw-epoch``): the plain mean, the unweighted loss. With several processes each normalises
 by its own batch's weights (as PyTorch's weighted cross-entropy under DDP).
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['CLASS_WEIGHT_MODES', 'CLASS_WEIGHT_REDUCTION', 'class_weights', 'ClassWeightedLoss', 'per_sample_loss']
+__all__ = ['CLASS_WEIGHT_MODES', 'CLASS_WEIGHT_REDUCTION', 'class_weights', 'ClassWeightedLoss', 'earlier_reduction',
+           'per_sample_loss']
 
 CLASS_WEIGHT_MODES = ('none', 'balanced', 'effective')
 CLASS_WEIGHT_REDUCTION = 'sum_i w_i l_i / sum_i w_i'  # the run record's name for the batch loss (earlier: mean_i w_i l_i)
+
+
+def earlier_reduction(record: dict) -> Optional[str]:
+    """The batch loss a run record's class weights trained with when it is not today's (``CLASS_WEIGHT_REDUCTION``):
+    records from before the weighted mean name none, and trained with ``mean_i w_i l_i``. None: no class weights,
+    or today's reduction."""
+    weighting = record.get('class_weight')
+    if not weighting or weighting.get('reduction') == CLASS_WEIGHT_REDUCTION:
+        return None
+    return weighting.get('reduction', 'mean_i w_i l_i')
 
 
 def class_weights(counts: Sequence[int], mode: str, beta: float = 0.9999) -> torch.Tensor:

@@ -32,7 +32,7 @@ from ..checkpoint import (EMA_FILE, CheckpointError, atomic_write_text, check_ou
 from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
                     group_rule)
 from ..losses import SPLoss, create_classification_loss
-from ..losses._class_weight import CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, class_weights
+from ..losses._class_weight import CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, class_weights, earlier_reduction
 from .adversary import pgd_attack, trades_attack, trades_kl
 
 __all__ = ['train', 'build_run_record', 'read_metrics', 'METRICS_FILE']
@@ -154,12 +154,12 @@ def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
                                   f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
                                   f"the new values (run.json then records the epochs run with each value under "
                                   f"args_history). Nothing was changed.")
-        if changed.keys() & set(SCHEDULE_ARGS) and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
+        schedule_changed = sorted(changed.keys() & set(SCHEDULE_ARGS))
+        if schedule_changed and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
             raise CheckpointError(f"--resume {args.resume}: a plateau schedule's learning rate follows the metrics it "
-                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(sorted(changed.keys() & set(SCHEDULE_ARGS)))}); "
+                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(schedule_changed)}); "
                                   f"resume with the run's schedule flags. Nothing was changed.")
-        weighting = record.get('class_weight')
-        if weighting and weighting.get('reduction') != CLASS_WEIGHT_REDUCTION and not getattr(args, 'resume_override', False):
+        if earlier_reduction(record) and not getattr(args, 'resume_override', False):
             raise CheckpointError(f"--resume {args.resume} was trained with the earlier class-weighted loss (the plain "
                                   f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
                                   f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
@@ -487,10 +487,9 @@ class _Trainer:
         history = _args_history(record, self.args, self.start_epoch)
         if history:
             self.record['args_history'] = history
-        earlier = record.get('class_weight') or {}
-        reductions = list(earlier.get('reduction_history') or [])
-        if earlier and earlier.get('reduction') != CLASS_WEIGHT_REDUCTION:  # an earlier run's loss (--resume-override)
-            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier.get('reduction', 'mean_i w_i l_i')})
+        reductions = list((record.get('class_weight') or {}).get('reduction_history') or [])
+        if earlier_reduction(record):  # the checkpoint's loss, continued under --resume-override
+            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier_reduction(record)})
         if reductions and 'class_weight' in self.record:
             self.record['class_weight']['reduction_history'] = reductions
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
