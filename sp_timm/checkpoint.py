@@ -31,7 +31,7 @@ __all__ = [
     'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
     'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE', 'sha256_file', 'weights_sha256', 'safe_path_component',
     'check_model_args', 'read_json_object', 'check_output_folder', 'EMA_FILE', 'WEIGHT_CHOICES', 'load_ema_state',
-    'has_ema_weights', 'staging_folder', 'make_shareable',
+    'has_ema_weights', 'staging_folder', 'make_shareable', 'fsync_file',
 ]
 
 WEIGHTS_FILE = 'model.safetensors'
@@ -56,7 +56,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     """Flush a file another library wrote (safetensors, torch.save) to disk before it is renamed into place."""
     with open(path, 'rb') as f:
         os.fsync(f.fileno())
@@ -213,7 +213,7 @@ def save_checkpoint(
         torch.save(training_state, tmp / TRAINING_FILE)
         _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
         for f in set(files) - {RUN_FILE}:
-            _fsync_file(tmp / f)
+            fsync_file(tmp / f)
         hashes = {f: sha256_file(tmp / f) for f in files}
         _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name

@@ -178,6 +178,7 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
         'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
     reports: Dict[str, Dict[str, Any]] = {}
     figures = ['toy_boundary.png']
+    _claim_folder(out, results['budget'], eps)
     print(f"sp-timm demo: CE vs {' '.join(DEMO_LOSSES['sp'][1:])} on {', '.join(budget[5])} "
           f"({budget[0]} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget[1]} test points) -> {out}")
     results['toy'] = toy_boundary(out / figures[0])
@@ -205,6 +206,38 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     print(f"wrote {out / 'report.md'}, {out / 'results.json'}, figures, eval/*/model_info, hub/* "
           f"in {results['seconds']:.0f} s")
     return results
+
+
+DEMO_SETTINGS_FILE = 'demo.json'
+
+
+def _claim_folder(out: Path, budget: Dict[str, Any], eps: float) -> None:
+    """Record in ``out/demo.json`` what the demo's runs and evaluations are made with (budget, eps, losses and every
+    training command), so that a rerun reuses them only for the same demo: a ``ValueError`` naming what differs,
+    before anything is written, for another one (``--quick`` then the full demo, another ``--eps``, another sp-timm's
+    recipe), or for a folder holding runs or evaluations without that record."""
+    from .checkpoint import atomic_write_json, read_json_object
+    settings = json.loads(json.dumps({
+        'budget': budget, 'eps': eps, 'losses': DEMO_LOSSES, 'imbalance_ratio': DEMO_IMBALANCE,
+        'train_flags': {f'{d}-{loss}': demo_train_flags(flags, d, budget['epochs'])
+                        for d in budget['datasets'] for loss, flags in DEMO_LOSSES.items()}}))
+    path = out / DEMO_SETTINGS_FILE
+    fix = f'Choose another --out, or delete {out} to start again.'
+    if path.is_file():
+        recorded = read_json_object(path, 'the demo record')
+        differ = [k for k in settings if recorded.get(k) != settings[k]]
+        if differ:
+            quick = {True: '--quick', False: 'the full demo'}
+            what = [f"{quick[recorded.get('budget', {}).get('epochs') == _BUDGETS['quick'][0]]} -> {quick[settings['budget']['epochs'] == _BUDGETS['quick'][0]]}"
+                    if k == 'budget' else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
+            raise ValueError(f"--out {out} holds a demo made with other settings ({'; '.join(what)}): its trainings "
+                             f"and evaluations are not this demo's. {fix}")
+        return
+    if (out / 'runs').exists() or (out / 'eval').exists():
+        raise ValueError(f"--out {out} holds runs or evaluations without {DEMO_SETTINGS_FILE} (not this sp-timm's "
+                         f"demo): they cannot be told to be this demo's. {fix}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, settings)
 
 
 def _worker_init(workers: int) -> None:
@@ -390,7 +423,8 @@ def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
     p = parser or argparse.ArgumentParser(prog='sp-timm demo')
     p.formatter_class = DefaultsHelpFormatter
     p.description = DEMO_DESCRIPTION
-    p.add_argument('--out', default='output/demo', help='output folder (a rerun reuses finished runs and evaluations)')
+    p.add_argument('--out', default='output/demo', help='output folder (a rerun of the same demo reuses its finished runs and evaluations; '
+                                                        'another demo there is refused)')
     p.add_argument('--quick', action='store_true',
                    help='digits only (no digits-lt), 10 epochs, 24 test points, Linf FAB only: about 2 minutes')
     p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default: 2/255)')

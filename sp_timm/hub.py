@@ -22,11 +22,12 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from glob import escape as glob_escape
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .checkpoint import (CheckpointError, atomic_write_json, default_model_name, load_model, make_shareable,
-                         read_json_object, safe_path_component, sha256_file, staging_folder, weights_sha256)
+                         read_json_object, safe_path_component, sha256_file, staging_folder, weights_sha256, fsync_file)
 from .eval.budget import THREAT_MODELS, format_eps
 
 __all__ = ['export_model', 'check_one_report_per_threat_model', 'render_model_card', 'push_folder', 'train_config', 'train_args_yaml', 'HubError',
@@ -45,11 +46,8 @@ _BEFORE_FLAG_EXISTED = {'val_split': 0}  # before --val-split, validation used t
 DEFAULT_LICENSE = 'apache-2.0'
 PAPER_ARXIV_ID = '2302.09575'  # Stationary Point Losses for Robust Model
 _LICENSE_ID = re.compile(r'^[a-z0-9][a-z0-9.+-]*$')
-# what an export wrote before it had a marker (sp-timm 0.1.0), and train_args.yaml of an export whose marker was
-# lost: such a folder (it must hold config.json and sp_timm.json) is still recognised as an export
-_LEGACY_EXPORT_FILES = ('config.json', 'model.safetensors', 'sp_timm.json', 'README.md', 'eval/*.json',
-                        'model_info/*/*/*.json', 'train_args.yaml')
 _REPORT_KEYS = ('protocol', 'leaderboard', 'clean_acc', 'robust_acc', 'clean_ci', 'robust_ci')
+_PROTOCOL_KEYS = ('threat_model', 'eps', 'n_examples', 'dataset')
 CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench', 'sp-loss']
 # dataset name -> (Hub dataset id or None, title)
 DATASET_CARD_INFO = {
@@ -319,7 +317,9 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; a previous ``out`` is removed only after that succeeded."""
+    """Move the finished ``tmp`` to ``out``. A previous ``out`` is first moved aside to ``.NAME.old-PID`` and removed
+    only after the second rename; a kill between the two leaves ``out`` absent and the previous export aside, which
+    ``_recover_interrupted_export`` puts back on the next export."""
     old = None
     if out.exists():
         old = out.with_name(f'.{out.name}.old-{os.getpid()}')
@@ -329,16 +329,58 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _left_by_dead_export(folder: Path, name: str, tag: str) -> bool:
+    """Whether ``folder`` is ``.NAME.TAG-PID...`` of an export whose process is no longer running."""
+    pid = folder.name[len(f'.{name}.{tag}-'):].split('.')[0]
+    return folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not _pid_running(int(pid))
+
+
+def _recover_interrupted_export(out: Path) -> None:
+    """Undo what a killed export left beside ``out``: with ``out`` absent, the previous export moved aside
+    (``.NAME.old-PID``) is put back; with ``out`` present, that folder is the previous export a finished replacement
+    had not removed yet (it was checked replaceable before it was moved), and is removed; so are the staging folders
+    (``.NAME.export-PID.XXXX.tmp``) of exports no longer running. Folders of a running export are left alone."""
+    if not out.parent.is_dir():
+        return
+    for old in sorted(out.parent.glob(f'.{glob_escape(out.name)}.old-*'), key=lambda p: p.stat().st_mtime,
+                      reverse=True):
+        if not _left_by_dead_export(old, out.name, 'old'):
+            continue
+        if not out.exists() and not out.is_symlink():
+            os.replace(old, out)
+            print(f"export: '{out}' was left absent by an interrupted export; its previous export is back in place.")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in out.parent.glob(f'.{glob_escape(out.name)}.export-*.tmp'):
+        if _left_by_dead_export(tmp, out.name, 'export'):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def export_folder(out: Path, written_by: str, weights_hash: str) -> Iterator[Path]:
     """Build an export of ``out`` in a private folder beside it, given to the block to fill. When the block finishes,
     the folder gets its marker (``written_by``, the weights' hash and every file's SHA-256, so a later export can
-    tell the folder was not edited), ``out`` is checked again (it may have changed meanwhile) and replaced by it.
-    If anything fails ``out`` is untouched and the staging folder removed."""
-    with staging_folder(out.parent, out.name) as tmp:
+    tell the folder was not edited), its files are flushed to disk, ``out`` is checked again (it may have changed
+    meanwhile) and replaced by it. If anything fails ``out`` is untouched and the staging folder removed."""
+    _recover_interrupted_export(out)
+    with staging_folder(out.parent, f'{out.name}.export-{os.getpid()}') as tmp:
         yield tmp
+        files = _files_in(tmp)
+        for f in files:
+            if not (tmp / f).is_symlink():
+                fsync_file(tmp / f)
         atomic_write_json(tmp / EXPORT_MARKER, {'written_by': written_by, 'weights_sha256': weights_hash,
-                                                'files': {f: sha256_file(tmp / f) for f in _files_in(tmp)}})
+                                                'files': {f: sha256_file(tmp / f) for f in files}})
         make_shareable(tmp)
         _check_replaceable(out)
         _replace_folder(tmp, out)
@@ -368,11 +410,12 @@ def _check_replaceable(out: Path) -> None:
         written = written if isinstance(written, dict) else {}
         foreign = [f for f in files if f != EXPORT_MARKER and f not in written]
         changed = [f for f in files if f in written and sha256_file(out / f) != written[f]]
-    else:  # an export written before the marker existed, or someone else's folder
-        is_ours = lambda f: any(len(PurePosixPath(f).parts) == len(PurePosixPath(p).parts) and PurePosixPath(f).match(p)
-                                for p in _LEGACY_EXPORT_FILES)
-        foreign = [f for f in files if not is_ours(f)] if {'config.json', 'sp_timm.json'} <= set(files) else files
-        changed = []
+    elif {'config.json', 'sp_timm.json'} <= set(files):  # an export without its marker: edits cannot be told
+        raise CheckpointError(f"--out '{out}' holds an export without sp-timm's record of its files ({EXPORT_MARKER}: "
+                              f"an export of an early sp-timm, or the record was removed), so export cannot tell "
+                              f"whether you edited or added files there. {nothing} Or remove that folder yourself.")
+    else:
+        foreign, changed = files, []
     if foreign or changed:
         listed = lambda names: ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
         problem = (f'holds files sp-timm export did not write ({listed(foreign)})' if foreign
@@ -383,9 +426,13 @@ def _check_replaceable(out: Path) -> None:
 def _read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]:
     """An ``sp-timm eval`` report, checked: its schema, the names that become file names, and that it evaluated
     the weights with SHA-256 ``weights`` (of ``source``)."""
+    from .eval.report import LEADERBOARD_FIELDS
     report = read_json_object(path, 'the evaluation report (report.json of sp-timm eval)')
     missing = [k for k in _REPORT_KEYS if k not in report]
     protocol, entry = report.get('protocol'), report.get('leaderboard')
+    if not missing and isinstance(protocol, dict) and isinstance(entry, dict):
+        missing = [f'protocol.{k}' for k in _PROTOCOL_KEYS if k not in protocol] + \
+                  [f'leaderboard.{k}' for k in LEADERBOARD_FIELDS if k not in entry]
     if missing or not isinstance(protocol, dict) or not isinstance(entry, dict):
         raise CheckpointError(f"'{path}' is not a report of sp-timm eval (missing or malformed: "
                               f"{', '.join(missing) or 'protocol / leaderboard'}); give OUT/report.json of sp-timm eval.")
@@ -433,6 +480,8 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     from . import __version__
     _check_license(license)
     out = Path(os.path.abspath(out))
+    if out.is_symlink():  # export into the folder the link names; the link stays
+        out = Path(os.path.realpath(out))
     _check_replaceable(out)
     model, record = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; record['weights']
     weights = weights_sha256(model)

@@ -25,8 +25,13 @@ def test_longtail_counts_reproduce_cifar_lt():
     assert longtail_counts(100, 4, 1) == [100] * 4
     with pytest.raises(ValueError, match='profile must be one of'):
         longtail_counts(5000, 10, 100, 'linear')
-    with pytest.raises(ValueError, match='ratio must be >= 1'):
-        longtail_counts(5000, 10, 0.5)
+    for bad in (0.5, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='ratio must be a number >= 1'):
+            longtail_counts(5000, 10, bad)
+    assert min(longtail_counts(134, 10, 134)) == 1
+    for profile in ('exp', 'step'):  # no class left without images
+        with pytest.raises(ValueError, match='smallest class no training image .* at most 134'):
+            longtail_counts(134, 10, 200, profile)
 
 
 def test_longtail_indices_follow_ldam_drw():
@@ -127,11 +132,14 @@ def make_cifar_like(num_per_split=(20, 10), fine=False):
     return datasets.DatasetDict(splits)
 
 
-@pytest.mark.parametrize('fmt', ['save_to_disk', 'parquet', 'imagefolder'])
+@pytest.mark.parametrize('fmt', ['save_to_disk', 'save_to_disk_per_split', 'parquet', 'imagefolder'])
 def test_local_cifar_formats(tmp_path, fmt):
     dataset = make_cifar_like()
     if fmt == 'save_to_disk':
         dataset.save_to_disk(str(tmp_path))
+    elif fmt == 'save_to_disk_per_split':
+        for split, ds in dataset.items():
+            ds.save_to_disk(str(tmp_path / split))
     elif fmt == 'parquet':
         for split, ds in dataset.items():
             ds.to_parquet(str(tmp_path / f'{split}-00000-of-00001.parquet'))
@@ -166,10 +174,18 @@ def test_local_data_errors(tmp_path):
     wrong.save_to_disk(str(tmp_path / 'wrong'))
     with pytest.raises(DataError, match="label column 'label'"):
         create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'wrong'))
+    make_cifar_like()['train'].save_to_disk(str(tmp_path / 'one' / 'train'))  # one split, saved alone
+    assert len(create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'one' / 'train'))) == 20
+    for folder in ('one/train', 'one'):  # never the training images as the test split
+        with pytest.raises(DataError, match="holds one split saved by save_to_disk, not a 'test' split"
+                           if folder == 'one/train' else 'holds no dataset'):
+            create_dataset('cifar10', 'test', data_dir=str(tmp_path / folder))
     with pytest.raises(DataError, match='Unknown dataset'):
         create_dataset('mnist')
     with pytest.raises(DataError, match='split must be'):
         create_dataset('digits', 'val')
+    with pytest.raises(DataError, match='ships with scikit-learn.*leave --data-dir out'):
+        create_dataset('digits-lt', 'train', data_dir=str(tmp_path))
 
 
 def test_offline_without_cache_says_how_to_provide_data(tmp_path):

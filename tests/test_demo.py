@@ -37,6 +37,29 @@ def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsy
     # a rerun reuses the finished runs and evaluations
     assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
     assert json.loads((out / 'results.json').read_text())['table'] == results['table']
+    before = (out / 'results.json').read_bytes()
+    assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '4/255']) == 2
+    assert 'other settings (eps' in capsys.readouterr().err and (out / 'results.json').read_bytes() == before
+
+
+def _budget(name):
+    return dict(zip(('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags'),
+                    demo._BUDGETS[name]))
+
+
+def test_a_demo_folder_is_reused_only_by_the_same_demo(tmp_path):
+    out = tmp_path / 'demo'
+    demo._claim_folder(out, _budget('quick'), 2 / 255)
+    demo._claim_folder(out, _budget('quick'), 2 / 255)  # the same demo again: its runs are reused
+    for budget, eps, message in ((_budget('full'), 2 / 255, r'other settings \(--quick -> the full demo'),
+                                 (_budget('quick'), 4 / 255, r'other settings \(eps 0.00784')):
+        with pytest.raises(ValueError, match=message + '.*Choose another --out'):
+            demo._claim_folder(out, budget, eps)
+    older = tmp_path / 'older'
+    (older / 'runs' / 'digits-ce').mkdir(parents=True)  # a demo folder without the record: not reused blindly
+    with pytest.raises(ValueError, match='without demo.json'):
+        demo._claim_folder(older, _budget('quick'), 2 / 255)
+    assert not (older / 'demo.json').exists()
 
 
 def test_toy_boundary_measures_both_losses(tmp_path):

@@ -5,6 +5,7 @@ checks the exit status, the message, the absence of a traceback and that the fil
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from sp_timm._cli_utils import run_reporting_errors
 from sp_timm.checkpoint import (CheckpointError, check_model_args, create_model_from_checkpoint, load_model,
                                 safe_path_component, sha256_file, weights_sha256)
 from sp_timm.cli import main as cli_main
+from sp_timm.eval.report import leaderboard_entry
 from sp_timm.hub import EXPORT_MARKER, export_model, push_folder
 from sp_timm.train import parse_train_args, train
 
@@ -91,7 +93,12 @@ def test_export_replaces_only_its_own_unchanged_export(run, tmp_path, capsys):
     marker = json.loads((out / EXPORT_MARKER).read_text())
     assert set(marker['files']) == {p for p in snapshot(out) if p != EXPORT_MARKER}
     assert export_model(str(run / 'last'), out) == out  # an earlier export is replaced
-    (out / EXPORT_MARKER).unlink()  # an export of sp-timm 0.1.0 (no marker) is still recognised
+    (out / EXPORT_MARKER).unlink()  # without its list of files, an edited card could not be told from ours
+    (out / 'README.md').write_text('my edited card')
+    before = snapshot(out)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
+    assert status == 2 and 'without sp-timm\'s record of its files' in err and snapshot(out) == before
+    shutil.rmtree(out)
     export_model(str(run / 'last'), out)
     (out / 'README.md').write_text('my edited card')
     (out / 'extra.txt').write_text('mine')
@@ -102,6 +109,47 @@ def test_export_replaces_only_its_own_unchanged_export(run, tmp_path, capsys):
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
     assert status == 2 and 'edited since they were written (README.md)' in err
     assert (out / 'README.md').read_text() == 'my edited card'
+
+
+# a kill right after export moved the previous export aside (1), or right after it renamed the new one in (2)
+_KILLED_EXPORT = """
+import os, sys
+from pathlib import Path
+from sp_timm.hub import export_model
+out, after = Path(sys.argv[2]), sys.argv[3]
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    real(src, dst, *args, **kwargs)
+    if (after == 'aside' and Path(src) == out) or (after == 'in' and Path(dst) == out):
+        os._exit(137)
+os.replace = replace
+export_model(sys.argv[1], out)
+"""
+
+
+@pytest.mark.parametrize('killed_after', ['aside', 'in'])
+def test_an_export_killed_between_its_renames_is_undone_by_the_next(run, tmp_path, killed_after):
+    out = export_model(str(run / 'last'), tmp_path / 'export')
+    first = snapshot(out)
+    result = subprocess.run([sys.executable, '-c', _KILLED_EXPORT, str(run / 'last'), str(out), killed_after],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 137, result.stderr
+    beside = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.'))
+    assert len(beside) == (1 if killed_after == 'in' else 2) and out.exists() == (killed_after == 'in'), beside
+    running = tmp_path / f'.export.export-{os.getpid()}.abcd.tmp'  # an export in progress in this process
+    running.mkdir()
+    assert export_model(str(run / 'last'), out) == out
+    assert snapshot(out) == first  # the same weights and record: the same files, back in place either way
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == [running.name]
+
+
+def test_a_link_as_out_exports_into_the_folder_it_names(run, tmp_path):
+    target = export_model(str(run / 'last'), tmp_path / 'export')
+    link = tmp_path / 'link'
+    link.symlink_to(target, target_is_directory=True)
+    assert export_model(str(run / 'last'), link) == target
+    assert link.is_symlink() and (link / EXPORT_MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['export', 'link']
 
 
 def test_push_leaves_out_the_marker(run, tmp_path, monkeypatch):
@@ -138,8 +186,8 @@ def _report_for(model_source: str, **changes) -> dict:
     model, _ = load_model(model_source)
     report = {'protocol': {'dataset': 'digits', 'threat_model': 'Linf', 'eps': '8/255', 'n_examples': 4, 'attacks': []},
               'model': {'weights_sha256': weights_sha256(model)}, 'model_name': 'tiny',
-              'clean_acc': 50.0, 'robust_acc': 0.0, 'clean_ci': [1.0, 99.0], 'robust_ci': [0.0, 60.0],
-              'leaderboard': {'dataset': 'digits', 'name': 'tiny'}}
+              'clean_acc': 50.0, 'robust_acc': 0.0, 'clean_ci': [1.0, 99.0], 'robust_ci': [0.0, 60.0], 'unreliable': False}
+    report['leaderboard'] = leaderboard_entry(report, {'name': 'tiny'})
     for key, value in changes.items():
         target = report
         *path, last = key.split('.')
@@ -195,12 +243,14 @@ def test_plain_timm_model_exports_evaluates_and_refuses_other_reports(plain_run,
 
 @pytest.mark.parametrize('content, message', [
     ('[1, 2]', 'JSON list'), ('{"clean_acc": 1}', 'not a report of sp-timm eval'), ('{not json', 'Cannot read'),
-    (None, 'records no SHA-256')])
+    (None, 'records no SHA-256'), ('no_eps', 'missing or malformed: protocol.eps'),
+    ('no_architecture', 'missing or malformed: leaderboard.architecture')])
 def test_export_refuses_malformed_or_unverifiable_reports(run, tmp_path, capsys, content, message):
     report = tmp_path / 'report.json'
-    if content is None:
+    if content in (None, 'no_eps', 'no_architecture'):  # a real report, one field removed
         data = _report_for(str(run / 'last'))
-        del data['model']
+        del {None: data, 'no_eps': data['protocol'], 'no_architecture': data['leaderboard']}[content][
+            {None: 'model', 'no_eps': 'eps', 'no_architecture': 'architecture'}[content]]
         content = json.dumps(data)
     report.write_text(content)
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'out', '--eval', report], capsys)

@@ -131,6 +131,7 @@ def test_wide_resnet_keys_and_zoo_class():
     ('digits', "RobustBench's leaderboards are cifar10, cifar100"),
     ('no_authors', "missing: the first author's surname (--authors)"),
     ('two_linf', 'are both Linf evaluations'),
+    ('quoted_name', "holds letters, digits, '_', '-' and '.' only"),
 ])
 def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     checkpoint, linf, _ = preact
@@ -148,6 +149,8 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
         extra = []
     elif case == 'two_linf':
         reports = [linf, _report(checkpoint, tmp_path / 'eval-again')]
+    elif case == 'quoted_name':  # would end the string literal in model_zoo_entry.py
+        extra += ['--model-name', "O'Brien2023Word_PRN-18"]
     out = tmp_path / 'submission'
     assert _export(checkpoint, out, *reports, extra=extra) == 2
     err = capsys.readouterr().err

@@ -52,6 +52,9 @@ def test_val_split_values():
             parse_val_split(bad)
     with pytest.raises(DataError, match='only 100'):
         resolve_val_size(100, 100)
+    assert resolve_val_size(0.002, 1384) == 3
+    with pytest.raises(DataError, match='rounds to none.*give 0 to validate on the test split'):
+        resolve_val_size(0.0003, 1384)  # a fraction asked for a holdout: never the test split silently
 
 
 def test_bad_val_split_flags_are_clear_errors(capsys):

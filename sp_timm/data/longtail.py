@@ -28,15 +28,20 @@ def longtail_counts(n_max: int, num_classes: int, ratio: float, profile: str = '
     """
     if profile not in IMBALANCE_PROFILES:
         raise ValueError(f"imbalance profile must be one of {IMBALANCE_PROFILES}, got {profile!r}.")
-    if ratio < 1:
-        raise ValueError(f'imbalance ratio must be >= 1 (n_max / n_min), got {ratio!r}.')
+    if not np.isfinite(ratio) or ratio < 1:
+        raise ValueError(f'imbalance ratio must be a number >= 1 (n_max / n_min), got {ratio!r}.')
     if num_classes < 2:
         raise ValueError(f'need at least 2 classes, got {num_classes}.')
     factor = 1.0 / ratio
     if profile == 'exp':
-        return [int(n_max * (factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
-    half = num_classes // 2
-    return [int(n_max)] * half + [int(n_max * factor)] * (num_classes - half)
+        counts = [int(n_max * (factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
+    else:
+        half = num_classes // 2
+        counts = [int(n_max)] * half + [int(n_max * factor)] * (num_classes - half)
+    if min(counts) < 1:
+        raise ValueError(f'imbalance ratio {ratio:g} leaves the smallest class no training image (the largest has '
+                         f'{n_max}): use a ratio of at most {n_max}.')
+    return counts
 
 
 def longtail_indices(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -69,6 +69,9 @@ def create_dataset(
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}.")
     spec = dataset_spec(name)
+    if spec.name == 'digits' and data_dir is not None:  # it would be ignored, and cards would ask for it
+        raise DataError(f"--data-dir {data_dir}: {name} ships with scikit-learn and is never read from a folder; "
+                        f"leave --data-dir out.")
     data = load_digits(split) if spec.name == 'digits' else load_hf_images(spec, split, data_dir)
     if name.endswith(LT_SUFFIX) and split == 'train':
         n_max = min(data.class_counts())
@@ -103,7 +106,7 @@ def load_digits(split: str) -> ImageData:
 
 def load_hf_images(spec: DatasetSpec, split: str, data_dir: Optional[str] = None) -> ImageData:
     """A CIFAR-style image dataset from the Hub (``spec.hub_id``) or from ``data_dir``: a ``save_to_disk``
-    folder, a folder of parquet files (file names containing the split), or an image folder with one
+    folder (of a DatasetDict, or one per split named after it), a folder of parquet files (file names containing the split), or an image folder with one
     subfolder per split and one per class inside it. Parquet files belong to a split when their name starts
     with it (the Hub's ``train-00000-of-00001.parquet``) or their folder is named after it."""
     import datasets
@@ -132,7 +135,13 @@ def _load_local(path: Path, split: str):
             if split not in loaded:
                 raise DataError(f"{path} has splits {list(loaded)}, not '{split}'.")
             return loaded[split]
+        if path.name != split:  # one split, saved alone: never serve it as another (train images as test)
+            raise DataError(f"{path} holds one split saved by save_to_disk, not a '{split}' split. Give --data-dir "
+                            f"the folder of a DatasetDict (with dataset_dict.json), or a folder holding one "
+                            f"save_to_disk folder per split, named after it ({path / split}).")
         return loaded
+    if (path / split / 'state.json').exists():
+        return datasets.load_from_disk(str(path / split))
     parquet = sorted(p for p in path.rglob('*.parquet') if p.name.startswith(split) or p.parent.name == split)
     if parquet:
         return datasets.load_dataset('parquet', data_files={split: [str(p) for p in parquet]}, split=split)

@@ -48,6 +48,10 @@ def resolve_val_size(val_split: ValSplit, num_train: int) -> int:
     if val_split is None:
         return default_val_size(num_train)
     size = int(round(val_split * num_train)) if isinstance(val_split, float) else int(val_split)
+    if isinstance(val_split, float) and size == 0:  # never fall back to the test split unasked
+        raise DataError(f'--val-split {val_split} holds out {val_split * num_train:.2g} of the {num_train} training '
+                        f'images, which rounds to none; ask for a count (e.g. {max(1, default_val_size(num_train))}) '
+                        f'or a larger fraction, or give 0 to validate on the test split.')
     if size >= num_train:
         raise DataError(f'--val-split {val_split} asks for {size} validation images but the training split has only '
                         f'{num_train}; use a smaller count or a fraction such as 0.1.')
