@@ -227,15 +227,18 @@ def _claim_folder(out: Path, budget: Dict[str, Any], eps: float) -> None:
         recorded = read_json_object(path, 'the demo record')
         differ = [k for k in settings if recorded.get(k) != settings[k]]
         if differ:
-            quick = {True: '--quick', False: 'the full demo'}
-            what = [f"{quick[recorded.get('budget', {}).get('epochs') == _BUDGETS['quick'][0]]} -> {quick[settings['budget']['epochs'] == _BUDGETS['quick'][0]]}"
-                    if k == 'budget' else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
+            mode = lambda b: ('--quick' if b == _BUDGETS['quick'] else 'the full demo' if b == _BUDGETS['full']
+                              else "another sp-timm's budget")
+            old_mode = mode(tuple(tuple(v) if isinstance(v, list) else v for v in recorded['budget'].values())
+                            if isinstance(recorded.get('budget'), dict) else None)
+            what = [f"{old_mode} -> {mode(tuple(budget.values()))}" if k == 'budget'
+                    else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
             raise ValueError(f"--out {out} holds a demo made with other settings ({'; '.join(what)}): its trainings "
                              f"and evaluations are not this demo's. {fix}")
         return
     if (out / 'runs').exists() or (out / 'eval').exists():
-        raise ValueError(f"--out {out} holds runs or evaluations without {DEMO_SETTINGS_FILE} (not this sp-timm's "
-                         f"demo): they cannot be told to be this demo's. {fix}")
+        raise ValueError(f"--out {out} holds runs or evaluations without {DEMO_SETTINGS_FILE} (a demo of an "
+                         f"earlier sp-timm, or not a demo): they cannot be told to be this demo's. {fix}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, settings)
 

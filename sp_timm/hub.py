@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -316,54 +315,73 @@ def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] 
     return str(card)
 
 
+_STAGING_SUFFIX = '.sp-timm-staging'
+_OLD_SUFFIX = '.sp-timm-old'
+
+
+def export_destination(out: os.PathLike) -> Path:
+    """``out`` as an absolute path; a symbolic link as the folder it names (the export goes there, the link stays)."""
+    out = Path(os.path.abspath(out))
+    return Path(os.path.realpath(out)) if out.is_symlink() else out
+
+
 def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``. A previous ``out`` is first moved aside to ``.NAME.old-PID`` and removed
-    only after the second rename; a kill between the two leaves ``out`` absent and the previous export aside, which
-    ``_recover_interrupted_export`` puts back on the next export."""
+    """Move the finished ``tmp`` to ``out``. A previous ``out`` is first moved aside to ``.NAME.sp-timm-old`` and
+    removed only after the second rename; a kill between the two leaves ``out`` absent and the previous export
+    aside, which ``_recover_interrupted_export`` puts back on the next export."""
     old = None
     if out.exists():
-        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+        old = out.with_name(f'.{out.name}{_OLD_SUFFIX}')
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _left_by_dead_export(folder: Path, name: str, tag: str) -> bool:
-    """Whether ``folder`` is ``.NAME.TAG-PID...`` of an export whose process is no longer running."""
-    pid = folder.name[len(f'.{name}.{tag}-'):].split('.')[0]
-    return folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not _pid_running(int(pid))
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _recover_interrupted_export(out: Path) -> None:
-    """Undo what a killed export left beside ``out``: with ``out`` absent, the previous export moved aside
-    (``.NAME.old-PID``) is put back; with ``out`` present, that folder is the previous export a finished replacement
-    had not removed yet (it was checked replaceable before it was moved), and is removed; so are the staging folders
-    (``.NAME.export-PID.XXXX.tmp``) of exports no longer running. Folders of a running export are left alone."""
+    """Undo what a killed export of ``out`` left beside it (called with the parent folder locked, so no export of it
+    is running): with ``out`` absent, the previous export moved aside (``.NAME.sp-timm-old``) is put back; with
+    ``out`` present, that folder is the previous export a finished replacement had not removed yet (it was checked
+    replaceable before it was moved) and is removed, as are staging folders (``.NAME.XXXXXXXX.sp-timm-staging``,
+    ``mkdtemp``'s 8 characters). Only these exact names: another export's folders never match."""
     if not out.parent.is_dir():
         return
-    for old in sorted(out.parent.glob(f'.{glob_escape(out.name)}.old-*'), key=lambda p: p.stat().st_mtime,
-                      reverse=True):
-        if not _left_by_dead_export(old, out.name, 'old'):
-            continue
-        if not out.exists() and not out.is_symlink():
+    old = out.with_name(f'.{out.name}{_OLD_SUFFIX}')
+    if old.exists() or old.is_symlink():
+        if not out.exists() and not out.is_symlink() and old.is_dir() and not old.is_symlink():
             os.replace(old, out)
             print(f"export: '{out}' was left absent by an interrupted export; its previous export is back in place.")
         else:
-            shutil.rmtree(old, ignore_errors=True)
-    for tmp in out.parent.glob(f'.{glob_escape(out.name)}.export-*.tmp'):
-        if _left_by_dead_export(tmp, out.name, 'export'):
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(old)
+    staging = re.compile(re.escape(f'.{out.name}.') + r'[a-z0-9_]{8}' + re.escape(_STAGING_SUFFIX))
+    for path in out.parent.iterdir():
+        if staging.fullmatch(path.name):
+            _remove(path)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` for the block: exports beside each other run one at a time, and one that
+    holds the lock knows every staging or moved-aside folder there is a dead export's. Released by the kernel if the
+    process dies. (No locking where ``fcntl`` is missing: Windows.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -371,19 +389,22 @@ def export_folder(out: Path, written_by: str, weights_hash: str) -> Iterator[Pat
     """Build an export of ``out`` in a private folder beside it, given to the block to fill. When the block finishes,
     the folder gets its marker (``written_by``, the weights' hash and every file's SHA-256, so a later export can
     tell the folder was not edited), its files are flushed to disk, ``out`` is checked again (it may have changed
-    meanwhile) and replaced by it. If anything fails ``out`` is untouched and the staging folder removed."""
-    _recover_interrupted_export(out)
-    with staging_folder(out.parent, f'{out.name}.export-{os.getpid()}') as tmp:
-        yield tmp
-        files = _files_in(tmp)
-        for f in files:
-            if not (tmp / f).is_symlink():
-                fsync_file(tmp / f)
-        atomic_write_json(tmp / EXPORT_MARKER, {'written_by': written_by, 'weights_sha256': weights_hash,
-                                                'files': {f: sha256_file(tmp / f) for f in files}})
-        make_shareable(tmp)
-        _check_replaceable(out)
-        _replace_folder(tmp, out)
+    meanwhile) and replaced by it. If anything fails ``out`` is untouched and the staging folder removed. The parent
+    folder is locked throughout (``_locked``), and what a killed export left there is undone first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent):
+        _recover_interrupted_export(out)
+        with staging_folder(out.parent, out.name, suffix=_STAGING_SUFFIX) as tmp:
+            yield tmp
+            files = _files_in(tmp)
+            for f in files:
+                if not (tmp / f).is_symlink():
+                    fsync_file(tmp / f)
+            atomic_write_json(tmp / EXPORT_MARKER, {'written_by': written_by, 'weights_sha256': weights_hash,
+                                                    'files': {f: sha256_file(tmp / f) for f in files}})
+            make_shareable(tmp)
+            _check_replaceable(out)
+            _replace_folder(tmp, out)
 
 
 def _files_in(folder: Path) -> List[str]:
@@ -479,9 +500,7 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     from timm.models import save_for_hf
     from . import __version__
     _check_license(license)
-    out = Path(os.path.abspath(out))
-    if out.is_symlink():  # export into the folder the link names; the link stays
-        out = Path(os.path.realpath(out))
+    out = export_destination(out)
     _check_replaceable(out)
     model, record = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; record['weights']
     weights = weights_sha256(model)

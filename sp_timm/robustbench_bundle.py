@@ -237,12 +237,13 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     from .checkpoint import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_model, safe_path_component,
                              weights_sha256)
     from .eval.report import PLACEHOLDER_PREFIX
-    from .hub import _check_license, _check_replaceable, _read_report, check_one_report_per_threat_model, export_folder
+    from .hub import (_check_license, _check_replaceable, _read_report, check_one_report_per_threat_model,
+                      export_destination, export_folder)
     _check_license(license)
     if not reports:
         raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
                          '(one per threat model).')
-    out = Path(os.path.abspath(out))
+    out = export_destination(out)
     _check_replaceable(out)
     model, record = load_model(source, weights=weights)
     arch = robustbench_architecture(model, record.get('model'))
@@ -268,7 +269,8 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     name = model_name or submission_name(entries[0].get('authors'), year or _year_of(entries[0].get('venue')),
                                          entries[0].get('name'), arch.short_name, title_word)
     safe_path_component(name, '--model-name')
-    if not _ZOO_NAME.match(name):  # it goes into model_zoo_entry.py's string literals and RobustBench's file names
+    # it goes into model_zoo_entry.py's string literals and class name (no '²': \w, but no identifier's) and file names
+    if not _ZOO_NAME.match(name) or not re.sub(r'[.\-]', '', name).isidentifier():
         raise ValueError(f"--model-name {name!r}: a RobustBench name holds letters, digits, '_', '-' and '.' only "
                          f"(no quotes or spaces), e.g. 'Gao2023Stationary_WRN-28-10'. Nothing was written.")
     unfilled = sorted({k for e in entries for k, v in e.items() if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})

@@ -30,7 +30,7 @@ def test_longtail_counts_reproduce_cifar_lt():
             longtail_counts(5000, 10, bad)
     assert min(longtail_counts(134, 10, 134)) == 1
     for profile in ('exp', 'step'):  # no class left without images
-        with pytest.raises(ValueError, match='smallest class no training image .* at most 134'):
+        with pytest.raises(ValueError, match=r'smallest class no training image .* a ratio below 134'):
             longtail_counts(134, 10, 200, profile)
 
 
@@ -174,11 +174,18 @@ def test_local_data_errors(tmp_path):
     wrong.save_to_disk(str(tmp_path / 'wrong'))
     with pytest.raises(DataError, match="label column 'label'"):
         create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'wrong'))
-    make_cifar_like()['train'].save_to_disk(str(tmp_path / 'one' / 'train'))  # one split, saved alone
+    import datasets
+    train = make_cifar_like()['train']
+    train.save_to_disk(str(tmp_path / 'one' / 'train'))  # one split, saved alone: its name is its folder's
     assert len(create_dataset('cifar10', 'train', data_dir=str(tmp_path / 'one' / 'train'))) == 20
-    for folder in ('one/train', 'one'):  # never the training images as the test split
-        with pytest.raises(DataError, match="holds one split saved by save_to_disk, not a 'test' split"
-                           if folder == 'one/train' else 'holds no dataset'):
+    recorded = datasets.Dataset(train.data, info=train.info, split=datasets.Split.TEST)
+    recorded.save_to_disk(str(tmp_path / 'cifar10_test'))  # as load_dataset(..., split='test') saves it
+    assert len(create_dataset('cifar10', 'test', data_dir=str(tmp_path / 'cifar10_test'))) == 20
+    datasets.Dataset(train.data, info=train.info, split=datasets.Split.TRAIN).save_to_disk(str(tmp_path / 'mixed' / 'test'))
+    for folder, message in (('one/train', "holds one split of unknown name .* not the 'test' split"),
+                            ('one', 'holds no dataset'), ('mixed', "holds the 'train' split .* not the 'test' split"),
+                            ('mixed/test', "holds the 'train' split")):
+        with pytest.raises(DataError, match=message):  # never the training images as the test split
             create_dataset('cifar10', 'test', data_dir=str(tmp_path / folder))
     with pytest.raises(DataError, match='Unknown dataset'):
         create_dataset('mnist')

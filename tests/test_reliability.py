@@ -129,18 +129,23 @@ export_model(sys.argv[1], out)
 
 @pytest.mark.parametrize('killed_after', ['aside', 'in'])
 def test_an_export_killed_between_its_renames_is_undone_by_the_next(run, tmp_path, killed_after):
+    import sp_timm.hub as hub
     out = export_model(str(run / 'last'), tmp_path / 'export')
     first = snapshot(out)
+    sibling = tmp_path / '.export.sp-timm-old.sp-timm-old'  # another export's (of 'export.sp-timm-old') folder
+    sibling.mkdir()
     result = subprocess.run([sys.executable, '-c', _KILLED_EXPORT, str(run / 'last'), str(out), killed_after],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 137, result.stderr
-    beside = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.'))
-    assert len(beside) == (1 if killed_after == 'in' else 2) and out.exists() == (killed_after == 'in'), beside
-    running = tmp_path / f'.export.export-{os.getpid()}.abcd.tmp'  # an export in progress in this process
-    running.mkdir()
-    assert export_model(str(run / 'last'), out) == out
-    assert snapshot(out) == first  # the same weights and record: the same files, back in place either way
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == [running.name]
+    aside = tmp_path / '.export.sp-timm-old'
+    assert aside.is_dir() and out.exists() == (killed_after == 'in')
+    staging = [p for p in tmp_path.iterdir() if p.name.endswith('.sp-timm-staging')]
+    assert len(staging) == (killed_after == 'aside')
+    hub._recover_interrupted_export(out)
+    assert snapshot(out) == first  # the previous export back in place, or the new one (the same files) kept
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == [sibling.name]
+    assert export_model(str(run / 'last'), out) == out and snapshot(out) == first
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == [sibling.name]
 
 
 def test_a_link_as_out_exports_into_the_folder_it_names(run, tmp_path):

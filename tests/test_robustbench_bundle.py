@@ -132,6 +132,7 @@ def test_wide_resnet_keys_and_zoo_class():
     ('no_authors', "missing: the first author's surname (--authors)"),
     ('two_linf', 'are both Linf evaluations'),
     ('quoted_name', "holds letters, digits, '_', '-' and '.' only"),
+    ('superscript_name', "holds letters, digits, '_', '-' and '.' only"),
 ])
 def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     checkpoint, linf, _ = preact
@@ -151,6 +152,8 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
         reports = [linf, _report(checkpoint, tmp_path / 'eval-again')]
     elif case == 'quoted_name':  # would end the string literal in model_zoo_entry.py
         extra += ['--model-name', "O'Brien2023Word_PRN-18"]
+    elif case == 'superscript_name':  # a \w character that no Python identifier may hold: the class name
+        extra += ['--model-name', 'A\u00b22023Word_PRN-18']
     out = tmp_path / 'submission'
     assert _export(checkpoint, out, *reports, extra=extra) == 2
     err = capsys.readouterr().err

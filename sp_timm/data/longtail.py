@@ -39,8 +39,8 @@ def longtail_counts(n_max: int, num_classes: int, ratio: float, profile: str = '
         half = num_classes // 2
         counts = [int(n_max)] * half + [int(n_max * factor)] * (num_classes - half)
     if min(counts) < 1:
-        raise ValueError(f'imbalance ratio {ratio:g} leaves the smallest class no training image (the largest has '
-                         f'{n_max}): use a ratio of at most {n_max}.')
+        raise ValueError(f'imbalance ratio {ratio:g} leaves the smallest class no training image (it keeps '
+                         f'int({n_max} / ratio), the largest class {n_max}): use a ratio below {n_max}.')
     return counts
 
 

@@ -135,13 +135,9 @@ def _load_local(path: Path, split: str):
             if split not in loaded:
                 raise DataError(f"{path} has splits {list(loaded)}, not '{split}'.")
             return loaded[split]
-        if path.name != split:  # one split, saved alone: never serve it as another (train images as test)
-            raise DataError(f"{path} holds one split saved by save_to_disk, not a '{split}' split. Give --data-dir "
-                            f"the folder of a DatasetDict (with dataset_dict.json), or a folder holding one "
-                            f"save_to_disk folder per split, named after it ({path / split}).")
-        return loaded
+        return _one_saved_split(loaded, path, split)
     if (path / split / 'state.json').exists():
-        return datasets.load_from_disk(str(path / split))
+        return _one_saved_split(datasets.load_from_disk(str(path / split)), path / split, split)
     parquet = sorted(p for p in path.rglob('*.parquet') if p.name.startswith(split) or p.parent.name == split)
     if parquet:
         return datasets.load_dataset('parquet', data_files={split: [str(p) for p in parquet]}, split=split)
@@ -149,6 +145,19 @@ def _load_local(path: Path, split: str):
         return datasets.load_dataset('imagefolder', data_dir=str(path), split=split)
     raise DataError(f"{path} holds no dataset for split '{split}': expected a save_to_disk folder, parquet files "
                     f"named '{split}-*.parquet', or an image folder {path / split}/<class>/.")
+
+
+def _one_saved_split(dataset, path: Path, split: str):
+    """``dataset`` (one split, saved alone by ``save_to_disk``) if it is ``split``: by the split it records
+    (``load_dataset(..., split='test')`` records 'test'), else by its folder's name; never one split served as
+    another (training images as the test split)."""
+    recorded = str(dataset.split) if dataset.split is not None else None
+    if (recorded or path.name) != split:
+        found = f"the '{recorded}' split" if recorded else f"one split of unknown name (its folder is '{path.name}')"
+        raise DataError(f"{path} holds {found} saved by save_to_disk, not the '{split}' split. Give --data-dir the "
+                        f"folder of a DatasetDict (with dataset_dict.json), or a folder holding one save_to_disk "
+                        f"folder per split, named after it ({path.parent if path.name == split else path}/{split}).")
+    return dataset
 
 
 def _to_image_data(dataset, spec: DatasetSpec, source: str) -> ImageData:
