@@ -4,6 +4,9 @@
 # limit so the call ends inside the device's limit. The study folder is archived to OUT every 20 s (and at the
 # end), so finished jobs come back even if the call is cut.
 #   bash benchmarks/gpu_session.sh OUT STUDY_DIR STUDY_SECONDS SUITE_SECONDS WORKERS
+# Measured on an H200 (2026-11-30): 14 confirmation jobs side by side take 436-438 s each, so a call with
+# STUDY_SECONDS 540-575 finishes one wave of 14; carry STUDY_DIR/runs so that the audits' CE surrogates are the
+# committed rows' own models.
 set -u
 OUT=${1:-output/gpu}; STUDY=${2:-output/study}; STUDY_S=${3:-330}; SUITE_S=${4:-0}; WORKERS=${5:-14}
 export PYTHONUNBUFFERED=1
