@@ -32,6 +32,7 @@ LT_EPOCH_FACTOR = 2.5
 # model's adversarial examples (--surrogate)
 DEMO_AUDIT = ('--audit', '--audit-restarts', '2', '--audit-margin-restarts', '3', '--audit-margin-steps', '100',
               '--audit-square-queries', '1000', '--audit-square-restarts', '1')
+BUDGET_KEYS = ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags')
 _BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets, audit flags)
     'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS, DEMO_AUDIT),
     'quick': (10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1], DEMO_AUDIT),
@@ -173,8 +174,8 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     budget = _BUDGETS['quick' if quick else 'full']
     start = time.perf_counter()
     out = Path(out)
-    results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick, 'budget': dict(zip(
-        ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags'), budget)), 'losses': DEMO_LOSSES,
+    results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick,
+        'budget': dict(zip(BUDGET_KEYS, budget)), 'losses': DEMO_LOSSES,
         'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
     reports: Dict[str, Dict[str, Any]] = {}
     figures = ['toy_boundary.png']
@@ -227,11 +228,11 @@ def _claim_folder(out: Path, budget: Dict[str, Any], eps: float) -> None:
         recorded = read_json_object(path, 'the demo record')
         differ = [k for k in settings if recorded.get(k) != settings[k]]
         if differ:
-            mode = lambda b: ('--quick' if b == _BUDGETS['quick'] else 'the full demo' if b == _BUDGETS['full']
-                              else "another sp-timm's budget")
-            old_mode = mode(tuple(tuple(v) if isinstance(v, list) else v for v in recorded['budget'].values())
-                            if isinstance(recorded.get('budget'), dict) else None)
-            what = [f"{old_mode} -> {mode(tuple(budget.values()))}" if k == 'budget'
+            jsonable = lambda obj: json.loads(json.dumps(obj))
+            modes = {'quick': '--quick', 'full': 'the full demo'}
+            mode = lambda b: next((modes[name] for name, values in _BUDGETS.items()
+                                   if jsonable(dict(zip(BUDGET_KEYS, values))) == b), "another sp-timm's budget")
+            what = [f"{mode(recorded.get('budget'))} -> {mode(settings['budget'])}" if k == 'budget'
                     else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
             raise ValueError(f"--out {out} holds a demo made with other settings ({'; '.join(what)}): its trainings "
                              f"and evaluations are not this demo's. {fix}")

@@ -351,8 +351,6 @@ def _recover_interrupted_export(out: Path) -> None:
     ``out`` present, that folder is the previous export a finished replacement had not removed yet (it was checked
     replaceable before it was moved) and is removed, as are staging folders (``.NAME.XXXXXXXX.sp-timm-staging``,
     ``mkdtemp``'s 8 characters). Only these exact names: another export's folders never match."""
-    if not out.parent.is_dir():
-        return
     old = out.with_name(f'.{out.name}{_OLD_SUFFIX}')
     if old.exists() or old.is_symlink():
         if not out.exists() and not out.is_symlink() and old.is_dir() and not old.is_symlink():

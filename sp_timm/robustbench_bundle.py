@@ -149,9 +149,6 @@ class {cls}({arch.class_name}):
 {entries}'''
 
 
-_ZOO_NAME = re.compile(r'^[^\W_][\w.\-]*$')
-
-
 def _surname(authors: str) -> str:
     first = re.split(r',|;|\band\b|&', authors.strip())[0].strip()
     words = [w for w in re.findall(r"[^\W\d_]+", first)]
@@ -269,8 +266,8 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     name = model_name or submission_name(entries[0].get('authors'), year or _year_of(entries[0].get('venue')),
                                          entries[0].get('name'), arch.short_name, title_word)
     safe_path_component(name, '--model-name')
-    # it goes into model_zoo_entry.py's string literals and class name (no '²': \w, but no identifier's) and file names
-    if not _ZOO_NAME.match(name) or not re.sub(r'[.\-]', '', name).isidentifier():
+    # it goes into model_zoo_entry.py's string literals and class name (a letter, then an identifier's characters)
+    if not name[:1].isalpha() or not re.sub(r'[.\-]', '', name).isidentifier():
         raise ValueError(f"--model-name {name!r}: a RobustBench name holds letters, digits, '_', '-' and '.' only "
                          f"(no quotes or spaces), e.g. 'Gao2023Stationary_WRN-28-10'. Nothing was written.")
     unfilled = sorted({k for e in entries for k, v in e.items() if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})

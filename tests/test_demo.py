@@ -43,8 +43,7 @@ def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsy
 
 
 def _budget(name):
-    return dict(zip(('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags'),
-                    demo._BUDGETS[name]))
+    return dict(zip(demo.BUDGET_KEYS, demo._BUDGETS[name]))
 
 
 def test_a_demo_folder_is_reused_only_by_the_same_demo(tmp_path):

@@ -488,8 +488,8 @@ class _Trainer:
         if history:
             self.record['args_history'] = history
         reductions = list((record.get('class_weight') or {}).get('reduction_history') or [])
-        if earlier_reduction(record):  # the checkpoint's loss, continued under --resume-override
-            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier_reduction(record)})
+        if earlier := earlier_reduction(record):  # the checkpoint's loss, continued under --resume-override
+            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier})
         if reductions and 'class_weight' in self.record:
             self.record['class_weight']['reduction_history'] = reductions
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
