@@ -330,7 +330,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     transfer attack from itself); stages the twin lacks (the transfer attack from CE, for CE's twin) still run.
     Nothing in ``work`` is overwritten. Returns the folders adopted."""
     from sp_timm.eval.attacks import _load, _save
-    from sp_timm.eval.audit import CHECK_STAGES, audit_folder, audit_identity, audit_stages
+    from sp_timm.eval.audit import CHECK_STAGES, POINT_KEYS, audit_folder, audit_identity, audit_stages
     source = _work_dir(cfg, twin['setting'], twin['config'], twin['seed'])
     adopted = [folder.name for folder in sorted(source.iterdir())
                if folder.is_dir() and folder.name[0] != '.' and not folder.name.startswith('audit-')
@@ -345,7 +345,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     twin_audit = audit_folder(source, 'Linf', cfg['eps'], budgets, 0, audit_identity(twin_surrogate, audit['train_loss']))
     target = audit_folder(work, 'Linf', cfg['eps'], budgets, 0, audit_identity(audit['surrogate'], audit['train_loss']))
     stages, _ = audit_stages(num_classes, audit['train_loss'] is not None, audit['surrogate'] is not None)
-    keep = set(stages) | set(CHECK_STAGES)
+    keep = set(stages) | set(CHECK_STAGES) | set(POINT_KEYS)
 
     def refile(staging: Path) -> None:
         for chunk in sorted(twin_audit.glob('chunk-*.safetensors')):

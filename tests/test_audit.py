@@ -120,6 +120,49 @@ def test_worst_case_is_the_and_of_the_attack_flags():
     assert summary['checks']['large_eps']['passed'] and summary['checks']['monotonic_eps']['passed']
 
 
+def test_points_fab_flipped_within_eps_count_against_the_audited_accuracy():
+    """FAB's minimal perturbation is a verified adversarial example: a point it flipped within eps is not robust,
+    even where AutoAttack and every audit attack left it robust (row fab-min); beyond eps, or not found (inf), or
+    beyond the points FAB ran on, it changes nothing."""
+    n = 6
+    robust = torch.ones(n, dtype=torch.bool)
+    aa = {'clean': robust, 'fab-t': robust, 'square': robust}
+    flags = {'apgd-ce': robust, 'large-eps': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n),
+             'grad-margin': torch.ones(n)}
+    distance = torch.tensor([EPS / 2, EPS, EPS * 1.01, float('inf'), 0.5])  # FAB on the first 5 points
+    common = dict(eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0), skipped={})
+    summary, per_point = summarize_audit(aa, flags, fab_distance=distance, **common)
+    assert torch.equal(per_point['worst'], torch.tensor([False, False, True, True, True, True]))
+    rows = {r['attack']: r for r in summary['attacks']}
+    assert rows['fab-min']['broke_beyond_aa'] == 2 and rows['fab-min']['kind'] == 'white-box'
+    assert summary['broke_beyond_aa'] == 2 and summary['unreliable']
+    without, _ = summarize_audit(aa, flags, **common)
+    assert without['robust_acc'] == 100.0 and 'fab-min' not in {r['attack'] for r in without['attacks']}
+
+
+def test_saved_audit_stages_are_not_reused_for_other_points(masked, tmp_path, monkeypatch):
+    """A chunk's audit stages are saved with the points they attacked: when AutoAttack's flags change (its chunk
+    recomputed after the audit's was saved), the audit runs again rather than reading the saved flags as if
+    computed on the new points (a newly attacked point would read broken by every attack)."""
+    base, model, x, y, work, aa = masked
+    path = tmp_path / 'chunk.safetensors'
+    common = dict(eps=EPS, norm='Linf', seed=1, batch_size=16, device='cpu', config=SMALL, num_classes=10,
+                  stages=['apgd-ce'])
+    points = {k: v for k, v in aa['aa'].items()}
+    first = audit_module.audit_chunk(model, x, y, points, path=path, **common)
+    ran = []
+    stage = audit_module.run_stage
+    monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
+    again = audit_module.audit_chunk(model, x, y, points, path=path, **common)
+    assert ran == [] and torch.equal(again['apgd-ce'], first['apgd-ce'])  # the same points: all reused
+    robust = points['fab-t'].bool()
+    assert robust.sum() >= 2
+    changed = dict(points, **{'fab-t': robust.clone().index_fill_(0, robust.nonzero().flatten()[:1], False)})
+    redone = audit_module.audit_chunk(model, x, y, changed, path=path, **common)
+    assert ran == ['apgd-ce', 'large-eps', 'grad-ce', 'grad-margin']
+    assert torch.equal(redone['points-attacked'], changed['fab-t'].bool())
+
+
 def test_a_drop_of_exactly_the_threshold_is_reliable_and_one_point_more_is_not():
     """100 points, threshold 1 point: AutoAttack 7 robust, the audit 6 (a drop of exactly 1 point, 1.0000000000000009
     in floats) stays reliable; the audit 5 (2 points) is unreliable."""
@@ -268,13 +311,15 @@ def test_eval_cli_audit_end_to_end(tmp_path):
     assert {k: v for k, v in again.items() if k != 'warnings'} == {k: v for k, v in audit.items() if k != 'warnings'}
 
 
+@pytest.mark.parametrize('smoothing', [0.0, 0.1])
 @pytest.mark.parametrize('name', ['sp_ls', 'sp_ce', 'sp_margin', 'sp_focal'])
-def test_loss_aware_attack_rises_towards_the_boundary(name):
+def test_loss_aware_attack_rises_towards_the_boundary(name, smoothing):
     """Ascending an SP loss itself from beyond its stationary point would push p_y up, away from the boundary; the
-    audit's form of it must rise monotonically as p_y falls, through p* and down to the boundary. (sp_logit is left
-    out: its penalty depends on the logits' norm, not on p_y alone.)"""
+    audit's form of it must rise monotonically as p_y falls, through p* and down to the boundary -- also for a run
+    trained with label smoothing, which moves the loss's stationary point below p* (the ascent was pinned between
+    the two). (sp_logit is left out: its penalty depends on the logits' norm, not on p_y alone.)"""
     from sp_timm.losses import create_loss
-    loss, note = training_loss_from_record({'loss': name, 'loss_params': {}})
+    loss, note = training_loss_from_record({'loss': name, 'loss_params': {}, 'args': {'smoothing': smoothing}})
     assert loss is not None and not note
     margins = torch.linspace(12.0, -1.0, 200)  # z = (m, 0, ..., 0): p_y falls as m falls
     logits = torch.zeros(200, 10)

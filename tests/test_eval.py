@@ -2,6 +2,7 @@
 gradient masking flagged, sharding (2 processes == 1), resume after an interruption, clear errors. Small: an MLP
 on 3x8x8 inputs, or small_cnn_cifar trained one epoch on a digits subset. """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -221,6 +222,14 @@ def test_bad_points_are_refused():
         evaluate_points(model, x, y + 10, progress=False)
     with pytest.raises(ValueError, match='8/255'):
         evaluate_points(model, x, y, eps=8.0, progress=False)
+
+
+def test_eval_warns_when_its_first_points_miss_classes(checkpoint, tmp_path, capsys):
+    """The RobustBench protocol's first-n points of a split ordered by class (an image folder) are no sample of
+    it: the accuracies would be about some classes only. Two points hold at most 2 of digits' 10 classes."""
+    assert cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '2', '--batch-size', '2',
+                     '--min-pert-examples', '0', '--out', str(tmp_path / 'eval'), '--no-progress']) == 0
+    assert re.search(r'the first 2 digits-lt test images hold no image of (8|9) of its 10 classes', capsys.readouterr().err)
 
 
 def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path, capsys):

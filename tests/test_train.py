@@ -105,6 +105,34 @@ def test_pgd_stays_in_the_ball_and_box_and_restores_mode():
     assert torch.allclose(project(torch.full((1, 4), 3.0), 2.0, 'L2').norm(), torch.tensor(2.0))
 
 
+class _HalfLinear(torch.nn.Module):
+    """A linear classifier computed in fp16 (as under fp16 autocast), confident in class 0: CE's gradient at the
+    logits is ~1e-5, its batch mean's ~1e-8 -- below fp16's smallest number."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 10).half()
+        with torch.no_grad():
+            self.linear.weight.normal_(0, 1)
+            self.linear.bias.zero_()
+            self.linear.bias[0] = 14.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.half())
+
+
+def test_pgd_steps_where_fp16_would_underflow_a_mean_loss_and_is_exact_in_fp32():
+    torch.manual_seed(0)
+    x, y = torch.rand(512, 12) * 0.1, torch.zeros(512, dtype=torch.long)
+    adv = pgd_attack(_HalfLinear(), x, y, 0.1, 0.05, 1, random_start=False)
+    assert (adv != x).any(1).all()  # a mean loss's gradient underflows to 0 here: sign(0) = no step
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, y = torch.rand(100, 3, 2, 2), torch.randint(0, 3, (100,))
+    grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x.requires_grad_(True)), y), x)
+    by_hand = (x.detach() + (0.05 * grad.sign()).clamp(-0.1, 0.1)).clamp(0, 1)
+    assert torch.equal(pgd_attack(model, x.detach(), y, 0.1, 0.05, 1, random_start=False), by_hand)
+
+
 def _digest(folder: Path) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob('*')) if p.is_file()}

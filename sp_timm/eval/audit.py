@@ -7,11 +7,13 @@ adaptive evaluation of a new loss needs (Athalye et al. 2018; Tramer et al. 2020
 - ``apgd-ce`` / ``apgd-dlr``: APGD on CE and on DLR, ``restarts`` restarts (DLR needs K >= 3 classes);
 - ``apgd-t``: APGD on the targeted DLR loss over ``min(K - 1, max_targets)`` targets (needs K >= 4);
 - ``pgd-margin``: PGD on the CW logit margin with ``margin_restarts`` random starts and a step-size decay;
-- ``apgd-loss``: APGD ascending the model's own training loss (for an SP loss, the SP loss itself);
+- ``apgd-loss``: APGD ascending the model's own training loss (for an SP loss, the SP loss itself, without the
+  run's label smoothing, made to rise towards the boundary);
 - ``square``: Square (black box) with ``square_queries`` queries and ``square_restarts`` restarts;
 - ``transfer``: adversarial examples crafted with APGD-CE on a surrogate model, evaluated on the target.
 
-Per point, the audited worst case is the AND of AutoAttack's final robust flag and every audit attack's flag. The
+Per point, the audited worst case is the AND of AutoAttack's final robust flag and every audit attack's flag (and,
+where the evaluation ran FAB's minimal perturbation, ``fab-min``: not flipped within eps). The
 checks from the gradient-masking literature: robust accuracy ~0 at a large budget; robust accuracy not increasing
 with the budget; no point broken by a black-box attack but by no white-box one; no zero / vanishing CE gradient
 at the clean points. Each attack and check is a stage of a chunk, saved as it finishes (``attacks.run_chunks``
@@ -34,7 +36,7 @@ from torch import nn
 from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS, Tensors, _load, _save
 from .stats import accuracy_ci
 
-__all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
+__all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'FAB_MIN', 'POINT_KEYS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
            'audit_identity', 'audit_folder', 'loss_identity',
            'check_surrogate', 'large_eps', 'margin_loss', 'run_audit', 'run_stage', 'summarize_audit',
            'training_loss_from_record']
@@ -43,7 +45,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels
 WHITE_BOX = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'apgd-loss')
 BLACK_BOX = ('square', 'transfer')
 AUDIT_ATTACKS = WHITE_BOX + BLACK_BOX
+# not an audit stage: the points the evaluation's FAB minimal perturbation flipped within eps (a verified
+# adversarial example inside the budget), counted against the audited accuracy like an attack's breaks
+FAB_MIN = 'fab-min'
 CHECK_STAGES = ('large-eps', 'grad-ce', 'grad-margin')
+POINT_KEYS = ('points-attacked', 'points-clean')  # saved with a chunk's stages: the points they were run on
 AA_WHITE_BOX_LAST = STANDARD_ATTACKS[-2]  # 'fab-t': the points AutoAttack's white-box stages left robust
 
 
@@ -127,16 +133,17 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def training_loss_from_record(record: Mapping[str, Any]) -> Tuple[Optional[LossFn], str]:
     """The per-sample training loss a run record names (``loss``, ``loss_params``, ``args.smoothing``), or None
-    and why not: an SP loss is rebuilt with ``reduction='none'``; CE with label smoothing as such; plain CE is
+    and why not: an SP loss is rebuilt with ``reduction='none'`` and without label smoothing (the attack needs its
+    direction towards the boundary, see ``_TowardsBoundary``); CE with label smoothing as such; plain CE is
     APGD-CE already; other timm losses have no per-sample form here."""
     from ..losses import create_loss, is_sp_loss
     name = record.get('loss')
     smoothing = float((record.get('args') or {}).get('smoothing') or 0.0)
     if not name:
         return None, 'the run record names no training loss'
-    if is_sp_loss(name):
-        return _TowardsBoundary(create_loss(name, reduction='none', smoothing=smoothing,
-                                            **(record.get('loss_params') or {}))), ''
+    if is_sp_loss(name):  # without label smoothing: it moves the stationary point off the p* that
+        # _TowardsBoundary switches at, which would pin the ascent there instead of leading it to the boundary
+        return _TowardsBoundary(create_loss(name, reduction='none', **(record.get('loss_params') or {}))), ''
     if name in ('ce', 'cross_entropy') and smoothing > 0:
         return _SmoothedCE(smoothing), ''
     if name in ('ce', 'cross_entropy'):
@@ -359,9 +366,13 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     """The audit of one chunk, given its AutoAttack flags ``aa``. Returns one tensor per stage over the chunk's
     points: for an attack, True where the point is left robust by AutoAttack's white-box stages and the attack did
     not break it; for ``large-eps``, the same over the clean-correct points; the gradient norms over all points.
-    With ``path``, saved after every stage; a partial result there is continued, never recomputed."""
-    result = _load(path)
+    With ``path``, saved after every stage with the points they attacked; a partial result there is continued,
+    never recomputed -- unless AutoAttack's flags changed since (its chunk recomputed): then the audit starts over."""
     attacked = aa[AA_WHITE_BOX_LAST].bool()
+    points = dict(zip(POINT_KEYS, (attacked, aa['clean'].bool())))
+    result = _load(path)
+    if any(key not in result or not torch.equal(result[key].bool(), value) for key, value in points.items()):
+        result = dict(points)  # stages of other points (or of a file that did not record them) would be misread
     for stage in (*stages, *CHECK_STAGES):
         if stage in result:  # done before an interruption
             continue
@@ -391,16 +402,28 @@ def _check(passed: bool, **values: Any) -> Dict[str, Any]:
     return {'passed': bool(passed), **values}
 
 
+def fab_robust_flags(distance: torch.Tensor, eps: float, n: int) -> torch.Tensor:
+    """Per point, False where FAB's minimal perturbation (over the first ``len(distance)`` of ``n`` points) is
+    within ``eps``: FAB verified that example is misclassified, so the point is not robust at ``eps``."""
+    robust = torch.ones(n, dtype=torch.bool)
+    robust[:len(distance)] = ~(distance.cpu() <= eps)
+    return robust
+
+
 def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *, eps: float, norm: str,
                     input_dim: int, config: AuditConfig, skipped: Mapping[str, str],
-                    curve: Optional[Mapping[float, torch.Tensor]] = None, seed: int = 0) -> Tuple[Dict[str, Any], Tensors]:
+                    curve: Optional[Mapping[float, torch.Tensor]] = None, seed: int = 0,
+                    fab_distance: Optional[torch.Tensor] = None) -> Tuple[Dict[str, Any], Tensors]:
     """The report's ``audit`` section (JSON-ready) and the per-point tensors (``worst`` and each attack's flags).
 
-    Audited robust flag per point = AutoAttack's final flag AND every audit attack's flag. ``unreliable`` when the
-    audit lowers robust accuracy by more than ``config.threshold`` points or a check fails."""
+    Audited robust flag per point = AutoAttack's final flag AND every audit attack's flag AND, given the
+    evaluation's FAB minimal perturbations ``fab_distance``, ``distance > eps`` (row ``fab-min``). ``unreliable``
+    when the audit lowers robust accuracy by more than ``config.threshold`` points or a check fails."""
     n = len(aa['clean'])
     final = aa[STANDARD_ATTACKS[-1]].bool()
-    attacks = [a for a in AUDIT_ATTACKS if a in flags]
+    if fab_distance is not None:
+        flags = {**flags, FAB_MIN: fab_robust_flags(fab_distance, eps, n)}
+    attacks = [a for a in (*AUDIT_ATTACKS, FAB_MIN) if a in flags]
     worst = final.clone()
     for a in attacks:
         worst &= flags[a].bool()
@@ -411,7 +434,7 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
             if b != a:
                 others &= flags[b].bool()
         broke = final & ~flags[a].bool()
-        rows.append({'attack': a, 'kind': 'white-box' if a in WHITE_BOX else 'black-box',
+        rows.append({'attack': a, 'kind': 'black-box' if a in BLACK_BOX else 'white-box',
                      'acc': _pct(final & flags[a].bool()), 'broke_beyond_aa': int(broke.sum()),
                      'broke_only_this': int((others & ~flags[a].bool()).sum())})
     aa_acc, acc = _pct(final), _pct(worst)
@@ -442,7 +465,7 @@ def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *
     # black-box breaks: AutoAttack's Square stage (only on its white-box survivors) and the audit's black-box attacks
     white_robust = aa[AA_WHITE_BOX_LAST].bool().clone()
     for a in attacks:
-        if a in WHITE_BOX:
+        if a not in BLACK_BOX:
             white_robust &= flags[a].bool()
     black_broken = white_robust & ~final
     for a in attacks:
@@ -471,9 +494,10 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
               num_classes: int, curve: Optional[Mapping[float, torch.Tensor]] = None,
               train_loss: Optional[LossFn] = None, loss_note: str = '', surrogate: Optional[nn.Module] = None,
               work_dir: Optional[Path] = None, identity: Sequence[Any] = (),
-              progress: bool = True) -> Tuple[Dict[str, Any], Tensors]:
+              fab_distance: Optional[torch.Tensor] = None, progress: bool = True) -> Tuple[Dict[str, Any], Tensors]:
     """The audit over all points, in the chunks of the AutoAttack run (shared by the processes, resumed from
-    ``work_dir``); returns ``summarize_audit``'s section and per-point tensors."""
+    ``work_dir``); returns ``summarize_audit``'s section and per-point tensors (with ``fab_distance``, the FAB
+    minimal perturbations of the evaluation, counted as row ``fab-min``)."""
     from .attacks import Chunks, run_chunks
     stages, skipped = audit_stages(num_classes, train_loss is not None, surrogate is not None, loss_note)
     folder = None if work_dir is None else audit_folder(work_dir, norm, eps, config, seed, identity)
@@ -485,4 +509,4 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
                                        path=None if folder is None else folder / f'chunk-{c:05d}.safetensors')
     flags = run_chunks(chunks, compute, f'audit {norm} ({len(stages)} attacks)', progress)
     return summarize_audit(aa, flags, eps=eps, norm=norm, input_dim=images[0].numel(), config=config,
-                           skipped=skipped, curve=curve, seed=seed)
+                           skipped=skipped, curve=curve, seed=seed, fab_distance=fab_distance)

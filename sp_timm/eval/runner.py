@@ -258,8 +258,8 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
             result['audit'], result['audit_points'] = run_audit(
                 model, images, labels, aa, eps=eps, norm=threat_model, chunk_size=chunk_size or batch_size,
                 config=config, num_classes=num_classes, curve=result['curve'], train_loss=train_loss,
-                loss_note=loss_note, surrogate=surrogate, work_dir=work_dir, identity=identity, progress=progress,
-                **common)
+                loss_note=loss_note, surrogate=surrogate, work_dir=work_dir, identity=identity,
+                fab_distance=result['min_perturbation'].get(threat_model), progress=progress, **common)
         result['audit']['warnings'] = list(audit_warnings)
     if main_process and aa['perturbation'].max().item() > eps * (1 + 1e-4) + 1e-6:
         result['warnings'].append(f"an adversarial example exceeds the budget: {threat_model} norm "
@@ -441,6 +441,14 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     eps = check_eps(DEFAULT_EPS[args.threat_model] if args.eps is None else args.eps, args.threat_model,
                     test.images[0].numel())
     images, labels = test.images[:n].float().div_(255), test.labels[:n].long()
+    missing = sorted(set(test.labels.tolist()) - set(labels.tolist()))
+    if missing and state.is_main_process:  # e.g. an image folder, read class by class
+        print(f"sp-timm eval: warning: the first {n} {dataset} test images hold no image of {len(missing)} of its "
+              f"{test.num_classes} classes ({', '.join(test.classes[c] for c in missing[:5])}"
+              f"{', ...' if len(missing) > 5 else ''}), so the accuracies are about the others only (a split ordered "
+              f"by class, as an image folder is read, does this); a larger --n-examples, or none (the whole split), "
+              f"covers them.",
+              file=sys.stderr)
     if record.get('num_classes') and record['num_classes'] != test.num_classes:
         raise ValueError(f"'{args.checkpoint}' was trained for {record['num_classes']} classes ({record.get('dataset')}); "
                          f"{dataset} has {test.num_classes}.")

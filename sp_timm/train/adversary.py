@@ -27,6 +27,13 @@ def _ascent_step(grad: torch.Tensor, step_size: float, norm: str) -> torch.Tenso
     return step_size * (grad.sign() if norm == 'Linf' else grad / _l2_norm(grad))
 
 
+def _mean_to_sum_scale(batch: int) -> float:
+    """``2**ceil(log2 batch)``: a batch-mean loss times this has about its sum's per-example input gradients,
+    which a mean's ``1 / batch`` can push below fp16's smallest number under autocast (no step at all). A power of
+    two, so in fp32 every gradient is scaled exactly and the steps are bit-identical to the mean's."""
+    return float(2 ** max(0, (batch - 1).bit_length()))
+
+
 def _run_in_eval(model: nn.Module, attack: Callable[[], torch.Tensor]) -> torch.Tensor:
     was_training = model.training
     model.eval()
@@ -60,7 +67,7 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps
         for _ in range(steps):
             adv.requires_grad_(True)
             loss = loss_fn(model(adv).float(), labels)
-            grad, = torch.autograd.grad(loss, adv)
+            grad, = torch.autograd.grad(loss * _mean_to_sum_scale(len(images)), adv)
             adv = adv.detach() + _ascent_step(grad, step_size, norm)
             adv = (images + project(adv - images, eps, norm)).clamp(0, 1)
         return adv.detach()
