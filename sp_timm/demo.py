@@ -326,11 +326,12 @@ class _AttackProgress(_Progress):
     @staticmethod
     def _stages(folder: Path, hub: Path) -> int:
         from safetensors import safe_open
+        from .eval.audit import POINT_KEYS
         count = 0
         for chunk in (folder / '.work').glob('*/chunk-*.safetensors'):
             try:
                 with safe_open(str(chunk), 'pt') as f:
-                    count += len(list(f.keys()))
+                    count += sum(1 for key in f.keys() if key not in POINT_KEYS)
             except Exception:  # being written
                 continue
         return min(_AttackProgress.STAGES - 1, count) + (1 if (hub / 'README.md').exists() else 0)

@@ -136,8 +136,11 @@ def test_points_fab_flipped_within_eps_count_against_the_audited_accuracy():
     rows = {r['attack']: r for r in summary['attacks']}
     assert rows['fab-min']['broke_beyond_aa'] == 2 and rows['fab-min']['kind'] == 'white-box'
     assert summary['broke_beyond_aa'] == 2 and summary['unreliable']
+    assert summary['fab_min_points'] == 5
     without, _ = summarize_audit(aa, flags, **common)
     assert without['robust_acc'] == 100.0 and 'fab-min' not in {r['attack'] for r in without['attacks']}
+    with pytest.raises(ValueError, match='FAB distances of 7 points for 6'):
+        summarize_audit(aa, flags, fab_distance=torch.ones(7), **common)
 
 
 def test_saved_audit_stages_are_not_reused_for_other_points(masked, tmp_path, monkeypatch):

@@ -131,6 +131,8 @@ def test_pgd_steps_where_fp16_would_underflow_a_mean_loss_and_is_exact_in_fp32()
     grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x.requires_grad_(True)), y), x)
     by_hand = (x.detach() + (0.05 * grad.sign()).clamp(-0.1, 0.1)).clamp(0, 1)
     assert torch.equal(pgd_attack(model, x.detach(), y, 0.1, 0.05, 1, random_start=False), by_hand)
+    from sp_timm.train.adversary import _mean_to_sum_scale
+    assert [_mean_to_sum_scale(b) for b in (1, 2, 100, 128, 129)] == [1.0, 2.0, 128.0, 128.0, 256.0]
 
 
 def _digest(folder: Path) -> dict:

@@ -371,7 +371,7 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     attacked = aa[AA_WHITE_BOX_LAST].bool()
     points = dict(zip(POINT_KEYS, (attacked, aa['clean'].bool())))
     result = _load(path)
-    if any(key not in result or not torch.equal(result[key].bool(), value) for key, value in points.items()):
+    if any(key not in result or not torch.equal(result[key].bool(), value.cpu()) for key, value in points.items()):
         result = dict(points)  # stages of other points (or of a file that did not record them) would be misread
     for stage in (*stages, *CHECK_STAGES):
         if stage in result:  # done before an interruption
@@ -405,6 +405,9 @@ def _check(passed: bool, **values: Any) -> Dict[str, Any]:
 def fab_robust_flags(distance: torch.Tensor, eps: float, n: int) -> torch.Tensor:
     """Per point, False where FAB's minimal perturbation (over the first ``len(distance)`` of ``n`` points) is
     within ``eps``: FAB verified that example is misclassified, so the point is not robust at ``eps``."""
+    if len(distance) > n:
+        raise ValueError(f'FAB distances of {len(distance)} points for {n} evaluated points: FAB runs on the first '
+                         f'points of those evaluated, at most all of them.')
     robust = torch.ones(n, dtype=torch.bool)
     robust[:len(distance)] = ~(distance.cpu() <= eps)
     return robust
@@ -450,6 +453,7 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
         'autoattack_acc': aa_acc, 'robust_acc': acc, 'robust_ci': list(accuracy_ci(int(worst.sum()), n)),
         'drop': aa_acc - acc, 'broke_beyond_aa': int((final & ~worst).sum()), 'threshold': config.threshold,
         'checks': checks, 'unreliable': bool(reasons), 'reasons': reasons,
+        'fab_min_points': 0 if fab_distance is None else len(fab_distance),
     }
     return summary, {'worst': worst, **{a: flags[a].bool() for a in attacks}}
 

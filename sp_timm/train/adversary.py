@@ -30,7 +30,8 @@ def _ascent_step(grad: torch.Tensor, step_size: float, norm: str) -> torch.Tenso
 def _mean_to_sum_scale(batch: int) -> float:
     """``2**ceil(log2 batch)``: a batch-mean loss times this has about its sum's per-example input gradients,
     which a mean's ``1 / batch`` can push below fp16's smallest number under autocast (no step at all). A power of
-    two, so in fp32 every gradient is scaled exactly and the steps are bit-identical to the mean's."""
+    two, so in fp32 every gradient is scaled exactly: Linf steps (the sign) are bit-identical to the mean's; L2
+    steps too, but where the mean's gradient norm was under ``_l2_norm``'s 1e-12 floor (a shrunken step then)."""
     return float(2 ** max(0, (batch - 1).bit_length()))
 
 
