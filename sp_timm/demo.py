@@ -26,7 +26,7 @@ DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
 DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the default SP loss on digits and digits-lt, '
                     'attack both with AutoAttack and audit the result, measure FAB minimal perturbations, and write a report, figures, '
-                    'leaderboard entries and Hub folders (10-20 minutes on 2 CPUs; --quick: a few).')
+                    'leaderboard entries and Hub folders (9-17 minutes on 2 CPUs; --quick: about 2).')
 LT_EPOCH_FACTOR = 2.5
 # the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
 # model's adversarial examples (--surrogate)
@@ -317,14 +317,21 @@ class _AttackProgress(_Progress):
     """Evaluation stages finished (clean, the four AutoAttack attacks, FAB, each audit attack, export), read
     from the saved stage files of each evaluation."""
     unit = 'stage'
-    STAGES = 20  # saved keys of a demo evaluation: 7 AutoAttack, 2 FAB, 8-10 audit; plus the export
 
     def __init__(self, out: Path, jobs: Sequence[Tuple]):
-        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}') for d, l, *_ in jobs}
-        self.total = self.STAGES * len(self.evals)
+        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}', self.expected(l, budget))
+                      for d, l, _, budget, *_ in jobs}
+        self.total = sum(expected for *_, expected in self.evals.values())
 
     @staticmethod
-    def _stages(folder: Path, hub: Path) -> int:
+    def expected(loss: str, budget: Tuple) -> int:
+        """Saved keys of one demo evaluation, plus its export: 7 AutoAttack (clean, 4 attacks, predictions,
+        perturbations), one per FAB norm, the audit's 5 attacks and 3 checks (SP: also the loss-aware and the
+        transfer attack)."""
+        return 7 + len(budget[4]) + 8 + (0 if loss == 'ce' else 2) + 1
+
+    @staticmethod
+    def _stages(folder: Path, hub: Path, expected: int) -> int:
         from safetensors import safe_open
         from .eval.audit import POINT_KEYS
         count = 0
@@ -334,11 +341,11 @@ class _AttackProgress(_Progress):
                     count += sum(1 for key in f.keys() if key not in POINT_KEYS)
             except Exception:  # being written
                 continue
-        return min(_AttackProgress.STAGES - 1, count) + (1 if (hub / 'README.md').exists() else 0)
+        return min(expected - 1, count) + (1 if (hub / 'README.md').exists() else 0)
 
     def poll(self) -> Tuple[int, str]:
-        done = {name: self._stages(*paths) for name, paths in self.evals.items()}
-        return sum(done.values()), ', '.join(f'{k} {v}/{self.STAGES}' for k, v in done.items())
+        done = {name: (self._stages(*paths), paths[2]) for name, paths in self.evals.items()}
+        return sum(v for v, _ in done.values()), ', '.join(f'{k} {v}/{n}' for k, (v, n) in done.items())
 
 
 def _train_job(job: Tuple) -> str:
@@ -399,7 +406,9 @@ def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> st
     b = results['budget']
     lines = ['# sp-timm demo: CE vs SP on digits', '',
              f"small_cnn_cifar, {b['epochs']} epochs, seed 0, same recipe for both losses (CE: `{' '.join(DEMO_LOSSES['ce'])}`, "
-             f"SP: `{' '.join(DEMO_LOSSES['sp'])}`); digits-lt: imbalance ratio {results['imbalance_ratio']:g}. "
+             f"SP: `{' '.join(DEMO_LOSSES['sp'])}`)"
+             + (f"; digits-lt: imbalance ratio {results['imbalance_ratio']:g}" if 'digits-lt' in b['datasets'] else '')
+             + f". Each run's `last` checkpoint (the end of its fixed recipe) is evaluated. "
              f"AutoAttack (standard) Linf eps {results['eps_str']} on the first {b['autoattack_points']} test images; FAB "
              f"minimal perturbations ({b['fab_iters']} iterations) on the first {b['fab_points']}. One seed: the "
              f"intervals are over test points only; benchmarks/robustness_study.py repeats over seeds.", '', table, '']

@@ -157,6 +157,9 @@ def test_bad_input_is_refused_and_output_untouched(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_train_args(SMALL + ['--adv', 'pgd', '--adv-eps', '8'])  # 8 instead of 8/255
     assert 'write 8/255, not 8' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_train_args(SMALL + ['--adv', 'pgd', '--adv-eps', '4'])  # the hint names the value given
+    assert 'write 4/255, not 4' in capsys.readouterr().err
     with pytest.raises(CheckpointError, match='does not exist'):
         train(parse_train_args(SMALL + ['--epochs', '2', '--resume', str(tmp_path / 'missing')]))
     assert _digest(out) == before

@@ -42,7 +42,7 @@ def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
     p.add_argument('--fab-iters', type=int, default=100, help='FAB iterations for the minimal perturbations')
     p.add_argument('--curve-eps', nargs='*', type=parse_eps, default=[], metavar='EPS',
                    help='more budgets for the robust-accuracy-vs-eps curve (each is a full AutoAttack run)')
-    p.add_argument('--out', default=None, help='evaluation folder (default: RUN/eval/epoch-NNNN-THREAT-EPS for a run, beside another checkpoint folder, or output/eval/NAME)')
+    p.add_argument('--out', default=None, help='evaluation folder (default: RUN/eval/epoch-NNNN-eval-THREAT-EPS for a run, beside another checkpoint folder, or output/eval/NAME)')
     p.add_argument('--restart', action='store_true', help='discard the saved partial results of --out and start over')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     add_debug_arg(p)
