@@ -148,7 +148,8 @@ def _setting_applies(key: str, config: Dict[str, Any]) -> bool:
              'decay_epochs': sched == 'step', 'decay_milestones': sched == 'multistep',
              'decay_rate': sched in ('step', 'multistep', 'plateau'), 'warmup_lr': (config.get('warmup_epochs') or 0) > 0,
              'amp_dtype': bool(config.get('amp')), 'log_interval': False,
-             'model_ema_decay': bool(config.get('model_ema')), 'model_ema_warmup': bool(config.get('model_ema'))}
+             'model_ema_decay': bool(config.get('model_ema')), 'model_ema_warmup': bool(config.get('model_ema')),
+             'class_weight_beta': config.get('class_weight') == 'effective'}
     return rules.get(key, True)
 
 

@@ -108,6 +108,13 @@ def test_model_card_front_matter_and_content(checkpoint, tmp_path):
     assert 'model-index' not in plain and 'Not evaluated yet' in plain
 
 
+def test_the_card_lists_class_weight_beta_only_where_it_acts():
+    from sp_timm.hub import _training_rows
+    flags = lambda mode: [row[0] for row in _training_rows({'class_weight': mode, 'class_weight_beta': 0.9999})]
+    assert flags('none') == ['`--class-weight`'] and flags('balanced') == ['`--class-weight`']
+    assert flags('effective') == ['`--class-weight`', '`--class-weight-beta`']
+
+
 def test_committed_template_is_the_packaged_one():
     from sp_timm.hub import CARD_TEMPLATE
     assert CARD_TEMPLATE.read_text() == (REPO / 'model_cards' / 'template.md').read_text()
