@@ -319,16 +319,22 @@ class _AttackProgress(_Progress):
     unit = 'stage'
 
     def __init__(self, out: Path, jobs: Sequence[Tuple]):
-        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}', self.expected(l, budget))
+        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}', self.expected(d, l, budget))
                       for d, l, _, budget, *_ in jobs}
         self.total = sum(expected for *_, expected in self.evals.values())
 
     @staticmethod
-    def expected(loss: str, budget: Tuple) -> int:
-        """Saved keys of one demo evaluation, plus its export: 7 AutoAttack (clean, 4 attacks, predictions,
-        perturbations), one per FAB norm, the audit's 5 attacks and 3 checks (SP: also the loss-aware and the
-        transfer attack)."""
-        return 7 + len(budget[4]) + 8 + (0 if loss == 'ce' else 2) + 1
+    def expected(dataset: str, loss: str, budget: Tuple) -> int:
+        """Saved keys of one demo evaluation, plus its export: AutoAttack's (clean, each attack, predictions,
+        perturbations), one per FAB norm, the audit's stages and checks (the SP model's audit also has its training
+        loss and the CE surrogate)."""
+        from .data.sources import dataset_spec
+        from .eval.attacks import STANDARD_ATTACKS
+        from .eval.audit import CHECK_STAGES, audit_stages
+        sp = loss != 'ce'
+        stages, _ = audit_stages(dataset_spec(dataset).num_classes, has_loss=sp, has_surrogate=sp)
+        audit = len(stages) + len(CHECK_STAGES)
+        return len(STANDARD_ATTACKS) + 3 + len(budget[4]) + audit + 1
 
     @staticmethod
     def _stages(folder: Path, hub: Path, expected: int) -> int:

@@ -30,7 +30,8 @@ from ..checkpoint import (LINKS, atomic_write_json, atomic_write_text, check_out
 from .args import DEFAULT_N_EXAMPLES, build_eval_parser  # the flags: sp_timm/eval/args.py (no torch)
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
-from .audit import AuditConfig, LossFn, audit_identity, check_surrogate, run_audit, training_loss_from_record
+from .audit import (AuditConfig, LossFn, audit_identity, check_surrogate, fab_robust_flags, run_audit,
+                    training_loss_from_record)
 from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .report import SP_PAPER, build_report, leaderboard_entry, placeholder, render_summary
@@ -266,7 +267,7 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                                   f"{aa['perturbation'].max().item():.6g} > eps {eps:.6g}")
     distance = result['min_perturbation'].get(threat_model)
     if distance is not None and main_process:  # FAB flipping a point within eps that AutoAttack counted robust: AutoAttack missed it
-        missed = int(((distance <= eps) & aa[STANDARD_ATTACKS[-1]][:len(distance)]).sum())
+        missed = int((aa[STANDARD_ATTACKS[-1]] & ~fab_robust_flags(distance, eps, len(labels))).sum())
         if missed:
             result['warnings'].append(f'FAB (minimal perturbation) flipped {missed} points within eps that AutoAttack '
                                       f'left robust: the AutoAttack accuracy overestimates robustness.')
