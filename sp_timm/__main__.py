@@ -1,3 +1,4 @@
+from ._cli_utils import exit_process
 from .cli import main
 
-raise SystemExit(main())
+exit_process(main())

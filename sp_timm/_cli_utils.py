@@ -4,9 +4,9 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
-__all__ = ['format_table', 'DefaultsHelpFormatter', 'add_data_args', 'add_debug_arg', 'run_reporting_errors', 'Interrupted', 'DEBUG_ENV',
+__all__ = ['format_table', 'DefaultsHelpFormatter', 'add_data_args', 'add_debug_arg', 'run_reporting_errors', 'exit_process', 'Interrupted', 'DEBUG_ENV',
            'EXIT_USAGE', 'EXIT_INTERRUPTED']
 
 DEBUG_ENV = 'SP_TIMM_DEBUG'  # =1: full tracebacks, as --debug
@@ -90,3 +90,22 @@ def run_reporting_errors(prog: str, func: Callable[[argparse.Namespace], Any], a
         print(f'{prog}: error: {message or type(err).__name__}', file=sys.stderr)
         return EXIT_USAGE
     return status if isinstance(status, int) else 0
+
+
+def exit_process(status: int) -> NoReturn:
+    """End a ``python -m sp_timm...`` process with ``status``. A process that ``accelerate launch`` started as one
+    of several (``WORLD_SIZE`` > 1) leaves with ``os._exit`` once its output is flushed, skipping the interpreter's
+    finalization: a gloo worker thread can still be freeing the last collective's tensors then, and a thread that
+    needs the GIL during finalization calls ``std::terminate`` (SIGABRT, "terminate called without an active
+    exception"; the launcher then fails the whole run although every file was written). Destroying the process
+    group first does not prevent it: the worker frees the work after the caller's ``wait()`` has returned."""
+    if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1:
+        import logging
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+                pass
+        os._exit(status)
+    sys.exit(status)

@@ -29,8 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .runner import evaluate
     try:
         return run_reporting_errors('sp-timm eval', evaluate, args)
-    finally:  # as Accelerator.end_training does for `sp-timm train`: a launched process that exits with its gloo
-        # process group alive can abort in teardown ("terminate called without an active exception", SIGABRT)
+    finally:  # as Accelerator.end_training does for `sp-timm train`: the group's sockets and threads released for a
+        # caller that goes on in this process (a launched process's exit is _cli_utils.exit_process's)
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

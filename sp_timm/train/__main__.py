@@ -1,5 +1,4 @@
-import sys
-
+from .._cli_utils import exit_process
 from . import main
 
-sys.exit(main())
+exit_process(main())
