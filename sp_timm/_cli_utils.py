@@ -4,7 +4,7 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 __all__ = ['format_table', 'DefaultsHelpFormatter', 'add_data_args', 'add_debug_arg', 'run_reporting_errors', 'exit_process', 'Interrupted', 'DEBUG_ENV',
            'EXIT_USAGE', 'EXIT_INTERRUPTED']
@@ -92,7 +92,7 @@ def run_reporting_errors(prog: str, func: Callable[[argparse.Namespace], Any], a
     return status if isinstance(status, int) else 0
 
 
-def exit_process(status: int) -> NoReturn:
+def exit_process(status: Optional[int]) -> NoReturn:
     """End a ``python -m sp_timm...`` process with ``status``. A process that ``accelerate launch`` started as one
     of several (``WORLD_SIZE`` > 1) leaves with ``os._exit`` once its output is flushed, skipping the interpreter's
     finalization: a gloo worker thread can still be freeing the last collective's tensors then, and a thread that
@@ -107,5 +107,5 @@ def exit_process(status: int) -> NoReturn:
                 stream.flush()
             except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
                 pass
-        os._exit(status)
-    sys.exit(status)
+        os._exit(status or 0)
+    sys.exit(status or 0)
