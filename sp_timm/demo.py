@@ -26,7 +26,7 @@ DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
 DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the default SP loss on digits and digits-lt, '
                     'attack both with AutoAttack and audit the result, measure FAB minimal perturbations, and write a report, figures, '
-                    'leaderboard entries and Hub folders (9-17 minutes on 2 CPUs; --quick: about 2).')
+                    'leaderboard entries and Hub folders (5-17 minutes on 2 CPUs; --quick: about 2).')
 LT_EPOCH_FACTOR = 2.5
 # the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
 # model's adversarial examples (--surrogate)
