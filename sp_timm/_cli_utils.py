@@ -99,7 +99,11 @@ def exit_process(status: Optional[int]) -> NoReturn:
     needs the GIL during finalization calls ``std::terminate`` (SIGABRT, "terminate called without an active
     exception"; the launcher then fails the whole run although every file was written). Destroying the process
     group first does not prevent it: the worker frees the work after the caller's ``wait()`` has returned."""
-    if int(os.environ.get('WORLD_SIZE', '1') or 1) > 1:
+    try:
+        world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    except ValueError:  # not a launcher's value: this process was not launched as one of several
+        world_size = 1
+    if world_size > 1:
         import logging
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

@@ -22,7 +22,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
              '--data-dir), with the long-tail group of each class and the rule that formed the groups.'),
     'train': ('train with timm flags through Accelerate (sp-timm train --help)', ''),
     'eval': ('AutoAttack in the RobustBench protocol, sharded and resumable (sp-timm eval --help)', ''),
-    'demo': ('train CE and SP on digits / digits-lt, attack both, compare (about 10 min on 2 CPUs)', ''),
+    'demo': ('train CE and SP on digits / digits-lt, attack both, compare (about 5 min on 2 CPUs)', ''),
     'export': ("write timm's Hub format (config.json, model.safetensors) with a model card",
                "Write a checkpoint in timm's Hub format (config.json, model.safetensors) with a model card that "
                "carries the given evaluations, and optionally upload it."),

@@ -259,3 +259,40 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         assert abs(r1['val_acc'] - r2['val_acc']) <= 100 / 101 + 1e-9  # at most one of the 101 points may flip
     a, b = _weights(tmp_path / 'one'), _weights(tmp_path / 'two')
     assert all(torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3) for k in a)
+
+
+def test_a_failed_run_finishes_its_trackers(tmp_path, monkeypatch):
+    """A run that fails after it started logging still closes its trackers (tensorboard's files get the epochs
+    logged so far): a launched process leaves without the interpreter's finalization."""
+    from accelerate.tracking import GeneralTracker
+    import sp_timm.train.loop as loop
+
+    class Recorder(GeneralTracker):
+        name, requires_logging_directory = 'recorder', False
+
+        def __init__(self):
+            super().__init__()
+            self.logged, self.finished = [], 0
+
+        @property
+        def tracker(self):
+            return self
+
+        def log(self, values, step=None, **kwargs):
+            self.logged.append(step)
+
+        def finish(self):
+            self.finished += 1
+
+    recorder = Recorder()
+    monkeypatch.setattr(loop, '_trackers', lambda: recorder)
+    saves = []
+
+    def save_then_fail(self, epoch, metrics):
+        saves.append(epoch)
+        if len(saves) == 2:
+            raise OSError('No space left on device')
+    monkeypatch.setattr(loop._Trainer, 'save', save_then_fail)
+    with pytest.raises(OSError, match='No space'):
+        run_train(tmp_path, 'run', '--epochs', '3')
+    assert recorder.logged == [1] and recorder.finished == 1

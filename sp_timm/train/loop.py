@@ -741,7 +741,12 @@ def train(args: argparse.Namespace) -> Path:
     try:
         trainer = _Trainer(args)
         return trainer.run()
-    except KeyboardInterrupt:
-        raise Interrupted(_resume_hint(trainer.output if trainer is not None else None)) from None
+    except BaseException as err:
+        if trainer is not None:  # the epochs logged so far reach the tracker's files (end_training does it on success)
+            for tracker in trainer.accelerator.trackers:
+                tracker.finish()
+        if isinstance(err, KeyboardInterrupt):
+            raise Interrupted(_resume_hint(trainer.output if trainer is not None else None)) from None
+        raise
     finally:  # lets a later run in this process choose other mixed-precision settings (the process group stays)
         AcceleratorState._reset_state(reset_partial_state=False)
