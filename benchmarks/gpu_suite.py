@@ -61,7 +61,7 @@ class Settings:
         self.batches = (8,) if smoke else (128, 512)
         self.adv_steps = 1 if smoke else 10
         self.rounds = 1 if smoke else 2
-        self.aa_model, self.aa_points = ('small_cnn_cifar', 16) if smoke else ('preact_resnet18_cifar', 256)
+        self.aa_model, self.aa_points = ('small_cnn_cifar', 16) if smoke else ('preact_resnet18_cifar', 128)
         self.results: Dict[str, Any] = {}
 
     def left(self) -> float:
@@ -144,6 +144,7 @@ def section_loss(cfg: Settings) -> Dict[str, Any]:
             time_call(step(fn), 3, cfg.device)
         if cfg.cuda:
             result.setdefault('kernel_max_abs_error', {})[num_classes] = kernel_errors(logits, target)
+            result.setdefault('self_check', {})[num_classes] = kernel_self_checks(cfg, num_classes)
         per_round: Dict[str, List[float]] = {n: [] for n in variants}
         for _ in range(cfg.loss_rounds):
             order = list(variants)
@@ -173,6 +174,36 @@ def kernel_errors(logits: torch.Tensor, target: torch.Tensor) -> Dict[str, float
             results.append((loss.detach().double(), z.grad.double()))
         errors[name] = max(float((a - b).abs().max()) for a, b in zip(*results))
     return errors
+
+
+def kernel_self_checks(cfg: Settings, num_classes: int) -> Dict[str, Dict[str, Any]]:
+    """Per member and logits dtype, the kernel's first-use self-check on this device at batch ``cfg.loss_batch``:
+    passed, its worst error as a fraction of the tolerance, and its wall time twice: at first use of the dtype
+    (the variant's Triton compilation included; float32 was compiled by the warm-up already) and again with the
+    kernel compiled (the check's own cost, paid once per variant and process)."""
+    from sp_timm import create_loss
+    from sp_timm.losses._kernel_check import clear_kernel_verdicts, verify_kernel
+    checks: Dict[str, Dict[str, Any]] = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        logits = torch.randn(cfg.loss_batch, num_classes, device=cfg.device).to(dtype)
+        for name in MEMBERS:
+            loss_fn = create_loss(name, kernel='triton')
+            times = []
+            for _ in range(2):
+                clear_kernel_verdicts()
+                sync(cfg.device)
+                begin = time.perf_counter()
+                verdict = verify_kernel(loss_fn, logits, True)
+                times.append(time.perf_counter() - begin)
+            checks[f'{name} {str(dtype).replace("torch.", "")}'] = {
+                'passed': verdict.passed, 'worst_ratio': verdict.worst_ratio, 'detail': verdict.detail,
+                'first_use_ms': 1e3 * times[0], 'check_ms': 1e3 * times[1]}
+    clear_kernel_verdicts()
+    failed = [k for k, v in checks.items() if not v['passed']]
+    log(f'kernel self-check K={num_classes}: {len(checks) - len(failed)} of {len(checks)} passed'
+        + (f', FAILED: {failed}' if failed else '') + f", worst {max(v['worst_ratio'] for v in checks.values()):.3g} "
+        f"of tolerance, check {statistics.median(v['check_ms'] for v in checks.values()):.1f} ms (median)")
+    return checks
 
 
 def flops_per_image(model_name: str, model_args: Dict[str, Any]) -> float:
@@ -315,19 +346,31 @@ def _free(cfg: Settings) -> None:
 
 
 def section_compile(cfg: Settings) -> Dict[str, Any]:
-    batch = cfg.batches[0]
-    steps = cfg.steps('standard', batch)
-    result: Dict[str, Any] = {'batch': batch, 'steps': steps, 'backend': cfg.compile_backend}
-    for label, backend in (('eager', None), ('compiled', cfg.compile_backend)):
-        trainer = build_trainer(cfg, 'standard', batch, steps, backend)
-        begin = time.perf_counter()
-        trainer_pass(trainer, 0)
-        result[f'{label}_first_pass_s'] = time.perf_counter() - begin  # includes compilation
-        result[f'{label}_img_s'] = statistics.median(trainer_pass(trainer, 1 + r) for r in range(cfg.rounds))
-        log(f"compile: {label} {result[f'{label}_img_s']:.0f} img/s (first pass {result[f'{label}_first_pass_s']:.1f} s)")
-        del trainer
-        _free(cfg)
-    result['speedup'] = result['compiled_img_s'] / result['eager_img_s']
+    """Eager vs ``--torchcompile`` trainer passes (standard training) at each batch size, with MFU when the train
+    section counted the FLOP and the env section measured the peak."""
+    peak = cfg.results.get('env', {}).get('peak_bf16_tflops')
+    gflop = cfg.results.get('train', {}).get('gflop_per_image_fwd_bwd')
+    result: Dict[str, Any] = {'backend': cfg.compile_backend, 'runs': []}
+    for batch in cfg.batches:
+        if cfg.left() < MIN_SECONDS['compile'] and result['runs']:
+            result['runs'].append({'batch': batch, 'skipped': 'time budget'})
+            continue
+        steps = cfg.steps('standard', batch)
+        run: Dict[str, Any] = {'batch': batch, 'steps': steps}
+        for label, backend in (('eager', None), ('compiled', cfg.compile_backend)):
+            trainer = build_trainer(cfg, 'standard', batch, steps, backend)
+            begin = time.perf_counter()
+            trainer_pass(trainer, 0)
+            run[f'{label}_first_pass_s'] = time.perf_counter() - begin  # includes compilation
+            run[f'{label}_img_s'] = statistics.median(trainer_pass(trainer, 1 + r) for r in range(cfg.rounds))
+            if peak and gflop:
+                run[f'mfu_{label}'] = run[f'{label}_img_s'] * gflop * 1e9 / (peak * 1e12)
+            log(f"compile b{batch}: {label} {run[f'{label}_img_s']:.0f} img/s (first pass "
+                f"{run[f'{label}_first_pass_s']:.1f} s)")
+            del trainer
+            _free(cfg)
+        run['speedup'] = run['compiled_img_s'] / run['eager_img_s']
+        result['runs'].append(run)
     return result
 
 
@@ -341,11 +384,16 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
     count = min(cfg.aa_points, len(data))
     images, labels = data.images[:count].float().div(255), data.labels[:count]
     torch.manual_seed(0)
-    model = timm.create_model(cfg.aa_model, num_classes=10).to(cfg.device).eval()
+    model = timm.create_model(cfg.aa_model, num_classes=10).to(cfg.device)
     if cfg.smoke:  # every point misclassified: both sides run their whole pipeline but attack nothing
         with torch.no_grad():
-            labels = (model(images.to(cfg.device)).argmax(1).cpu() + 1) % 10
-    eps, batch = 8 / 255, 500
+            labels = (model.eval()(images.to(cfg.device)).argmax(1).cpu() + 1) % 10
+        eps = 8 / 255
+    else:  # a briefly trained model at a small eps: most points are correct and some survive every attack
+        train_briefly(model, create_dataset("digits", "train"), cfg.device, epochs=15)
+        eps = 2 / 255
+    model.eval()
+    batch = 500
 
     def ours_run() -> Dict[str, Any]:
         return evaluate_points(model, images, labels, eps=eps, batch_size=batch, min_pert_norms=(), progress=False,
@@ -355,7 +403,7 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
         adversary = AutoAttack(model, norm='Linf', eps=eps, seed=0, device=cfg.device, version='standard')
         return adversary.run_standard_evaluation(images.to(cfg.device), labels.to(cfg.device), batch_size=batch)[1]
     ours_times, theirs_times = [], []
-    for _ in range(1 if cfg.smoke else 2):  # both run twice, alternating; the first round warms up the device
+    for _ in range(1):  # once each (a trained model makes a run long); the brief training warmed up the device
         begin = time.perf_counter()
         ours = ours_run()
         ours_times.append(time.perf_counter() - begin)
@@ -363,11 +411,29 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
         adv_pred = theirs_run()
         theirs_times.append(time.perf_counter() - begin)
     ours_s, theirs_s = ours_times[-1], theirs_times[-1]
-    result = {'model': cfg.aa_model, 'points': count, 'eps': eps, 'sp_timm_s': ours_s, 'pyautoattack_s': theirs_s,
+    with torch.no_grad():
+        clean = float((model(images.to(cfg.device)).argmax(1).cpu() == labels).float().mean())
+    result = {'model': cfg.aa_model, 'points': count, 'eps': eps, 'clean_acc': clean, 'sp_timm_s': ours_s,
+              'pyautoattack_s': theirs_s,
               'ratio': ours_s / theirs_s, 'sp_timm_robust_acc': float(ours['aa'][STANDARD_ATTACKS[-1]].float().mean()),
               'pyautoattack_robust_acc': float((adv_pred.cpu() == labels).float().mean())}
     log(f'autoattack: sp-timm {ours_s:.1f} s, pyautoattack {theirs_s:.1f} s, ratio {result["ratio"]:.2f}')
     return result
+
+
+def train_briefly(model: torch.nn.Module, data, device: torch.device, epochs: int) -> None:
+    """Plain cross-entropy training on ``data`` (SGD, batch 128, no augmentation): a model worth attacking."""
+    images, labels = data.images.float().div(255).to(device), data.labels.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for index in torch.randperm(len(labels), generator=generator).split(128):
+            index = index.to(device)
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
 
 def section_demo(cfg: Settings) -> Dict[str, Any]:
@@ -390,8 +456,11 @@ MIN_SECONDS = {'env': 5, 'loss': 30, 'train': 40, 'compile': 60, 'autoattack': 2
 
 def markdown(results: Dict[str, Any]) -> str:
     """The results as markdown tables."""
-    lines = [f"# sp-timm GPU suite ({results.get('env', {}).get('gpu', results.get('env', {}).get('device', '?'))}, "
-             f"torch {torch.__version__})", '']
+    env = results.get('env', {})
+    lines = [f"# sp-timm GPU suite ({env.get('gpu', env.get('device', '?'))}, torch {env.get('torch', torch.__version__)})",
+             '']
+    if 'command' in results:
+        lines += [f"`{results['command']}`", '']
     loss = results.get('loss', {})
     if 'ratio' in loss:
         classes = list(loss['ce_ms'])
@@ -400,6 +469,17 @@ def markdown(results: Dict[str, Any]) -> str:
                   '| F.cross_entropy (ms) | ' + ' | '.join(f"{loss['ce_ms'][k]:.3f}" for k in classes) + ' |']
         lines += [f'| {n} | ' + ' | '.join(f"{loss['ratio'][n].get(k, float('nan')):.2f}x" for k in classes) + ' |'
                   for n in loss['ratio']]
+        checks = loss.get('self_check', {})
+        if checks:
+            lines += ['', '### Triton kernel first-use self-check (per member and logits dtype, on this device)', '',
+                      '| K | variants passed | worst error / tolerance | check ms (median, max) | first use ms, '
+                      'compile included (max) |', '|---|---|---|---|---|']
+            for k, per in checks.items():
+                lines.append(f"| {k} | {sum(v['passed'] for v in per.values())} of {len(per)} | "
+                             f"{max(v['worst_ratio'] for v in per.values()):.3g} | "
+                             f"{statistics.median(v['check_ms'] for v in per.values()):.1f}, "
+                             f"{max(v['check_ms'] for v in per.values()):.1f} | "
+                             f"{max(v['first_use_ms'] for v in per.values()):.0f} |")
         errors = loss.get('kernel_max_abs_error', {})
         if errors:
             lines += ['', 'Triton kernel against the float64 reference, largest absolute error of loss and gradient: ' +
@@ -419,16 +499,26 @@ def markdown(results: Dict[str, Any]) -> str:
                 lines.append(f"| {run['mode']} | {run['batch']} | {run.get('error', run.get('skipped', ''))[:80]} | | | | |")
         lines.append('')
     comp = results.get('compile', {})
-    if 'speedup' in comp:
-        lines += ['## --torchcompile vs eager (trainer, standard)', '', '| batch | eager img/s | compiled img/s | speedup | '
-                  'first pass eager / compiled (s) |', '|---|---|---|---|---|',
-                  f"| {comp['batch']} | {comp['eager_img_s']:.0f} | {comp['compiled_img_s']:.0f} | {comp['speedup']:.2f}x | "
-                  f"{comp['eager_first_pass_s']:.1f} / {comp['compiled_first_pass_s']:.1f} |", '']
+    if comp.get('runs'):
+        lines += ['## --torchcompile vs eager (trainer, standard; goal >= 1.3x)', '',
+                  '| batch | eager img/s | compiled img/s | speedup | MFU eager / compiled | first pass eager / compiled (s) |',
+                  '|---|---|---|---|---|---|']
+        for run in comp['runs']:
+            if 'speedup' not in run:
+                lines.append(f"| {run['batch']} | {run.get('skipped', '')} | | | | |")
+                continue
+            lines.append(f"| {run['batch']} | {run['eager_img_s']:.0f} | {run['compiled_img_s']:.0f} | "
+                         f"{run['speedup']:.2f}x | {run.get('mfu_eager', float('nan')):.1%} / "
+                         f"{run.get('mfu_compiled', float('nan')):.1%} | {run['eager_first_pass_s']:.1f} / "
+                         f"{run['compiled_first_pass_s']:.1f} |")
+        lines.append('')
     aa = results.get('autoattack', {})
     if 'ratio' in aa:
-        lines += ['## AutoAttack standard', '', '| model | points | sp-timm (s) | pyautoattack (s) | ratio |',
-                  '|---|---|---|---|---|', f"| {aa['model']} | {aa['points']} | {aa['sp_timm_s']:.1f} | "
-                  f"{aa['pyautoattack_s']:.1f} | {aa['ratio']:.2f}x |", '']
+        lines += ['## AutoAttack standard', '', '| model | points | eps | clean % | robust % sp-timm / pyautoattack | '
+                  'sp-timm (s) | pyautoattack (s) | ratio |', '|---|---|---|---|---|---|---|---|',
+                  f"| {aa['model']} | {aa['points']} | {aa['eps'] * 255:.0f}/255 | {100 * aa.get('clean_acc', float('nan')):.1f} | "
+                  f"{100 * aa['sp_timm_robust_acc']:.1f} / {100 * aa['pyautoattack_robust_acc']:.1f} | "
+                  f"{aa['sp_timm_s']:.1f} | {aa['pyautoattack_s']:.1f} | {aa['ratio']:.2f}x |", '']
     demo = results.get('demo', {})
     if 'wall_s' in demo:
         lines += [f"## demo --quick: {demo['wall_s']:.0f} s, exit code {demo['returncode']}", '']

@@ -25,7 +25,9 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert [(r['mode'], r['batch']) for r in runs] == [('standard', 8), ('pgd', 8), ('trades', 8)]
     assert all(r['sp_timm_img_s'] > 0 and r['hand_img_s'] > 0 and 0 < r['mfu_hand'] for r in runs)
     assert results['train']['gflop_per_image_fwd_bwd'] > 0
-    assert results['compile']['eager_img_s'] > 0 and results['compile']['compiled_img_s'] > 0
+    compile_runs = results['compile']['runs']
+    assert [r['batch'] for r in compile_runs] == [8]
+    assert compile_runs[0]['eager_img_s'] > 0 and compile_runs[0]['compiled_img_s'] > 0 and compile_runs[0]['mfu_eager'] > 0
     assert results['autoattack']['points'] == 16 and results['autoattack']['sp_timm_robust_acc'] == 0.0
     table = (tmp_path / 'suite.md').read_text()
     assert '| sp_margin compiled |' in table and '| trades | 8 |' in table and '## AutoAttack standard' in table

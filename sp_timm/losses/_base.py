@@ -23,9 +23,10 @@ gradient-norm penalties). On CUDA that node's forward is one hand-written Triton
 default; ``sp_timm/losses/_triton.py``): it reads the logits once (float32 / float16 / bfloat16, math in float32)
 and writes the per-row loss, the float32 gradient and the validation flag, so a training step pays one kernel
 plus the reduction forward and one multiplication backward (which casts to the logits' dtype after the incoming
-gradient, e.g. AMP's loss scale, has multiplied it: no float16 underflow). If the kernel cannot build or launch it
-warns once and the torch code takes over. Everything else (soft targets, smoothing, no gradient, float64,
-K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA (``compile=None``, the default), a
+gradient, e.g. AMP's loss scale, has multiplied it: no float16 underflow). Before a compiled variant of the kernel
+serves for the first time on a device, it checks itself against the torch code on an edge-case batch
+(``_kernel_check``); if it fails that check, or cannot build or launch, it warns once and the torch code takes over.
+Everything else (soft targets, smoothing, no gradient, float64, K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA (``compile=None``, the default), a
 few fused kernels instead of ~20 small ones; it falls back to the same code in eager mode if compilation fails.
 
 Validation (``validate``): the shape / dtype checks are host-side and always immediate. The value checks
@@ -367,14 +368,20 @@ class SPLoss(nn.Module):
 
     def _kernel_closed_form(self, logits: torch.Tensor, target: torch.Tensor,
                             check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """``_closed_form`` in one Triton kernel (plus the reduction); the gradient is float32. With ``kernel=None``
-        a kernel that fails to build or launch (no C compiler for Triton's launcher, an unsupported GPU) warns once
-        and hands over to the torch code for good."""
+        """``_closed_form`` in one Triton kernel (plus the reduction); the gradient is float32. The kernel serves a
+        compiled variant only after its first-use self-check on this device passed (``_kernel_check``). With
+        ``kernel=None`` a kernel that fails to build or launch (no C compiler for Triton's launcher, an unsupported
+        GPU) warns once and hands over to the torch code for good, and one that fails its self-check warns once
+        and hands over for that variant; ``kernel='triton'`` raises instead."""
         formula, a, c = self.kernel_params()
         grad_scale = 1.0 / logits.shape[0] if self.reduction == 'mean' else 1.0
         try:
+            from ._kernel_check import failure_message, verify_kernel
             from ._triton import sp_rows
-            rows, grad, flag = sp_rows(formula, logits, target, grad_scale, a, c, check)
+            verdict = verify_kernel(self, logits, check)
+            if verdict.passed:
+                rows, grad, flag = sp_rows(formula, logits, target, grad_scale, a, c, check)
+                return _reduce(rows, self.reduction), grad, flag
         except Exception as err:  # noqa: BLE001 -- any build / launch failure: the torch code computes the same
             if self.kernel == 'triton':
                 raise
@@ -382,7 +389,10 @@ class SPLoss(nn.Module):
             warnings.warn(f"'{self.name}': the Triton kernel failed ({type(err).__name__}: {str(err)[:200]}); using "
                           f"the torch code (kernel='torch').", RuntimeWarning, stacklevel=4)
             return self._compiled('_closed_form')(logits.float(), target, check)
-        return _reduce(rows, self.reduction), grad, flag
+        if self.kernel == 'triton':
+            raise RuntimeError(failure_message(self.name, verdict) + "; use kernel=None (falls back to the torch "
+                               "code) or kernel='torch'.")
+        return self._compiled('_closed_form')(logits.float(), target, check)
 
     def _closed_form(self, logits: torch.Tensor, target: torch.Tensor,
                      check: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

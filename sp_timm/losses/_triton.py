@@ -32,7 +32,7 @@ import triton.language as tl
 
 from ._kernel_support import MAX_CLASSES, SUPPORTED_DTYPES, kernel_fits
 
-__all__ = ['MEMBER_CODES', 'sp_rows']
+__all__ = ['MEMBER_CODES', 'launch_shape', 'sp_rows']
 
 MEMBER_CODES = {'sp_ls': 0, 'sp_logit': 1, 'sp_ce': 2, 'sp_margin': 3, 'sp_focal': 4}
 _ELEMENTS_PER_PROGRAM = 4096
@@ -117,14 +117,22 @@ def _kernel_constants(member: str, a: float, c: float, num_classes: int) -> Tupl
     return a, c
 
 
+def launch_shape(num_rows: int, num_classes: int) -> Tuple[int, int]:
+    """``(ROWS, BLOCK)``: rows per program and columns per block, the compile-time sizes of the kernel (with the
+    member and ``CHECK``, what makes one compiled variant differ from another)."""
+    block = triton.next_power_of_2(num_classes)
+    return max(1, min(64, _ELEMENTS_PER_PROGRAM // block, triton.next_power_of_2(num_rows))), block
+
+
 def sp_rows(member: str, logits: torch.Tensor, target: torch.Tensor, grad_scale: float, a: float, c: float = 0.0,
-            check: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+            check: bool = True, rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Per-row loss (B,) and ``grad_scale * grad_z`` (B, K), both float32, and, with ``check``, the int32 flag
     (0-dim, 1 = the value checks pass) of SP member ``member`` for class indices ``target`` (B,), in one kernel.
     ``a``: the member's parameter (p*, lam, p*, m*, gamma); ``c``: ``sp_focal``'s linear coefficient.
 
     The gradient stays float32 for float16 / bfloat16 logits: cast before the incoming gradient (e.g. AMP's loss
-    scale) multiplies it, ``p - e_y`` over B would underflow in float16."""
+    scale) multiplies it, ``p - e_y`` over B would underflow in float16. ``rows``: rows per program instead of
+    ``launch_shape``'s (the self-check runs a small batch through the variant a larger one compiles)."""
     num_rows, num_classes = logits.shape
     if not kernel_fits(logits):
         raise ValueError(f'The Triton SP kernel takes {SUPPORTED_DTYPES} logits with up to {MAX_CLASSES} classes, '
@@ -134,8 +142,8 @@ def sp_rows(member: str, logits: torch.Tensor, target: torch.Tensor, grad_scale:
     loss = torch.empty(num_rows, dtype=torch.float32, device=logits.device)
     grad = torch.empty((num_rows, num_classes), dtype=torch.float32, device=logits.device)
     ok = torch.ones((), dtype=torch.int32, device=logits.device) if check else loss
-    block = triton.next_power_of_2(num_classes)
-    rows = max(1, min(64, _ELEMENTS_PER_PROGRAM // block, triton.next_power_of_2(num_rows)))
+    default_rows, block = launch_shape(num_rows, num_classes)
+    rows = rows or default_rows
     first, second = _kernel_constants(member, a, c, num_classes)
     launch = _sp_rows_kernel[(triton.cdiv(num_rows, rows),)]
     args = (logits, target, loss, grad, ok, num_rows, num_classes, logits.stride(0), grad_scale, first, second)
