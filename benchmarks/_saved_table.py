@@ -25,7 +25,7 @@ def publish(rows: List[Any], key: str, summarize: Summarize, out: Optional[str],
     command = f"python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}"
     table = _render(command, rows, summarize)
     if out:
-        from sp_timm.checkpoint import atomic_write_json, atomic_write_text
+        from sp_timm.files import atomic_write_json, atomic_write_text
         atomic_write_text(Path(out) / f'{stem}.md', table)
         atomic_write_json(Path(out) / f'{stem}.json', {'command': command, key: rows})
     print(table)

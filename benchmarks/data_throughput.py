@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from sp_timm._cli_utils import format_table
+from sp_timm.formatting import format_table
 from sp_timm.data import ImageData, TensorLoader
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 def overhead(checkpoint: str, n: int, eps: float, reps: int) -> None:
     import torch
     from pyautoattack import AutoAttack
-    from sp_timm.checkpoint import load_model
+    from sp_timm.model_source import load_model
     from sp_timm.data import create_dataset
     from sp_timm.eval import evaluate_points
     model, record = load_model(checkpoint)
@@ -72,7 +72,7 @@ def main():
     p.add_argument('--eps', default='2/255')
     p.add_argument('--reps', type=int, default=2)
     args = p.parse_args()
-    from sp_timm.eval import parse_eps
+    from sp_timm.threat.budget import parse_eps
     eps = parse_eps(args.eps)
     print(f'machine: {os.cpu_count()} CPUs; command: python benchmarks/eval_overhead.py ' + ' '.join(sys.argv[1:]))
     overhead(args.checkpoint, args.n, eps, args.reps)

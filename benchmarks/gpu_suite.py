@@ -10,7 +10,7 @@ Sections (``--sections``; each in its own try/except: an error is recorded in th
   Triton kernel (the CUDA default, ``kernel='triton'``; CUDA only), and the torch code compiled and eager
   (``kernel='torch'``), timed with CUDA events; the figure is the median over rounds of (member time / CE time of
   the same round).
-* ``train``: sp-timm's ``_Trainer.train_epoch`` against a minimal hand loop (same model, loss, clip, optimizer,
+* ``train``: sp-timm's ``Trainer.train_epoch`` against a minimal hand loop (same model, loss, clip, optimizer,
   bf16 autocast, channels_last, pre-made CIFAR-shaped batches on the device): standard, PGD-10, TRADES-10 at
   batch 128 and 512. Images/s, ratio, and MFU = images/s x FLOP per image (counted with
   ``torch.utils.flop_counter`` on one forward + backward) / the measured bf16 matmul rate.
@@ -182,7 +182,7 @@ def kernel_self_checks(cfg: Settings, num_classes: int) -> Dict[str, Dict[str, A
     (the variant's Triton compilation included; float32 was compiled by the warm-up already) and again with the
     kernel compiled (the check's own cost, paid once per variant and process)."""
     from sp_timm import create_loss
-    from sp_timm.losses._kernel_check import clear_kernel_verdicts, verify_kernel
+    from sp_timm.losses import clear_kernel_verdicts, verify_kernel
     checks: Dict[str, Dict[str, Any]] = {}
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         logits = torch.randn(cfg.loss_batch, num_classes, device=cfg.device).to(dtype)
@@ -232,12 +232,12 @@ def _train_flags(cfg: Settings, mode: str, batch: int, output: str, compile_back
 
 
 def build_trainer(cfg: Settings, mode: str, batch: int, steps: int, compile_backend: Optional[str] = None):
-    """A ``_Trainer`` whose training loader is ``steps`` batches of random CIFAR-shaped uint8 images."""
+    """A ``Trainer`` whose training loader is ``steps`` batches of random CIFAR-shaped uint8 images."""
     from sp_timm.data import ImageData, TensorLoader
     from sp_timm.train import parse_train_args
-    from sp_timm.train.loop import _Trainer
+    from sp_timm.train.trainer import Trainer
     output = tempfile.mkdtemp(prefix='sp-timm-suite-')
-    trainer = _Trainer(parse_train_args(_train_flags(cfg, mode, batch, os.path.join(output, 'run'), compile_backend)))
+    trainer = Trainer(parse_train_args(_train_flags(cfg, mode, batch, os.path.join(output, 'run'), compile_backend)))
     generator = torch.Generator().manual_seed(0)
     count = steps * batch
     data = ImageData(torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator),
@@ -271,7 +271,7 @@ class HandLoop:
         self.batches = [(images.contiguous(memory_format=memory), labels) for images, labels in trainer.train_loader]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        from sp_timm.train.adversary import pgd_attack, trades_attack, trades_kl
+        from sp_timm.threat.pgd import pgd_attack, trades_attack, trades_kl
         args = self.args
         with torch.autocast(self.cfg.device.type, dtype=torch.bfloat16, enabled=self.cfg.cuda):
             if self.mode == 'pgd':

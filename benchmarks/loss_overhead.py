@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 
 from sp_timm import create_loss, list_losses
-from sp_timm._cli_utils import format_table
+from sp_timm.formatting import format_table
 
 
 def time_fwd_bwd(loss_fn, logits, target, iters: int) -> float:

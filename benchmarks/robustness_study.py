@@ -39,7 +39,6 @@ import contextlib
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
 import statistics
 import sys
@@ -204,7 +203,7 @@ def screen_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     import sp_timm  # noqa: F401
     from accelerate import PartialState
     from pyautoattack import AutoAttack
-    from sp_timm.checkpoint import load_model
+    from sp_timm.model_source import load_model
     setting, config, seed, cfg = job
     start = time.perf_counter()
     checkpoint = _train(setting, config, seed, cfg)
@@ -237,7 +236,8 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     import torch
     torch.set_num_threads(1)
     import sp_timm  # noqa: F401
-    from sp_timm.checkpoint import load_model, read_run_record
+    from sp_timm.model_source import load_model
+    from sp_timm.checkpoint import read_run_record
     from sp_timm.data import create_dataset
     from sp_timm.demo import DEMO_IMBALANCE
     from sp_timm.eval import evaluate_points
@@ -285,7 +285,8 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
     (SHA-256 of every tensor) and whose audit attacks the same training loss, with its evaluation stages saved here:
     e.g. CE + clip 5 where the clip never acts. Its stages are what this model's evaluation would compute again (every
     attack is seeded and the model is the same function), so ``adopt_twin_stages`` copies them. None otherwise."""
-    from sp_timm.checkpoint import load_model, read_run_record, weights_sha256
+    from sp_timm.model_source import load_model
+    from sp_timm.checkpoint import read_run_record, weights_sha256
     from sp_timm.eval.audit import loss_identity, training_loss_from_record
     mine, loss = None, loss_identity(train_loss)
     for path in sorted((Path(cfg['out']) / 'confirm').glob(f'{setting}-*-s{seed}.json')):
@@ -308,7 +309,7 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
 def _place(work: Path, name: str, fill) -> bool:
     """Create ``work / name`` whole or not at all: ``fill(folder)`` writes into a private staging folder that is then
     renamed into place. False (and nothing changed) where it exists already, e.g. made meanwhile by another process."""
-    from sp_timm.checkpoint import staging_folder
+    from sp_timm.files import staging_folder
     if (work / name).exists():
         return False
     with staging_folder(work, name) as staging:
@@ -329,7 +330,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     under this job's audit key, keeping only the stages this audit runs (CE, the twin of CE + clip 5, drops the
     transfer attack from itself); stages the twin lacks (the transfer attack from CE, for CE's twin) still run.
     Nothing in ``work`` is overwritten. Returns the folders adopted."""
-    from sp_timm.eval.attacks import _load, _save
+    from sp_timm.files import load_tensors, save_tensors
     from sp_timm.eval.audit import CHECK_STAGES, POINT_KEYS, audit_folder, audit_identity, audit_stages
     source = _work_dir(cfg, twin['setting'], twin['config'], twin['seed'])
     adopted = [folder.name for folder in sorted(source.iterdir())
@@ -349,7 +350,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
 
     def refile(staging: Path) -> None:
         for chunk in sorted(twin_audit.glob('chunk-*.safetensors')):
-            _save(staging / chunk.name, {k: v for k, v in _load(chunk).items() if k in keep})
+            save_tensors(staging / chunk.name, {k: v for k, v in load_tensors(chunk).items() if k in keep})
 
     if twin_audit.is_dir() and _place(work, target.name, refile):
         adopted.append(target.name)
@@ -359,7 +360,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
 def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, config: str, seed: int) -> Dict[str, Any]:
     """``evaluate_points``'s audit arguments: the study's budgets (``--audit-restarts``, ``--audit-queries``), the
     model's own training loss, and as surrogate the CE model of the same setting and seed (transfer attack)."""
-    from sp_timm.checkpoint import load_model
+    from sp_timm.model_source import load_model
     from sp_timm.eval.audit import AuditConfig, training_loss_from_record
     train_loss, note = training_loss_from_record(record)
     surrogate = None
@@ -380,7 +381,7 @@ def run_jobs(fn, jobs: Sequence[tuple], folder: Path, workers: int, deadline: Op
     """Run the jobs not finished before in ``workers`` spawned processes; each result is one JSON in ``folder``.
     New jobs start only before ``deadline`` (a wall-clock time): the rest waits for the next call."""
     from tqdm import tqdm
-    from sp_timm.checkpoint import atomic_write_json
+    from sp_timm.files import atomic_write_json
     name = lambda j: f'{j[0]}-{j[1]}-s{j[2]}.json'
     todo = [j for j in jobs if not (folder / name(j)).exists()]
     print(f'{desc}: {len(jobs)} jobs, {len(jobs) - len(todo)} done before, {len(todo)} to go on {workers} workers',
@@ -632,8 +633,8 @@ def main() -> None:
     p.add_argument('--audit-queries', type=int, default=5000, help="the audit's Square queries in the study")
     p.add_argument('--audit-square-restarts', type=int, default=1, help="the audit's Square restarts in the study")
     args = p.parse_args()
-    from sp_timm.checkpoint import atomic_write_json, atomic_write_text
-    from sp_timm.eval.budget import parse_eps
+    from sp_timm.files import atomic_write_json, atomic_write_text
+    from sp_timm.threat.budget import parse_eps
     out = Path(args.out)
     cfg = {'out': str(out), 'epochs': args.epochs, 'n_examples': args.n_examples, 'eps': parse_eps(args.eps),
            'fab_iters': args.fab_iters, 'audit_restarts': args.audit_restarts, 'audit_queries': args.audit_queries,

@@ -51,7 +51,7 @@ def summarize(rows: List[Dict[str, Any]]) -> str:
 def probe(run: str, study: Path, eps_list: List[float], n: int) -> List[Dict[str, Any]]:
     """AutoAttack standard on the first ``n`` test points of the run's dataset, once per eps."""
     import robustness_study
-    from sp_timm.checkpoint import load_model
+    from sp_timm.model_source import load_model
     from sp_timm.data import create_dataset
     from sp_timm.demo import DEMO_IMBALANCE
     from sp_timm.eval import evaluate_points

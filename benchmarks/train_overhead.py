@@ -12,8 +12,8 @@ import timm
 import torch
 
 from sp_timm.train import parse_train_args
-from sp_timm.train.adversary import pgd_attack
-from sp_timm.train.loop import _reseed, _Trainer
+from sp_timm.threat.pgd import pgd_attack
+from sp_timm.train.trainer import reseed, Trainer
 
 
 def hand_loop_epoch(model, optimizer, loss_fn, images, labels, batch_size, adv, eps, steps):
@@ -44,7 +44,7 @@ def main():
              '--no-progress', '--epochs', str(opts.rounds + 1), '--val-examples', '1', '--adv', opts.adv,
              '--adv-steps', str(opts.adv_steps), '--adv-step-size', '2/255', '--loss', 'sp_ls', '--output',
              f'/tmp/sp-timm-bench-{time.time_ns()}', '--lr', '0.01', '--sched', 'step', '--opt', 'momentum']
-    trainer = _Trainer(parse_train_args(flags))
+    trainer = Trainer(parse_train_args(flags))
     images, labels = trainer.train_loader.images.float().div(255), trainer.train_loader.labels
     model = timm.create_model(opts.model, **trainer.record['model_args']).to(images.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -54,7 +54,7 @@ def main():
     trainer.train_epoch(0)  # warm-up of both
     ours, hand, ratios = [], [], []
     for round_index in range(1, opts.rounds + 1):
-        _reseed(0, round_index, 0)
+        reseed(0, round_index, 0)
         start = time.perf_counter()
         metrics = trainer.train_epoch(round_index)
         ours_rate = (len(trainer.train_loader) * opts.batch_size) / (time.perf_counter() - start)

@@ -1,4 +1,4 @@
-from ._cli_utils import exit_process
 from .cli import main
+from .cli.common import exit_process
 
 exit_process(main())

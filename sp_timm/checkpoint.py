@@ -20,117 +20,24 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-__all__ = [
-    'CheckpointError', 'atomic_write_text', 'atomic_write_bytes', 'atomic_write_json', 'save_checkpoint', 'load_state_dict_safely',
-    'read_run_record', 'load_training_state', 'default_model_name', 'resolve_checkpoint', 'create_model_from_checkpoint', 'load_model',
-    'WEIGHTS_FILE', 'RUN_FILE', 'STATE_FILE', 'TRAINING_FILE', 'sha256_file', 'weights_sha256', 'safe_path_component',
-    'check_model_args', 'read_json_object', 'check_output_folder', 'EMA_FILE', 'WEIGHT_CHOICES', 'load_ema_state',
-    'has_ema_weights', 'staging_folder', 'make_shareable', 'fsync_file',
-]
+from .errors import CheckpointError
+from .files import PathLike, fsync_file, fsync_write, make_shareable, read_json_object, sha256_file, staging_folder
+
+__all__ = ['WEIGHTS_FILE', 'EMA_FILE', 'TRAINING_FILE', 'STATE_FILE', 'RUN_FILE', 'LINKS', 'save_checkpoint',
+           'resolve_checkpoint', 'verify_hash', 'load_state_dict_safely', 'read_run_record', 'load_training_state',
+           'has_ema_weights', 'load_ema_state', 'weights_sha256']
 
 WEIGHTS_FILE = 'model.safetensors'
 EMA_FILE = 'model_ema.safetensors'
-# which weights load_model gives: auto = the EMA weights when the checkpoint has them, else the raw (trained) ones
-WEIGHT_CHOICES = ('auto', 'ema', 'raw')
 TRAINING_FILE = 'training.pt'
 STATE_FILE = 'state.json'
 RUN_FILE = 'run.json'
 LINKS = ('last', 'best')
-PathLike = Union[str, os.PathLike]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used as asked; the message says why and what to do."""
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file another library wrote (safetensors, torch.save) to disk before it is renamed into place."""
-    with open(path, 'rb') as f:
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader sees the
-    old file or the new one, never half of one."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """``atomic_write_text`` for bytes (figures, binary results)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        _fsync_write(Path(tmp), data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a group
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
-
-
-def check_output_folder(path: PathLike, flag: str) -> Path:
-    """``path`` (absolute) if an output folder can be created or written there; a ``CheckpointError`` naming
-    ``flag`` if it, or a folder above it, is a file, or if the nearest existing folder is not writable.
-    Creates nothing, so a refused command leaves no trace."""
-    path = Path(os.path.abspath(path))
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = 'is a file' if existing == path else f"is inside '{existing}', which is a file"
-        raise CheckpointError(f"{flag} '{path}' {where}, not a folder; choose a folder path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{flag} '{path}': '{existing}' is not writable (permissions or a read-only file "
-                              f"system); choose a folder you can write to.")
-    return path
-
-
-@contextmanager
-def staging_folder(parent: Path, name: str, suffix: str = '.tmp') -> Iterator[Path]:
-    """A private, empty folder ``parent/.NAME.XXXX{suffix}`` (``mkdtemp``: unique even beside another process) to build
-    ``parent/name`` in before it is renamed into place; removed on leaving the block, whether it raised or not (after
-    a successful rename there is nothing left to remove). Being beside the destination keeps the rename atomic."""
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f'.{name}.', suffix=suffix, dir=parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def make_shareable(folder: Path) -> None:
-    """rwxr-xr-x / rw-r--r-- for a folder made by ``mkdtemp`` (0700) and its files."""
-    os.chmod(folder, 0o755)
-    for path in folder.rglob('*'):
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-
-
-def sha256_file(path: PathLike) -> str:
-    """The SHA-256 (hex) of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -142,27 +49,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-_UNSAFE_NAMES = ('', '.', '..')
-
-
-def safe_path_component(value: Any, what: str) -> str:
-    """``value`` if it can name one file or folder inside an output folder: a non-empty string with no path
-    separator, no ``.``/``..``, no control character, at most 200 characters. Anything else (e.g. a ``name`` of
-    ``../../tmp/x`` read from a JSON file) raises ``ValueError`` naming ``what`` and the fix."""
-    problem = None
-    if not isinstance(value, str):
-        problem = f'is a {type(value).__name__}, not a string'
-    elif value.strip() in _UNSAFE_NAMES or any(sep in value for sep in ('/', '\\')) \
-            or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        problem = 'is not a single file name (empty, "." or "..", a path separator or a control character)'
-    elif len(value) > 200:
-        problem = f'is {len(value)} characters long (at most 200)'
-    if problem:
-        raise ValueError(f"{what} {str(value)[:120]!r} {problem}: it would be used as a file name, and could write "
-                         f"outside the output folder. Use a plain name such as 'Author2026Title_WRN-28-10'.")
-    return value
 
 
 def _replace_link(output: Path, name: str, target: str) -> None:
@@ -211,11 +97,11 @@ def save_checkpoint(
             save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / EMA_FILE))
             files.append(EMA_FILE)
         torch.save(training_state, tmp / TRAINING_FILE)
-        _fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
+        fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
         for f in set(files) - {RUN_FILE}:
             fsync_file(tmp / f)
         hashes = {f: sha256_file(tmp / f) for f in files}
-        _fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
+        fsync_write(tmp / STATE_FILE, (json.dumps(dict(state, epoch=epoch, sha256=hashes), indent=2) + '\n').encode())
         final = output / name
         make_shareable(tmp)
         if final.exists():  # the same epoch saved again (a resumed run): never leave a link without its folder
@@ -248,7 +134,7 @@ def resolve_checkpoint(path: PathLike) -> Path:
     return path.resolve()
 
 
-def _verify_hash(checkpoint: Path, filename: str) -> None:
+def verify_hash(checkpoint: Path, filename: str) -> None:
     """Check ``filename`` against the SHA-256 that ``state.json`` recorded when the checkpoint was written. A
     missing or unreadable ``state.json``, or no hash for the weights or training state, is an error; ``run.json``
     is checked when its hash is recorded (older checkpoints recorded only the other two)."""
@@ -297,18 +183,6 @@ def load_state_dict_safely(path: PathLike) -> Dict[str, torch.Tensor]:
                           f"through torch.load(weights_only=True)).")
 
 
-def read_json_object(path: PathLike, what: str) -> Dict[str, Any]:
-    """The JSON object (a dict) in ``path``; a missing, unreadable or malformed file, or JSON that is not an
-    object, raises ``CheckpointError`` naming ``what`` the file should be."""
-    try:
-        value = json.loads(Path(path).read_text(encoding='utf-8'))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"Cannot read {what} '{path}' ({err}).") from err
-    if not isinstance(value, dict):
-        raise CheckpointError(f"'{path}' holds a JSON {type(value).__name__}, not the JSON object of {what}.")
-    return value
-
-
 def read_run_record(checkpoint: PathLike) -> Dict[str, Any]:
     return read_json_object(Path(checkpoint) / RUN_FILE, 'the run record')
 
@@ -324,7 +198,7 @@ def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], 
     except json.JSONDecodeError as err:
         raise CheckpointError(f"'{checkpoint / STATE_FILE}' is corrupt ({err}).") from err
     for filename in (WEIGHTS_FILE, TRAINING_FILE, RUN_FILE):
-        _verify_hash(checkpoint, filename)
+        verify_hash(checkpoint, filename)
     training_state = _torch_load_safely(checkpoint / TRAINING_FILE)
     return load_state_dict_safely(checkpoint / WEIGHTS_FILE), training_state, state
 
@@ -354,13 +228,8 @@ def load_ema_state(checkpoint: PathLike) -> Optional[Dict[str, torch.Tensor]]:
             raise CheckpointError(f"'{checkpoint}' is incomplete: its {STATE_FILE} records EMA weights but {EMA_FILE} "
                                   f"is missing. Use another checkpoint.")
         return None
-    _verify_hash(checkpoint, EMA_FILE)
+    verify_hash(checkpoint, EMA_FILE)
     return load_state_dict_safely(checkpoint / EMA_FILE)
-
-
-def _check_weights_choice(weights: str) -> None:
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}.")
 
 
 def _torch_load_safely(path: Path) -> Dict[str, Any]:
@@ -373,157 +242,6 @@ def _torch_load_safely(path: Path) -> Dict[str, Any]:
                               f"safetensors instead.") from err
 
 
-def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict).
-
-    ``weights``: ``auto`` (default) loads the EMA weights (``model_ema.safetensors``, ``--model-ema``) when the
-    checkpoint has them and the raw (trained) weights otherwise; ``ema`` requires the EMA weights; ``raw`` always
-    loads ``model.safetensors``. The returned record says which under ``weights`` (``'ema'`` or ``'raw'``)."""
-    _check_weights_choice(weights)
-    checkpoint = resolve_checkpoint(checkpoint)
-    _verify_hash(checkpoint, RUN_FILE)
-    record = read_run_record(checkpoint)
-    use = 'ema' if weights == 'ema' or (weights == 'auto' and has_ema_weights(checkpoint)) else 'raw'
-    if use == 'ema':
-        state, origin = load_ema_state(checkpoint), checkpoint / EMA_FILE
-        if state is None:
-            raise CheckpointError(f"'{checkpoint}' has no EMA weights (trained without --model-ema); load its raw "
-                                  f"weights (--weights raw, or auto).")
-    else:
-        _verify_hash(checkpoint, WEIGHTS_FILE)
-        state, origin = load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint
-    model = _create_checked(record.get('model'), record.get('model_args', {}), checkpoint / RUN_FILE)
-    _load_strict(model, state, origin)
-    return model.eval(), dict(record, weights=use)
-
-
 # timm.create_model arguments that load files or weights: never taken from a record or a config file
-_FILE_ARGS = ('checkpoint_path', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_model_args',
-              'pretrained_strict', 'cache_dir')
-_FILE_WORDS = ('path', 'file', 'dir', 'url', 'filename', 'checkpoint')  # as a name, or its last word (weights_file)
 
 
-def check_model_args(model_name: Any, model_args: Any, origin: str) -> Dict[str, Any]:
-    """``model_args`` if they are plain ``timm.create_model`` arguments of ``model_name``: a mapping whose names
-    and values name no file (no ``checkpoint_path``, ``pretrained_cfg``, ``*_path``, no value with a path
-    separator) and that the model accepts (checked by building it on the meta device). Raises ``CheckpointError``
-    naming ``origin`` (the file or flag they came from) otherwise."""
-    import timm
-    from timm.models import parse_model_name
-    if not isinstance(model_name, str) or not model_name:
-        raise CheckpointError(f"{origin}: the model name {model_name!r} is not a timm model name.")
-    source, _ = parse_model_name(model_name)
-    if source == 'local-dir':
-        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must name "
-                              f"a timm architecture (e.g. resnet32_cifar).")
-    if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
-        raise CheckpointError(f"{origin}: model_args must be a mapping of argument names to values, got "
-                              f"{type(model_args).__name__}.")
-    named = sorted(k for k, v in model_args.items() if k in _FILE_ARGS or k.lower().rsplit('_', 1)[-1] in _FILE_WORDS
-                   or (isinstance(v, str) and ('/' in v or '\\' in v)))
-    if named:
-        raise CheckpointError(f"{origin}: model_args may not name files or weights ({', '.join(named)}); weights load "
-                              f"only from the verified model.safetensors. Remove them.")
-    if source is None:
-        if not timm.is_model(model_name):
-            raise CheckpointError(f"{origin}: '{model_name}' is not a timm model (import sp_timm registers the CIFAR "
-                                  f"networks; timm.list_models() lists the rest).")
-        try:
-            with torch.device('meta'):
-                timm.create_model(model_name, pretrained=False, **model_args)
-        except (TypeError, ValueError, AssertionError, KeyError) as err:
-            raise CheckpointError(f"{origin}: {model_name} does not accept model_args {sorted(model_args)} "
-                                  f"({type(err).__name__}: {str(err)[:200]}).") from err
-    return model_args
-
-
-def _create_checked(model_name: Any, model_args: Any, origin: PathLike) -> torch.nn.Module:
-    """``timm.create_model(model_name, pretrained=False, **model_args)`` after ``check_model_args``."""
-    import timm
-    check_model_args(model_name, model_args, str(origin))
-    return timm.create_model(model_name, pretrained=False, **model_args)
-
-
-def _load_strict(model: torch.nn.Module, state: Dict[str, torch.Tensor], origin: Path) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise CheckpointError(f"The weights in '{origin}' do not fit the model {type(model).__name__}: "
-                              f"{' '.join(first[:3])[:600]}") from err
-
-
-def _load_hub_folder(folder: Path) -> torch.nn.Module:
-    """The model of a timm Hub-format folder: the architecture and ``model_args`` of its ``config.json`` (checked
-    by ``check_model_args``) and the weights of exactly its ``model.safetensors``, loaded strictly. timm's own
-    ``pretrained=True`` path is not used: it could pick another file (a pickled ``pytorch_model.bin``)."""
-    if not (folder / 'config.json').is_file():
-        raise CheckpointError(f"'{folder}' has no config.json: it is not a timm Hub folder (sp-timm export writes one).")
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
-                              f"that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to safetensors.")
-    config = read_json_object(folder / 'config.json', "a timm model config")
-    model_args = config.get('model_args') or {}
-    if isinstance(model_args, dict) and config.get('num_classes') is not None:
-        model_args = dict({'num_classes': config['num_classes']}, **model_args)
-    state = load_state_dict_safely(weights)
-    model = _create_checked(config.get('architecture'), model_args, folder / 'config.json')
-    _load_strict(model, state, weights)
-    return model
-
-
-def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """The model to evaluate or export, from
-
-    - an sp-timm checkpoint folder or a run's output folder (rebuilt from ``run.json``);
-    - ``local-dir:DIR`` or ``hf-hub:ORG/NAME``: timm's Hub format: the architecture its ``config.json`` names,
-      with the weights of exactly its ``model.safetensors`` (never a pickle timm might prefer).
-
-    ``weights`` (``auto``, ``ema``, ``raw``): for a checkpoint, see ``create_model_from_checkpoint`` (``auto``: the
-    EMA weights when present). A Hub folder holds one set, the one its export chose (``sp_timm.json``'s ``weights``);
-    asking for the other is an error. Returns the model in eval mode and a record (the run record, or what the Hub
-    config says) whose ``weights`` says which weights were loaded (``'ema'`` or ``'raw'``).
-    """
-    _check_weights_choice(weights)
-    if not source.startswith(('local-dir:', 'hf-hub:')):
-        return create_model_from_checkpoint(source, weights)
-    if source.startswith('local-dir:'):
-        folder = Path(source[len('local-dir:'):])
-        if not folder.is_dir():
-            raise CheckpointError(f"'{folder}' is not a folder; local-dir: needs a folder written by sp-timm export.")
-    elif source.startswith('hf-hub:'):
-        from huggingface_hub import snapshot_download
-        try:
-            folder = Path(snapshot_download(source[len('hf-hub:'):], allow_patterns=['*.json', '*.safetensors', '*.md']))
-        except Exception as err:
-            raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
-                                  f"download it elsewhere and use 'local-dir:DIR'.") from err
-    model = _load_hub_folder(folder)
-    record = _hub_record(folder)
-    held = 'ema' if record.get('weights') == 'ema' else 'raw'  # exports before --model-ema held the raw weights
-    if weights not in ('auto', held):
-        fix = ('export them with sp-timm export --weights raw' if held == 'ema' else 'the run had no --model-ema, or '
-               'export its EMA weights with sp-timm export --weights ema')
-        raise CheckpointError(f"'{source}' holds the {held} weights of its run only, not the {weights} ones; {fix}.")
-    return model.eval(), dict(record, weights=held)
-
-
-def default_model_name(record: Dict[str, Any]) -> str:
-    """The name a trained model goes by in cards and leaderboard files: the record's ``name`` (which must be a
-    single safe file name, see ``safe_path_component``), else ``<model>-<dataset>-<loss>`` with path separators
-    and ``:`` of the model name (``hf-hub:org/name``) replaced by ``_``."""
-    if record.get('name'):
-        return safe_path_component(record['name'], "the record's name")
-    derived = f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
-    return safe_path_component(''.join('_' if c in '/\\:' else c for c in derived), 'the model name')
-
-
-def _hub_record(folder: Path) -> Dict[str, Any]:
-    """The run record an export stores beside timm's config, or the little timm's config itself says."""
-    exported = folder / 'sp_timm.json'
-    if exported.is_file():
-        return read_json_object(exported, 'the sp-timm run record')
-    config = read_json_object(folder / 'config.json', 'a timm model config')
-    return {'model': config.get('architecture'), 'model_args': config.get('model_args', {}),
-            'num_classes': config.get('num_classes'), 'classes': config.get('label_names')}

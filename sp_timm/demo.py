@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported where used: sp-timm demo --help imports neither to
 __all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
 
 # the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy
-# sp_margin's gradient grows with the margin error: it needs --clip-grad (see the README's Training section)
+# sp_margin's gradient grows with the margin error: it needs --clip-grad (see docs/training.md)
 DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'],
                                      'sp': ['--loss', 'sp_margin', '--sp-margin', '4.0', '--clip-grad', '5']}
 DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
@@ -83,7 +83,7 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     the default SP loss by full-batch gradient descent; plots both decision boundaries and returns, per loss, the
     distance from the boundary to the nearest point of each class (the margins the paper is about)."""
     import torch
-    from .eval.plots import _pyplot, _save
+    from .eval.plots import pyplot, save_figure
     from .losses import create_classification_loss
     generator = torch.Generator().manual_seed(seed)
     x = torch.cat([torch.randn(200, 2, generator=generator) * 0.5 + torch.tensor([-1.5, 0.0]),
@@ -91,7 +91,7 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     y = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(20, dtype=torch.long)])
     grid_x, grid_y = torch.meshgrid(torch.linspace(-4, 4, 240), torch.linspace(-3, 3, 180), indexing='xy')
     grid = torch.stack([grid_x.flatten(), grid_y.flatten()], 1)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     result = {}
     for ax, flags in zip(axes, DEMO_LOSSES.values()):
@@ -127,7 +127,7 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     fig.colorbar(shading, ax=list(axes), label='logit margin z1 - z0 (clipped at ±8)', shrink=0.9, pad=0.02)
     fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)',
                  y=1.04)
-    _save(fig, path)
+    save_figure(fig, path)
     return result
 
 
@@ -148,7 +148,7 @@ def _row(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
-    from ._cli_utils import format_table
+    from .formatting import format_table
     fmt = lambda v, d=2: '–' if v is None else f'{v:.{d}f}'
     rows = []
     for dataset, by_loss in results.items():
@@ -168,9 +168,9 @@ def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
 def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True,
              workers: int = 1) -> Dict[str, Any]:
     """Train, attack, compare and export; returns the results written to ``out/results.json``."""
-    from .checkpoint import atomic_write_json, atomic_write_text
+    from .files import atomic_write_json, atomic_write_text
     from .eval.stats import paired_test
-    from .eval.budget import format_eps
+    from .threat.budget import format_eps
     budget = _BUDGETS['quick' if quick else 'full']
     start = time.perf_counter()
     out = Path(out)
@@ -217,7 +217,7 @@ def _claim_folder(out: Path, budget: Dict[str, Any], eps: float) -> None:
     training command), so that a rerun reuses them only for the same demo: a ``ValueError`` naming what differs,
     before anything is written, for another one (``--quick`` then the full demo, another ``--eps``, another sp-timm's
     recipe), or for a folder holding runs or evaluations without that record."""
-    from .checkpoint import atomic_write_json, read_json_object
+    from .files import atomic_write_json, read_json_object
     settings = json.loads(json.dumps({
         'budget': budget, 'eps': eps, 'losses': DEMO_LOSSES, 'imbalance_ratio': DEMO_IMBALANCE,
         'train_flags': {f'{d}-{loss}': demo_train_flags(flags, d, budget['epochs'])
@@ -363,7 +363,7 @@ def _train_job(job: Tuple) -> str:
 def _attack_job(job: Tuple) -> Dict[str, Any]:
     """Evaluate (AutoAttack, FAB, the audit; the SP model also with the CE model's adversarial examples) and export
     one trained (dataset, loss) of the demo; returns the evaluation report."""
-    from .hub import export_model
+    from .export.hub import export_model
     dataset, loss, out, budget, eps = job[:5]
     progress = job[5] if len(job) > 5 else False
     out = Path(out)
@@ -438,8 +438,8 @@ def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> st
 
 def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The flags of ``sp-timm demo`` (into ``parser`` when given, e.g. a subcommand's)."""
-    from ._cli_utils import DefaultsHelpFormatter
-    from .eval.budget import parse_eps
+    from .options import DefaultsHelpFormatter
+    from .threat.budget import parse_eps
     p = parser or argparse.ArgumentParser(prog='sp-timm demo')
     p.formatter_class = DefaultsHelpFormatter
     p.description = DEMO_DESCRIPTION
@@ -456,7 +456,7 @@ def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
 
 def main(args: argparse.Namespace) -> int:
     import os
-    from .eval.budget import check_eps
+    from .threat.budget import check_eps
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f'--workers must be >= 1, got {workers}.')

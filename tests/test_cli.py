@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from sp_timm._cli_utils import DefaultsHelpFormatter
-from sp_timm.cli import COMMAND_PARSERS, main
+from sp_timm.cli.common import DefaultsHelpFormatter
+from sp_timm.cli.registry import COMMANDS
+from sp_timm.cli import main
 
 
 def test_losses_lists_every_member_with_its_stationary_margin(capsys):
@@ -36,7 +37,7 @@ def test_a_launched_process_exits_without_finalizing_the_interpreter_and_keeps_i
     aborts it); its buffered output still arrives. A lone process (or a WORLD_SIZE no launcher wrote) finalizes as
     usual."""
     import os
-    code = ("import atexit; from sp_timm._cli_utils import exit_process; "
+    code = ("import atexit; from sp_timm.cli.common import exit_process; "
             "atexit.register(lambda: print('finalized', flush=True)); print('report written'); exit_process(3)")
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, WORLD_SIZE=world_size))
@@ -80,7 +81,7 @@ def _flags(parser):
 
 
 def test_every_command_has_a_description_and_every_flag_help_with_its_default():
-    for command, build in COMMAND_PARSERS.items():
+    for command, build in ((name, c.build_parser) for name, c in COMMANDS.items()):
         parser = build()
         assert parser.description, command
         formatter = DefaultsHelpFormatter(parser.prog)

@@ -14,8 +14,8 @@ from torch import nn
 
 import sp_timm  # noqa: F401
 from sp_timm.cli import main as cli_main
-from sp_timm.eval import (LEADERBOARD_FIELDS, STANDARD_ATTACKS, autoattack_chunk, build_report, check_eps,
-                          evaluate_points, format_eps, parse_eps)
+from sp_timm.eval import autoattack_chunk, build_report, evaluate_points, LEADERBOARD_FIELDS, STANDARD_ATTACKS
+from sp_timm.threat.budget import check_eps, format_eps, parse_eps
 from sp_timm.train import parse_train_args, train
 
 CLI = [sys.executable, '-m', 'sp_timm']

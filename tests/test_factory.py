@@ -2,7 +2,6 @@ import inspect
 
 import pytest
 import timm.loss
-import torch
 import torch.nn as nn
 from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 

@@ -12,9 +12,12 @@ import torch
 import yaml
 
 import sp_timm  # noqa: F401  (registers the models)
-from sp_timm.checkpoint import (CheckpointError, create_model_from_checkpoint, load_model, load_state_dict_safely,
-                                weights_sha256)
-from sp_timm.hub import HubError, export_model, push_folder, render_model_card
+from sp_timm.errors import CheckpointError
+from sp_timm.model_source import create_model_from_checkpoint, load_model
+from sp_timm.checkpoint import load_state_dict_safely, weights_sha256
+from sp_timm.errors import HubError
+from sp_timm.export.hub import export_model, push_folder
+from sp_timm.export.card import render_model_card
 from sp_timm.models import CIFAR_MODELS
 from sp_timm.train import parse_train_args, train
 
@@ -109,14 +112,14 @@ def test_model_card_front_matter_and_content(checkpoint, tmp_path):
 
 
 def test_the_card_lists_class_weight_beta_only_where_it_acts():
-    from sp_timm.hub import _training_rows
+    from sp_timm.export.card import _training_rows
     flags = lambda mode: [row[0] for row in _training_rows({'class_weight': mode, 'class_weight_beta': 0.9999})]
     assert flags('none') == ['`--class-weight`'] and flags('balanced') == ['`--class-weight`']
     assert flags('effective') == ['`--class-weight`', '`--class-weight-beta`']
 
 
 def test_committed_template_is_the_packaged_one():
-    from sp_timm.hub import CARD_TEMPLATE
+    from sp_timm.export.card import CARD_TEMPLATE
     assert CARD_TEMPLATE.read_text() == (REPO / 'model_cards' / 'template.md').read_text()
 
 
@@ -173,7 +176,7 @@ def test_hf_hub_loading_from_a_hub_cache(checkpoint, tmp_path):
         (snapshot / name).write_bytes((export / name).read_bytes())
     (snapshot.parents[1] / 'refs').mkdir()
     (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
-    code = ("import sp_timm, torch; from sp_timm.checkpoint import load_model; import timm\n"
+    code = ("import sp_timm, torch; from sp_timm.model_source import load_model; import timm\n"
             "m, rec = load_model('hf-hub:me/sp-digits'); t = timm.create_model('local-dir:%s', pretrained=True).eval()\n"
             "x = torch.rand(2, 3, 32, 32); print(torch.equal(m(x), t(x)), rec['loss'])" % export)
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'hub'))
@@ -204,7 +207,7 @@ def test_demo_cards_are_committed_with_evaluations():
 # --- exact reproduction (train_args.yaml) and a complete model-index -------------------------------------------
 
 def _without_unwritten(args):
-    from sp_timm.hub import TRAIN_ARGS_NOT_WRITTEN
+    from sp_timm.export.card import TRAIN_ARGS_NOT_WRITTEN
     return {k: v for k, v in json.loads(json.dumps(args)).items() if k not in TRAIN_ARGS_NOT_WRITTEN}
 
 
@@ -217,7 +220,7 @@ def _without_unwritten(args):
     '--no-progress --train-examples 1000 --model small_cnn_cifar --loss sp_focal --sp-gamma 2 --sp-pstar 0.8',
 ], ids=['pgd', 'trades-lt', 'mixup'])
 def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monkeypatch):
-    from sp_timm.hub import TRAIN_ARGS_FILE, train_args_yaml
+    from sp_timm.export.card import TRAIN_ARGS_FILE, train_args_yaml
     args = parse_train_args(flags.split() + ['--output', str(tmp_path / 'run')])
     record = {'model': args.model, 'dataset': args.dataset, 'loss': args.loss, 'args': json.loads(json.dumps(vars(args)))}
     (tmp_path / TRAIN_ARGS_FILE).write_text(train_args_yaml(record))
@@ -233,7 +236,7 @@ def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monk
 
 def test_train_args_of_a_record_without_val_split_keep_test_validation():
     """A run recorded before --val-split existed validated on the test split: its train_args say val_split 0."""
-    from sp_timm.hub import train_config
+    from sp_timm.export.card import train_config
     args = _without_unwritten(vars(parse_train_args(['--dataset', 'digits'])))
     del args['val_split']
     assert train_config({'args': args})[0]['val_split'] == 0
@@ -243,8 +246,9 @@ def test_train_args_of_a_record_without_val_split_keep_test_validation():
 
 
 def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, monkeypatch):
-    from sp_timm.hub import EXPORT_MARKER, TRAIN_ARGS_FILE
-    from sp_timm.checkpoint import sha256_file
+    from sp_timm.export.folder import EXPORT_MARKER
+    from sp_timm.export.card import TRAIN_ARGS_FILE
+    from sp_timm.files import sha256_file
     _, record = create_model_from_checkpoint(checkpoint)
     out = export_model(str(checkpoint), tmp_path / 'export')
     marker = json.loads((out / EXPORT_MARKER).read_text())
@@ -287,8 +291,8 @@ def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_pa
     with pytest.raises(ValueError, match='licence'):
         export_model(str(checkpoint), tmp_path / 'bad', license='Apache 2.0')
     assert not (tmp_path / 'bad').exists()
-    from sp_timm.cli import build_export_parser
-    parser = build_export_parser()
+    from sp_timm.cli.export import build_parser
+    parser = build_parser()
     assert parser.parse_args(['--checkpoint', 'c', '--out', 'o']).license == 'apache-2.0'
     assert parser.parse_args(['--checkpoint', 'c', '--out', 'o', '--license', 'mit']).license == 'mit'
     assert 'MIT' in parser.format_help()

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from sp_timm.eval.plots import (FigureContext, format_budget, min_perturbation_cdf_figure, per_class_figure,
-                                plot_robust_accuracy_vs_eps, robust_accuracy_figure)
+from sp_timm.eval.plots import (FigureContext, min_perturbation_cdf_figure, per_class_figure, plot_robust_accuracy_vs_eps, robust_accuracy_figure)
+from sp_timm.threat.budget import format_budget
 
 CONTEXT = FigureContext('digits-small_cnn_cifar-sp_margin', 'digits', 'Linf', 2 / 255)
 

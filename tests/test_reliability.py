@@ -16,12 +16,15 @@ import pytest
 import torch
 
 import sp_timm  # noqa: F401  (registers the models)
-from sp_timm._cli_utils import run_reporting_errors
-from sp_timm.checkpoint import (CheckpointError, check_model_args, create_model_from_checkpoint, load_model,
-                                safe_path_component, sha256_file, weights_sha256)
+from sp_timm.cli.common import run_reporting_errors
+from sp_timm.errors import CheckpointError
+from sp_timm.model_source import check_model_args, create_model_from_checkpoint, load_model
+from sp_timm.files import safe_path_component, sha256_file
+from sp_timm.checkpoint import weights_sha256
 from sp_timm.cli import main as cli_main
 from sp_timm.eval.report import leaderboard_entry
-from sp_timm.hub import EXPORT_MARKER, export_model, push_folder
+from sp_timm.export.folder import EXPORT_MARKER
+from sp_timm.export.hub import export_model, push_folder
 from sp_timm.train import parse_train_args, train
 
 CLI = [sys.executable, '-m', 'sp_timm']
@@ -115,7 +118,7 @@ def test_export_replaces_only_its_own_unchanged_export(run, tmp_path, capsys):
 _KILLED_EXPORT = """
 import os, sys
 from pathlib import Path
-from sp_timm.hub import export_model
+from sp_timm.export.hub import export_model
 out, after = Path(sys.argv[2]), sys.argv[3]
 real = os.replace
 def replace(src, dst, *args, **kwargs):
@@ -129,7 +132,7 @@ export_model(sys.argv[1], out)
 
 @pytest.mark.parametrize('killed_after', ['aside', 'in'])
 def test_an_export_killed_between_its_renames_is_undone_by_the_next(run, tmp_path, killed_after):
-    import sp_timm.hub as hub
+    import sp_timm.export.folder as folder
     out = export_model(str(run / 'last'), tmp_path / 'export')
     first = snapshot(out)
     sibling = tmp_path / '.export.sp-timm-old.sp-timm-old'  # another export's (of 'export.sp-timm-old') folder
@@ -141,7 +144,7 @@ def test_an_export_killed_between_its_renames_is_undone_by_the_next(run, tmp_pat
     assert aside.is_dir() and out.exists() == (killed_after == 'in')
     staging = [p for p in tmp_path.iterdir() if p.name.endswith('.sp-timm-staging')]
     assert len(staging) == (killed_after == 'aside')
-    hub._recover_interrupted_export(out)
+    folder._recover_interrupted_export(out)
     assert snapshot(out) == first  # the previous export back in place, or the new one (the same files) kept
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == [sibling.name]
     assert export_model(str(run / 'last'), out) == out and snapshot(out) == first

@@ -10,9 +10,10 @@ import timm
 import torch
 
 import sp_timm  # noqa: F401  (registers the models)
-from sp_timm.checkpoint import create_model_from_checkpoint, save_checkpoint, weights_sha256
+from sp_timm.model_source import create_model_from_checkpoint
+from sp_timm.checkpoint import save_checkpoint, weights_sha256
 from sp_timm.cli import main as cli_main
-from sp_timm.robustbench_bundle import ISSUE_FILE, ZOO_ENTRY_FILE, robustbench_state_dict, zoo_entry_source
+from sp_timm.export.robustbench import ISSUE_FILE, robustbench_state_dict, ZOO_ENTRY_FILE, zoo_entry_source
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_reliability import snapshot  # noqa: E402
@@ -165,36 +166,37 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
 def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(preact, tmp_path, monkeypatch, bundle):
     """Both exports build beside ``--out`` and check it again before replacing it: a file the user saved there
     meanwhile, or a failure half-way, leaves the earlier export as it was and no staging folder behind."""
-    import sp_timm.hub as hub
-    from sp_timm.checkpoint import CheckpointError
-    from sp_timm.robustbench_bundle import export_robustbench
+    import sp_timm.export.folder as folder
+    from sp_timm.errors import CheckpointError
+    from sp_timm.export.hub import export_model
+    from sp_timm.export.robustbench import export_robustbench
     checkpoint, linf, _ = preact
 
     def export(out):
         if bundle:
             return export_robustbench(str(checkpoint), out, [linf], model_name=NAME, authors=AUTHORS)
-        return hub.export_model(str(checkpoint), out, [linf])
+        return export_model(str(checkpoint), out, [linf])
 
     out = export(tmp_path / 'export')
     before = snapshot(out)
-    real_files_in = hub._files_in
+    real_files_in = folder._files_in
 
     def user_saves_a_file(folder):  # called when the new export is complete, to write its marker
         if folder != out:
             (out / 'results.csv').write_text('mine')
         return real_files_in(folder)
 
-    monkeypatch.setattr(hub, '_files_in', user_saves_a_file)
+    monkeypatch.setattr(folder, '_files_in', user_saves_a_file)
     with pytest.raises(CheckpointError, match='results.csv'):
         export(out)
     assert snapshot(out) == dict(before, **{'results.csv': b'mine'})
-    monkeypatch.setattr(hub, '_files_in', real_files_in)
+    monkeypatch.setattr(folder, '_files_in', real_files_in)
     (out / 'results.csv').unlink()
 
     def no_space(*args, **kwargs):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(hub, 'atomic_write_json', no_space)
+    monkeypatch.setattr(folder, 'atomic_write_json', no_space)
     with pytest.raises(OSError, match='No space'):
         export(out)
     assert snapshot(out) == before

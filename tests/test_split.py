@@ -66,7 +66,7 @@ def test_bad_val_split_flags_are_clear_errors(capsys):
 
 @pytest.fixture(scope='module')
 def accuracy_on():
-    from sp_timm.checkpoint import load_model
+    from sp_timm.model_source import load_model
 
     def accuracy(checkpoint, data):
         model, _ = load_model(str(checkpoint))

@@ -107,7 +107,7 @@ def test_the_chosen_configuration_is_paired_with_its_clipping_control_on_shared_
 
 
 def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_every_baseline_and_its_control(tmp_path):
-    from sp_timm.checkpoint import atomic_write_json
+    from sp_timm.files import atomic_write_json
     atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
                       'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
     atomic_write_json(tmp_path / 'selection.json', {'digits': {'chosen': 'sp_margin_m4', 'best_of_member': {},
@@ -138,7 +138,8 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
     import shutil
     import torch
     from pyautoattack.fab_pt import FABAttack_PT
-    from sp_timm.checkpoint import atomic_write_json, load_model
+    from sp_timm.files import atomic_write_json
+    from sp_timm.model_source import load_model
     from sp_timm.eval import audit as audit_module
     from sp_timm.eval import runner
     cfg = {'out': str(tmp_path), 'epochs': 1, 'n_examples': 6, 'eps': 2 / 255, 'fab_iters': 3, 'audit_restarts': 1,
@@ -186,7 +187,7 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
 
 
 def test_confirming_a_name_that_is_no_finalist_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from sp_timm.checkpoint import atomic_write_json
+    from sp_timm.files import atomic_write_json
     atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {
         'setting': 'digits', 'config': 'ce', 'seed': 0, 'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu',
         'clean': {'acc': 99.0, 'balanced': 99.0}, 'robust': {'acc': 60.0, 'balanced': 60.0}})

@@ -13,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sp_timm.checkpoint import CheckpointError, load_training_state
-from sp_timm.train import parse_train_args, pgd_attack, project, read_metrics, train
+from sp_timm.errors import CheckpointError
+from sp_timm.checkpoint import load_training_state
+from sp_timm.train import parse_train_args, read_metrics, train
+from sp_timm.threat.pgd import pgd_attack, project_delta
 
 SMALL = ('--dataset digits --model resnet20_cifar --batch-size 32 --train-examples 256 --val-examples 64 '
          '--no-aug --no-progress --lr 0.05').split()
@@ -53,20 +55,21 @@ def test_clip_grad_logs_the_gradient_norm_and_how_often_it_clipped(tmp_path):
 
 
 def test_gradient_norm_log_counts_every_step_and_keeps_non_finite_norms_apart():
-    from sp_timm.train.loop import GRAD_STATS, _accumulate_grad_norm, _grad_norm_metrics
+    from sp_timm.train.metrics import accumulate_grad_norm, grad_norm_metrics, GRAD_STATS
     stats = torch.zeros(GRAD_STATS)
-    assert _grad_norm_metrics(stats) == {}  # an epoch without steps
+    assert grad_norm_metrics(stats) == {}  # an epoch without steps
     for norm in (torch.tensor(2.0), torch.tensor(8.0), torch.tensor(float('inf')), 4.0, torch.tensor(float('nan'))):
-        _accumulate_grad_norm(stats, norm, max_norm=5.0)
-    assert _grad_norm_metrics(stats) == {'clipped_pct': 20.0, 'grad_nonfinite_pct': 40.0,
+        accumulate_grad_norm(stats, norm, max_norm=5.0)
+    assert grad_norm_metrics(stats) == {'clipped_pct': 20.0, 'grad_nonfinite_pct': 40.0,
                                          'grad_norm_mean': pytest.approx(14 / 3), 'grad_norm_max': 8.0}
     diverged = torch.zeros(GRAD_STATS)
-    _accumulate_grad_norm(diverged, torch.tensor(float('nan')), max_norm=5.0)
-    assert _grad_norm_metrics(diverged) == {'clipped_pct': 0.0, 'grad_nonfinite_pct': 100.0}
+    accumulate_grad_norm(diverged, torch.tensor(float('nan')), max_norm=5.0)
+    assert grad_norm_metrics(diverged) == {'clipped_pct': 0.0, 'grad_nonfinite_pct': 100.0}
 
 
 def test_run_record_rebuilds_the_model(tmp_path):
-    from sp_timm.checkpoint import create_model_from_checkpoint, read_run_record
+    from sp_timm.model_source import create_model_from_checkpoint
+    from sp_timm.checkpoint import read_run_record
     out = run_train(tmp_path, 'rec', '--loss', 'sp_ce', '--sp-pstar', '0.8', '--epochs', '1')
     record = read_run_record(out / 'last')
     assert record['loss'] == 'sp_ce' and record['loss_params'] == {'pstar': 0.8}
@@ -102,7 +105,7 @@ def test_pgd_stays_in_the_ball_and_box_and_restores_mode():
     clean_loss = torch.nn.functional.cross_entropy(eval_model(x.flatten(1)), y)
     adv = pgd_attack(torch.nn.Sequential(torch.nn.Flatten(), eval_model), x, y, 0.1, 0.05, 10, random_start=False)
     assert torch.nn.functional.cross_entropy(eval_model(adv.flatten(1)), y) > clean_loss
-    assert torch.allclose(project(torch.full((1, 4), 3.0), 2.0, 'L2').norm(), torch.tensor(2.0))
+    assert torch.allclose(project_delta(torch.full((1, 4), 3.0), 2.0, 'L2').norm(), torch.tensor(2.0))
 
 
 class _HalfLinear(torch.nn.Module):
@@ -131,7 +134,7 @@ def test_pgd_steps_where_fp16_would_underflow_a_mean_loss_and_is_exact_in_fp32()
     grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x.requires_grad_(True)), y), x)
     by_hand = (x.detach() + (0.05 * grad.sign()).clamp(-0.1, 0.1)).clamp(0, 1)
     assert torch.equal(pgd_attack(model, x.detach(), y, 0.1, 0.05, 1, random_start=False), by_hand)
-    from sp_timm.train.adversary import _mean_to_sum_scale
+    from sp_timm.threat.pgd import _mean_to_sum_scale
     assert [_mean_to_sum_scale(b) for b in (1, 2, 100, 128, 129)] == [1.0, 2.0, 128.0, 128.0, 256.0]
 
 
@@ -265,7 +268,7 @@ def test_a_failed_run_finishes_its_trackers(tmp_path, monkeypatch):
     """A run that fails after it started logging still closes its trackers (tensorboard's files get the epochs
     logged so far): a launched process leaves without the interpreter's finalization."""
     from accelerate.tracking import GeneralTracker
-    import sp_timm.train.loop as loop
+    import sp_timm.train.trainer as trainer_module
 
     class Recorder(GeneralTracker):
         name, requires_logging_directory = 'recorder', False
@@ -285,14 +288,14 @@ def test_a_failed_run_finishes_its_trackers(tmp_path, monkeypatch):
             self.finished += 1
 
     recorder = Recorder()
-    monkeypatch.setattr(loop, '_trackers', lambda: recorder)
+    monkeypatch.setattr(trainer_module, 'default_trackers', lambda: recorder)
     saves = []
 
     def save_then_fail(self, epoch, metrics):
         saves.append(epoch)
         if len(saves) == 2:
             raise OSError('No space left on device')
-    monkeypatch.setattr(loop._Trainer, 'save', save_then_fail)
+    monkeypatch.setattr(trainer_module.Trainer, 'save', save_then_fail)
     with pytest.raises(OSError, match='No space'):
         run_train(tmp_path, 'run', '--epochs', '3')
     assert recorder.logged == [1] and recorder.finished == 1

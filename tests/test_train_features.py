@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sp_timm.train import parse_train_args, train
-from sp_timm.train.loop import _CpuSyncBatchNorm, convert_sync_batchnorm
+from sp_timm.train.sync_batchnorm import convert_sync_batchnorm, CpuSyncBatchNorm
 
 SMALL = ('--dataset digits --model small_cnn_cifar --train-examples 256 --val-examples 64 --no-aug --no-progress '
          '--lr 0.05 --loss ce --deterministic --weight-decay 0 --epochs 1').split()
@@ -70,7 +70,7 @@ def test_convert_keeps_parameters_and_state_dict_keys():
     keys = list(model.state_dict())
     params = [id(p) for p in model.parameters()]
     same, count = convert_sync_batchnorm(model, 1, torch.device('cpu'))
-    assert same is model and count == 0 and not any(isinstance(m, _CpuSyncBatchNorm) for m in model.modules())
+    assert same is model and count == 0 and not any(isinstance(m, CpuSyncBatchNorm) for m in model.modules())
     converted, count = convert_sync_batchnorm(model, 2, torch.device('cpu'))
     assert count == sum(isinstance(m, nn.BatchNorm2d) for m in timm.create_model('small_cnn_cifar').modules()) > 0
     assert list(converted.state_dict()) == keys and [id(p) for p in converted.parameters()] == params
@@ -268,12 +268,12 @@ def test_class_weight_on_a_balanced_training_set_is_allowed_and_logged(capsys):
     from types import SimpleNamespace
     from sp_timm.data import ImageData
     from sp_timm.losses import create_classification_loss
-    from sp_timm.train.loop import _Trainer
+    from sp_timm.train.trainer import Trainer
     data = ImageData(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), ['a', 'b', 'c'], 'toy')
     fake = SimpleNamespace(args=parse_train_args(['--dataset', 'digits', '--class-weight', 'balanced']),
                            loss_fn=create_classification_loss('sp_ls'), accelerator=SimpleNamespace(device='cpu'),
                            record={}, main=True)
-    loss = _Trainer._class_weighting(fake, data, 3)
+    loss = Trainer._class_weighting(fake, data, 3)
     assert torch.equal(loss.weight, torch.ones(3)) and loss.enabled
     assert 'on a balanced training set (2 images per class)' in capsys.readouterr().out
     assert fake.record['class_weight']['weights'] == [1.0, 1.0, 1.0]
@@ -352,7 +352,7 @@ def test_bad_model_ema_decay_is_a_clear_error(decay, capsys):
         parse_train_args(['--dataset', 'digits', '--model-ema', '--model-ema-decay', decay])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and 'Traceback' not in err
-    assert f'sp-timm train: error: --model-ema-decay must be in [0, 1)' in err and f'got {float(decay)}' in err
+    assert 'sp-timm train: error: --model-ema-decay must be in [0, 1)' in err and f'got {float(decay)}' in err
 
 
 @pytest.mark.parametrize('warmup', [False, True])
@@ -400,12 +400,12 @@ def test_ema_is_validated_recorded_and_picks_best(ema_run):
 
 def test_selection_metric_is_the_emas_when_on():
     from types import SimpleNamespace
-    from sp_timm.train.loop import _Trainer
+    from sp_timm.train.trainer import Trainer
     metrics = {'val_acc': 50.0, 'val_adv_acc': 20.0, 'ema_val_acc': 40.0, 'ema_val_adv_acc': 30.0}
-    assert _Trainer._selection_metric(SimpleNamespace(model_ema=object()), metrics) == 30.0
-    assert _Trainer._selection_metric(SimpleNamespace(model_ema=None), metrics) == 20.0
+    assert Trainer._selection_metric(SimpleNamespace(model_ema=object()), metrics) == 30.0
+    assert Trainer._selection_metric(SimpleNamespace(model_ema=None), metrics) == 20.0
     clean = {'val_acc': 50.0, 'ema_val_acc': 40.0}
-    assert _Trainer._selection_metric(SimpleNamespace(model_ema=object()), clean) == 40.0
+    assert Trainer._selection_metric(SimpleNamespace(model_ema=object()), clean) == 40.0
 
 
 def test_adversarial_training_validates_the_ema_with_pgd(tmp_path):
@@ -417,7 +417,7 @@ def test_adversarial_training_validates_the_ema_with_pgd(tmp_path):
 
 
 def test_resume_with_changed_ema_flags_is_refused(ema_run):
-    from sp_timm.checkpoint import CheckpointError
+    from sp_timm.errors import CheckpointError
     before = {p: p.read_bytes() for p in ema_run.rglob('*') if p.is_file()}
     for flags, change in ((['--model-ema-decay', '0.99'], '--model-ema-decay 0.9 -> 0.99'),
                           (['--model-ema-warmup'], '--model-ema-warmup False -> True')):
@@ -427,7 +427,8 @@ def test_resume_with_changed_ema_flags_is_refused(ema_run):
 
 
 def test_load_model_gives_ema_weights_by_default_and_raw_on_request(ema_run, tmp_path):
-    from sp_timm.checkpoint import CheckpointError, load_model
+    from sp_timm.errors import CheckpointError
+    from sp_timm.model_source import load_model
     last = ema_run / 'last'
     ema_model, ema_record = load_model(str(last))
     raw_model, raw_record = load_model(str(last), weights='raw')
@@ -443,7 +444,8 @@ def test_load_model_gives_ema_weights_by_default_and_raw_on_request(ema_run, tmp
 
 
 def test_tampered_ema_weights_are_refused(ema_run, tmp_path):
-    from sp_timm.checkpoint import CheckpointError, load_model
+    from sp_timm.errors import CheckpointError
+    from sp_timm.model_source import load_model
     copy = tmp_path / 'ckpt'
     shutil.copytree(ema_run / 'last', copy)
     data = bytearray((copy / 'model_ema.safetensors').read_bytes())
@@ -459,7 +461,8 @@ def test_tampered_ema_weights_are_refused(ema_run, tmp_path):
 
 def test_eval_uses_ema_weights_by_default_and_raw_on_request(ema_run, capsys):
     import json
-    from sp_timm.checkpoint import load_model, weights_sha256
+    from sp_timm.model_source import load_model
+    from sp_timm.checkpoint import weights_sha256
     from sp_timm.cli import main as cli_main
     flags = ['eval', '--checkpoint', str(ema_run / 'last'), '--n-examples', '4', '-b', '4', '--min-pert-examples', '0',
              '--no-progress']
@@ -480,7 +483,8 @@ def test_eval_uses_ema_weights_by_default_and_raw_on_request(ema_run, capsys):
 
 def test_export_uses_ema_weights_by_default_and_raw_on_request(ema_run, tmp_path, capsys):
     import json
-    from sp_timm.checkpoint import CheckpointError, load_model
+    from sp_timm.errors import CheckpointError
+    from sp_timm.model_source import load_model
     from sp_timm.cli import main as cli_main
     last = ema_run / 'last'
     assert cli_main(['export', '--checkpoint', str(last), '--out', str(tmp_path / 'ema')]) == 0

@@ -4,14 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List, Sequence
 
+from ..errors import DataError
+
 if TYPE_CHECKING:  # imported where used: DataError is raised by code that must stay light (sp-timm --help)
     import torch
 
 __all__ = ['ImageData', 'DataError']
-
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded as asked; the message says how to provide it."""
 
 
 @dataclass

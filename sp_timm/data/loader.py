@@ -1,7 +1,7 @@
 """ The training pipeline: the whole dataset held as uint8 tensors on the training device, batches drawn by
 index, augmentation (random crop with zero padding, horizontal flip) done batch-wise on that device. """
 import math
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
 import torch.nn.functional as F

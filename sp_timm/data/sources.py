@@ -11,7 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from .class_names import class_names
-from .image_data import DataError, ImageData
+from ..errors import DataError
+from .image_data import ImageData
 from .longtail import longtail_counts, longtail_indices
 
 __all__ = ['DatasetSpec', 'DATASETS', 'create_dataset', 'list_datasets', 'dataset_spec', 'LT_SUFFIX']

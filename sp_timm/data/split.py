@@ -5,7 +5,8 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from .image_data import DataError, ImageData
+from ..errors import DataError
+from .image_data import ImageData
 
 __all__ = ['parse_val_split', 'default_val_size', 'resolve_val_size', 'stratified_split', 'carve_validation',
            'VAL_SPLIT_SEED', 'DEFAULT_VAL_MAX', 'DEFAULT_VAL_FRACTION']

@@ -2,7 +2,7 @@
 import argparse
 from typing import Optional
 
-from .budget import THREAT_MODELS, parse_eps
+from ..threat.budget import THREAT_MODELS, parse_eps
 
 __all__ = ['build_eval_parser', 'DEFAULT_N_EXAMPLES']
 
@@ -11,7 +11,8 @@ DEFAULT_N_EXAMPLES = 10_000
 
 def build_eval_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The flags of ``sp-timm eval`` (into ``parser`` when given, e.g. a subcommand's)."""
-    from .._cli_utils import DefaultsHelpFormatter, add_data_args, add_debug_arg
+    from ..data.flags import add_data_args
+    from ..options import DefaultsHelpFormatter, add_debug_arg
     p = parser or argparse.ArgumentParser(prog='sp-timm eval')
     p.formatter_class = DefaultsHelpFormatter
     p.description = ('AutoAttack (version=standard) on the first n test images in [0, 1], as RobustBench evaluates; '

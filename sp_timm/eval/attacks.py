@@ -16,17 +16,19 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 from tqdm.auto import tqdm
 
+from ..files import Tensors, load_tensors, save_tensors
+from ..threat.pgd import perturbation_norm
+
 __all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'Chunks', 'capture_autoattack_warnings', 'autoattack_chunk',
-           'fab_chunk', 'run_chunks', 'perturbation_norm', 'predict']
+           'fab_chunk', 'run_chunks', 'predict']
 
 STANDARD_ATTACKS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')
 AUTOATTACK_LOGGER = 'auto-attack'
-Tensors = Dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -67,33 +69,10 @@ def capture_autoattack_warnings(echo: bool = True) -> Iterator[List[str]]:
         logger.removeHandler(handler)
 
 
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == 'Linf' else flat.norm(dim=1)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
     return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
                       for i in range(0, len(images), batch_size)])
-
-
-def _load(path: Optional[Path]) -> Tensors:
-    from safetensors.torch import load_file
-    if path is None or not path.exists():
-        return {}
-    try:
-        return load_file(str(path))
-    except Exception:  # a file cut by a crash outside our atomic writes: recompute the chunk
-        return {}
-
-
-def _save(path: Optional[Path], tensors: Tensors) -> None:
-    """safetensors (no pickle), written atomically."""
-    from safetensors.torch import save
-    from ..checkpoint import atomic_write_bytes
-    if path is not None:
-        atomic_write_bytes(path, save({k: v.contiguous().cpu() for k, v in tensors.items()}))
 
 
 def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: str,
@@ -104,11 +83,11 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
     clean prediction) and ``perturbation`` (the norm of the adversarial perturbation; 0 where none was found).
     With ``path``, the result is saved after every stage and a partial result there is continued."""
     from pyautoattack import AutoAttack
-    result = _load(path)
+    result = load_tensors(path)
     if 'clean' not in result or len(result['clean']) != len(labels):  # none saved, or saved for other points
         pred = predict(model, images, batch_size, device)
         result = {'clean': pred == labels, 'pred': pred, 'perturbation': torch.zeros(len(labels))}
-        _save(path, result)
+        save_tensors(path, result)
     adversary = AutoAttack(model, norm=norm, eps=eps, seed=seed, device=device, version='standard')
     robust = result['clean'].clone()
     for attack in STANDARD_ATTACKS:
@@ -125,7 +104,7 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
             result['pred'][hit] = adv_pred.cpu()[fooled]
             result['perturbation'][hit] = perturbation_norm(adv_images.cpu()[fooled] - images[hit], norm)
         result[attack] = robust.clone()
-        _save(path, result)
+        save_tensors(path, result)
         if on_stage is not None:
             on_stage(attack)
     return result
@@ -138,7 +117,7 @@ def fab_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     class; 0 for points misclassified already, ``inf`` where FAB found none. FAB's result is an upper bound on the
     true minimal perturbation."""
     from pyautoattack.fab_pt import FABAttack_PT
-    done = _load(path)
+    done = load_tensors(path)
     if 'distance' in done and len(done['distance']) == len(labels):  # saved for these points (not a shorter chunk)
         return done
     fab = FABAttack_PT(model, norm=norm, n_restarts=1, n_iter=n_iter, eps=float('inf'), seed=seed, targeted=False,
@@ -154,7 +133,7 @@ def fab_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
         distance[clean_ok & adv_ok] = float('inf')
         distances.append(distance.cpu())
     result = {'distance': torch.cat(distances)}
-    _save(path, result)
+    save_tensors(path, result)
     return result
 
 

@@ -27,13 +27,16 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS, Tensors, _load, _save
+from ..files import Tensors, load_tensors, save_tensors
+from ..formatting import percent
+from ..threat.pgd import LossFn, project, random_init, steepest_direction
+from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS
 from .stats import accuracy_ci
 
 __all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'FAB_MIN', 'POINT_KEYS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
@@ -41,7 +44,6 @@ __all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'FAB_MIN', 'POINT_KEYS', 'WHITE_BOX',
            'check_surrogate', 'large_eps', 'margin_loss', 'run_audit', 'run_stage', 'summarize_audit',
            'training_loss_from_record']
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-sample loss (B,)
 WHITE_BOX = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'apgd-loss')
 BLACK_BOX = ('square', 'transfer')
 AUDIT_ATTACKS = WHITE_BOX + BLACK_BOX
@@ -136,7 +138,7 @@ def training_loss_from_record(record: Mapping[str, Any]) -> Tuple[Optional[LossF
     and why not: an SP loss is rebuilt with ``reduction='none'`` and without label smoothing (the attack needs its
     direction towards the boundary, see ``_TowardsBoundary``); CE with label smoothing as such; plain CE is
     APGD-CE already; other timm losses have no per-sample form here."""
-    from ..losses import create_loss, is_sp_loss
+    from ..losses import PerSampleCrossEntropy, create_loss, is_sp_loss
     name = record.get('loss')
     smoothing = float((record.get('args') or {}).get('smoothing') or 0.0)
     if not name:
@@ -145,7 +147,7 @@ def training_loss_from_record(record: Mapping[str, Any]) -> Tuple[Optional[LossF
         # _TowardsBoundary switches at, which would pin the ascent there instead of leading it to the boundary
         return _TowardsBoundary(create_loss(name, reduction='none', **(record.get('loss_params') or {}))), ''
     if name in ('ce', 'cross_entropy') and smoothing > 0:
-        return _SmoothedCE(smoothing), ''
+        return PerSampleCrossEntropy(smoothing), ''
     if name in ('ce', 'cross_entropy'):
         return None, 'the training loss is cross-entropy: apgd-ce ascends it already'
     return None, f"no per-sample form of the training loss '{name}'"
@@ -171,20 +173,6 @@ class _TowardsBoundary(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.loss)
-
-
-class _SmoothedCE(nn.Module):
-    """Label-smoothed cross-entropy per sample: ``-sum_k t_k log p_k`` with ``t = (1 - s) e_y + s / K``."""
-
-    def __init__(self, smoothing: float):
-        super().__init__()
-        self.smoothing = smoothing
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.smoothing, reduction='none')
-
-    def extra_repr(self) -> str:
-        return f'smoothing={self.smoothing:g}'
 
 
 def check_surrogate(surrogate: nn.Module, images: torch.Tensor, num_classes: int, device) -> None:
@@ -254,30 +242,6 @@ def _apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     return _correct(model, adversary.perturb(x, y), y)
 
 
-def _project(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    delta = adv - x
-    if norm == 'Linf':
-        delta = delta.clamp(-eps, eps)
-    else:
-        scale = (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-        delta = delta * scale.view(-1, *[1] * (x.dim() - 1))
-    return (x + delta).clamp(0.0, 1.0)
-
-
-def _direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == 'Linf':
-        return grad.sign()
-    return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-
-
-def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
-    noise = torch.rand(x.shape, generator=generator) * 2 - 1
-    if norm == 'L2':
-        noise = _direction(torch.randn(x.shape, generator=generator), 'L2') * torch.rand(
-            len(x), generator=generator).view(-1, *[1] * (x.dim() - 1))
-    return _project(x + eps * noise.to(x.device), x, eps, norm)
-
-
 def pgd_margin_step_size(step: int, steps: int, eps: float) -> float:
     """The step-size schedule of ``pgd-margin``: eps/4 for the first half of the steps, eps/10 to 3/4, eps/40 after."""
     return eps / 4 if step < steps // 2 else eps / 10 if step < 3 * steps // 4 else eps / 40
@@ -295,14 +259,14 @@ def _pgd_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
         if not len(index):
             break
         x0, y0 = x[index], y[index]
-        adv = _random_start(x0, eps, norm, generator)
+        adv = random_init(x0, eps, norm, generator)
         for step in range(steps + 1):
             adv.requires_grad_(True)
             with torch.enable_grad():
                 logits = model(adv)
                 grad, = torch.autograd.grad(margin_loss(logits, y0).sum(), adv)
             robust[index[logits.detach().argmax(1) != y0]] = False
-            adv = _project(adv.detach() + pgd_margin_step_size(step, steps, eps) * _direction(grad, norm), x0, eps, norm)
+            adv = project(adv.detach() + pgd_margin_step_size(step, steps, eps) * steepest_direction(grad, norm), x0, eps, norm)
     return robust
 
 
@@ -370,7 +334,7 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     never recomputed -- unless AutoAttack's flags changed since (its chunk recomputed): then the audit starts over."""
     attacked = aa[AA_WHITE_BOX_LAST].bool()
     points = dict(zip(POINT_KEYS, (attacked, aa['clean'].bool())))
-    result = _load(path)
+    result = load_tensors(path)
     if any(key not in result or not torch.equal(result[key].bool(), value.cpu()) for key, value in points.items()):
         result = dict(points)  # stages of other points (or of a file that did not record them) would be misread
     for stage in (*stages, *CHECK_STAGES):
@@ -388,15 +352,11 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
                               surrogate=surrogate)
             out[part] = flags.detach().cpu().to(out.dtype)
         result[stage] = out
-        _save(path, result)
+        save_tensors(path, result)
     return result
 
 
 # --- the summary ------------------------------------------------------------------------------------------------
-
-def _pct(flags: torch.Tensor) -> float:
-    return 100 * flags.double().mean().item()
-
 
 def _check(passed: bool, **values: Any) -> Dict[str, Any]:
     return {'passed': bool(passed), **values}
@@ -438,9 +398,9 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
                 others &= flags[b].bool()
         broke = final & ~flags[a].bool()
         rows.append({'attack': a, 'kind': 'black-box' if a in BLACK_BOX else 'white-box',
-                     'acc': _pct(final & flags[a].bool()), 'broke_beyond_aa': int(broke.sum()),
+                     'acc': percent(final & flags[a].bool()), 'broke_beyond_aa': int(broke.sum()),
                      'broke_only_this': int((others & ~flags[a].bool()).sum())})
-    aa_acc, acc = _pct(final), _pct(worst)
+    aa_acc, acc = percent(final), percent(worst)
     checks = _checks(aa, flags, eps=eps, norm=norm, input_dim=input_dim, config=config, curve=curve or {},
                      attacks=attacks)
     reasons = []
@@ -463,8 +423,8 @@ def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *
             attacks: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     clean, final, n = aa['clean'].bool(), aa[STANDARD_ATTACKS[-1]].bool(), len(aa['clean'])
     big = large_eps(eps, norm, config.large_eps_factor, input_dim)
-    big_acc = _pct(flags['large-eps'].bool() & clean)
-    points = sorted([(eps, _pct(final))] + [(e, _pct(f)) for e, f in curve.items()] + [(big, big_acc)])
+    big_acc = percent(flags['large-eps'].bool() & clean)
+    points = sorted([(eps, percent(final))] + [(e, percent(f)) for e, f in curve.items()] + [(big, big_acc)])
     rises = [(a, b) for a, b in zip(points, points[1:]) if b[1] > a[1] + 1e-9]
     # black-box breaks: AutoAttack's Square stage (only on its white-box survivors) and the audit's black-box attacks
     white_robust = aa[AA_WHITE_BOX_LAST].bool().clone()

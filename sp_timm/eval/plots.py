@@ -11,13 +11,14 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
+from ..threat.budget import LINF_SCALE, format_budget
+
 __all__ = ['plot_per_class', 'plot_min_perturbation_cdf', 'plot_robust_accuracy_vs_eps', 'robust_fraction_above',
            'per_class_figure', 'min_perturbation_cdf_figure', 'robust_accuracy_figure', 'seed_points_figure',
-           'plot_seed_points', 'FigureContext', 'format_budget', 'budget_axis_label']
+           'plot_seed_points', 'FigureContext', 'budget_axis_label', 'pyplot', 'save_figure']
 
 _COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown')
 _OUTSIDE_RIGHT = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7)
-_LINF_SCALE = 255.0
 
 
 class FigureContext(NamedTuple):
@@ -35,33 +36,28 @@ class FigureContext(NamedTuple):
 
 
 def _scale(norm: str) -> float:
-    return _LINF_SCALE if norm == 'Linf' else 1.0
-
-
-def format_budget(value: float, norm: str) -> str:
-    """A budget as the tables write it: ``8/255`` / ``2.43/255`` for Linf, ``0.5`` for L2."""
-    if norm == 'Linf':
-        return f'{value * _LINF_SCALE:.3g}/255'
-    return f'{value:.3g}'
+    return LINF_SCALE if norm == 'Linf' else 1.0
 
 
 def budget_axis_label(norm: str, what: str = 'budget eps') -> str:
     return f'{norm} {what}' + (' (x/255)' if norm == 'Linf' else '')
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
-    from ..checkpoint import atomic_write_bytes
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as a PNG (120 dpi) atomically and close it."""
+    from ..files import atomic_write_bytes
     import io
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png', dpi=120, bbox_inches='tight')
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
@@ -93,7 +89,7 @@ def per_class_figure(classes: Sequence[str], series: Mapping[str, Tuple[Sequence
     """Grouped bars per class: clean (light) and robust (dark) accuracy of each series. The x labels carry the
     test points each bar rests on and, when given (long-tailed data), the training images; a measured 0 is marked
     (a triangle on the axis), a missing value (a class without test points) reads 'n/a'."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * max(0.95, 0.75 * len(series))), 3.8))  # room for 4-digit counts
     width = 0.8 / (2 * len(series))
     zero_marked = missing = False
@@ -141,7 +137,7 @@ def plot_per_class(path: Path, classes: Sequence[str], series: Mapping[str, Tupl
                    train_counts: Optional[Sequence[int]] = None, title: str = '', *,
                    test_counts: Optional[Sequence[int]] = None, context: Optional[FigureContext] = None) -> Path:
     """``per_class_figure`` written to ``path`` (PNG)."""
-    return _save(per_class_figure(classes, series, train_counts, title, test_counts=test_counts, context=context), path)
+    return save_figure(per_class_figure(classes, series, train_counts, title, test_counts=test_counts, context=context), path)
 
 
 def _stop_note(ax: Any, x: float, y: float, text: str, color: str) -> None:
@@ -156,7 +152,7 @@ def min_perturbation_cdf_figure(series: Mapping[str, Mapping[str, torch.Tensor]]
                                 context: Optional[FigureContext] = None) -> Any:
     """Empirical CDF of the FAB minimal perturbation, one panel per norm (Linf in x/255); a curve further right
     means larger perturbations are needed. A curve that stops below 100% says so: the points FAB could not flip."""
-    plt = _pyplot()
+    plt = pyplot()
     norms = sorted({n for per_norm in series.values() for n in per_norm}, key=lambda n: (n != 'Linf', n))
     fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.6), squeeze=False)
     for ax, norm in zip(axes[0], norms):
@@ -194,7 +190,7 @@ def plot_min_perturbation_cdf(path: Path, series: Mapping[str, Mapping[str, torc
                               eps: Optional[Mapping[str, float]] = None, title: str = '', *,
                               context: Optional[FigureContext] = None) -> Path:
     """``min_perturbation_cdf_figure`` written to ``path`` (PNG)."""
-    return _save(min_perturbation_cdf_figure(series, eps, title, context=context), path)
+    return save_figure(min_perturbation_cdf_figure(series, eps, title, context=context), path)
 
 
 def robust_accuracy_figure(series: Mapping[str, Mapping[str, object]], norm: str, eps_max: float, title: str = '', *,
@@ -203,7 +199,7 @@ def robust_accuracy_figure(series: Mapping[str, Mapping[str, object]], norm: str
     upper bound), drawn until it reaches 0 (the x range grows to the largest FAB distance) or marked where it stops
     (points FAB could not flip), and AutoAttack's accuracy at the evaluated budgets (markers). ``series[label]``
     holds ``distances`` (tensor) and ``points`` (list of (eps, accuracy %))."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     scale = _scale(norm)
     finite_max = [d.double()[torch.isfinite(d.double())].max().item() for d in
@@ -240,7 +236,7 @@ def robust_accuracy_figure(series: Mapping[str, Mapping[str, object]], norm: str
 def plot_robust_accuracy_vs_eps(path: Path, series: Mapping[str, Mapping[str, object]], norm: str,
                                 eps_max: float, title: str = '', *, context: Optional[FigureContext] = None) -> Path:
     """``robust_accuracy_figure`` written to ``path`` (PNG)."""
-    return _save(robust_accuracy_figure(series, norm, eps_max, title, context=context), path)
+    return save_figure(robust_accuracy_figure(series, norm, eps_max, title, context=context), path)
 
 
 SeedValues = Mapping[int, Optional[float]]  # seed -> value (None: not measured)
@@ -253,7 +249,7 @@ def seed_points_figure(rows: Mapping[str, Mapping[str, Mapping[str, SeedValues]]
     so a paired comparison (same seed, same points) reads as the slope of its lines. Panels without data are left
     out; a panel's x labels carry each group's number of seeds."""
     from .stats import mean_ci
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(dict.fromkeys(panel for metric in rows.values() for panel, groups in metric.items() if groups))
     metrics = [m for m in rows if any(rows[m].get(panel) for panel in panels)]
     if not panels:
@@ -311,4 +307,4 @@ def _readable_y(ax: Any, percent: bool, non_negative: bool) -> None:
 
 def plot_seed_points(path: Path, rows: Mapping[str, Mapping[str, Mapping[str, SeedValues]]], title: str = '') -> Path:
     """``seed_points_figure`` written to ``path`` (PNG)."""
-    return _save(seed_points_figure(rows, title), path)
+    return save_figure(seed_points_figure(rows, title), path)

@@ -4,7 +4,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from .attacks import STANDARD_ATTACKS
-from .budget import format_eps
+from ..formatting import format_ci, percent
+from ..threat.budget import format_eps
 from .stats import accuracy_ci, balanced_accuracy, group_accuracy, per_class_accuracy
 
 __all__ = ['LEADERBOARD_FIELDS', 'build_report', 'leaderboard_entry', 'render_summary', 'perturbation_summary',
@@ -22,10 +23,6 @@ PLACEHOLDER_PREFIX = 'TO FILL IN: '
 def placeholder(what: str, flag: str) -> str:
     """A leaderboard value nobody gave: says what belongs there and which ``sp-timm eval`` flag sets it."""
     return f'{PLACEHOLDER_PREFIX}{what} (sp-timm eval {flag})'
-
-
-def _pct(flags: torch.Tensor) -> float:
-    return 100 * flags.double().mean().item()
 
 
 def perturbation_summary(distances: torch.Tensor) -> Dict[str, Any]:
@@ -72,9 +69,9 @@ def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classe
             row['group'] = group_of.get(row['class'], '')
     report = {
         'protocol': protocol, 'model': model, 'n_points': n,
-        'clean_acc': _pct(clean), 'robust_acc': _pct(robust),
+        'clean_acc': percent(clean), 'robust_acc': percent(robust),
         'clean_ci': list(accuracy_ci(int(clean.sum()), n)), 'robust_ci': list(accuracy_ci(int(robust.sum()), n)),
-        'stages': [{'stage': 'clean', 'acc': _pct(clean)}] + [{'stage': a, 'acc': _pct(aa[a])} for a in STANDARD_ATTACKS],
+        'stages': [{'stage': 'clean', 'acc': percent(clean)}] + [{'stage': a, 'acc': percent(aa[a])} for a in STANDARD_ATTACKS],
         'max_perturbation': aa['perturbation'].max().item() if n else 0.0,
         'balanced_clean_acc': balanced_accuracy(clean_pc), 'balanced_robust_acc': balanced_accuracy(robust_pc),
         'long_tailed': long_tailed, 'per_class': per_class,
@@ -91,7 +88,7 @@ def build_report(aa: Mapping[str, torch.Tensor], labels: torch.Tensor, *, classe
                                       for norm, d in min_perturbation.items()}
     report['eps_curve'] = [{'eps': protocol['eps_value'], 'eps_str': protocol['eps'], 'robust_acc': report['robust_acc']}]
     for eps, flags in sorted((curve or {}).items()):
-        report['eps_curve'].append({'eps': eps, 'eps_str': format_eps(eps), 'robust_acc': _pct(flags)})
+        report['eps_curve'].append({'eps': eps, 'eps_str': format_eps(eps), 'robust_acc': percent(flags)})
     report['eps_curve'].sort(key=lambda row: row['eps'])
     report['warnings'] = _dedupe(warnings)
     report['unreliable'] = bool(report['warnings'])
@@ -127,15 +124,14 @@ _WEIGHT_WORDS = {'ema': "the run's EMA weights (--model-ema)", 'raw': 'the train
 def render_summary(report: Dict[str, Any], figures: Sequence[str] = ()) -> str:
     """The report as markdown: protocol, headline numbers with intervals, stages, warnings, perturbations, groups."""
     p, m = report['protocol'], report['model']
-    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
     lines = [f"# AutoAttack evaluation: {m.get('name', m.get('source', 'model'))}", '',
              f"{p['dataset']}, first {p['n_examples']} test images in [0, 1]; {p['threat_model']} eps = {p['eps']}; "
              f"AutoAttack version='standard' ({', '.join(p['attacks'])}), seed {p['seed']}, pyautoattack "
              f"{p.get('pyautoattack_version', '?')}."
              + (f" Weights: {_WEIGHT_WORDS.get(m['weights'], m['weights'])}." if m.get('weights') else ''), '',
              '| metric | accuracy (%) | 95% CI (Clopper-Pearson) |', '|---|---|---|',
-             f"| clean | {report['clean_acc']:.2f} | {ci(report['clean_ci'])} |",
-             f"| AutoAttack | {report['robust_acc']:.2f} | {ci(report['robust_ci'])} |",
+             f"| clean | {report['clean_acc']:.2f} | {format_ci(report['clean_ci'])} |",
+             f"| AutoAttack | {report['robust_acc']:.2f} | {format_ci(report['robust_ci'])} |",
              f"| balanced clean | {report['balanced_clean_acc']:.2f} | |",
              f"| balanced AutoAttack | {report['balanced_robust_acc']:.2f} | |", '',
              'Accuracy left after each stage: ' + ' → '.join(f"{s['stage']} {s['acc']:.2f}" for s in report['stages']) + '.',

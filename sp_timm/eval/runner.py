@@ -25,14 +25,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..checkpoint import (LINKS, atomic_write_json, atomic_write_text, check_output_folder, resolve_checkpoint,
-                          safe_path_component, weights_sha256)
+from ..checkpoint import LINKS, resolve_checkpoint, weights_sha256
+from ..formatting import format_ci
+from ..files import atomic_write_json, atomic_write_text, check_output_folder, safe_path_component
 from .args import DEFAULT_N_EXAMPLES, build_eval_parser  # the flags: sp_timm/eval/args.py (no torch)
 from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
                       fab_chunk, run_chunks)
 from .audit import (AuditConfig, LossFn, audit_identity, check_surrogate, fab_robust_flags, run_audit,
                     training_loss_from_record)
-from .budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
+from ..threat.budget import DEFAULT_EPS, THREAT_MODELS, check_eps, format_eps
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .report import SP_PAPER, build_report, leaderboard_entry, placeholder, render_summary
 
@@ -419,7 +420,7 @@ def evaluate(args: argparse.Namespace) -> Optional[Path]:
     """Run ``sp-timm eval``; returns the evaluation folder (on the main process)."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list, parse_flag_from_env
-    from ..checkpoint import default_model_name, load_model
+    from ..model_source import default_model_name, load_model
     from ..data import LT_SUFFIX, class_groups, create_dataset, dataset_spec, group_rule, longtail_counts
     import pyautoattack
     _check_settings(args)
@@ -524,7 +525,6 @@ def autoattack_log_text(report: Dict[str, Any], chunk_logs: Sequence[str]) -> st
     ``log``), then the numbers of the report."""
     from .. import __version__
     p, model = report['protocol'], report.get('model') or {}
-    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
     head = [f"sp-timm {__version__} eval of {model.get('source') or report.get('model_name')} "
             f"(weights SHA-256 {model.get('weights_sha256')})",
             f"{p['dataset']} {p.get('split', 'test')} split, the first {p['n_examples']} images ({p.get('data_source')}); "
@@ -534,9 +534,9 @@ def autoattack_log_text(report: Dict[str, Any], chunk_logs: Sequence[str]) -> st
             f"{p.get('device')}",
             'Each chunk runs the standard attacks one run_standard_evaluation call each, on the points still robust '
             '(the loop run_standard_evaluation runs itself): the accuracies AutoAttack logs are of those points.', '']
-    tail = ['== result ==', f"clean accuracy: {report['clean_acc']:.2f}% {ci(report['clean_ci'])}",
+    tail = ['== result ==', f"clean accuracy: {report['clean_acc']:.2f}% {format_ci(report['clean_ci'])}",
             *[f"robust accuracy after {s['stage'].upper()}: {s['acc']:.2f}%" for s in report['stages'][1:]],
-            f"robust accuracy: {report['robust_acc']:.2f}% {ci(report['robust_ci'])} (n={p['n_examples']}, 95% CI)"]
+            f"robust accuracy: {report['robust_acc']:.2f}% {format_ci(report['robust_ci'])} (n={p['n_examples']}, 95% CI)"]
     tail += [f'AutoAttack warning: {w}' for w in report.get('warnings', [])]
     return '\n'.join(head) + '\n' + ''.join(text if text.endswith('\n') else text + '\n' for text in chunk_logs) \
         + '\n'.join(tail) + '\n'
@@ -565,16 +565,15 @@ def write_figures(out: Path, report: Dict[str, Any], result: Dict[str, Any], cla
 
 def _print_headline(report: Dict[str, Any], out: Path) -> None:
     p = report['protocol']
-    ci = lambda pair: f'[{pair[0]:.2f}, {pair[1]:.2f}]'
-    print(f"clean {report['clean_acc']:.2f}% {ci(report['clean_ci'])}, AutoAttack {report['robust_acc']:.2f}% "
-          f"{ci(report['robust_ci'])} ({p['threat_model']} eps {p['eps']}, n={p['n_examples']}, 95% CI); stages: "
+    print(f"clean {report['clean_acc']:.2f}% {format_ci(report['clean_ci'])}, AutoAttack {report['robust_acc']:.2f}% "
+          f"{format_ci(report['robust_ci'])} ({p['threat_model']} eps {p['eps']}, n={p['n_examples']}, 95% CI); stages: "
           + ' -> '.join(f"{s['stage']} {s['acc']:.2f}" for s in report['stages']))
     for norm, s in report.get('min_perturbation', {}).items():
         median = '–' if s['median'] is None else f"{s['median']:.4g}"
         print(f"FAB minimal {norm} perturbation: median {median} over {s['n']} points")
     audit = report.get('audit')
     if audit:
-        print(f"audit: robust {audit['robust_acc']:.2f}% {ci(audit['robust_ci'])} (AutoAttack {audit['autoattack_acc']:.2f}%), "
+        print(f"audit: robust {audit['robust_acc']:.2f}% {format_ci(audit['robust_ci'])} (AutoAttack {audit['autoattack_acc']:.2f}%), "
               f"{audit['broke_beyond_aa']} points broken beyond AutoAttack; checks: "
               + ', '.join(f"{k} {'ok' if c['passed'] else 'FAILED'}" for k, c in audit['checks'].items()))
         if audit['unreliable']:

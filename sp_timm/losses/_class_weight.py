@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ['CLASS_WEIGHT_MODES', 'CLASS_WEIGHT_REDUCTION', 'class_weights', 'ClassWeightedLoss', 'earlier_reduction',
-           'per_sample_loss']
+           'per_sample_loss', 'PerSampleCrossEntropy']
 
 CLASS_WEIGHT_MODES = ('none', 'balanced', 'effective')
 CLASS_WEIGHT_REDUCTION = 'sum_i w_i l_i / sum_i w_i'  # the run record's name for the batch loss (earlier: mean_i w_i l_i)
@@ -65,17 +65,20 @@ def per_sample_loss(loss: nn.Module) -> nn.Module:
         loss.reduction = 'none'
         return loss
     if type(loss) is nn.CrossEntropyLoss and loss.weight is None:
-        return _CrossEntropy(loss.label_smoothing)
+        return PerSampleCrossEntropy(loss.label_smoothing)
     if type(loss) is LabelSmoothingCrossEntropy:
-        return _CrossEntropy(loss.smoothing)
+        return PerSampleCrossEntropy(loss.smoothing)
     if type(loss) is SoftTargetCrossEntropy:
-        return _CrossEntropy(0.0)
+        return PerSampleCrossEntropy(0.0)
     raise ValueError(f'--class-weight works with the SP losses and cross-entropy (ce, with or without smoothing / '
                      f'Mixup), not with {type(loss).__name__}.')
 
 
-class _CrossEntropy(nn.Module):
-    def __init__(self, smoothing: float):
+class PerSampleCrossEntropy(nn.Module):
+    """Cross-entropy per sample (B,): ``-sum_k t_k log p_k`` with ``t`` the soft target, or the one-hot label smoothed
+    to ``t = (1 - s) e_y + s / K`` (``smoothing = s``)."""
+
+    def __init__(self, smoothing: float = 0.0):
         super().__init__()
         self.smoothing = smoothing
 
@@ -83,6 +86,9 @@ class _CrossEntropy(nn.Module):
         if target.dim() == logits.dim():  # soft targets
             return -(target * F.log_softmax(logits, dim=-1)).sum(-1)
         return F.cross_entropy(logits, target, reduction='none', label_smoothing=self.smoothing)
+
+    def extra_repr(self) -> str:
+        return f'smoothing={self.smoothing:g}'
 
 
 class ClassWeightedLoss(nn.Module):

@@ -17,10 +17,13 @@ def interpreted() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
-    """True when Triton imports and the kernel compiles its Python definition (Linux builds of PyTorch ship it)."""
+    """True when Triton and its language module import (Linux builds of PyTorch ship it). Whether the kernel then
+    builds, launches and computes the right numbers on a device is checked at its first use there
+    (``_kernel_check``)."""
     try:
-        from . import _triton  # noqa: F401
-    except Exception:  # noqa: BLE001 -- no triton, or one this code does not run with: the torch path computes the same
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # noqa: BLE001 -- no triton, or one that does not import: the torch path computes the same
         return False
     return True
 

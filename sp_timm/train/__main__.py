@@ -1,4 +1,4 @@
-from .._cli_utils import exit_process
-from . import main
+from ..cli.common import exit_process
+from ..cli.train import main
 
 exit_process(main())

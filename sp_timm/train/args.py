@@ -9,8 +9,8 @@ from typing import List, Optional, Sequence
 import yaml
 
 from ..data.split import parse_val_split
-from ..eval.budget import check_eps
-from ..eval.budget import parse_eps as parse_fraction
+from ..threat.budget import check_eps
+from ..threat.budget import parse_eps as parse_fraction
 
 __all__ = ['build_train_parser', 'parse_train_args', 'parse_fraction', 'ADV_MODES', 'ADV_NORMS']
 
@@ -21,7 +21,8 @@ DEFAULT_EMA_DECAY = 0.9998  # timm train.py's --model-ema-decay default
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    from .._cli_utils import DefaultsHelpFormatter, add_data_args, add_debug_arg
+    from ..data.flags import add_data_args
+    from ..options import DefaultsHelpFormatter, add_debug_arg
     p = argparse.ArgumentParser(prog='sp-timm train', description='Train a timm model with an SP (or timm) loss on '
                                 'one or many processes through Accelerate; standard or adversarial training.',
                                 formatter_class=DefaultsHelpFormatter)
@@ -252,7 +253,8 @@ def _image_numel(dataset: Optional[str]) -> int:
 def _path_and_model_problems(args: argparse.Namespace) -> List[str]:
     """--output a writable folder (not a file), --model-kwargs arguments the model takes and no file names."""
     import timm
-    from ..checkpoint import check_model_args, check_output_folder
+    from ..files import check_output_folder
+    from ..model_source import check_model_args
     problems = []
     checks = []
     if args.output:

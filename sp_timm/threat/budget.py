@@ -1,12 +1,16 @@
-""" Attack budgets: parsing ``8/255``, checking them against the threat model, writing them as RobustBench does. """
+""" Attack budgets: parsing ``8/255``, checking them against the threat model, and writing them: as RobustBench
+does (``format_eps``), exactly enough to be parsed back to the same float (``exact_eps``), or at three significant
+digits for tables and figures of measured distances (``format_budget``). Light: no torch. """
 import argparse
 import math
-from typing import Any
+from typing import Any, Optional, Union
 
-__all__ = ['THREAT_MODELS', 'DEFAULT_EPS', 'parse_eps', 'check_eps', 'format_eps']
+__all__ = ['THREAT_MODELS', 'DEFAULT_EPS', 'LINF_SCALE', 'parse_eps', 'check_eps', 'format_eps', 'exact_eps',
+           'format_budget']
 
 THREAT_MODELS = ('Linf', 'L2')
 DEFAULT_EPS = {'Linf': 8 / 255, 'L2': 0.5}  # RobustBench's CIFAR budgets
+LINF_SCALE = 255.0  # Linf budgets are written in units of 1/255 of the pixel range
 
 
 def parse_eps(text: Any) -> float:
@@ -37,8 +41,32 @@ def check_eps(eps: float, threat_model: str, input_dim: int = 3 * 32 * 32) -> fl
     return float(eps)
 
 
+def _multiple_of_255(value: Any, tolerance: float) -> Optional[int]:
+    """``k`` when ``value`` is ``k / 255`` (within ``tolerance`` of a multiple, in units of 1/255), else None."""
+    if not isinstance(value, float) or value <= 0:
+        return None
+    k = round(value * LINF_SCALE)
+    return k if abs(value * LINF_SCALE - k) <= tolerance else None
+
+
 def format_eps(value: Any) -> str:
     """RobustBench's spelling: ``8/255`` for multiples of 1/255 below 1, ``0.5`` otherwise."""
-    if isinstance(value, float) and 0 < value < 1 and abs(value * 255 - round(value * 255)) < 1e-6:
-        return f'{round(value * 255)}/255'
+    k = _multiple_of_255(value, 1e-6) if isinstance(value, float) and value < 1 else None
+    if k is not None:
+        return f'{k}/255'
     return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+def exact_eps(value: Any) -> Union[str, Any]:
+    """``'8/255'`` for a float that is exactly ``k / 255`` (as ``parse_eps('8/255')`` gives), else the value itself:
+    what a configuration file writes, so that reading it back gives the same float."""
+    k = _multiple_of_255(value, 0.0) if isinstance(value, float) and value <= 1 else None
+    return f'{k}/255' if k is not None and k / LINF_SCALE == value else value
+
+
+def format_budget(value: float, norm: str) -> str:
+    """A measured budget (e.g. a median minimal perturbation) at three significant digits: ``2.43/255`` for Linf,
+    ``0.5`` for L2."""
+    if norm == 'Linf':
+        return f'{value * LINF_SCALE:.3g}/255'
+    return f'{value:.3g}'

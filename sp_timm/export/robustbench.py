@@ -24,6 +24,14 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from ..checkpoint import weights_sha256
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_path_component
+from ..model_source import load_model
+from ..version import __version__
+from .card import check_license
+from .folder import check_replaceable, export_destination, export_folder
+from .hub import check_one_report_per_threat_model, read_report
+
 __all__ = ['export_robustbench', 'robustbench_architecture', 'robustbench_state_dict', 'submission_name',
            'zoo_entry_source', 'ROBUSTBENCH_DATASETS', 'ZOO_ENTRY_FILE', 'ISSUE_FILE', 'RobustBenchArchitecture']
 
@@ -47,8 +55,8 @@ class RobustBenchArchitecture:
 def robustbench_architecture(model: torch.nn.Module, model_name: Optional[str] = None) -> RobustBenchArchitecture:
     """RobustBench's class for ``model`` (an sp-timm ``WideResNet`` or ``PreActResNet``), or a ``ValueError``
     saying that RobustBench has none for it."""
-    from .models.preact_resnet import PreActResNet
-    from .models.wide_resnet import WideResNet
+    from ..models.preact_resnet import PreActResNet
+    from ..models.wide_resnet import WideResNet
     name = model_name or type(model).__name__
     if isinstance(model, (WideResNet, PreActResNet)) and (model.in_chans != 3 or not model.num_classes):
         raise ValueError(f"'{name}' has {model.in_chans} input channels and {model.num_classes} classes; RobustBench's "
@@ -160,7 +168,7 @@ def submission_name(authors: Optional[str], year: Optional[int], title: Optional
     """RobustBench's ``<Author><Year><Word>_<Arch>``: the first author's surname, the year, the first word of the
     paper's title (``title_word`` when given) and the architecture, e.g. ``Gao2023Stationary_WRN-28-10``. A
     ``ValueError`` names what is missing."""
-    from .eval.report import PLACEHOLDER_PREFIX
+    from ..eval.report import PLACEHOLDER_PREFIX
     given = lambda v: v if v and not str(v).startswith(PLACEHOLDER_PREFIX) else None
     author = _surname(given(authors) or '')
     words = re.findall(r'[^\W\d_]+', given(title_word) or given(title) or '')
@@ -178,7 +186,7 @@ def _year_of(venue: Optional[str]) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
-def _pct(value: str) -> str:
+def _with_percent_sign(value: str) -> str:
     return f'{value}%' if value else value
 
 
@@ -204,7 +212,7 @@ def issue_text(name: str, reports: Sequence[Dict[str, Any]], entries: Sequence[D
             method += '. AutoAttack warned: ' + '; '.join(report['warnings'])
         lines += [f'## Model {i}', '', f"- **Architecture**: {entry['architecture']}",
                   f"- **Threat Model**: {p['threat_model']}", f"- **eps**: {entry['eps']}",
-                  f"- **Clean accuracy**: {_pct(entry['clean_acc'])}", f"- **Robust accuracy**: {_pct(entry['autoattack_acc'])}",
+                  f"- **Clean accuracy**: {_with_percent_sign(entry['clean_acc'])}", f"- **Robust accuracy**: {_with_percent_sign(entry['autoattack_acc'])}",
                   f"- **Additional data**: {str(bool(entry['additional_data'])).lower()}",
                   f'- **Evaluation method**: {method}',
                   f"- **Checkpoint and code**: checkpoint {todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
@@ -230,22 +238,17 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     written; the folder is built beside ``out`` and renamed into place when complete (an existing ``out`` is
     replaced only if it is an earlier export). ``authors`` fills the entry's authors; the name defaults to
     ``submission_name``'s."""
-    from . import __version__
-    from .checkpoint import (atomic_write_bytes, atomic_write_json, atomic_write_text, load_model, safe_path_component,
-                             weights_sha256)
-    from .eval.report import PLACEHOLDER_PREFIX
-    from .hub import (_check_license, _check_replaceable, _read_report, check_one_report_per_threat_model,
-                      export_destination, export_folder)
-    _check_license(license)
+    from ..eval.report import PLACEHOLDER_PREFIX
+    check_license(license)
     if not reports:
         raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
                          '(one per threat model).')
     out = export_destination(out)
-    _check_replaceable(out)
+    check_replaceable(out)
     model, record = load_model(source, weights=weights)
     arch = robustbench_architecture(model, record.get('model'))
     digest = weights_sha256(model)
-    loaded = [_read_report(path, digest, source) for path in reports]
+    loaded = [read_report(path, digest, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
     logs, entries = [], []
     for path, report in zip(reports, loaded):

@@ -14,77 +14,32 @@ afterwards, or with ``--model-ema-warmup`` ``d_t = min(d, 1 - t^(-2/3))``. The E
 epoch (``ema_val_*``) and, as in timm's train.py, their metric picks ``best`` and drives a plateau schedule.
 """
 import argparse
-import json
-import os
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._cli_utils import Interrupted
-from ..checkpoint import (EMA_FILE, CheckpointError, atomic_write_text, check_output_folder, load_ema_state,
-                          load_training_state, read_run_record, resolve_checkpoint, save_checkpoint)
-from ..data import (ImageData, TensorLoader, carve_validation, class_groups, create_dataset, create_mixup,
-                    group_rule)
-from ..losses import SPLoss, create_classification_loss
-from ..losses._class_weight import CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, class_weights, earlier_reduction
-from .adversary import pgd_attack, trades_attack, trades_kl
+from ..checkpoint import EMA_FILE, load_ema_state, load_training_state, read_run_record, save_checkpoint
+from ..data import ImageData, TensorLoader, carve_validation, create_dataset, create_mixup
+from ..errors import CheckpointError, Interrupted
+from ..losses import (CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, SPLoss, class_weights, create_classification_loss,
+                      earlier_reduction)
+from ..threat.pgd import pgd_attack, trades_attack, trades_kl
+from .metrics import GRAD_STATS, METRICS_FILE, accumulate_grad_norm, accuracy_stats, grad_norm_metrics, write_metrics
+from .record import build_run_record, model_args_for
+from .resume import SCHEDULE_ARGS, args_history, changed_args, prepare_output, resume_hint, run_folder
+from .sync_batchnorm import convert_sync_batchnorm
 
-__all__ = ['train', 'build_run_record', 'read_metrics', 'METRICS_FILE']
+__all__ = ['Trainer', 'train', 'reseed']
 
-METRICS_FILE = 'metrics.jsonl'
 SP_FLAGS = ('pstar', 'lam', 'margin', 'gamma')
-RECORD_KEYS = ('model', 'dataset', 'loss', 'num_classes')
 
 
-def _channel_stats(images: torch.Tensor) -> Tuple[list, list]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units."""
-    x = images.float().div_(255).transpose(0, 1).flatten(1)
-    return [round(v, 4) for v in x.mean(1).tolist()], [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]
-
-
-def _model_args(args: argparse.Namespace, train_data: ImageData, num_classes: int) -> Dict[str, Any]:
-    """The ``create_model`` arguments of the run; CIFAR networks get the training data's channel statistics."""
-    import timm
-    from ..models import CifarClassifier
-    model_args = dict(num_classes=num_classes, **args.model_kwargs)
-    if args.drop:
-        model_args['drop_rate'] = args.drop
-    with torch.device('meta'):
-        probe = timm.create_model(args.model, **model_args)
-    if isinstance(probe, CifarClassifier) and 'input_mean' not in model_args:
-        model_args['input_mean'], model_args['input_std'] = _channel_stats(train_data.images)
-    return model_args
-
-
-def build_run_record(args: argparse.Namespace, model_args: Dict[str, Any], train_data: ImageData,
-                     loss: nn.Module, num_processes: int, split_counts: Optional[List[int]] = None) -> Dict[str, Any]:
-    """Everything needed to rebuild, evaluate, export and describe the model without the original command.
-    ``split_counts``: per-class images of the whole training split (before the validation split and any
-    --train-examples subset); the long-tail groups come from them, so they match the literature's counts."""
-    import timm
-    from .. import __version__
-    counts = train_data.class_counts()
-    split_counts = list(split_counts or counts)
-    return {
-        'model': args.model, 'model_args': model_args, 'num_classes': model_args['num_classes'],
-        'classes': list(train_data.classes), 'dataset': args.dataset, 'data_source': train_data.source,
-        'train_class_counts': counts, 'split_class_counts': split_counts, 'class_groups': class_groups(split_counts),
-        'group_rule': group_rule(split_counts),
-        'input_range': [0.0, 1.0], 'input_mean': model_args.get('input_mean'), 'input_std': model_args.get('input_std'),
-        'loss': args.loss, 'loss_params': loss.hparams() if isinstance(loss, SPLoss) else {},
-        'args': {k: v for k, v in vars(args).items()},
-        'num_processes': num_processes, 'global_batch_size': args.batch_size * num_processes,
-        'sp_timm_version': __version__, 'timm_version': timm.__version__, 'torch_version': torch.__version__,
-    }
-
-
-def _check_model_name(name: str) -> None:
+def check_model_name(name: str) -> None:
     import difflib
     import timm
     from timm.models import parse_model_name
@@ -95,7 +50,7 @@ def _check_model_name(name: str) -> None:
                          + " List them with timm.list_models('*cifar*') (sp-timm's CIFAR networks) or timm.list_models().")
 
 
-def _reseed(seed: int, epoch: int, process_index: int) -> None:
+def reseed(seed: int, epoch: int, process_index: int) -> None:
     import random
     import numpy as np
     value = (seed * 1_000_003 + epoch * 7_919 + process_index) % (2 ** 31)
@@ -104,164 +59,7 @@ def _reseed(seed: int, epoch: int, process_index: int) -> None:
     torch.manual_seed(value)
 
 
-def _default_output(args: argparse.Namespace) -> Path:
-    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
-    return Path('output') / 'train' / f"{stamp}-{args.model.replace('/', '_').replace(':', '_')}-{args.loss}"
-
-
-# flags that change where a run writes or how it shows progress, not what it computes: free to change on --resume
-RESUME_FREE_ARGS = ('resume', 'resume_override', 'output', 'config', 'data_dir', 'no_progress', 'log_interval', 'debug',
-                    'torchcompile')
-
-
-def _changed_args(record: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Tuple[Any, Any]]:
-    """``{flag: (recorded value, value now)}`` for the flags of ``args`` that differ from the run record's."""
-    recorded = record.get('args') if isinstance(record.get('args'), dict) else {}
-    now = json.loads(json.dumps(vars(args), default=str))  # as the record stores them (tuples as lists, ...)
-    if 'val_split' not in recorded and recorded:  # a run from before --val-split validated on the test split
-        recorded = dict(recorded, val_split=0)
-    return {k: (recorded[k], now[k]) for k in sorted(now)
-            if k in recorded and k not in RESUME_FREE_ARGS and recorded[k] != now[k]}
-
-
-def _args_history(record: Dict[str, Any], args: argparse.Namespace, epochs_done: int) -> list:
-    """The run record's ``args_history`` plus, when this resume changes flags (``--resume-override``), an entry
-    ``{'until_epoch': epochs_done, 'args': {flag: value}}``: the epochs up to ``epochs_done`` (after the previous
-    entry) ran with those values; the record's ``args`` hold the values of the epochs after the last entry."""
-    history = list(record.get('args_history') or [])
-    changed = _changed_args(record, args)
-    if changed:
-        history.append({'until_epoch': epochs_done, 'args': {k: old for k, (old, _) in changed.items()}})
-    return history
-
-
-def _prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
-    """The run folder and the checkpoint to resume, checked before anything is written: the folder is not a file
-    and is writable; a resume keeps the model, dataset and loss, and other flags unless ``--resume-override``."""
-    if args.resume:
-        checkpoint = resolve_checkpoint(args.resume)
-        output = Path(args.output) if args.output else checkpoint.parent
-        check_output_folder(output, '--output')
-        record = read_run_record(checkpoint)
-        for key in RECORD_KEYS[:3]:
-            if record.get(key) != getattr(args, key):
-                raise CheckpointError(f"--resume {args.resume} was trained with --{key} {record.get(key)}, not "
-                                      f"{getattr(args, key)}; resume with the same flags (or --config of the run).")
-        changed = _changed_args(record, args)
-        if changed and not getattr(args, 'resume_override', False):
-            listed = '; '.join(f"--{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items())
-            raise CheckpointError(f"--resume {args.resume} was trained with other settings ({listed}). Resume with the "
-                                  f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
-                                  f"the new values (run.json then records the epochs run with each value under "
-                                  f"args_history). Nothing was changed.")
-        schedule_changed = sorted(changed.keys() & set(SCHEDULE_ARGS))
-        if schedule_changed and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
-            raise CheckpointError(f"--resume {args.resume}: a plateau schedule's learning rate follows the metrics it "
-                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(schedule_changed)}); "
-                                  f"resume with the run's schedule flags. Nothing was changed.")
-        if earlier_reduction(record) and not getattr(args, 'resume_override', False):
-            raise CheckpointError(f"--resume {args.resume} was trained with the earlier class-weighted loss (the plain "
-                                  f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
-                                  f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
-                                  f"(run.json then records the change). Nothing was changed.")
-        if _run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
-            raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
-                                  f"'{args.resume}' into it would replace them. Leave --output out to continue in "
-                                  f"'{_run_folder(checkpoint)}', or choose an empty folder. Nothing was changed.")
-        return output, checkpoint
-    output = Path(args.output) if args.output else _default_output(args)
-    check_output_folder(output, '--output')
-    if (output / 'last').exists():
-        raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
-                              f"--resume {output}, or choose another --output. Nothing was changed.")
-    return output, None
-
-
-def _run_folder(checkpoint: Path) -> Path:
-    """The output folder of the run a checkpoint folder (``OUTPUT/last``, ``OUTPUT/epoch-NNNN``) belongs to."""
-    return checkpoint.resolve().parent
-
-
-# the flags a resumed run's learning-rate schedule is built from: changed (--resume-override), the schedule is rebuilt
-SCHEDULE_ARGS = ('lr', 'epochs', 'sched', 'sched_on_updates', 'warmup_epochs', 'warmup_lr', 'min_lr', 'decay_epochs',
-                 'decay_milestones', 'decay_rate')
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the processes of ``group``; the gradient of each input is the sum of the output's gradients."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
-        import torch.distributed as dist
-        ctx.group = group
-        tensor = tensor.clone()
-        dist.all_reduce(tensor, group=group)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _AllReduceSum.apply(grad.contiguous(), ctx.group), None
-
-
-class _CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """The layers of PyTorch's ``SyncBatchNorm`` on CPU processes (gloo), where torch's statistics kernels are
-    CUDA-only and DDP refuses ``SyncBatchNorm`` instances: the per-channel mean and then the variance of the global
-    batch from two all-reduces that carry gradients (the backward is the full batch's, as with torch's), and the
-    running statistics updated as torch does (unbiased variance, ``momentum``). Eval mode and one process: plain
-    BatchNorm. Same parameters, buffers and state-dict keys."""
-
-    process_group = None
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f'expected at least 2D input (got {input.dim()}D input)')
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-        group = self.process_group or (dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
-        if not self.training or group is None or dist.get_world_size(group) == 1:
-            return super().forward(input)
-        self._check_input_dim(input)
-        x = input.to(torch.promote_types(input.dtype, torch.float32))  # statistics in float32 at least, as torch's
-        dims, channels = [0, *range(2, x.dim())], x.size(1)
-        shape = [1, channels] + [1] * (x.dim() - 2)
-        count = torch.full((1,), x.numel() // channels, dtype=x.dtype, device=x.device)
-        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]), group)
-        n = sums[-1]
-        mean = sums[:channels] / n
-        centred = x - mean.view(shape)
-        var = _AllReduceSum.apply((centred * centred).sum(dims), group) / n
-        if self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - factor).add_(mean.detach() * factor)
-                self.running_var.mul_(1 - factor).add_(var.detach() * (n / (n - 1)) * factor)
-        out = centred * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out.to(input.dtype)
-
-
-def convert_sync_batchnorm(model: nn.Module, num_processes: int, device: torch.device) -> Tuple[nn.Module, int]:
-    """``--sync-bn``: timm's meaning, through ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (same parameters,
-    buffers and state-dict keys, so checkpoints, export and eval are unchanged). Returns the model and the number of
-    layers converted: 0 with one process (nothing to synchronise) or without BatchNorm layers."""
-    if num_processes < 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model, 0
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
-    if torch.device(device).type == 'cpu':
-        for layer in layers:
-            layer.__class__ = _CpuSyncBatchNorm
-    return model, len(layers)
-
-
-def _accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.stack([(logits.argmax(1) == labels).sum().float(), torch.tensor(float(labels.numel()), device=labels.device)])
-
-
-class _Trainer:
+class Trainer:
     def __init__(self, args: argparse.Namespace):
         import timm
         from accelerate import Accelerator, PartialState
@@ -270,7 +68,7 @@ class _Trainer:
         from timm.scheduler import create_scheduler_v2
 
         self.args = args
-        _check_model_name(args.model)
+        check_model_name(args.model)
         sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
         self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing,
                                                   soft_targets=args.mixup > 0 or args.cutmix > 0, **sp_kwargs)
@@ -281,9 +79,9 @@ class _Trainer:
         # starts the process group (CPU processes need ACCELERATE_USE_CPU, as in Accelerate), so the run folder can
         # be broadcast before anything is written
         PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
-        output, self.resume_from = _prepare_output(args)
+        output, self.resume_from = prepare_output(args)
         self.output = Path(broadcast_object_list([str(output)])[0])
-        self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=_trackers(), project_dir=self.output)
+        self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=default_trackers(), project_dir=self.output)
         self.main = accelerator.is_main_process
         if args.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -313,7 +111,7 @@ class _Trainer:
         self.mixup = create_mixup(num_classes, args.mixup, args.cutmix, args.smoothing, args.mixup_prob, args.mixup_switch_prob)
         self.eval_loss = nn.CrossEntropyLoss()
 
-        model_args = _model_args(args, train_data, num_classes)
+        model_args = model_args_for(args, train_data, num_classes)
         set_seed(args.seed)
         self.model = model = timm.create_model(args.model, **model_args)
         if args.channels_last:
@@ -449,7 +247,7 @@ class _Trainer:
         --output, ``best`` is the best of the epochs run there."""
         model_state, training_state, state = load_training_state(checkpoint)
         record = read_run_record(checkpoint)
-        changed = _changed_args(record, self.args)
+        changed = changed_args(record, self.args)
         this_run = [{k: v for k, v in group.items() if k != 'params'} for group in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(model_state, strict=True)
@@ -477,14 +275,14 @@ class _Trainer:
             self.scheduler.load_state_dict(training_state['scheduler'])
         if training_state.get('scaler') is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(training_state['scaler'])
-        if _run_folder(checkpoint) != self.output.resolve():
+        if run_folder(checkpoint) != self.output.resolve():
             self.best_metric = None  # 'best' here is chosen among the epochs this folder holds
             if self.main:
                 print(f"sp-timm train: resuming into another folder: its 'best' is the best of the epochs run there; "
-                      f"the run's earlier best stays in '{_run_folder(checkpoint)}'.")
+                      f"the run's earlier best stays in '{run_folder(checkpoint)}'.")
         if self.model_ema is not None:
             self._load_ema(checkpoint, training_state)
-        history = _args_history(record, self.args, self.start_epoch)
+        history = args_history(record, self.args, self.start_epoch)
         if history:
             self.record['args_history'] = history
         reductions = list((record.get('class_weight') or {}).get('reduction_history') or [])
@@ -493,7 +291,7 @@ class _Trainer:
         if reductions and 'class_weight' in self.record:
             self.record['class_weight']['reduction_history'] = reductions
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
-            _write_metrics(self.output / METRICS_FILE, state['epoch'], [])
+            write_metrics(self.output / METRICS_FILE, state['epoch'], [])
 
     def _load_ema(self, checkpoint: Path, training_state: Dict[str, Any]) -> None:
         """The EMA weights of a resumed run (verified ``model_ema.safetensors``) and the state of ModelEmaV3's
@@ -534,7 +332,7 @@ class _Trainer:
                 tqdm.write(f'sp-timm train: --drw-epoch {args.drw_epoch}: class weights ({args.class_weight}) on from '
                            f'epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
-        grad_stats = torch.zeros(GRAD_STATS, device=accelerator.device)  # --clip-grad: see _accumulate_grad_norm
+        grad_stats = torch.zeros(GRAD_STATS, device=accelerator.device)  # --clip-grad: see accumulate_grad_norm
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,
                    leave=False, dynamic_ncols=True)
@@ -563,7 +361,7 @@ class _Trainer:
             if args.clip_grad is not None:
                 grad_norm = accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
                 if grad_norm is not None:
-                    _accumulate_grad_norm(grad_stats, grad_norm, args.clip_grad)
+                    accumulate_grad_norm(grad_stats, grad_norm, args.clip_grad)
             self.optimizer.step()
             self.num_updates += 1
             if self.model_ema is not None:  # timm: after the update, with the run's update count
@@ -585,7 +383,7 @@ class _Trainer:
         if args.adv != 'none':
             result['train_adv_acc'] = 100 * total[3] / total[2]
         if args.clip_grad is not None:
-            result.update(_grad_norm_metrics(grad_stats))
+            result.update(grad_norm_metrics(grad_stats))
         return result
 
     def evaluate(self, model: Optional[nn.Module] = None, prefix: str = '') -> Dict[str, float]:
@@ -600,7 +398,7 @@ class _Trainer:
         with torch.no_grad(), accelerator.autocast():
             for images, labels in self.val_loader:
                 logits = model(images.contiguous(memory_format=torch.channels_last) if args.channels_last else images).float()
-                stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), _accuracy_stats(logits, labels)])
+                stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), accuracy_stats(logits, labels)])
         total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
         result = {f'{prefix}val_loss': total[0] / total[2], f'{prefix}val_acc': 100 * total[1] / total[2]}
         if self.adv_val_loader is not None:
@@ -609,7 +407,7 @@ class _Trainer:
                 with accelerator.autocast():
                     adv = pgd_attack(model, images, labels, args.adv_eps, args.adv_step_size, args.adv_steps, args.adv_norm)
                     with torch.no_grad():
-                        adv_stats += _accuracy_stats(model(adv).float(), labels)
+                        adv_stats += accuracy_stats(model(adv).float(), labels)
             adv_total = accelerator.gather_for_metrics(adv_stats[None]).sum(0).tolist()
             result[f'{prefix}val_adv_acc'] = 100 * adv_total[0] / max(adv_total[1], 1)
         return result
@@ -630,7 +428,7 @@ class _Trainer:
                 training_state['model_ema_rng'] = generator.get_state() if generator is not None else None
             state = {'num_updates': self.num_updates, 'best_metric': self.best_metric, 'metrics': metrics}
             # metrics first: a kill between the two leaves a line the resumed run drops, never a missing one
-            _write_metrics(self.output / METRICS_FILE, epoch, [dict(epoch=epoch + 1, **metrics)])
+            write_metrics(self.output / METRICS_FILE, epoch, [dict(epoch=epoch + 1, **metrics)])
             save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record, is_best,
                             ema_state=ema_state)
         self.accelerator.wait_for_everyone()
@@ -646,7 +444,7 @@ class _Trainer:
         epochs = tqdm(range(self.start_epoch, self.num_epochs), desc='training', initial=self.start_epoch,
                       total=self.num_epochs, disable=not self.main or args.no_progress, dynamic_ncols=True)
         for epoch in epochs:
-            _reseed(args.seed, epoch, accelerator.process_index)
+            reseed(args.seed, epoch, accelerator.process_index)
             metrics = self.train_epoch(epoch)
             metrics.update(self.evaluate())
             if self.model_ema is not None:
@@ -664,69 +462,7 @@ class _Trainer:
         return self.output
 
 
-GRAD_STATS = 5  # finite-norm sum, finite-norm max, clipped steps, finite steps, steps
-
-
-def _accumulate_grad_norm(grad_stats: torch.Tensor, grad_norm: Union[torch.Tensor, float], max_norm: float) -> None:
-    """Add one step's total gradient norm ``||g||_2`` before clipping (under DDP: of the all-reduced,
-    global-batch gradient, the same on every process) to ``grad_stats`` (``GRAD_STATS`` entries), on the device: no
-    host sync. A step counts as clipped when ``||g||_2 > max_norm`` (torch scales g by
-    ``max_norm / (||g||_2 + 1e-6)`` there). A non-finite norm (a diverging run; an fp16 overflow step the scaler
-    then skips) is counted apart and kept out of the sum and the max."""
-    grad_norm = torch.as_tensor(grad_norm, device=grad_stats.device).detach().float()
-    finite = torch.isfinite(grad_norm)
-    value = torch.where(finite, grad_norm, torch.zeros_like(grad_norm))
-    grad_stats[0] += value
-    grad_stats[1] = torch.maximum(grad_stats[1], value)
-    grad_stats[2] += (value > max_norm).float()
-    grad_stats[3] += finite.float()
-    grad_stats[4] += 1
-
-
-def _grad_norm_metrics(grad_stats: torch.Tensor) -> Dict[str, float]:
-    """The epoch's gradient-norm metrics under --clip-grad: ``clipped_pct`` (% of steps with a finite norm above
-    the clip), ``grad_nonfinite_pct`` (% of steps with an Inf / NaN norm) and, over the finite steps, the mean and
-    max of the norm before clipping (``grad_norm_mean``, ``grad_norm_max``; left out when no step was finite)."""
-    norm_sum, norm_max, clipped, finite, steps = grad_stats.tolist()
-    if steps == 0:
-        return {}
-    metrics = {'clipped_pct': 100 * clipped / steps, 'grad_nonfinite_pct': 100 * (steps - finite) / steps}
-    if finite:
-        metrics.update(grad_norm_mean=norm_sum / finite, grad_norm_max=norm_max)
-    return metrics
-
-
-def read_metrics(path: Path) -> list:
-    """The epochs of a metrics log (lines that do not parse, e.g. cut by a kill, are skipped)."""
-    rows = []
-    for line in (path.read_text().splitlines() if path.exists() else []):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def _write_metrics(path: Path, keep_through_epoch: int, new_rows: list) -> None:
-    """Rewrite the log atomically: its rows up to ``keep_through_epoch``, then ``new_rows``."""
-    rows = [r for r in read_metrics(path) if r.get('epoch', -1) <= keep_through_epoch] + new_rows
-    atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
-
-
-def _resume_hint(output: Optional[Path]) -> str:
-    """What a Ctrl-C kept, and how to continue."""
-    last = output / 'last' if output is not None else None
-    if last is None or not last.exists():
-        return 'no checkpoint was written yet; run the command again to start over.'
-    try:
-        epoch = f' after epoch {int(os.readlink(last).rsplit("-", 1)[-1])}'
-    except (OSError, ValueError):
-        epoch = ''
-    return (f"the run in '{output}' is saved{epoch}; the same command with --resume {output} continues it exactly "
-            f"(the interrupted epoch is replayed).")
-
-
-def _trackers():
+def default_trackers():
     try:
         import tensorboard  # noqa: F401
         return 'tensorboard'
@@ -739,14 +475,14 @@ def train(args: argparse.Namespace) -> Path:
     from accelerate.state import AcceleratorState
     trainer = None
     try:
-        trainer = _Trainer(args)
+        trainer = Trainer(args)
         return trainer.run()
     except BaseException as err:
         if trainer is not None:  # the epochs logged so far reach the tracker's files (end_training does it on success)
             for tracker in trainer.accelerator.trackers:
                 tracker.finish()
         if isinstance(err, KeyboardInterrupt):
-            raise Interrupted(_resume_hint(trainer.output if trainer is not None else None)) from None
+            raise Interrupted(resume_hint(trainer.output if trainer is not None else None)) from None
         raise
     finally:  # lets a later run in this process choose other mixed-precision settings (the process group stays)
         AcceleratorState._reset_state(reset_partial_state=False)

@@ -1,0 +1,286 @@
+""" The model card of an export (rendered from ``model_cards/template.md`` with huggingface_hub's ``ModelCard``) and
+the run's complete training configuration, ``train_args.yaml``: its front matter holds a model-index with every
+evaluation's numbers, its body the loss, the training settings that act in the run and the command that
+reproduces it.
+"""
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..formatting import format_ci
+from ..model_source import default_model_name
+from ..threat.budget import exact_eps, format_eps
+
+__all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE', 'DATASET_CARD_INFO',
+           'TRAIN_ARGS_FILE', 'TRAIN_ARGS_NOT_WRITTEN', 'DEFAULT_LICENSE', 'PAPER_ARXIV_ID', 'dataset_info']
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'templates' / 'model_card.md'
+TRAIN_ARGS_FILE = 'train_args.yaml'
+# flags of sp-timm train that name places on the machine that ran it, or how it showed progress and errors, not what
+# it computed: train_args.yaml leaves them out (--data-dir is added on the command line where the data is local)
+TRAIN_ARGS_NOT_WRITTEN = ('config', 'output', 'resume', 'resume_override', 'data_dir', 'no_progress', 'debug')
+DEFAULT_LICENSE = 'apache-2.0'
+PAPER_ARXIV_ID = '2302.09575'  # Stationary Point Losses for Robust Model
+
+
+_BEFORE_FLAG_EXISTED = {'val_split': 0}  # before --val-split, validation used the test split
+
+
+_LICENSE_ID = re.compile(r'^[a-z0-9][a-z0-9.+-]*$')
+
+
+CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench', 'sp-loss']
+
+
+DATASET_CARD_INFO = {
+    'cifar10': ('uoft-cs/cifar10', 'CIFAR-10'),
+    'cifar100': ('uoft-cs/cifar100', 'CIFAR-100'),
+    'digits': (None, "scikit-learn's digits (8x8 handwritten digits, resized to 32x32)"),
+}
+
+
+def dataset_info(dataset: str):
+    base = dataset[:-3] if dataset.endswith('-lt') else dataset
+    hub_id, title = DATASET_CARD_INFO.get(base, (None, base))
+    return hub_id, (f'{title}, long-tailed' if dataset.endswith('-lt') else title)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return '' if value is None else f'{value:.2f}'
+
+
+def train_config(record: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """The resolved ``sp-timm train`` configuration of a run, as ``train_args.yaml`` holds it, and the recorded
+    flags left out because this sp-timm's ``train`` no longer has them.
+
+    ``record['args']`` (``vars(args)`` of the run) less ``TRAIN_ARGS_NOT_WRITTEN``, in the parser's order, each
+    value as ``--config`` parses it back to the same value: eps budgets that are multiples of 1/255 as ``'8/255'``,
+    ``--val-split`` auto as ``'auto'``. Empty when the record holds no flags."""
+    from ..train.args import build_train_parser
+    args = record.get('args')
+    if not isinstance(args, dict) or not args:
+        return {}, []
+    dests = [a.dest for a in build_train_parser()._actions if a.dest != 'help']
+    config = {}
+    for key in dests:
+        if key in TRAIN_ARGS_NOT_WRITTEN or (key not in args and key not in _BEFORE_FLAG_EXISTED):
+            continue
+        value = args[key] if key in args else _BEFORE_FLAG_EXISTED[key]
+        if key == 'val_split' and value is None:
+            value = 'auto'
+        elif key in ('adv_eps', 'adv_step_size'):
+            value = exact_eps(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        config[key] = value
+    unknown = [k for k in args if k not in dests and k not in TRAIN_ARGS_NOT_WRITTEN]
+    return config, unknown
+
+
+def _launch_prefix(record: Dict[str, Any]) -> str:
+    processes = record.get('num_processes') or 1
+    return ('sp-timm train' if processes <= 1 else
+            f'accelerate launch --multi_gpu --num_processes {processes} -m sp_timm.train')
+
+
+def train_args_yaml(record: Dict[str, Any]) -> str:
+    """``train_args.yaml``: the run's configuration (``train_config``) with a header saying how to use it."""
+    import yaml
+    from ..version import __version__
+    config, unknown = train_config(record)
+    lines = [f'# The complete configuration of the run that trained {default_model_name(record)}, written by sp-timm '
+             f'{record.get("sp_timm_version", __version__)} export',
+             f'# from its run record (sp_timm.json). Reproduce it with:  {_launch_prefix(record)} --config {TRAIN_ARGS_FILE}',
+             f'# Left out (per machine or display only): {", ".join(TRAIN_ARGS_NOT_WRITTEN)}; add --data-dir DIR for a '
+             f'local copy of the data.']
+    if (record.get('num_processes') or 1) > 1:
+        lines.append(f"# Trained on {record['num_processes']} processes: batch_size is per process (global batch "
+                     f"{record.get('global_batch_size')}).")
+    if record.get('args_history'):
+        lines.append('# The run was resumed with changed flags (--resume-override): these are the values of its last '
+                     'epochs; sp_timm.json args_history holds the earlier ones.')
+    if unknown:
+        lines.append(f'# Flags of the run that this sp-timm train no longer has (left out): {", ".join(unknown)}')
+    return '\n'.join(lines) + '\n' + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def _setting_applies(key: str, config: Dict[str, Any]) -> bool:
+    """Whether ``key`` of the configuration acts in this run (the adversarial flags of a standard run, the
+    schedule parameters of another scheduler, ... do not)."""
+    adv, sched = config.get('adv', 'none'), config.get('sched')
+    mixing = (config.get('mixup') or 0) > 0 or (config.get('cutmix') or 0) > 0
+    if key in ('adv', 'adv_eps', 'adv_steps', 'adv_step_size', 'adv_norm', 'adv_val_examples'):
+        return adv != 'none'
+    rules = {'adv_loss': adv == 'pgd', 'trades_beta': adv == 'trades', 'mixup_prob': mixing,
+             'mixup_switch_prob': (config.get('mixup') or 0) > 0 and (config.get('cutmix') or 0) > 0,
+             'imbalance_ratio': str(config.get('dataset', '')).endswith('-lt'),
+             'imbalance_profile': str(config.get('dataset', '')).endswith('-lt'),
+             'decay_epochs': sched == 'step', 'decay_milestones': sched == 'multistep',
+             'decay_rate': sched in ('step', 'multistep', 'plateau'), 'warmup_lr': (config.get('warmup_epochs') or 0) > 0,
+             'amp_dtype': bool(config.get('amp')), 'log_interval': False,
+             'model_ema_decay': bool(config.get('model_ema')), 'model_ema_warmup': bool(config.get('model_ema')),
+             'class_weight_beta': config.get('class_weight') == 'effective'}
+    return rules.get(key, True)
+
+
+_ZERO_IS_OFF = ('drop', 'smoothing', 'mixup', 'cutmix', 'warmup_epochs')  # 0 switches these off
+
+
+def _format_setting(key: str, value: Any) -> str:
+    if value is True:
+        return 'on'
+    if isinstance(value, float):
+        short = f'{value:g}'
+        return short if float(short) == value else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ' '.join(_format_setting(key, v) for v in value)
+    if isinstance(value, dict):
+        return ' '.join(f'{k}={v}' for k, v in value.items())
+    return str(value)
+
+
+def _training_rows(config: Dict[str, Any]) -> List[List[str]]:
+    """The card's training table: every setting of ``train_args.yaml`` that acts in this run, as its flag; switches
+    that are off and unset options (their default) are left out."""
+    off = lambda key, value: (value is None or value is False or (isinstance(value, (dict, list)) and not value)
+                              or (key in _ZERO_IS_OFF and value == 0))
+    rows = [[f"`--{key.replace('_', '-')}`", _format_setting(key, value)] for key, value in config.items()
+            if not off(key, value) and _setting_applies(key, config)]
+    return rows if rows else [['flags', 'not recorded']]
+
+
+def _train_command(record: Dict[str, Any]) -> str:
+    """The card's command: the run's configuration file, plus --data-dir where the run read a local copy."""
+    if not train_config(record)[0]:
+        return "# the run record holds no flags of sp-timm train: see sp_timm.json"
+    command = f'{_launch_prefix(record)} --config {TRAIN_ARGS_FILE}'
+    if (record.get('args') or {}).get('data_dir'):
+        command += f" \\\n  --data-dir /path/to/{record.get('dataset')}  # the run read a local copy of the data"
+    return command
+
+
+def _evaluation_context(report: Dict[str, Any]) -> Dict[str, Any]:
+    protocol = report['protocol']
+    per_class = [dict(c, clean_acc=_fmt(c['clean_acc']), robust_acc=_fmt(c['robust_acc']),
+                      train_count=c.get('train_count', ''), group=c.get('group', ''))
+                 for c in report.get('per_class', [])] if report.get('long_tailed') else []
+    return dict(threat_model=protocol['threat_model'], eps=protocol['eps'], n_examples=protocol['n_examples'],
+                attacks=', '.join(protocol.get('attacks', [])), clean_acc=_fmt(report['clean_acc']),
+                robust_acc=_fmt(report['robust_acc']), clean_ci=format_ci(report['clean_ci']), robust_ci=format_ci(report['robust_ci']),
+                balanced_clean_acc=_fmt(report.get('balanced_clean_acc')),
+                balanced_robust_acc=_fmt(report.get('balanced_robust_acc')),
+                warnings=report.get('warnings', []), unreliable=report.get('unreliable', False), per_class=per_class,
+                audit=_audit_context(report.get('audit')))
+
+
+def _audit_context(audit: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if not isinstance(audit, dict) or audit.get('robust_acc') is None:
+        return None
+    ci = audit.get('robust_ci')
+    return dict(robust_acc=_fmt(audit['robust_acc']), robust_ci=f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '',
+                unreliable=bool(audit.get('unreliable')))
+
+
+def _dataset_config(dataset: str, protocol: Dict[str, Any], args: Dict[str, Any]) -> Tuple[str, str, Optional[Dict[str, Any]]]:
+    """(config, name, args) of an evaluation's dataset in the model-index: the sp-timm dataset name, and for the
+    -lt variants the training distribution (imbalance ratio and profile) in the config, name and args."""
+    _, title = dataset_info(dataset)
+    if not dataset.endswith('-lt'):
+        return dataset, title, None
+    ratio = protocol.get('imbalance_ratio', args.get('imbalance_ratio'))
+    profile = protocol.get('imbalance_profile', args.get('imbalance_profile'))
+    if ratio is None or profile is None:
+        return dataset, title, None
+    ratio = float(ratio)
+    return (f'{dataset}-{profile}-r{ratio:g}', f'{title} (imbalance ratio {ratio:g}, {profile} profile)',
+            {'imbalance_ratio': ratio, 'imbalance_profile': profile})
+
+
+def _eval_results(record: Dict[str, Any], reports: Sequence[Dict[str, Any]]) -> list:
+    """The model-index entries of the reports: clean, AutoAttack and (when the report has an audit) audited
+    robust accuracy in percent, each with the number of test points, threat model, eps and whether it is audited,
+    on the dataset config of the run (imbalance ratio and profile for the -lt variants)."""
+    from huggingface_hub import EvalResult
+    args = record.get('args') if isinstance(record.get('args'), dict) else {}
+    results = []
+    for report in reports:
+        protocol = report['protocol']
+        dataset = protocol.get('dataset') or record.get('dataset', 'unknown')
+        hub_dataset, _ = dataset_info(dataset)
+        config, dataset_name, dataset_args = _dataset_config(dataset, protocol, args)
+        common = dict(task_type='image-classification', dataset_type=hub_dataset or dataset, dataset_name=dataset_name,
+                      dataset_config=config, dataset_args=dataset_args, dataset_split=protocol.get('split', 'test'),
+                      metric_type='accuracy')
+        audit = report.get('audit') if isinstance(report.get('audit'), dict) else None
+        audited = bool(audit and audit.get('robust_acc') is not None)
+        tm, eps, n = protocol['threat_model'], protocol['eps'], protocol['n_examples']
+        context = {'n_examples': n, 'threat_model': tm, 'eps': eps, 'audited': audited}
+        clean_name = 'clean accuracy' if len(reports) == 1 else f'clean accuracy ({tm} evaluation, {n} points)'
+        results.append(EvalResult(metric_value=round(report['clean_acc'], 2), metric_name=clean_name,
+                                  metric_args=dict(context), **common))
+        results.append(EvalResult(
+            metric_value=round(report['robust_acc'], 2), metric_name=f'AutoAttack accuracy ({tm}, eps={eps})',
+            metric_args=dict(context, attack='AutoAttack standard', unreliable=bool(report.get('unreliable'))), **common))
+        if audited:
+            results.append(EvalResult(
+                metric_value=round(audit['robust_acc'], 2), metric_name=f'audited robust accuracy ({tm}, eps={eps})',
+                metric_args=dict(context, attack='AutoAttack standard + adaptive audit (sp-timm eval --audit)',
+                                 unreliable=bool(audit.get('unreliable'))), **common))
+    return results
+
+
+def check_license(license: str) -> str:
+    if not isinstance(license, str) or not _LICENSE_ID.match(license):
+        raise ValueError(f"--license {license!r} is not a Hub licence identifier (lower case, e.g. apache-2.0, mit, "
+                         f"cc-by-4.0, other); see the Hub's list of licences.")
+    return license
+
+
+def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] = (), repo_id: Optional[str] = None,
+                      folder_name: str = 'model', template: os.PathLike = CARD_TEMPLATE,
+                      license: str = DEFAULT_LICENSE) -> str:
+    """The model card (markdown with YAML front matter) of a trained model.
+
+    ``record`` is the training run record (``run.json``); ``reports`` are ``sp-timm eval`` reports. The front
+    matter's ``model-index`` holds clean, AutoAttack and (where audited) audited robust accuracy (percent) of every
+    report with its number of test points, dataset config, threat model and eps; ``license`` is the Hub licence id.
+    The training table and command come from the run's configuration (``train_config``, ``train_args.yaml``).
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+    import timm
+    from ..version import __version__
+    from ..losses import create_loss, is_sp_loss
+    dataset = record.get('dataset', 'unknown')
+    hub_dataset, dataset_title = dataset_info(dataset)
+    name = default_model_name(record)
+    repo_id = repo_id or f'ORG/{name}'
+    eval_results = _eval_results(record, reports)
+    card_data = ModelCardData(library_name='timm', license=check_license(license), tags=list(CARD_TAGS), model_name=name,
+                              datasets=[hub_dataset] if hub_dataset else None, pipeline_tag='image-classification',
+                              eval_results=eval_results or None)
+    loss_name = record.get('loss', 'unknown')
+    loss_params = record.get('loss_params', {})
+    try:
+        formula = create_loss(loss_name, **loss_params).formula
+    except (ValueError, TypeError, AttributeError):
+        formula = 'see sp-timm losses'
+    args = record.get('args', {})
+    adversarial = None
+    if args.get('adv') not in (None, 'none'):
+        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {format_eps(args.get('adv_eps'))}, " \
+                      f"{args.get('adv_steps')} steps of {format_eps(args.get('adv_step_size'))})"
+    model_args = record.get('model_args', {})
+    card = ModelCard.from_template(
+        card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
+        dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula, is_sp=is_sp_loss(loss_name),
+        loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
+        sp_timm_version=record.get('sp_timm_version', __version__), timm_version=record.get('timm_version', timm.__version__),
+        input_mean=tuple(model_args.get('input_mean') or record.get('input_mean') or ()),
+        input_std=tuple(model_args.get('input_std') or record.get('input_std') or ()),
+        training_rows=_training_rows(train_config(record)[0]), train_args_file=TRAIN_ARGS_FILE,
+        resumed_with_changes=bool(record.get('args_history')), arxiv_id=PAPER_ARXIV_ID, train_counts=record.get('train_class_counts') if dataset.endswith('-lt') else None,
+        imbalance_note=f"imbalance ratio {args.get('imbalance_ratio')}, {args.get('imbalance_profile')} profile",
+        train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
+        repo_id=repo_id, folder_name=folder_name, ema=record.get('model_ema') if record.get('weights') == 'ema' else None)
+    return str(card)

@@ -1,0 +1,141 @@
+""" Export in timm's Hub format (timm's own ``save_for_hf``: ``config.json`` + ``model.safetensors``), with a
+model card rendered from ``model_cards/template.md`` and the RobustBench JSON of each evaluation, and push
+with huggingface_hub.
+
+An export folder::
+
+    DIR/
+      config.json, model.safetensors        timm's format: timm.create_model('local-dir:DIR', pretrained=True)
+      sp_timm.json                          the training run record (loss and its parameters, dataset, flags)
+      train_args.yaml                       the run's complete configuration: sp-timm train --config train_args.yaml
+      README.md                             the model card (YAML front matter with a model-index)
+      eval/<threat_model>.json              full evaluation reports, when evaluations were given
+      model_info/<dataset>/<threat_model>/<name>.json   RobustBench leaderboard entries
+      .sp-timm-export.json                  the marker: every file the export wrote, with its SHA-256 (not pushed)
+
+``--out`` is replaced only when it is absent, empty, or an earlier export whose files are exactly those its
+marker lists, unchanged: a run folder, ``.``, or a folder holding anyone else's files is refused untouched.
+Names read from reports (dataset, model name) must be single safe file names, and every report must carry the
+SHA-256 of the weights being exported (``sp-timm eval`` records it).
+"""
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from ..checkpoint import weights_sha256
+from ..errors import CheckpointError, HubError
+from ..files import atomic_write_json, read_json_object, safe_path_component
+from ..model_source import load_model
+from ..threat.budget import THREAT_MODELS
+from .card import DEFAULT_LICENSE, TRAIN_ARGS_FILE, check_license, render_model_card, train_args_yaml, train_config
+from .folder import EXPORT_MARKER, check_replaceable, export_destination, export_folder
+
+__all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_threat_model']
+
+
+_REPORT_KEYS = ('protocol', 'leaderboard', 'clean_acc', 'robust_acc', 'clean_ci', 'robust_ci')
+
+
+_PROTOCOL_KEYS = ('threat_model', 'eps', 'n_examples', 'dataset')
+
+
+def read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]:
+    """An ``sp-timm eval`` report, checked: its schema, the names that become file names, and that it evaluated
+    the weights with SHA-256 ``weights`` (of ``source``)."""
+    from ..eval.report import LEADERBOARD_FIELDS
+    report = read_json_object(path, 'the evaluation report (report.json of sp-timm eval)')
+    missing = [k for k in _REPORT_KEYS if k not in report]
+    protocol, entry = report.get('protocol'), report.get('leaderboard')
+    if not missing and isinstance(protocol, dict) and isinstance(entry, dict):
+        missing = [f'protocol.{k}' for k in _PROTOCOL_KEYS if k not in protocol] + \
+                  [f'leaderboard.{k}' for k in LEADERBOARD_FIELDS if k not in entry]
+    if missing or not isinstance(protocol, dict) or not isinstance(entry, dict):
+        raise CheckpointError(f"'{path}' is not a report of sp-timm eval (missing or malformed: "
+                              f"{', '.join(missing) or 'protocol / leaderboard'}); give OUT/report.json of sp-timm eval.")
+    if protocol.get('threat_model') not in THREAT_MODELS:
+        raise CheckpointError(f"'{path}': protocol.threat_model {protocol.get('threat_model')!r} is not one of "
+                              f"{', '.join(THREAT_MODELS)}.")
+    safe_path_component(entry.get('dataset'), f"'{path}': leaderboard.dataset")
+    safe_path_component(report.get('model_name') or entry.get('name'), f"'{path}': model_name")
+    model = report.get('model') if isinstance(report.get('model'), dict) else {}
+    recorded = model.get('weights_sha256')
+    if recorded is None:
+        raise CheckpointError(f"'{path}' records no SHA-256 of the weights it evaluated (an older sp-timm eval), so it "
+                              f"cannot be matched to '{source}'. Re-run sp-timm eval on '{source}' (it reuses its saved "
+                              f"chunks), then export with the new report.json.")
+    if recorded != weights:
+        raise CheckpointError(f"'{path}' evaluated other weights (SHA-256 {str(recorded)[:12]}...) than '{source}' "
+                              f"({weights[:12]}...): its numbers would be published for the wrong model. Give the "
+                              f"report of sp-timm eval on this checkpoint.")
+    return report
+
+
+def check_one_report_per_threat_model(paths: Sequence[os.PathLike], reports: Sequence[Dict[str, Any]]) -> None:
+    """An export holds one evaluation per threat model (``eval/<threat_model>.json``, one leaderboard entry per
+    threat-model folder): two reports of the same one are an error naming both, before anything is written."""
+    seen: Dict[str, Tuple[os.PathLike, Dict[str, Any]]] = {}
+    for path, report in zip(paths, reports):
+        protocol = report['protocol']
+        tm = protocol['threat_model']
+        if tm in seen:
+            what = lambda p: f"{p.get('dataset')}, {tm} eps {p.get('eps')}, {p.get('n_examples')} points"
+            raise CheckpointError(
+                f"--eval '{seen[tm][0]}' ({what(seen[tm][1])}) and '{path}' ({what(protocol)}) are both {tm} "
+                f"evaluations; an export holds one per threat model (eval/{tm}.json and one leaderboard entry), so one "
+                f"would overwrite the other. Give the one to publish. Nothing was written.")
+        seen[tm] = (path, protocol)
+
+
+def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] = (), repo_id: Optional[str] = None,
+                 license: str = DEFAULT_LICENSE, weights: str = 'auto') -> Path:
+    """Write ``source`` (a checkpoint, ``local-dir:`` or ``hf-hub:``) to ``out`` in timm's Hub format with its
+    model card (licence ``license``, a Hub licence id), ``train_args.yaml`` (when the run record holds its flags)
+    and RobustBench JSONs. The folder is built beside ``out`` and renamed into place when complete; an existing
+    ``out`` is replaced only if it is an earlier export (see the module docstring)."""
+    from timm.models import save_for_hf
+    from ..version import __version__
+    check_license(license)
+    out = export_destination(out)
+    check_replaceable(out)
+    model, record = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; record['weights']
+    weights = weights_sha256(model)
+    loaded = [read_report(path, weights, source) for path in reports]
+    check_one_report_per_threat_model(reports, loaded)
+    with export_folder(out, f'sp-timm {__version__} export', weights) as tmp:
+        model_config = {'label_names': record['classes']} if record.get('classes') else None
+        save_for_hf(model, tmp, model_config=model_config, model_args=record.get('model_args') or None,
+                    safe_serialization=True)
+        atomic_write_json(tmp / 'sp_timm.json', record)
+        if train_config(record)[0]:
+            (tmp / TRAIN_ARGS_FILE).write_text(train_args_yaml(record), encoding='utf-8')
+        for report in loaded:
+            protocol, entry = report['protocol'], report['leaderboard']
+            atomic_write_json(tmp / 'eval' / f"{protocol['threat_model']}.json", report)
+            atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{report.get('model_name') or entry['name']}.json", entry)
+        card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name, license=license)
+        (tmp / 'README.md').write_text(card, encoding='utf-8')
+    return out
+
+
+def push_folder(folder: os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,
+                commit_message: str = 'Add SP-loss model (sp-timm export)') -> str:
+    """Upload an export folder to the Hub model repo ``repo_id`` (created if needed). Never modifies ``folder``.
+    Raises ``HubError`` (naming the fix) with no token, no network or no permission."""
+    from huggingface_hub import HfApi, get_token
+    folder = Path(folder)
+    if not (folder / 'config.json').is_file():
+        raise HubError(f"'{folder}' is not an export folder (no config.json); run sp-timm export first.")
+    token = token or get_token()
+    if not token:
+        raise HubError(f"No Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again. "
+                       f"The export in '{folder}' is intact.")
+    api = HfApi(token=token, library_name='sp-timm')
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message,
+                                   ignore_patterns=[EXPORT_MARKER])
+    except Exception as err:
+        raise HubError(f"Pushing '{folder}' to '{repo_id}' failed ({type(err).__name__}: {str(err)[:300]}). "
+                       f"Check the network, the token's write access and the repo id; the export in '{folder}' "
+                       f"is intact.") from err
+    return str(getattr(commit, 'commit_url', commit))

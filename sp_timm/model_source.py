@@ -1,0 +1,181 @@
+""" Where a model to evaluate or export comes from: an sp-timm checkpoint (rebuilt from its run record), a timm Hub
+folder written by ``sp-timm export`` (``local-dir:DIR``) or the Hub (``hf-hub:ORG/NAME``). Weights load only from
+verified safetensors files, strictly; ``timm.create_model`` arguments that could load other files are refused.
+"""
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+
+from .checkpoint import (EMA_FILE, RUN_FILE, WEIGHTS_FILE, has_ema_weights, load_ema_state, load_state_dict_safely,
+                         read_run_record, resolve_checkpoint, verify_hash)
+from .errors import CheckpointError
+from .files import PathLike, read_json_object, safe_path_component
+
+__all__ = ['WEIGHT_CHOICES', 'check_weights_choice', 'create_model_from_checkpoint', 'check_model_args', 'load_model',
+           'default_model_name']
+
+
+WEIGHT_CHOICES = ('auto', 'ema', 'raw')
+
+
+def check_weights_choice(weights: str) -> None:
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}.")
+
+
+def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict).
+
+    ``weights``: ``auto`` (default) loads the EMA weights (``model_ema.safetensors``, ``--model-ema``) when the
+    checkpoint has them and the raw (trained) weights otherwise; ``ema`` requires the EMA weights; ``raw`` always
+    loads ``model.safetensors``. The returned record says which under ``weights`` (``'ema'`` or ``'raw'``)."""
+    check_weights_choice(weights)
+    checkpoint = resolve_checkpoint(checkpoint)
+    verify_hash(checkpoint, RUN_FILE)
+    record = read_run_record(checkpoint)
+    use = 'ema' if weights == 'ema' or (weights == 'auto' and has_ema_weights(checkpoint)) else 'raw'
+    if use == 'ema':
+        state, origin = load_ema_state(checkpoint), checkpoint / EMA_FILE
+        if state is None:
+            raise CheckpointError(f"'{checkpoint}' has no EMA weights (trained without --model-ema); load its raw "
+                                  f"weights (--weights raw, or auto).")
+    else:
+        verify_hash(checkpoint, WEIGHTS_FILE)
+        state, origin = load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint
+    model = _create_checked(record.get('model'), record.get('model_args', {}), checkpoint / RUN_FILE)
+    _load_strict(model, state, origin)
+    return model.eval(), dict(record, weights=use)
+
+
+_FILE_ARGS = ('checkpoint_path', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_model_args',
+              'pretrained_strict', 'cache_dir')
+
+
+_FILE_WORDS = ('path', 'file', 'dir', 'url', 'filename', 'checkpoint')  # as a name, or its last word (weights_file)
+
+
+def check_model_args(model_name: Any, model_args: Any, origin: str) -> Dict[str, Any]:
+    """``model_args`` if they are plain ``timm.create_model`` arguments of ``model_name``: a mapping whose names
+    and values name no file (no ``checkpoint_path``, ``pretrained_cfg``, ``*_path``, no value with a path
+    separator) and that the model accepts (checked by building it on the meta device). Raises ``CheckpointError``
+    naming ``origin`` (the file or flag they came from) otherwise."""
+    import timm
+    from timm.models import parse_model_name
+    if not isinstance(model_name, str) or not model_name:
+        raise CheckpointError(f"{origin}: the model name {model_name!r} is not a timm model name.")
+    source, _ = parse_model_name(model_name)
+    if source == 'local-dir':
+        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must name "
+                              f"a timm architecture (e.g. resnet32_cifar).")
+    if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
+        raise CheckpointError(f"{origin}: model_args must be a mapping of argument names to values, got "
+                              f"{type(model_args).__name__}.")
+    named = sorted(k for k, v in model_args.items() if k in _FILE_ARGS or k.lower().rsplit('_', 1)[-1] in _FILE_WORDS
+                   or (isinstance(v, str) and ('/' in v or '\\' in v)))
+    if named:
+        raise CheckpointError(f"{origin}: model_args may not name files or weights ({', '.join(named)}); weights load "
+                              f"only from the verified model.safetensors. Remove them.")
+    if source is None:
+        if not timm.is_model(model_name):
+            raise CheckpointError(f"{origin}: '{model_name}' is not a timm model (import sp_timm registers the CIFAR "
+                                  f"networks; timm.list_models() lists the rest).")
+        try:
+            with torch.device('meta'):
+                timm.create_model(model_name, pretrained=False, **model_args)
+        except (TypeError, ValueError, AssertionError, KeyError) as err:
+            raise CheckpointError(f"{origin}: {model_name} does not accept model_args {sorted(model_args)} "
+                                  f"({type(err).__name__}: {str(err)[:200]}).") from err
+    return model_args
+
+
+def _create_checked(model_name: Any, model_args: Any, origin: PathLike) -> torch.nn.Module:
+    """``timm.create_model(model_name, pretrained=False, **model_args)`` after ``check_model_args``."""
+    import timm
+    check_model_args(model_name, model_args, str(origin))
+    return timm.create_model(model_name, pretrained=False, **model_args)
+
+
+def _load_strict(model: torch.nn.Module, state: Dict[str, torch.Tensor], origin: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(f"The weights in '{origin}' do not fit the model {type(model).__name__}: "
+                              f"{' '.join(first[:3])[:600]}") from err
+
+
+def _load_hub_folder(folder: Path) -> torch.nn.Module:
+    """The model of a timm Hub-format folder: the architecture and ``model_args`` of its ``config.json`` (checked
+    by ``check_model_args``) and the weights of exactly its ``model.safetensors``, loaded strictly. timm's own
+    ``pretrained=True`` path is not used: it could pick another file (a pickled ``pytorch_model.bin``)."""
+    if not (folder / 'config.json').is_file():
+        raise CheckpointError(f"'{folder}' has no config.json: it is not a timm Hub folder (sp-timm export writes one).")
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
+                              f"that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to safetensors.")
+    config = read_json_object(folder / 'config.json', "a timm model config")
+    model_args = config.get('model_args') or {}
+    if isinstance(model_args, dict) and config.get('num_classes') is not None:
+        model_args = dict({'num_classes': config['num_classes']}, **model_args)
+    state = load_state_dict_safely(weights)
+    model = _create_checked(config.get('architecture'), model_args, folder / 'config.json')
+    _load_strict(model, state, weights)
+    return model
+
+
+def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """The model to evaluate or export, from
+
+    - an sp-timm checkpoint folder or a run's output folder (rebuilt from ``run.json``);
+    - ``local-dir:DIR`` or ``hf-hub:ORG/NAME``: timm's Hub format: the architecture its ``config.json`` names,
+      with the weights of exactly its ``model.safetensors`` (never a pickle timm might prefer).
+
+    ``weights`` (``auto``, ``ema``, ``raw``): for a checkpoint, see ``create_model_from_checkpoint`` (``auto``: the
+    EMA weights when present). A Hub folder holds one set, the one its export chose (``sp_timm.json``'s ``weights``);
+    asking for the other is an error. Returns the model in eval mode and a record (the run record, or what the Hub
+    config says) whose ``weights`` says which weights were loaded (``'ema'`` or ``'raw'``).
+    """
+    check_weights_choice(weights)
+    if not source.startswith(('local-dir:', 'hf-hub:')):
+        return create_model_from_checkpoint(source, weights)
+    if source.startswith('local-dir:'):
+        folder = Path(source[len('local-dir:'):])
+        if not folder.is_dir():
+            raise CheckpointError(f"'{folder}' is not a folder; local-dir: needs a folder written by sp-timm export.")
+    elif source.startswith('hf-hub:'):
+        from huggingface_hub import snapshot_download
+        try:
+            folder = Path(snapshot_download(source[len('hf-hub:'):], allow_patterns=['*.json', '*.safetensors', '*.md']))
+        except Exception as err:
+            raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
+                                  f"download it elsewhere and use 'local-dir:DIR'.") from err
+    model = _load_hub_folder(folder)
+    record = _hub_record(folder)
+    held = 'ema' if record.get('weights') == 'ema' else 'raw'  # exports before --model-ema held the raw weights
+    if weights not in ('auto', held):
+        fix = ('export them with sp-timm export --weights raw' if held == 'ema' else 'the run had no --model-ema, or '
+               'export its EMA weights with sp-timm export --weights ema')
+        raise CheckpointError(f"'{source}' holds the {held} weights of its run only, not the {weights} ones; {fix}.")
+    return model.eval(), dict(record, weights=held)
+
+
+def default_model_name(record: Dict[str, Any]) -> str:
+    """The name a trained model goes by in cards and leaderboard files: the record's ``name`` (which must be a
+    single safe file name, see ``safe_path_component``), else ``<model>-<dataset>-<loss>`` with path separators
+    and ``:`` of the model name (``hf-hub:org/name``) replaced by ``_``."""
+    if record.get('name'):
+        return safe_path_component(record['name'], "the record's name")
+    derived = f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
+    return safe_path_component(''.join('_' if c in '/\\:' else c for c in derived), 'the model name')
+
+
+def _hub_record(folder: Path) -> Dict[str, Any]:
+    """The run record an export stores beside timm's config, or the little timm's config itself says."""
+    exported = folder / 'sp_timm.json'
+    if exported.is_file():
+        return read_json_object(exported, 'the sp-timm run record')
+    config = read_json_object(folder / 'config.json', 'a timm model config')
+    return {'model': config.get('architecture'), 'model_args': config.get('model_args', {}),
+            'num_classes': config.get('num_classes'), 'classes': config.get('label_names')}

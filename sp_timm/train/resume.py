@@ -1,0 +1,112 @@
+""" Where a run writes and what a resume may change: the run folder checked before anything is written, the flags
+a resume keeps (or records under ``args_history`` with ``--resume-override``), and what a Ctrl-C kept. """
+import argparse
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from ..checkpoint import read_run_record, resolve_checkpoint
+from ..errors import CheckpointError
+from ..files import check_output_folder
+from ..losses import CLASS_WEIGHT_REDUCTION, earlier_reduction
+
+__all__ = ['RESUME_FREE_ARGS', 'SCHEDULE_ARGS', 'RECORD_KEYS', 'changed_args', 'args_history', 'prepare_output',
+           'run_folder', 'default_output', 'resume_hint']
+
+RECORD_KEYS = ('model', 'dataset', 'loss', 'num_classes')
+
+
+def default_output(args: argparse.Namespace) -> Path:
+    stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
+    return Path('output') / 'train' / f"{stamp}-{args.model.replace('/', '_').replace(':', '_')}-{args.loss}"
+
+
+RESUME_FREE_ARGS = ('resume', 'resume_override', 'output', 'config', 'data_dir', 'no_progress', 'log_interval', 'debug',
+                    'torchcompile')
+
+
+def changed_args(record: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Tuple[Any, Any]]:
+    """``{flag: (recorded value, value now)}`` for the flags of ``args`` that differ from the run record's."""
+    recorded = record.get('args') if isinstance(record.get('args'), dict) else {}
+    now = json.loads(json.dumps(vars(args), default=str))  # as the record stores them (tuples as lists, ...)
+    if 'val_split' not in recorded and recorded:  # a run from before --val-split validated on the test split
+        recorded = dict(recorded, val_split=0)
+    return {k: (recorded[k], now[k]) for k in sorted(now)
+            if k in recorded and k not in RESUME_FREE_ARGS and recorded[k] != now[k]}
+
+
+def args_history(record: Dict[str, Any], args: argparse.Namespace, epochs_done: int) -> list:
+    """The run record's ``args_history`` plus, when this resume changes flags (``--resume-override``), an entry
+    ``{'until_epoch': epochs_done, 'args': {flag: value}}``: the epochs up to ``epochs_done`` (after the previous
+    entry) ran with those values; the record's ``args`` hold the values of the epochs after the last entry."""
+    history = list(record.get('args_history') or [])
+    changed = changed_args(record, args)
+    if changed:
+        history.append({'until_epoch': epochs_done, 'args': {k: old for k, (old, _) in changed.items()}})
+    return history
+
+
+def prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
+    """The run folder and the checkpoint to resume, checked before anything is written: the folder is not a file
+    and is writable; a resume keeps the model, dataset and loss, and other flags unless ``--resume-override``."""
+    if args.resume:
+        checkpoint = resolve_checkpoint(args.resume)
+        output = Path(args.output) if args.output else checkpoint.parent
+        check_output_folder(output, '--output')
+        record = read_run_record(checkpoint)
+        for key in RECORD_KEYS[:3]:
+            if record.get(key) != getattr(args, key):
+                raise CheckpointError(f"--resume {args.resume} was trained with --{key} {record.get(key)}, not "
+                                      f"{getattr(args, key)}; resume with the same flags (or --config of the run).")
+        changed = changed_args(record, args)
+        if changed and not getattr(args, 'resume_override', False):
+            listed = '; '.join(f"--{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items())
+            raise CheckpointError(f"--resume {args.resume} was trained with other settings ({listed}). Resume with the "
+                                  f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
+                                  f"the new values (run.json then records the epochs run with each value under "
+                                  f"args_history). Nothing was changed.")
+        schedule_changed = sorted(changed.keys() & set(SCHEDULE_ARGS))
+        if schedule_changed and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
+            raise CheckpointError(f"--resume {args.resume}: a plateau schedule's learning rate follows the metrics it "
+                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(schedule_changed)}); "
+                                  f"resume with the run's schedule flags. Nothing was changed.")
+        if earlier_reduction(record) and not getattr(args, 'resume_override', False):
+            raise CheckpointError(f"--resume {args.resume} was trained with the earlier class-weighted loss (the plain "
+                                  f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
+                                  f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
+                                  f"(run.json then records the change). Nothing was changed.")
+        if run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
+            raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
+                                  f"'{args.resume}' into it would replace them. Leave --output out to continue in "
+                                  f"'{run_folder(checkpoint)}', or choose an empty folder. Nothing was changed.")
+        return output, checkpoint
+    output = Path(args.output) if args.output else default_output(args)
+    check_output_folder(output, '--output')
+    if (output / 'last').exists():
+        raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
+                              f"--resume {output}, or choose another --output. Nothing was changed.")
+    return output, None
+
+
+def run_folder(checkpoint: Path) -> Path:
+    """The output folder of the run a checkpoint folder (``OUTPUT/last``, ``OUTPUT/epoch-NNNN``) belongs to."""
+    return checkpoint.resolve().parent
+
+
+SCHEDULE_ARGS = ('lr', 'epochs', 'sched', 'sched_on_updates', 'warmup_epochs', 'warmup_lr', 'min_lr', 'decay_epochs',
+                 'decay_milestones', 'decay_rate')
+
+
+def resume_hint(output: Optional[Path]) -> str:
+    """What a Ctrl-C kept, and how to continue."""
+    last = output / 'last' if output is not None else None
+    if last is None or not last.exists():
+        return 'no checkpoint was written yet; run the command again to start over.'
+    try:
+        epoch = f' after epoch {int(os.readlink(last).rsplit("-", 1)[-1])}'
+    except (OSError, ValueError):
+        epoch = ''
+    return (f"the run in '{output}' is saved{epoch}; the same command with --resume {output} continues it exactly "
+            f"(the interrupted epoch is replayed).")
