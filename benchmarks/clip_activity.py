@@ -28,7 +28,8 @@ from _saved_table import print_saved, publish  # noqa: E402  (benchmarks/ is on 
 def retrain(setting: str, config: str, seed: int, work: Path, study: Optional[Path], epochs: int) -> Dict[str, Any]:
     """One run with the gradient-norm log: its metrics rows and whether its weights equal the study's run."""
     import robustness_study
-    from sp_timm.train import parse_train_args, read_metrics, train
+    from sp_timm.cli.train import parse_train_args
+    from sp_timm.train import read_metrics, train
     name = f'{setting}-{config}-s{seed}'
     flags = robustness_study.train_flags(setting, config, epochs, seed) + ['--output', str(work / name), '--no-progress']
     args = parse_train_args(flags)

@@ -25,8 +25,8 @@ def overhead(checkpoint: str, n: int, eps: float, reps: int) -> None:
     from sp_timm.model_source import load_model
     from sp_timm.data import create_dataset
     from sp_timm.eval import evaluate_points
-    model, record = load_model(checkpoint)
-    test = create_dataset(record['dataset'], 'test')
+    model, info = load_model(checkpoint)
+    test = create_dataset(info.dataset, 'test')
     x, y = test.images[:n].float() / 255, test.labels[:n]
     times = {'pyautoattack': [], 'sp-timm': []}
     for _ in range(reps):
@@ -38,7 +38,7 @@ def overhead(checkpoint: str, n: int, eps: float, reps: int) -> None:
         ours = evaluate_points(model, x, y, eps=eps, batch_size=n, min_pert_examples=0, progress=False,
                                echo_warnings=False)
         times['sp-timm'].append(time.perf_counter() - start)
-        assert torch.equal(ours['aa']['square'], y_adv == y), 'sp-timm and pyautoattack disagree'
+        assert torch.equal(ours.aa['square'], y_adv == y), 'sp-timm and pyautoattack disagree'
     a, b = statistics.median(times['pyautoattack']), statistics.median(times['sp-timm'])
     print(f'| AutoAttack standard, {n} points, Linf eps {eps:.4g} | pyautoattack {a:.1f} s | sp-timm {b:.1f} s | '
           f'{b / a:.3f}x |')

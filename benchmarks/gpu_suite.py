@@ -234,7 +234,7 @@ def _train_flags(cfg: Settings, mode: str, batch: int, output: str, compile_back
 def build_trainer(cfg: Settings, mode: str, batch: int, steps: int, compile_backend: Optional[str] = None):
     """A ``Trainer`` whose training loader is ``steps`` batches of random CIFAR-shaped uint8 images."""
     from sp_timm.data import ImageData, TensorLoader
-    from sp_timm.train import parse_train_args
+    from sp_timm.cli.train import parse_train_args
     from sp_timm.train.trainer import Trainer
     output = tempfile.mkdtemp(prefix='sp-timm-suite-')
     trainer = Trainer(parse_train_args(_train_flags(cfg, mode, batch, os.path.join(output, 'run'), compile_backend)))
@@ -263,9 +263,9 @@ class HandLoop:
     def __init__(self, cfg: Settings, trainer, mode: str):
         import timm
         from sp_timm import create_loss
-        self.cfg, self.mode, self.args = cfg, mode, trainer.args
+        self.cfg, self.mode, self.args = cfg, mode, trainer.config
         memory = torch.channels_last if cfg.cuda else torch.contiguous_format
-        self.model = timm.create_model(cfg.model, **trainer.record['model_args']).to(cfg.device, memory_format=memory)
+        self.model = timm.create_model(cfg.model, **trainer.record.model_args).to(cfg.device, memory_format=memory)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         self.loss_fn = create_loss('sp_margin')
         self.batches = [(images.contiguous(memory_format=memory), labels) for images, labels in trainer.train_loader]
@@ -311,7 +311,7 @@ def section_train(cfg: Settings) -> Dict[str, Any]:
                 steps = cfg.steps(mode, batch)
                 trainer = build_trainer(cfg, mode, batch, steps)
                 if flop is None:
-                    flop = flops_per_image(cfg.model, trainer.record['model_args'])
+                    flop = flops_per_image(cfg.model, trainer.record.model_args)
                     result['gflop_per_image_fwd_bwd'] = flop / 1e9
                 hand = HandLoop(cfg, trainer, mode)
                 trainer_pass(trainer, 0), hand.rate()  # warm-up: cudnn autotuning, loss compilation, allocator
@@ -379,7 +379,7 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
     from pyautoattack import AutoAttack
     from sp_timm.data import create_dataset
     from sp_timm.eval.attacks import STANDARD_ATTACKS
-    from sp_timm.eval.runner import evaluate_points
+    from sp_timm.eval import evaluate_points
     data = create_dataset('digits', 'test')
     count = min(cfg.aa_points, len(data))
     images, labels = data.images[:count].float().div(255), data.labels[:count]
@@ -415,7 +415,7 @@ def section_autoattack(cfg: Settings) -> Dict[str, Any]:
         clean = float((model(images.to(cfg.device)).argmax(1).cpu() == labels).float().mean())
     result = {'model': cfg.aa_model, 'points': count, 'eps': eps, 'clean_acc': clean, 'sp_timm_s': ours_s,
               'pyautoattack_s': theirs_s,
-              'ratio': ours_s / theirs_s, 'sp_timm_robust_acc': float(ours['aa'][STANDARD_ATTACKS[-1]].float().mean()),
+              'ratio': ours_s / theirs_s, 'sp_timm_robust_acc': float(ours.aa[STANDARD_ATTACKS[-1]].float().mean()),
               'pyautoattack_robust_acc': float((adv_pred.cpu() == labels).float().mean())}
     log(f'autoattack: sp-timm {ours_s:.1f} s, pyautoattack {theirs_s:.1f} s, ratio {result["ratio"]:.2f}')
     return result

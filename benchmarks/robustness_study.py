@@ -134,14 +134,14 @@ def _work_dir(cfg: Dict[str, Any], setting: str, config: str, seed: int) -> Path
 
 def _train(setting: str, config: str, seed: int, cfg: Dict[str, Any]) -> Path:
     """Train (or finish, or reuse) one run; returns its ``last`` checkpoint."""
-    from sp_timm.train import parse_train_args, train
+    from sp_timm.cli.train import parse_train_args
+    from sp_timm.train import train
     from sp_timm.checkpoint import read_run_record
-    from sp_timm.losses._class_weight import earlier_reduction
     run_dir = _run_dir(cfg, setting, config, seed)
     flags = train_flags(setting, config, cfg['epochs'], seed) + ['--output', str(run_dir), '--no-progress']
     total = int(flags[flags.index('--epochs') + 1])
     last = run_dir / 'last'
-    if last.exists() and earlier_reduction(read_run_record(last)):
+    if last.exists() and read_run_record(last).earlier_reduction():
         # trained when a class-weighted batch loss was the plain mean (every step smaller): train it again, and
         # drop its evaluation's saved stages, which belong to the old model
         print(f'{run_dir.name}: trained with the old class-weighted loss (plain batch mean); training it again.',
@@ -189,9 +189,9 @@ def _validation_data(checkpoint: Path):
     from sp_timm.data import carve_validation, create_dataset
     from sp_timm.demo import DEMO_IMBALANCE
     record = read_run_record(checkpoint)
-    train = create_dataset(record['dataset'], 'train', imbalance_ratio=DEMO_IMBALANCE)
-    _, val, split = carve_validation(train, record['args'].get('val_split'))
-    if sorted(split['indices']) != sorted(record['validation']['indices']):
+    train = create_dataset(record.dataset, 'train', imbalance_ratio=DEMO_IMBALANCE)
+    _, val, split = carve_validation(train, record.config.val_split)
+    if sorted(split['indices']) != sorted(record.validation.indices):
         raise RuntimeError(f'{checkpoint}: the validation split cannot be rebuilt (indices differ).')
     return val, record
 
@@ -222,7 +222,7 @@ def screen_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
         if len(index):
             _, pred = adversary.run_standard_evaluation(x[index], y[index], batch_size=512)
             robust[index] = pred.cpu() == y[index]
-    groups = record['class_groups'] if is_lt(setting) else None
+    groups = record.class_groups if is_lt(setting) else None
     return {'phase': 'screen', 'setting': setting, 'config': config, 'seed': seed, 'n_val': len(y),
             'eps': cfg['eps'], 'attack': 'APGD-CE + APGD-T (AutoAttack standard, white-box part)',
             'clean': _class_metrics(clean, y, val.num_classes, groups),
@@ -243,6 +243,7 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     from sp_timm.eval import evaluate_points
     from sp_timm.eval.attacks import STANDARD_ATTACKS
     from sp_timm.eval.report import perturbation_summary
+    from sp_timm.records import to_json
     setting, config, seed, cfg = job
     start = time.perf_counter()
     checkpoint = _train(setting, config, seed, cfg)
@@ -259,20 +260,20 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     result = evaluate_points(model, x, y, eps=cfg['eps'], batch_size=512, chunk_size=n, work_dir=work,
                              min_pert_norms=['Linf'], fab_iters=cfg['fab_iters'], progress=False, echo_warnings=False,
                              **audit)
-    aa = result['aa']
-    audited = result['audit_points']['worst'] if result.get('audit') else None
-    groups = record['class_groups'] if is_lt(setting) else None
+    aa = result.aa
+    audited = result.audit_points['worst'] if result.audit is not None else None
+    groups = record.class_groups if is_lt(setting) else None
     row = {'phase': 'confirm', 'setting': setting, 'config': config, 'seed': seed, 'n': n, 'eps': cfg['eps'],
            'clean': _class_metrics(aa['clean'], y, test.num_classes, groups),
            'autoattack': _class_metrics(aa[STANDARD_ATTACKS[-1]], y, test.num_classes, groups),
-           'median_linf': perturbation_summary(result['min_perturbation']['Linf'])['median'],
-           'warnings': result['warnings'], 'flags': {'clean': aa['clean'].int().tolist(),
+           'median_linf': perturbation_summary(result.min_perturbation['Linf']).median,
+           'warnings': result.warnings, 'flags': {'clean': aa['clean'].int().tolist(),
                                                      'autoattack': aa[STANDARD_ATTACKS[-1]].int().tolist()},
            'device': str(next(model.parameters()).device), 'seconds': None}
     if audited is not None:
         row['audited'] = _class_metrics(audited, y, test.num_classes, groups)
         row['flags']['audited'] = audited.int().tolist()
-        row['audit'] = result['audit']
+        row['audit'] = to_json(result.audit)
     if twin is not None:
         row['twin_of'] = twin['config']
     row['seconds'] = time.perf_counter() - start
@@ -287,7 +288,7 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
     attack is seeded and the model is the same function), so ``adopt_twin_stages`` copies them. None otherwise."""
     from sp_timm.model_source import load_model
     from sp_timm.checkpoint import read_run_record, weights_sha256
-    from sp_timm.eval.audit import loss_identity, training_loss_from_record
+    from sp_timm.eval.audit import loss_identity, training_loss_from_run
     mine, loss = None, loss_identity(train_loss)
     for path in sorted((Path(cfg['out']) / 'confirm').glob(f'{setting}-*-s{seed}.json')):
         row = json.loads(path.read_text())
@@ -301,7 +302,7 @@ def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any],
         mine = mine or weights_sha256(model)
         if weights_sha256(load_model(str(last))[0]) != mine:
             continue
-        if loss_identity(training_loss_from_record(read_run_record(last))[0]) == loss:
+        if loss_identity(training_loss_from_run(read_run_record(last))[0]) == loss:
             return row
     return None
 
@@ -332,6 +333,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     Nothing in ``work`` is overwritten. Returns the folders adopted."""
     from sp_timm.files import load_tensors, save_tensors
     from sp_timm.eval.audit import CHECK_STAGES, POINT_KEYS, audit_folder, audit_identity, audit_stages
+    from sp_timm.eval.audit_attacks import AuditInputs
     source = _work_dir(cfg, twin['setting'], twin['config'], twin['seed'])
     adopted = [folder.name for folder in sorted(source.iterdir())
                if folder.is_dir() and folder.name[0] != '.' and not folder.name.startswith('audit-')
@@ -345,7 +347,7 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     budgets = audit['audit']
     twin_audit = audit_folder(source, 'Linf', cfg['eps'], budgets, 0, audit_identity(twin_surrogate, audit['train_loss']))
     target = audit_folder(work, 'Linf', cfg['eps'], budgets, 0, audit_identity(audit['surrogate'], audit['train_loss']))
-    stages, _ = audit_stages(num_classes, audit['train_loss'] is not None, audit['surrogate'] is not None)
+    stages, _ = audit_stages(num_classes, AuditInputs(audit['surrogate'], audit['train_loss']))
     keep = set(stages) | set(CHECK_STAGES) | set(POINT_KEYS)
 
     def refile(staging: Path) -> None:
@@ -357,12 +359,13 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     return adopted
 
 
-def audit_kwargs(cfg: Dict[str, Any], record: Dict[str, Any], setting: str, config: str, seed: int) -> Dict[str, Any]:
+def audit_kwargs(cfg: Dict[str, Any], record, setting: str, config: str, seed: int) -> Dict[str, Any]:
     """``evaluate_points``'s audit arguments: the study's budgets (``--audit-restarts``, ``--audit-queries``), the
     model's own training loss, and as surrogate the CE model of the same setting and seed (transfer attack)."""
     from sp_timm.model_source import load_model
-    from sp_timm.eval.audit import AuditConfig, training_loss_from_record
-    train_loss, note = training_loss_from_record(record)
+    from sp_timm.eval.audit import training_loss_from_run
+    from sp_timm.eval.config import AuditConfig
+    train_loss, note = training_loss_from_run(record)
     surrogate = None
     if config != 'ce':
         if (Path(cfg['out']) / 'confirm' / f'{setting}-ce-s{seed}.json').exists():

@@ -11,7 +11,7 @@ import time
 import timm
 import torch
 
-from sp_timm.train import parse_train_args
+from sp_timm.cli.train import parse_train_args
 from sp_timm.threat.pgd import pgd_attack
 from sp_timm.train.trainer import reseed, Trainer
 
@@ -46,7 +46,7 @@ def main():
              f'/tmp/sp-timm-bench-{time.time_ns()}', '--lr', '0.01', '--sched', 'step', '--opt', 'momentum']
     trainer = Trainer(parse_train_args(flags))
     images, labels = trainer.train_loader.images.float().div(255), trainer.train_loader.labels
-    model = timm.create_model(opts.model, **trainer.record['model_args']).to(images.device)
+    model = timm.create_model(opts.model, **trainer.record.model_args).to(images.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = trainer.loss_fn
 

@@ -27,6 +27,7 @@ import torch
 
 from .errors import CheckpointError
 from .files import PathLike, fsync_file, fsync_write, make_shareable, read_json_object, sha256_file, staging_folder
+from .records import RunRecord, read_run_record_json, to_json
 
 __all__ = ['WEIGHTS_FILE', 'EMA_FILE', 'TRAINING_FILE', 'STATE_FILE', 'RUN_FILE', 'LINKS', 'save_checkpoint',
            'resolve_checkpoint', 'verify_hash', 'load_state_dict_safely', 'read_run_record', 'load_training_state',
@@ -80,7 +81,7 @@ def save_checkpoint(
         model_state: Dict[str, torch.Tensor],
         training_state: Dict[str, Any],
         state: Dict[str, Any],
-        run_record: Dict[str, Any],
+        run_record: RunRecord,
         is_best: bool,
         ema_state: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Path:
@@ -97,7 +98,7 @@ def save_checkpoint(
             save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / EMA_FILE))
             files.append(EMA_FILE)
         torch.save(training_state, tmp / TRAINING_FILE)
-        fsync_write(tmp / RUN_FILE, (json.dumps(run_record, indent=2) + '\n').encode())
+        fsync_write(tmp / RUN_FILE, (json.dumps(to_json(run_record), indent=2) + '\n').encode())
         for f in set(files) - {RUN_FILE}:
             fsync_file(tmp / f)
         hashes = {f: sha256_file(tmp / f) for f in files}
@@ -183,8 +184,11 @@ def load_state_dict_safely(path: PathLike) -> Dict[str, torch.Tensor]:
                           f"through torch.load(weights_only=True)).")
 
 
-def read_run_record(checkpoint: PathLike) -> Dict[str, Any]:
-    return read_json_object(Path(checkpoint) / RUN_FILE, 'the run record')
+def read_run_record(checkpoint: PathLike) -> RunRecord:
+    """The run record of a checkpoint folder (any version sp-timm wrote, brought to the current one), every field
+    checked: a malformed or edited ``run.json`` is a ``RecordError`` naming the field."""
+    path = Path(checkpoint) / RUN_FILE
+    return read_run_record_json(read_json_object(path, 'the run record'), str(path))
 
 
 def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], Dict[str, Any]]:

@@ -1,26 +1,34 @@
 """ ``sp-timm demo``: the paper's claims, measured on real data in minutes on a CPU.
 
 CE and the default SP loss train the same network with the same seed and budget on scikit-learn's digits and
-on its long-tailed variant (``digits-lt``, imbalance ratio 10), through ``sp-timm train``'s code; ``sp-timm
-eval``'s code attacks each with AutoAttack (standard, Linf) and measures FAB minimal perturbations; ``sp-timm
-export`` writes each as a Hub folder with its model card. A toy 2-D problem shows where each loss puts the
+on its long-tailed variant (``digits-lt``, imbalance ratio 10), as a client of sp-timm's Python API:
+``train(TrainConfig)`` trains each, ``evaluate(EvalConfig)`` attacks it with AutoAttack (standard, Linf), audits it
+and measures FAB minimal perturbations, ``export_model`` writes it as a Hub folder with its model card. A toy 2-D problem shows where each loss puts the
 boundary between two classes. Output: ``results.json``, ``report.md``, figures, leaderboard JSONs, Hub folders.
 """
 import argparse
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from .eval.config import STANDARD_ATTACKS, AuditConfig
+
 if TYPE_CHECKING:  # imported where used: sp-timm demo --help imports neither torch nor timm
-    import torch
+    from .eval.runner import Evaluation
+    from .records import EvalReport, TrainConfig
 
-__all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
+__all__ = ['DEMO_LOSSES', 'DEMO_EPS', 'DEMO_RECIPE', 'DemoBudget', 'DEMO_BUDGETS', 'demo_train_config',
+           'demo_train_flags', 'run_demo', 'toy_boundary', 'main', 'build_demo_parser']
 
-# the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy
+# the default SP loss (chosen by benchmarks/robustness_study.py) against cross-entropy, as TrainConfig settings
 # sp_margin's gradient grows with the margin error: it needs --clip-grad (see docs/training.md)
-DEMO_LOSSES: Dict[str, List[str]] = {'ce': ['--loss', 'ce'],
-                                     'sp': ['--loss', 'sp_margin', '--sp-margin', '4.0', '--clip-grad', '5']}
+DEMO_LOSSES: Dict[str, Dict[str, Any]] = {'ce': {'loss': 'ce'},
+                                          'sp': {'loss': 'sp_margin', 'sp_margin': 4.0, 'clip_grad': 5.0}}
+# the recipe both losses train with (recipes/digits_small_cnn_{ce,sp}.yaml)
+DEMO_RECIPE: Dict[str, Any] = {'model': 'small_cnn_cifar', 'batch_size': 64, 'opt': 'momentum', 'lr': 0.05,
+                               'momentum': 0.9, 'weight_decay': 5e-4, 'sched': 'cosine', 'no_aug': True}
 DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB Linf distance of its models is ~2.5/255
 DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
@@ -30,52 +38,75 @@ DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the de
 LT_EPOCH_FACTOR = 2.5
 # the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
 # model's adversarial examples (--surrogate)
-DEMO_AUDIT = ('--audit', '--audit-restarts', '2', '--audit-margin-restarts', '3', '--audit-margin-steps', '100',
-              '--audit-square-queries', '1000', '--audit-square-restarts', '1')
-BUDGET_KEYS = ('epochs', 'autoattack_points', 'fab_points', 'fab_iters', 'fab_norms', 'datasets', 'audit_flags')
-_BUDGETS = {  # (epochs, AutoAttack points, FAB points, FAB iterations, FAB norms, datasets, audit flags)
-    'full': (30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS, DEMO_AUDIT),
-    'quick': (10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1], DEMO_AUDIT),
+DEMO_AUDIT = AuditConfig(restarts=2, margin_restarts=3, margin_steps=100, square_queries=1000, square_restarts=1)
+
+
+@dataclass(frozen=True)
+class DemoBudget:
+    """How much the demo does: epochs (digits-lt trains ``LT_EPOCH_FACTOR`` times as many), test points attacked
+    by AutoAttack, points and iterations of FAB's minimal perturbations and their norms, datasets, the audit."""
+    epochs: int
+    autoattack_points: int
+    fab_points: int
+    fab_iters: int
+    fab_norms: Tuple[str, ...]
+    datasets: Tuple[str, ...]
+    audit: AuditConfig
+
+
+DEMO_BUDGETS = {
+    'full': DemoBudget(30, 100, 100, 30, ('Linf', 'L2'), DEMO_DATASETS, DEMO_AUDIT),
+    'quick': DemoBudget(10, 24, 24, 10, ('Linf',), DEMO_DATASETS[:1], DEMO_AUDIT),
 }
 
 
+def _recipe(dataset: str, epochs: int, seed: int) -> Dict[str, Any]:
+    """The demo's recipe for ``dataset``, in the order of its flags: digits-lt (544 training images at ratio 10)
+    trains ``LT_EPOCH_FACTOR`` times as many epochs, about the same number of updates."""
+    lt = dataset.endswith('-lt')
+    recipe = dict(dataset=dataset, model=DEMO_RECIPE['model'], epochs=round(LT_EPOCH_FACTOR * epochs) if lt else epochs)
+    recipe.update({k: v for k, v in DEMO_RECIPE.items() if k != 'model'}, seed=seed)
+    return recipe
+
+
+def demo_train_config(loss: Dict[str, Any], dataset: str, epochs: int, seed: int = 0, **run: Any) -> 'TrainConfig':
+    """The demo's recipe with the loss settings ``loss`` (a value of ``DEMO_LOSSES``), as a ``TrainConfig``; ``run``:
+    where and how it runs (``output``, ``resume``, ``no_progress``)."""
+    from .records import TrainConfig
+    imbalance = {'imbalance_ratio': DEMO_IMBALANCE} if dataset.endswith('-lt') else {}
+    return TrainConfig(**_recipe(dataset, epochs, seed), **loss, **imbalance, **run)
+
+
 def demo_train_flags(loss_flags: Sequence[str], dataset: str, epochs: int, seed: int = 0) -> List[str]:
-    """The demo's recipe (recipes/digits_small_cnn_{ce,sp}.yaml) as ``sp-timm train`` flags. digits-lt (544
-    training images at ratio 10) trains ``LT_EPOCH_FACTOR`` times as many epochs: about the same number of updates."""
-    if dataset.endswith('-lt'):
-        epochs = round(LT_EPOCH_FACTOR * epochs)
-    flags = ['--dataset', dataset, '--model', 'small_cnn_cifar', '--epochs', str(epochs), '--batch-size', '64',
-             '--opt', 'momentum', '--lr', '0.05', '--momentum', '0.9', '--weight-decay', '5e-4', '--sched', 'cosine',
-             '--no-aug', '--seed', str(seed)] + list(loss_flags)
-    if dataset.endswith('-lt'):
-        flags += ['--imbalance-ratio', f'{DEMO_IMBALANCE:g}']
-    return flags
+    """The same recipe as ``sp-timm train`` flags, with the loss flags ``loss_flags`` (the study's recipes are flags:
+    benchmarks/robustness_study.py)."""
+    from .options import as_flags
+    from .records import TrainConfig
+    flags = as_flags(TrainConfig, _recipe(dataset, epochs, seed)) + list(loss_flags)
+    return flags + (['--imbalance-ratio', f'{DEMO_IMBALANCE:g}'] if dataset.endswith('-lt') else [])
 
 
 def _train(loss: str, dataset: str, out: Path, epochs: int, progress: bool) -> Path:
-    from .train import parse_train_args, train
+    from .train import train
     run = out / 'runs' / f'{dataset}-{loss}'
-    flags = demo_train_flags(DEMO_LOSSES[loss], dataset, epochs) + ['--output', str(run)]
-    total = int(flags[flags.index('--epochs') + 1])
-    if (run / 'last').exists() and json.loads((run / 'last' / 'state.json').read_text())['epoch'] >= total:
+    config = demo_train_config(DEMO_LOSSES[loss], dataset, epochs, output=str(run), no_progress=not progress)
+    if (run / 'last').exists() and json.loads((run / 'last' / 'state.json').read_text())['epoch'] >= config.epochs:
         return run / 'last'  # finished by an earlier (interrupted) demo
-    flags += ['--resume', str(run)] if (run / 'last').exists() else []
-    flags += [] if progress else ['--no-progress']
-    return train(parse_train_args(flags)) / 'last'
+    if (run / 'last').exists():
+        config = replace(config, resume=str(run))
+    return train(config) / 'last'
 
 
-def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: Tuple, eps: float, progress: bool,
-              surrogate: Optional[Path] = None) -> Dict[str, Any]:
-    from .eval import build_eval_parser, evaluate
-    _, n_aa, n_fab, fab_iters, norms, _, audit = budget
-    args = ['--checkpoint', str(checkpoint), '--dataset', dataset, '--eps', repr(eps), '--n-examples', str(n_aa),
-            '--batch-size', '256', '--min-pert-examples', str(n_fab), '--fab-iters', str(fab_iters),
-            '--min-pert-norms', *norms, '--out', str(out), *audit] + ([] if progress else ['--no-progress'])
-    args += ['--surrogate', str(surrogate)] if surrogate is not None else []
-    if dataset.endswith('-lt'):
-        args += ['--imbalance-ratio', f'{DEMO_IMBALANCE:g}']
-    evaluate(build_eval_parser().parse_args(args))
-    return json.loads((out / 'report.json').read_text())
+def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: DemoBudget, eps: float, progress: bool,
+              surrogate: Optional[Path] = None) -> 'Evaluation':
+    from .eval.config import AttackConfig, EvalConfig
+    from .eval.runner import evaluate
+    attack = AttackConfig(eps=eps, batch_size=256, min_pert_examples=budget.fab_points, fab_iters=budget.fab_iters,
+                          min_pert_norms=budget.fab_norms, audit=budget.audit)
+    imbalance = {'imbalance_ratio': DEMO_IMBALANCE} if dataset.endswith('-lt') else {}
+    return evaluate(EvalConfig(checkpoint=str(checkpoint), dataset=dataset, n_examples=budget.autoattack_points,
+                               out=str(out), no_progress=not progress, attack=attack,
+                               surrogate=None if surrogate is None else str(surrogate), **imbalance))
 
 
 def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]:
@@ -94,13 +125,12 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     result = {}
-    for ax, flags in zip(axes, DEMO_LOSSES.values()):
+    for ax, settings in zip(axes, DEMO_LOSSES.values()):
         torch.manual_seed(seed)
         mlp = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
                                   torch.nn.Linear(64, 2))
-        loss_name = flags[1]
-        params = {f'sp_{flags[i][5:]}': float(flags[i + 1]) for i in range(2, len(flags), 2) if flags[i].startswith('--sp-')}
-        loss_fn = create_classification_loss(loss_name, **params)
+        loss_name = settings['loss']
+        loss_fn = create_classification_loss(loss_name, **{k: v for k, v in settings.items() if k.startswith('sp_')})
         optimizer = torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9)
         for _ in range(steps):
             optimizer.zero_grad()
@@ -131,20 +161,19 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
     return result
 
 
-def _row(report: Dict[str, Any]) -> Dict[str, Any]:
-    pert = report.get('min_perturbation', {}).get('Linf', {})
-    groups = report.get('groups', {})
-    rare = list(groups.values())[-1] if groups else {}  # few (shot rule) or tail (thirds rule)
-    return {'clean_acc': report['clean_acc'], 'clean_ci': report['clean_ci'], 'robust_acc': report['robust_acc'],
-            'robust_ci': report['robust_ci'], 'median_linf': pert.get('median'),
-            'median_l2': report.get('min_perturbation', {}).get('L2', {}).get('median'),
-            'balanced_clean_acc': report['balanced_clean_acc'], 'balanced_robust_acc': report['balanced_robust_acc'],
-            'few_clean_acc': rare.get('clean_acc'), 'few_robust_acc': rare.get('robust_acc'),
-            'group_rule': report.get('group_rule', {}).get('description') if report.get('long_tailed') else None,
-            'audited_acc': (report.get('audit') or {}).get('robust_acc'),
-            'audited_ci': (report.get('audit') or {}).get('robust_ci'),
-            'audit_reasons': (report.get('audit') or {}).get('reasons', []),
-            'unreliable': report['unreliable'], 'warnings': report['warnings']}
+def _row(report: 'EvalReport') -> Dict[str, Any]:
+    pert = report.min_perturbation or {}
+    rare = list(report.groups.values())[-1] if report.groups else None  # few (shot rule) or tail (thirds rule)
+    audit = report.audit
+    return {'clean_acc': report.clean_acc, 'clean_ci': report.clean_ci, 'robust_acc': report.robust_acc,
+            'robust_ci': report.robust_ci, 'median_linf': pert['Linf'].median if 'Linf' in pert else None,
+            'median_l2': pert['L2'].median if 'L2' in pert else None,
+            'balanced_clean_acc': report.balanced_clean_acc, 'balanced_robust_acc': report.balanced_robust_acc,
+            'few_clean_acc': rare.clean_acc if rare else None, 'few_robust_acc': rare.robust_acc if rare else None,
+            'group_rule': report.group_rule.description if report.long_tailed and report.group_rule else None,
+            'audited_acc': audit.robust_acc if audit else None, 'audited_ci': audit.robust_ci if audit else None,
+            'audit_reasons': audit.reasons if audit else [], 'unreliable': report.unreliable,
+            'warnings': report.warnings}
 
 
 def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
@@ -165,34 +194,42 @@ def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
                          'unreliable'], rows)
 
 
+def _loss_text(loss: str) -> str:
+    """A demo loss as its ``sp-timm train`` flags, e.g. ``--loss sp_margin --sp-margin 4 --clip-grad 5``."""
+    from .options import as_flags
+    from .records import TrainConfig
+    return ' '.join(as_flags(TrainConfig, DEMO_LOSSES[loss]))
+
+
 def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bool = True,
              workers: int = 1) -> Dict[str, Any]:
     """Train, attack, compare and export; returns the results written to ``out/results.json``."""
-    from .files import atomic_write_json, atomic_write_text
     from .eval.stats import paired_test
+    from .files import atomic_write_json, atomic_write_text
+    from .records import to_json
     from .threat.budget import format_eps
-    budget = _BUDGETS['quick' if quick else 'full']
+    budget = DEMO_BUDGETS['quick' if quick else 'full']
     start = time.perf_counter()
     out = Path(out)
-    results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick,
-        'budget': dict(zip(BUDGET_KEYS, budget)), 'losses': DEMO_LOSSES,
-        'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
-    reports: Dict[str, Dict[str, Any]] = {}
+    results: Dict[str, Any] = {'eps': eps, 'eps_str': format_eps(eps), 'quick': quick, 'budget': to_json(budget),
+                               'losses': DEMO_LOSSES, 'imbalance_ratio': DEMO_IMBALANCE, 'table': {}, 'paired': {}}
     figures = ['toy_boundary.png']
-    _claim_folder(out, results['budget'], eps)
-    print(f"sp-timm demo: CE vs {' '.join(DEMO_LOSSES['sp'][1:])} on {', '.join(budget[5])} "
-          f"({budget[0]} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget[1]} test points) -> {out}")
+    _claim_folder(out, budget, eps)
+    print(f"sp-timm demo: CE vs {_loss_text('sp').split(' ', 1)[1]} on {', '.join(budget.datasets)} "
+          f"({budget.epochs} epochs, AutoAttack Linf eps {format_eps(eps)} on {budget.autoattack_points} test points) "
+          f"-> {out}")
     results['toy'] = toy_boundary(out / figures[0])
-    jobs = [(dataset, loss, str(out), budget, eps) for dataset in budget[5] for loss in DEMO_LOSSES]
+    jobs = [(dataset, loss, str(out), budget, eps) for dataset in budget.datasets for loss in DEMO_LOSSES]
     _run_phase(_train_job, jobs, workers, progress, 'demo 1/2: train', _TrainProgress(out, budget))
     done = _run_phase(_attack_job, jobs, workers, progress, 'demo 2/2: attack, audit, export', _AttackProgress(out, jobs))
-    for (dataset, loss, *_), report in zip(jobs, done):
-        reports.setdefault(dataset, {})[loss] = report
-        results['table'].setdefault(dataset, {})[loss] = _row(report)
-    for dataset in budget[5]:
-        flags = {loss: _final_flags(out / 'eval' / f'{dataset}-{loss}') for loss in DEMO_LOSSES}
-        results['paired'][dataset] = dict(paired_test(flags['ce'], flags['sp']), test="McNemar exact, AutoAttack flags")
-        figures += _figures(out, dataset, reports[dataset], eps)
+    evaluations: Dict[str, Dict[str, Any]] = {}
+    for (dataset, loss, *_), evaluation in zip(jobs, done):
+        evaluations.setdefault(dataset, {})[loss] = evaluation
+        results['table'].setdefault(dataset, {})[loss] = _row(evaluation.report)
+    for dataset in budget.datasets:
+        final = {loss: e.points.aa[STANDARD_ATTACKS[-1]] for loss, e in evaluations[dataset].items()}
+        results['paired'][dataset] = dict(paired_test(final['ce'], final['sp']), test="McNemar exact, AutoAttack flags")
+        figures += _figures(out, dataset, evaluations[dataset], eps)
     results['seconds'] = time.perf_counter() - start
     table = _table(results['table'])
     atomic_write_json(out / 'results.json', results)
@@ -212,26 +249,26 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
 DEMO_SETTINGS_FILE = 'demo.json'
 
 
-def _claim_folder(out: Path, budget: Dict[str, Any], eps: float) -> None:
+def _claim_folder(out: Path, budget: DemoBudget, eps: float) -> None:
     """Record in ``out/demo.json`` what the demo's runs and evaluations are made with (budget, eps, losses and every
-    training command), so that a rerun reuses them only for the same demo: a ``ValueError`` naming what differs,
+    training config), so that a rerun reuses them only for the same demo: a ``ValueError`` naming what differs,
     before anything is written, for another one (``--quick`` then the full demo, another ``--eps``, another sp-timm's
     recipe), or for a folder holding runs or evaluations without that record."""
     from .files import atomic_write_json, read_json_object
+    from .records import to_json
     settings = json.loads(json.dumps({
-        'budget': budget, 'eps': eps, 'losses': DEMO_LOSSES, 'imbalance_ratio': DEMO_IMBALANCE,
-        'train_flags': {f'{d}-{loss}': demo_train_flags(flags, d, budget['epochs'])
-                        for d in budget['datasets'] for loss, flags in DEMO_LOSSES.items()}}))
+        'budget': to_json(budget), 'eps': eps, 'losses': DEMO_LOSSES, 'imbalance_ratio': DEMO_IMBALANCE,
+        'train_configs': {f'{d}-{loss}': to_json(demo_train_config(settings, d, budget.epochs))
+                          for d in budget.datasets for loss, settings in DEMO_LOSSES.items()}}))
     path = out / DEMO_SETTINGS_FILE
     fix = f'Choose another --out, or delete {out} to start again.'
     if path.is_file():
         recorded = read_json_object(path, 'the demo record')
         differ = [k for k in settings if recorded.get(k) != settings[k]]
         if differ:
-            jsonable = lambda obj: json.loads(json.dumps(obj))
             modes = {'quick': '--quick', 'full': 'the full demo'}
-            mode = lambda b: next((modes[name] for name, values in _BUDGETS.items()
-                                   if jsonable(dict(zip(BUDGET_KEYS, values))) == b), "another sp-timm's budget")
+            mode = lambda b: next((modes[name] for name, known in DEMO_BUDGETS.items()
+                                   if json.loads(json.dumps(to_json(known))) == b), "another sp-timm's budget")
             what = [f"{mode(recorded.get('budget'))} -> {mode(settings['budget'])}" if k == 'budget'
                     else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
             raise ValueError(f"--out {out} holds a demo made with other settings ({'; '.join(what)}): its trainings "
@@ -297,25 +334,21 @@ class _TrainProgress(_Progress):
     """Epochs finished, read from each run's metrics.jsonl."""
     unit = 'epoch'
 
-    def __init__(self, out: Path, budget: Tuple):
+    def __init__(self, out: Path, budget: DemoBudget):
         self.runs = {f'{d}-{l}': (out / 'runs' / f'{d}-{l}' / 'metrics.jsonl',
-                                  round(budget[0] * (LT_EPOCH_FACTOR if d.endswith('-lt') else 1)))
-                     for d in budget[5] for l in DEMO_LOSSES}
+                                  round(budget.epochs * (LT_EPOCH_FACTOR if d.endswith('-lt') else 1)))
+                     for d in budget.datasets for l in DEMO_LOSSES}
         self.total = sum(n for _, n in self.runs.values())
 
     def poll(self) -> Tuple[int, str]:
-        done = {}
-        for name, (path, n) in self.runs.items():
-            try:
-                done[name] = min(n, sum(1 for line in path.read_text().splitlines() if line.strip()))
-            except OSError:
-                done[name] = 0
+        from .train import read_metrics
+        done = {name: min(n, len(read_metrics(path))) for name, (path, n) in self.runs.items()}
         return sum(done.values()), ', '.join(f'{k} {v}/{self.runs[k][1]}' for k, v in done.items())
 
 
 class _AttackProgress(_Progress):
-    """Evaluation stages finished (clean, the four AutoAttack attacks, FAB, each audit attack, export), read
-    from the saved stage files of each evaluation."""
+    """Evaluation stages finished (clean, the four AutoAttack attacks, FAB, each audit attack, export), counted in
+    what each evaluation has saved so far (``eval.runner.saved_stages``)."""
     unit = 'stage'
 
     def __init__(self, out: Path, jobs: Sequence[Tuple]):
@@ -324,30 +357,22 @@ class _AttackProgress(_Progress):
         self.total = sum(expected for *_, expected in self.evals.values())
 
     @staticmethod
-    def expected(dataset: str, loss: str, budget: Tuple) -> int:
+    def expected(dataset: str, loss: str, budget: DemoBudget) -> int:
         """Saved keys of one demo evaluation, plus its export: AutoAttack's (clean, each attack, predictions,
         perturbations), one per FAB norm, the audit's stages and checks (the SP model's audit also has its training
         loss and the CE surrogate)."""
         from .data.sources import dataset_spec
-        from .eval.attacks import STANDARD_ATTACKS
         from .eval.audit import CHECK_STAGES, audit_stages
+        from .eval.audit_attacks import AuditInputs
         sp = loss != 'ce'
-        stages, _ = audit_stages(dataset_spec(dataset).num_classes, has_loss=sp, has_surrogate=sp)
-        audit = len(stages) + len(CHECK_STAGES)
-        return len(STANDARD_ATTACKS) + 3 + len(budget[4]) + audit + 1
+        inputs = AuditInputs(surrogate=object() if sp else None, train_loss=(lambda z, y: z) if sp else None)
+        stages, _ = audit_stages(dataset_spec(dataset).num_classes, inputs)
+        return len(STANDARD_ATTACKS) + 3 + len(budget.fab_norms) + len(stages) + len(CHECK_STAGES) + 1
 
     @staticmethod
     def _stages(folder: Path, hub: Path, expected: int) -> int:
-        from safetensors import safe_open
-        from .eval.audit import POINT_KEYS
-        count = 0
-        for chunk in (folder / '.work').glob('*/chunk-*.safetensors'):
-            try:
-                with safe_open(str(chunk), 'pt') as f:
-                    count += sum(1 for key in f.keys() if key not in POINT_KEYS)
-            except Exception:  # being written
-                continue
-        return min(expected - 1, count) + (1 if (hub / 'README.md').exists() else 0)
+        from .eval.runner import saved_stages
+        return min(expected - 1, saved_stages(folder)) + (1 if (hub / 'README.md').exists() else 0)
 
     def poll(self) -> Tuple[int, str]:
         done = {name: (self._stages(*paths), paths[2]) for name, paths in self.evals.items()}
@@ -357,53 +382,39 @@ class _AttackProgress(_Progress):
 def _train_job(job: Tuple) -> str:
     dataset, loss, out, budget = job[:4]
     progress = job[5] if len(job) > 5 else False
-    return str(_train(loss, dataset, Path(out), budget[0], progress))
+    return str(_train(loss, dataset, Path(out), budget.epochs, progress))
 
 
-def _attack_job(job: Tuple) -> Dict[str, Any]:
+def _attack_job(job: Tuple) -> 'Evaluation':
     """Evaluate (AutoAttack, FAB, the audit; the SP model also with the CE model's adversarial examples) and export
-    one trained (dataset, loss) of the demo; returns the evaluation report."""
+    one trained (dataset, loss) of the demo; returns the evaluation (its report and per-point results)."""
     from .export.hub import export_model
+    from .eval.runner import REPORT_FILE
     dataset, loss, out, budget, eps = job[:5]
     progress = job[5] if len(job) > 5 else False
     out = Path(out)
     checkpoint = out / 'runs' / f'{dataset}-{loss}' / 'last'
     surrogate = out / 'runs' / f'{dataset}-ce' / 'last' if loss != 'ce' else None
-    evaluation = out / 'eval' / f'{dataset}-{loss}'
-    report = _evaluate(checkpoint, dataset, evaluation, budget, eps, progress, surrogate)
-    export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation / 'report.json'])
-    return report
+    evaluation = _evaluate(checkpoint, dataset, out / 'eval' / f'{dataset}-{loss}', budget, eps, progress, surrogate)
+    export_model(str(checkpoint), out / 'hub' / f'{dataset}-{loss}', reports=[evaluation.folder / REPORT_FILE])
+    return evaluation
 
 
-def _final_flags(evaluation: Path) -> 'torch.Tensor':
-    import torch
-    from safetensors.torch import load_file
-    from .eval import STANDARD_ATTACKS
-    chunks = sorted((evaluation / '.work').glob('autoattack-*/chunk-*.safetensors'))
-    return torch.cat([load_file(str(c))[STANDARD_ATTACKS[-1]] for c in chunks])
-
-
-def _figures(out: Path, dataset: str, reports: Dict[str, Dict[str, Any]], eps: float) -> List[str]:
-    import torch
-    from safetensors.torch import load_file
+def _figures(out: Path, dataset: str, evaluations: Dict[str, 'Evaluation'], eps: float) -> List[str]:
     from .eval.plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
     context = FigureContext('CE vs SP, small_cnn_cifar', dataset, 'Linf', eps)
-    distances = {}
-    for loss in reports:
-        distances[loss] = {}
-        for norm in reports[loss].get('min_perturbation', {}):
-            chunks = sorted((out / 'eval' / f'{dataset}-{loss}' / '.work').glob(f'fab-{norm}-*/chunk-*.safetensors'))
-            distances[loss][norm] = torch.cat([load_file(str(c))['distance'] for c in chunks])
+    reports = {loss: e.report for loss, e in evaluations.items()}
+    distances = {loss: dict(e.points.min_perturbation) for loss, e in evaluations.items()}
     names = [f'{dataset}_robust_acc_vs_eps.png', f'{dataset}_min_perturbation_cdf.png', f'{dataset}_per_class.png']
     plot_robust_accuracy_vs_eps(out / names[0], {loss: {'distances': distances[loss].get('Linf'),
-                                                        'points': [(r['eps'], r['robust_acc']) for r in rep['eps_curve']]}
+                                                        'points': [(r.eps, r.robust_acc) for r in rep.eps_curve]}
                                                  for loss, rep in reports.items()}, 'Linf', 3 * eps, context=context)
     plot_min_perturbation_cdf(out / names[1], distances, {'Linf': eps}, context=context)
     first = next(iter(reports.values()))
-    counts = [c.get('train_count') for c in first['per_class']] if dataset.endswith('-lt') else None
-    plot_per_class(out / names[2], [c['name'] for c in first['per_class']],
-                   {loss: ([c['clean_acc'] for c in r['per_class']], [c['robust_acc'] for c in r['per_class']])
-                    for loss, r in reports.items()}, counts, test_counts=[c['n'] for c in first['per_class']],
+    counts = [c.train_count for c in first.per_class] if dataset.endswith('-lt') else None
+    plot_per_class(out / names[2], [c.name for c in first.per_class],
+                   {loss: ([c.clean_acc for c in r.per_class], [c.robust_acc for c in r.per_class])
+                    for loss, r in reports.items()}, counts, test_counts=[c.n for c in first.per_class],
                    context=context)
     return names
 
@@ -411,8 +422,8 @@ def _figures(out: Path, dataset: str, reports: Dict[str, Dict[str, Any]], eps: f
 def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> str:
     b = results['budget']
     lines = ['# sp-timm demo: CE vs SP on digits', '',
-             f"small_cnn_cifar, {b['epochs']} epochs, seed 0, same recipe for both losses (CE: `{' '.join(DEMO_LOSSES['ce'])}`, "
-             f"SP: `{' '.join(DEMO_LOSSES['sp'])}`)"
+             f"small_cnn_cifar, {b['epochs']} epochs, seed 0, same recipe for both losses (CE: `{_loss_text('ce')}`, "
+             f"SP: `{_loss_text('sp')}`)"
              + (f"; digits-lt: imbalance ratio {results['imbalance_ratio']:g}" if 'digits-lt' in b['datasets'] else '')
              + f". Each run's `last` checkpoint (the end of its fixed recipe) is evaluated. "
              f"AutoAttack (standard) Linf eps {results['eps_str']} on the first {b['autoattack_points']} test images; FAB "

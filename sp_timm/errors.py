@@ -1,7 +1,7 @@
 """ The errors sp-timm raises for a user's mistake or the environment's refusal: each message names the problem
 and the fix. ``sp-timm`` prints them as one ``error:`` line (``cli.common.run_reporting_errors``). """
 
-__all__ = ['CheckpointError', 'DataError', 'HubError', 'Interrupted']
+__all__ = ['CheckpointError', 'DataError', 'HubError', 'Interrupted', 'RecordError']
 
 
 class CheckpointError(ValueError):
@@ -18,3 +18,8 @@ class HubError(RuntimeError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with a message saying what was kept and how to continue (e.g. ``--resume RUN``)."""
+
+
+class RecordError(CheckpointError):
+    """A record file (run record, evaluation report, export record) that does not hold what it claims: a field
+    missing, of the wrong type, unknown, or of a newer schema; the message names the file and the field."""

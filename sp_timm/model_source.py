@@ -11,9 +11,12 @@ from .checkpoint import (EMA_FILE, RUN_FILE, WEIGHTS_FILE, has_ema_weights, load
                          read_run_record, resolve_checkpoint, verify_hash)
 from .errors import CheckpointError
 from .files import PathLike, read_json_object, safe_path_component
+from .records import ModelInfo, RunRecord, read_export_record_json
 
-__all__ = ['WEIGHT_CHOICES', 'check_weights_choice', 'create_model_from_checkpoint', 'check_model_args', 'load_model',
-           'default_model_name']
+__all__ = ['WEIGHT_CHOICES', 'EXPORT_RECORD_FILE', 'check_weights_choice', 'create_model_from_checkpoint',
+           'run_model_info', 'check_model_args', 'load_model', 'default_model_name']
+
+EXPORT_RECORD_FILE = 'sp_timm.json'  # an export's ExportRecord, beside timm's config.json
 
 
 WEIGHT_CHOICES = ('auto', 'ema', 'raw')
@@ -24,13 +27,15 @@ def check_weights_choice(weights: str) -> None:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}.")
 
 
-def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') -> Tuple[torch.nn.Module, ModelInfo]:
     """Rebuild the model of an sp-timm checkpoint from its run record alone and load its weights (strict).
 
     ``weights``: ``auto`` (default) loads the EMA weights (``model_ema.safetensors``, ``--model-ema``) when the
     checkpoint has them and the raw (trained) weights otherwise; ``ema`` requires the EMA weights; ``raw`` always
-    loads ``model.safetensors``. The returned record says which under ``weights`` (``'ema'`` or ``'raw'``)."""
+    loads ``model.safetensors``. The returned ``ModelInfo`` says which (``weights``: ``'ema'`` or ``'raw'``) and
+    holds the run record."""
     check_weights_choice(weights)
+    source = str(checkpoint)
     checkpoint = resolve_checkpoint(checkpoint)
     verify_hash(checkpoint, RUN_FILE)
     record = read_run_record(checkpoint)
@@ -43,9 +48,15 @@ def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') ->
     else:
         verify_hash(checkpoint, WEIGHTS_FILE)
         state, origin = load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint
-    model = _create_checked(record.get('model'), record.get('model_args', {}), checkpoint / RUN_FILE)
+    model = _create_checked(record.model, record.model_args, checkpoint / RUN_FILE)
     _load_strict(model, state, origin)
-    return model.eval(), dict(record, weights=use)
+    return model.eval(), run_model_info(record, source, use)
+
+
+def run_model_info(record: RunRecord, source: str, weights: str) -> ModelInfo:
+    """``ModelInfo`` of a model whose run record is known."""
+    return ModelInfo(source=source, weights=weights, architecture=record.model, model_args=record.model_args,
+                     num_classes=record.num_classes, classes=record.classes, run=record)
 
 
 _FILE_ARGS = ('checkpoint_path', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_model_args',
@@ -125,7 +136,7 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
     return model
 
 
-def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, ModelInfo]:
     """The model to evaluate or export, from
 
     - an sp-timm checkpoint folder or a run's output folder (rebuilt from ``run.json``);
@@ -134,8 +145,8 @@ def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dic
 
     ``weights`` (``auto``, ``ema``, ``raw``): for a checkpoint, see ``create_model_from_checkpoint`` (``auto``: the
     EMA weights when present). A Hub folder holds one set, the one its export chose (``sp_timm.json``'s ``weights``);
-    asking for the other is an error. Returns the model in eval mode and a record (the run record, or what the Hub
-    config says) whose ``weights`` says which weights were loaded (``'ema'`` or ``'raw'``).
+    asking for the other is an error. Returns the model in eval mode and its ``ModelInfo`` (the run record when the
+    folder has one; ``weights`` says which weights were loaded, ``'ema'`` or ``'raw'``).
     """
     check_weights_choice(weights)
     if not source.startswith(('local-dir:', 'hf-hub:')):
@@ -144,7 +155,7 @@ def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dic
         folder = Path(source[len('local-dir:'):])
         if not folder.is_dir():
             raise CheckpointError(f"'{folder}' is not a folder; local-dir: needs a folder written by sp-timm export.")
-    elif source.startswith('hf-hub:'):
+    else:
         from huggingface_hub import snapshot_download
         try:
             folder = Path(snapshot_download(source[len('hf-hub:'):], allow_patterns=['*.json', '*.safetensors', '*.md']))
@@ -152,30 +163,34 @@ def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Dic
             raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
                                   f"download it elsewhere and use 'local-dir:DIR'.") from err
     model = _load_hub_folder(folder)
-    record = _hub_record(folder)
-    held = 'ema' if record.get('weights') == 'ema' else 'raw'  # exports before --model-ema held the raw weights
-    if weights not in ('auto', held):
-        fix = ('export them with sp-timm export --weights raw' if held == 'ema' else 'the run had no --model-ema, or '
-               'export its EMA weights with sp-timm export --weights ema')
-        raise CheckpointError(f"'{source}' holds the {held} weights of its run only, not the {weights} ones; {fix}.")
-    return model.eval(), dict(record, weights=held)
+    info = _hub_model_info(folder, source)
+    if weights not in ('auto', info.weights):
+        fix = ('export them with sp-timm export --weights raw' if info.weights == 'ema' else 'the run had no --model-ema, '
+               'or export its EMA weights with sp-timm export --weights ema')
+        raise CheckpointError(f"'{source}' holds the {info.weights} weights of its run only, not the {weights} ones; {fix}.")
+    return model.eval(), info
 
 
-def default_model_name(record: Dict[str, Any]) -> str:
-    """The name a trained model goes by in cards and leaderboard files: the record's ``name`` (which must be a
-    single safe file name, see ``safe_path_component``), else ``<model>-<dataset>-<loss>`` with path separators
+def default_model_name(info: ModelInfo) -> str:
+    """The name a trained model goes by in cards and leaderboard files: the name its source gives it (which must be
+    a single safe file name, see ``safe_path_component``), else ``<model>-<dataset>-<loss>`` with path separators
     and ``:`` of the model name (``hf-hub:org/name``) replaced by ``_``."""
-    if record.get('name'):
-        return safe_path_component(record['name'], "the record's name")
-    derived = f"{record.get('model')}-{record.get('dataset')}-{record.get('loss')}"
+    if info.name:
+        return safe_path_component(info.name, "the record's name")
+    loss = info.run.loss if info.run is not None else None
+    derived = f"{info.architecture}-{info.dataset}-{loss}"
     return safe_path_component(''.join('_' if c in '/\\:' else c for c in derived), 'the model name')
 
 
-def _hub_record(folder: Path) -> Dict[str, Any]:
-    """The run record an export stores beside timm's config, or the little timm's config itself says."""
-    exported = folder / 'sp_timm.json'
-    if exported.is_file():
-        return read_json_object(exported, 'the sp-timm run record')
+def _hub_model_info(folder: Path, source: str) -> ModelInfo:
+    """What an export's ``sp_timm.json`` (the run record and which weights) and timm's ``config.json`` say."""
     config = read_json_object(folder / 'config.json', 'a timm model config')
-    return {'model': config.get('architecture'), 'model_args': config.get('model_args', {}),
-            'num_classes': config.get('num_classes'), 'classes': config.get('label_names')}
+    exported = folder / EXPORT_RECORD_FILE
+    record = (read_export_record_json(read_json_object(exported, 'the sp-timm export record'), str(exported))
+              if exported.is_file() else None)
+    weights = record.weights if record is not None else 'raw'
+    if record is not None and record.run is not None:
+        return run_model_info(record.run, source, weights)
+    return ModelInfo(source=source, weights=weights, architecture=config.get('architecture'),
+                     model_args=config.get('model_args') or {}, num_classes=config.get('num_classes'),
+                     classes=config.get('label_names'))

@@ -5,7 +5,7 @@ audit resumes without re-running finished stages; a surrogate that does not fit 
 audit budgets. """
 import json
 import shutil
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_timm  # noqa: F401
-from sp_timm.eval import STANDARD_ATTACKS, build_report, evaluate_points, leaderboard_entry, render_summary
+from sp_timm.eval import evaluate_points, render_summary
 from sp_timm.eval import audit as audit_module
-from sp_timm.eval.audit import AUDIT_ATTACKS, AuditConfig, audit_stages, summarize_audit, training_loss_from_record
+from sp_timm.eval.audit import audit_stages, summarize_audit, training_loss_from_run
+from sp_timm.eval.audit_attacks import AuditContext, AuditInputs, audit_attack_names
+from sp_timm.eval.config import AuditConfig
+from sp_timm.records import to_json
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_eval import mlp, points  # noqa: E402
+from conftest import minimal_run, toy_report
+from test_eval import mlp, points
 
 SMALL = AuditConfig(restarts=1, n_iter=20, max_targets=3, margin_restarts=2, margin_steps=20, square_queries=300,
                     square_restarts=1)
@@ -37,13 +40,6 @@ class RoundedLogits(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.round(z / self.step) * self.step
-
-
-def _report(result, labels):
-    protocol = {'dataset': 'toy', 'threat_model': 'Linf', 'eps': '4/255', 'eps_value': EPS, 'n_examples': len(labels),
-                'attacks': list(STANDARD_ATTACKS), 'seed': 0}
-    return build_report(result['aa'], labels, classes=[str(c) for c in range(10)], protocol=protocol, model={},
-                        warnings=result['warnings'], curve=result['curve'], audit=result.get('audit'))
 
 
 @pytest.fixture(scope='module')
@@ -64,39 +60,39 @@ def _copy(work: Path, tmp_path: Path) -> Path:
 
 def test_audit_breaks_a_gradient_masking_model_and_flags_it(masked, tmp_path):
     base, model, x, y, work, aa = masked
-    aa_robust = int(aa['aa']['square'].sum())
+    aa_robust = int(aa.aa['square'].sum())
     assert aa_robust >= 4  # AutoAttack's standard run is fooled: it reports these points robust
     result = evaluate_points(model, x, y, work_dir=_copy(work, tmp_path), audit=SMALL, surrogate=base, **SETTINGS)
-    audit = result['audit']
-    rows = {r['attack']: r for r in audit['attacks']}
-    assert rows['transfer']['broke_beyond_aa'] > 0 and audit['broke_beyond_aa'] >= rows['transfer']['broke_beyond_aa']
-    assert audit['robust_acc'] < audit['autoattack_acc'] - SMALL.threshold
-    assert int(result['audit_points']['worst'].sum()) == aa_robust - audit['broke_beyond_aa']
-    assert audit['unreliable'] and any('lowers robust accuracy' in r for r in audit['reasons'])
-    assert not audit['checks']['gradient_norms']['passed'] and audit['checks']['gradient_norms']['zero_fraction'] == 1.0
-    assert not audit['checks']['white_vs_black_box']['passed']  # transfer broke points every white-box attack missed
-    assert audit['skipped'] == {'apgd-loss': 'no training loss given'}
-    lo, hi = audit['robust_ci']
-    assert lo <= audit['robust_acc'] <= hi
-    report = _report(result, y)
-    assert report['unreliable'] is True and report['audit']['robust_acc'] == audit['robust_acc']
-    assert leaderboard_entry(report, {})['unreliable'] is True
+    audit = result.audit
+    rows = {r.attack: r for r in audit.attacks}
+    assert rows['transfer'].broke_beyond_aa > 0 and audit.broke_beyond_aa >= rows['transfer'].broke_beyond_aa
+    assert audit.robust_acc < audit.autoattack_acc - SMALL.threshold
+    assert int(result.audit_points['worst'].sum()) == aa_robust - audit.broke_beyond_aa
+    assert audit.unreliable and any('lowers robust accuracy' in r for r in audit.reasons)
+    assert not audit.checks['gradient_norms']['passed'] and audit.checks['gradient_norms']['zero_fraction'] == 1.0
+    assert not audit.checks['white_vs_black_box']['passed']  # transfer broke points every white-box attack missed
+    assert audit.skipped == {'apgd-loss': 'no training loss given'}
+    lo, hi = audit.robust_ci
+    assert lo <= audit.robust_acc <= hi
+    report = toy_report(result, y)
+    assert report.unreliable is True and report.audit.robust_acc == audit.robust_acc
+    assert report.leaderboard.unreliable is True
     summary = render_summary(report)
     assert '## Adaptive-attack audit' in summary and '**FAIL**' in summary and 'transfer' in summary
-    json.dumps(report)  # JSON-ready
+    json.dumps(to_json(report))  # JSON-ready
 
 
 def test_plain_model_audit_agrees_with_autoattack_and_stays_reliable():
     model = mlp()
     x, y = points(model, n=16)
     result = evaluate_points(model, x, y, audit=SMALL, **SETTINGS)
-    audit = result['audit']
-    assert 0 < int(result['aa']['square'].sum())  # robust points remain for the audit to attack
-    assert abs(audit['robust_acc'] - audit['autoattack_acc']) <= SMALL.threshold
-    assert all(c['passed'] for c in audit['checks'].values()), audit['checks']
-    assert audit['checks']['large_eps']['acc'] <= SMALL.large_eps_max_acc and audit['unreliable'] is False
-    assert {r['attack'] for r in audit['attacks']} == {'apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'square'}
-    assert _report(result, y)['unreliable'] is bool(result['warnings'])
+    audit = result.audit
+    assert 0 < int(result.aa['square'].sum())  # robust points remain for the audit to attack
+    assert abs(audit.robust_acc - audit.autoattack_acc) <= SMALL.threshold
+    assert all(c['passed'] for c in audit.checks.values()), audit.checks
+    assert audit.checks['large_eps']['acc'] <= SMALL.large_eps_max_acc and audit.unreliable is False
+    assert {r.attack for r in audit.attacks} == {'apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'square'}
+    assert toy_report(result, y).unreliable is bool(result.warnings)
 
 
 def test_worst_case_is_the_and_of_the_attack_flags():
@@ -111,13 +107,13 @@ def test_worst_case_is_the_and_of_the_attack_flags():
                                          skipped={})
     expected = aa['square'] & flags['apgd-ce'] & flags['pgd-margin'] & flags['square']
     assert torch.equal(per_point['worst'], expected) and torch.equal(per_point['worst'], torch.tensor([t, f, f, f, t, f, f, f]))
-    rows = {r['attack']: r for r in summary['attacks']}
-    assert [rows[a]['broke_beyond_aa'] for a in ('apgd-ce', 'pgd-margin', 'square')] == [1, 1, 1]
-    assert rows['apgd-ce']['acc'] == 100 * 4 / 8 and summary['broke_beyond_aa'] == 3
-    assert summary['robust_acc'] == 100 * 2 / 8 and summary['drop'] == 100 * 3 / 8 and summary['unreliable']
+    rows = {r.attack: r for r in summary.attacks}
+    assert [rows[a].broke_beyond_aa for a in ('apgd-ce', 'pgd-margin', 'square')] == [1, 1, 1]
+    assert rows['apgd-ce'].acc == 100 * 4 / 8 and summary.broke_beyond_aa == 3
+    assert summary.robust_acc == 100 * 2 / 8 and summary.drop == 100 * 3 / 8 and summary.unreliable
     # black box (square) broke point 3 that every white-box attack left robust; AutoAttack's Square broke point 5
-    assert summary['checks']['white_vs_black_box']['points'] == 2
-    assert summary['checks']['large_eps']['passed'] and summary['checks']['monotonic_eps']['passed']
+    assert summary.checks['white_vs_black_box']['points'] == 2
+    assert summary.checks['large_eps']['passed'] and summary.checks['monotonic_eps']['passed']
 
 
 def test_points_fab_flipped_within_eps_count_against_the_audited_accuracy():
@@ -133,12 +129,12 @@ def test_points_fab_flipped_within_eps_count_against_the_audited_accuracy():
     common = dict(eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0), skipped={})
     summary, per_point = summarize_audit(aa, flags, fab_distance=distance, **common)
     assert torch.equal(per_point['worst'], torch.tensor([False, False, True, True, True, True]))
-    rows = {r['attack']: r for r in summary['attacks']}
-    assert rows['fab-min']['broke_beyond_aa'] == 2 and rows['fab-min']['kind'] == 'white-box'
-    assert summary['broke_beyond_aa'] == 2 and summary['unreliable']
-    assert summary['fab_min_points'] == 5
+    rows = {r.attack: r for r in summary.attacks}
+    assert rows['fab-min'].broke_beyond_aa == 2 and rows['fab-min'].kind == 'white-box'
+    assert summary.broke_beyond_aa == 2 and summary.unreliable
+    assert summary.fab_min_points == 5
     without, _ = summarize_audit(aa, flags, **common)
-    assert without['robust_acc'] == 100.0 and 'fab-min' not in {r['attack'] for r in without['attacks']}
+    assert without.robust_acc == 100.0 and 'fab-min' not in {r.attack for r in without.attacks}
     with pytest.raises(ValueError, match='FAB distances of 7 points for 6'):
         summarize_audit(aa, flags, fab_distance=torch.ones(7), **common)
 
@@ -149,19 +145,19 @@ def test_saved_audit_stages_are_not_reused_for_other_points(masked, tmp_path, mo
     computed on the new points (a newly attacked point would read broken by every attack)."""
     base, model, x, y, work, aa = masked
     path = tmp_path / 'chunk.safetensors'
-    common = dict(eps=EPS, norm='Linf', seed=1, batch_size=16, device='cpu', config=SMALL, num_classes=10,
-                  stages=['apgd-ce'])
-    points = {k: v for k, v in aa['aa'].items()}
-    first = audit_module.audit_chunk(model, x, y, points, path=path, **common)
+    context = AuditContext(eps=EPS, norm='Linf', seed=1, device='cpu', config=SMALL, num_classes=10)
+    common = dict(batch_size=16, stages=['apgd-ce'])
+    points = {k: v for k, v in aa.aa.items()}
+    first = audit_module.audit_chunk(model, x, y, points, context, path=path, **common)
     ran = []
     stage = audit_module.run_stage
     monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
-    again = audit_module.audit_chunk(model, x, y, points, path=path, **common)
+    again = audit_module.audit_chunk(model, x, y, points, context, path=path, **common)
     assert ran == [] and torch.equal(again['apgd-ce'], first['apgd-ce'])  # the same points: all reused
     robust = points['fab-t'].bool()
     assert robust.sum() >= 2
     changed = dict(points, **{'fab-t': robust.clone().index_fill_(0, robust.nonzero().flatten()[:1], False)})
-    redone = audit_module.audit_chunk(model, x, y, changed, path=path, **common)
+    redone = audit_module.audit_chunk(model, x, y, changed, context, path=path, **common)
     assert ran == ['apgd-ce', 'large-eps', 'grad-ce', 'grad-margin']
     assert torch.equal(redone['points-attacked'], changed['fab-t'].bool())
 
@@ -177,7 +173,7 @@ def test_a_drop_of_exactly_the_threshold_is_reliable_and_one_point_more_is_not()
                  'grad-ce': torch.ones(n), 'grad-margin': torch.ones(n)}
         summary, _ = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0),
                                      skipped={})
-        unreliable.append(summary['unreliable'])
+        unreliable.append(summary.unreliable)
     assert unreliable == [False, True]
 
 
@@ -215,10 +211,10 @@ def test_interrupted_audit_resumes_without_rerunning_finished_stages(masked, tmp
     stop_at = 0
     resumed = evaluate_points(model, x, y, work_dir=resumed_work, **settings)
     assert calls == uninterrupted[2:]  # the two finished stages are not run again; the interrupted one is
-    without_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}  # finished stages do not warn again
-    assert without_warnings(resumed['audit']) == without_warnings(full['audit'])
-    for key, value in full['audit_points'].items():
-        assert torch.equal(value, resumed['audit_points'][key]), key
+    without_warnings = lambda audit: replace(audit, warnings=[])  # finished stages do not warn again
+    assert without_warnings(resumed.audit) == without_warnings(full.audit)
+    for key, value in full.audit_points.items():
+        assert torch.equal(value, resumed.audit_points[key]), key
     calls.clear()
     evaluate_points(model, x, y, work_dir=resumed_work, **settings)
     assert calls == []  # everything saved
@@ -238,35 +234,38 @@ def test_surrogate_that_does_not_fit_is_refused_before_any_attack(monkeypatch):
         evaluate_points(model, x, y, audit=SMALL, surrogate=wrong_input, **SETTINGS)
 
 
-def test_surrogate_flags_are_checked():
-    import argparse
-    from sp_timm.eval.args import build_eval_parser
-    from sp_timm.eval.runner import _audit_inputs
-    args = build_eval_parser().parse_args(['--checkpoint', 'x', '--surrogate', 'y'])
-    with pytest.raises(ValueError, match='add --audit'):
-        _audit_inputs(args, {}, 10, load_model=None)
-    args = build_eval_parser().parse_args(['--checkpoint', 'x', '--audit', '--surrogate', 'y', '--audit-restarts', '2'])
-    other = lambda source: (mlp(), {'num_classes': 5, 'dataset': 'other'})
+def test_surrogate_flags_are_checked(monkeypatch):
+    from sp_timm.cli.evaluate import parse_eval_args
+    from sp_timm.eval import runner
+    from sp_timm.records import ModelInfo
+    config = parse_eval_args(['--checkpoint', 'x', '--surrogate', 'y'])
+    assert 'add --audit' in ' '.join(config.problems())
+    config = parse_eval_args(['--checkpoint', 'x', '--audit', '--surrogate', 'y', '--audit-restarts', '2'])
+    assert config.attack.audit.restarts == 2 and not config.problems()
+    info = lambda classes: ModelInfo(source='y', weights='raw', architecture='mlp', num_classes=classes)
+    monkeypatch.setattr(runner, 'load_model', lambda source: (mlp(), info(5)))
     with pytest.raises(ValueError, match="'y' was trained for 5 classes"):
-        _audit_inputs(args, {}, 10, load_model=other)
-    inputs = _audit_inputs(args, {'loss': 'sp_ls', 'loss_params': {}}, 10, load_model=lambda s: (mlp(), {'num_classes': 10}))
-    assert inputs['audit'].restarts == 2 and inputs['train_loss'] is not None and isinstance(inputs['surrogate'], nn.Module)
-    assert isinstance(args, argparse.Namespace)
+        runner._audit_inputs(config, info(10), 10)
+    monkeypatch.setattr(runner, 'load_model', lambda source: (mlp(), info(10)))
+    inputs = runner._audit_inputs(config, ModelInfo(source='x', weights='raw', architecture='mlp',
+                                                    run=minimal_run('sp_ls')), 10)
+    assert inputs['train_loss'] is not None and isinstance(inputs['surrogate'], nn.Module)
 
 
 def test_attacks_that_apply_and_the_training_loss_from_the_record():
-    stages, skipped = audit_stages(2, has_loss=False, has_surrogate=False, loss_note='why')
+    stages, skipped = audit_stages(2, AuditInputs(loss_note='why'))
     assert stages == ['apgd-ce', 'pgd-margin', 'square'] and set(skipped) == {'apgd-dlr', 'apgd-t', 'apgd-loss', 'transfer'}
     assert skipped['apgd-loss'] == 'why'
-    assert 'apgd-dlr' in audit_stages(3, True, True)[0] and 'apgd-t' in audit_stages(3, True, True)[1]
-    assert audit_stages(10, True, True)[0] == list(AUDIT_ATTACKS)
-    loss, note = training_loss_from_record({'loss': 'sp_ls', 'loss_params': {}, 'args': {'smoothing': 0.0}})
+    both = AuditInputs(surrogate=mlp(), train_loss=lambda z, t: z.sum(1))
+    assert 'apgd-dlr' in audit_stages(3, both)[0] and 'apgd-t' in audit_stages(3, both)[1]
+    assert audit_stages(10, both)[0] == list(audit_attack_names())
+    loss, note = training_loss_from_run(minimal_run('sp_ls', smoothing=0.0))
     logits, labels = torch.randn(5, 10), torch.arange(5)
     assert note == '' and loss(logits, labels).shape == (5,)
-    assert training_loss_from_record({'loss': 'ce'})[0] is None and 'apgd-ce' in training_loss_from_record({'loss': 'ce'})[1]
-    smoothed, _ = training_loss_from_record({'loss': 'ce', 'args': {'smoothing': 0.1}})
+    assert training_loss_from_run(minimal_run('ce'))[0] is None and 'apgd-ce' in training_loss_from_run(minimal_run('ce'))[1]
+    smoothed, _ = training_loss_from_run(minimal_run('ce', smoothing=0.1))
     assert torch.allclose(smoothed(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1, reduction='none'))
-    assert training_loss_from_record({})[0] is None
+    assert training_loss_from_run(None)[0] is None
     with pytest.raises(ValueError, match='>= 1'):
         AuditConfig(restarts=0)
 
@@ -276,13 +275,14 @@ def test_loss_aware_apgd_ascends_the_given_loss():
     runs and returns per-point flags."""
     model = mlp()
     x, y = points(model, n=8)
-    common = dict(eps=EPS, norm='Linf', seed=3, device='cpu', config=SMALL, num_classes=10)
-    ce = audit_module.run_stage('apgd-ce', model, x, y, **common)
-    as_callable = audit_module.run_stage('apgd-loss', model, x, y, train_loss=lambda z, t: F.cross_entropy(
-        z, t, reduction='none'), **common)
+    context = lambda train_loss=None: AuditContext(eps=EPS, norm='Linf', seed=3, device='cpu', config=SMALL,
+                                                   num_classes=10, inputs=AuditInputs(train_loss=train_loss))
+    ce = audit_module.run_stage('apgd-ce', model, x, y, context())
+    as_callable = audit_module.run_stage('apgd-loss', model, x, y, context(lambda z, t: F.cross_entropy(
+        z, t, reduction='none')))
     assert torch.equal(ce, as_callable) and ce.dtype == torch.bool and not ce.all()
-    sp_loss, _ = training_loss_from_record({'loss': 'sp_ls', 'loss_params': {}})
-    assert audit_module.run_stage('apgd-loss', model, x, y, train_loss=sp_loss, **common).shape == (8,)
+    sp_loss, _ = training_loss_from_run(minimal_run('sp_ls'))
+    assert audit_module.run_stage('apgd-loss', model, x, y, context(sp_loss)).shape == (8,)
 
 
 @pytest.mark.slow
@@ -290,10 +290,8 @@ def test_eval_cli_audit_end_to_end(tmp_path):
     """sp-timm eval --audit on a trained SP checkpoint: the report's audit section (the loss-aware attack ascends
     the SP training loss), the leaderboard's unreliable, the summary; a rerun resumes every saved stage."""
     from sp_timm.cli import main as cli_main
-    from sp_timm.train import parse_train_args, train
-    flags = ('--dataset digits --model small_cnn_cifar --batch-size 32 --train-examples 256 --val-examples 32 '
-             '--no-aug --no-progress --epochs 1 --loss sp_ls --lr 0.05').split()
-    checkpoint = train(parse_train_args(flags + ['--output', str(tmp_path / 'run')])) / 'last'
+    from conftest import train_tiny
+    checkpoint = train_tiny(tmp_path / 'run', train_examples=256, loss='sp_ls', lr=0.05) / 'last'
     out = tmp_path / 'eval'
     argv = ['eval', '--checkpoint', str(checkpoint), '--n-examples', '12', '--batch-size', '12', '--eps', '2/255',
             '--min-pert-examples', '0', '--out', str(out), '--no-progress', '--audit', '--surrogate', str(checkpoint),
@@ -302,7 +300,7 @@ def test_eval_cli_audit_end_to_end(tmp_path):
     assert cli_main(argv) == 0
     report = json.loads((out / 'report.json').read_text())
     audit = report['audit']
-    assert {r['attack'] for r in audit['attacks']} == set(AUDIT_ATTACKS)  # sp_ls: the loss-aware attack ran
+    assert {r['attack'] for r in audit['attacks']} == set(audit_attack_names())  # sp_ls: the loss-aware attack ran
     assert audit['autoattack_acc'] == report['robust_acc'] and audit['robust_acc'] <= report['robust_acc']
     assert set(audit['checks']) == {'large_eps', 'monotonic_eps', 'white_vs_black_box', 'gradient_norms'}
     assert report['unreliable'] == (bool(report['warnings']) or audit['unreliable'])
@@ -322,7 +320,7 @@ def test_loss_aware_attack_rises_towards_the_boundary(name, smoothing):
     trained with label smoothing, which moves the loss's stationary point below p* (the ascent was pinned between
     the two). (sp_logit is left out: its penalty depends on the logits' norm, not on p_y alone.)"""
     from sp_timm.losses import create_loss
-    loss, note = training_loss_from_record({'loss': name, 'loss_params': {}, 'args': {'smoothing': smoothing}})
+    loss, note = training_loss_from_run(minimal_run(name, smoothing=smoothing))
     assert loss is not None and not note
     margins = torch.linspace(12.0, -1.0, 200)  # z = (m, 0, ..., 0): p_y falls as m falls
     logits = torch.zeros(200, 10)

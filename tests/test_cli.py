@@ -128,42 +128,48 @@ def test_push_without_repo_id_is_a_usage_error(capsys):
     assert exc.value.code == 2 and '--push needs --repo-id' in capsys.readouterr().err
 
 
-def _entry(flags, record):
-    from sp_timm.eval.args import build_eval_parser
-    from sp_timm.eval.runner import _leaderboard_meta
+def _entry(flags, run):
+    from sp_timm.cli.evaluate import parse_eval_args
     from sp_timm.eval.report import leaderboard_entry
-    args = build_eval_parser().parse_args(['--checkpoint', 'run', *flags])
-    report = {'protocol': {'dataset': 'cifar10', 'eps': '8/255'}, 'clean_acc': 90.0, 'robust_acc': 50.0,
-              'unreliable': False}
-    return leaderboard_entry(report, _leaderboard_meta(args, record))
+    from sp_timm.eval.runner import _leaderboard_meta
+    from sp_timm.records import ModelInfo
+    from conftest import toy_protocol
+    config = parse_eval_args(['--checkpoint', 'run', *flags])
+    info = ModelInfo(source='run', weights='raw', architecture=run.model, run=run)
+    return leaderboard_entry(toy_protocol(4, dataset='cifar10', eps=8 / 255), 90.0, 50.0, False,
+                             _leaderboard_meta(config.leaderboard, info))
 
 
 def test_baseline_leaderboard_entry_names_the_run_and_says_what_to_fill_in():
-    record = {'loss': 'ce', 'model': 'wrn28_10_cifar', 'args': {'adv': 'pgd'}, 'loss_params': {}}
+    from dataclasses import replace
+    from conftest import minimal_run
+    record = replace(minimal_run('ce', adv='pgd'), model='wrn28_10_cifar')
     entry = _entry([], record)
-    assert entry['name'] == 'WideResNet-28-10 trained with the ce loss, PGD adversarial training (sp-timm baseline)'
-    assert entry['link'] == 'TO FILL IN: URL of the paper or code (sp-timm eval --link)'
-    assert entry['authors'] == 'TO FILL IN: the authors (sp-timm eval --authors)'
-    assert entry['venue'].startswith('TO FILL IN: the venue') and entry['architecture'] == 'WideResNet-28-10'
-    assert entry['reported'] == '' and entry['autoattack_acc'] == '50.00'  # a measurement is not the paper's claim
+    assert entry.name == 'WideResNet-28-10 trained with the ce loss, PGD adversarial training (sp-timm baseline)'
+    assert entry.link == 'TO FILL IN: URL of the paper or code (sp-timm eval --link)'
+    assert entry.authors == 'TO FILL IN: the authors (sp-timm eval --authors)'
+    assert entry.venue.startswith('TO FILL IN: the venue') and entry.architecture == 'WideResNet-28-10'
+    assert entry.reported == '' and entry.autoattack_acc == '50.00'  # a measurement is not the paper's claim
     given = _entry(['--paper-title', 'Our paper', '--link', 'https://x.org', '--authors', 'A. B', '--venue', 'ICML 2026',
                     '--reported', '51.3'], record)
-    assert (given['name'], given['link'], given['authors'], given['venue'], given['reported']) == (
+    assert (given.name, given.link, given.authors, given.venue, given.reported) == (
         'Our paper', 'https://x.org', 'A. B', 'ICML 2026', '51.3')
 
 
 def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_fields_to_fill():
+    from dataclasses import replace
     from sp_timm.eval.report import SP_PAPER, render_summary
-    entry = _entry([], {'loss': 'sp_margin', 'model': 'small_cnn_cifar', 'loss_params': {'margin': 2.0}})
-    assert (entry['name'], entry['link'], entry['venue']) == (SP_PAPER['name'], SP_PAPER['link'], SP_PAPER['venue'])
-    assert entry['authors'].startswith('TO FILL IN') and entry['reported'] == ''
-    report = {'protocol': {'dataset': 'digits-lt', 'n_examples': 4, 'threat_model': 'Linf', 'eps': '8/255',
-                           'attacks': ['apgd-ce'], 'seed': 0},
-              'model': {'name': 'm'}, 'clean_acc': 50.0, 'robust_acc': 25.0, 'clean_ci': [0, 100], 'robust_ci': [0, 100],
-              'balanced_clean_acc': 50.0, 'balanced_robust_acc': 25.0, 'stages': [], 'warnings': [], 'eps_curve': [{}],
-              'per_class': [], 'leaderboard': entry,
-              'groups': {'head': {'classes': [0], 'clean_acc': 1.0, 'robust_acc': 0.0}},
-              'group_rule': {'name': 'thirds', 'description': 'head / middle / tail: thirds'}}
+    from sp_timm.records import GroupResult, GroupRule
+    from conftest import minimal_run
+    from test_hub import fake_report
+    from sp_timm.records import ModelInfo
+    run = minimal_run('sp_margin', {'margin': 2.0})
+    entry = _entry([], run)
+    assert (entry.name, entry.link, entry.venue) == (SP_PAPER['name'], SP_PAPER['link'], SP_PAPER['venue'])
+    assert entry.authors.startswith('TO FILL IN') and entry.reported == ''
+    report = replace(fake_report(ModelInfo(source='m', weights='raw', architecture=run.model, run=run), dataset='digits-lt'),
+                     leaderboard=entry, groups={'head': GroupResult(classes=[0], clean_acc=1.0, robust_acc=0.0)},
+                     group_rule=GroupRule(name='thirds', description='head / middle / tail: thirds'))
     summary = render_summary(report)
     assert 'fill in authors before submitting' in summary
     assert 'Long-tail groups: head / middle / tail: thirds.' in summary

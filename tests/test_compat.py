@@ -64,22 +64,24 @@ def test_leaderboard_entry_loads_into_robustbench_model_info(tmp_path):
     import json
     import torch
     from robustbench.utils import ModelInfo
-    from sp_timm.eval import LEADERBOARD_FIELDS, build_report, leaderboard_entry
+    from sp_timm.eval import PointsResult
+    from sp_timm.records import LEADERBOARD_FIELDS, to_json
+    from conftest import toy_protocol, toy_report
     labels = torch.arange(10).repeat(3)
     flags = {'clean': torch.rand(30) < 0.9, 'pred': labels, 'perturbation': torch.zeros(30)}
     for stage in ('apgd-ce', 'apgd-t', 'fab-t', 'square'):
         flags[stage] = flags['clean'] & (torch.rand(30) < 0.5)
-    report = build_report(flags, labels, classes=[str(c) for c in range(10)], warnings=[], model={},
-                          protocol={'dataset': 'cifar10', 'threat_model': 'Linf', 'eps': '8/255', 'eps_value': 8 / 255})
+    report = toy_report(PointsResult(eps=8 / 255, aa=flags), labels, protocol=toy_protocol(30, 8 / 255, 'cifar10'),
+                        meta={'name': 'A title', 'architecture': 'WideResNet-28-10'})
     path = tmp_path / 'model_info' / 'cifar10' / 'Linf' / 'Me2026.json'
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(leaderboard_entry(report, {'name': 'A title', 'architecture': 'WideResNet-28-10'})))
+    path.write_text(json.dumps(to_json(report.leaderboard)))
     entry = json.loads(path.read_text())
     fields = {f.name for f in dataclasses.fields(ModelInfo)}
     assert set(entry) - fields == {'unreliable'}  # RobustBench's own JSON files carry it; its dataclass does not
     info = ModelInfo(**{k: v for k, v in entry.items() if k in fields})
-    assert info.eps == '8/255' and float(info.autoattack_acc) == pytest.approx(report['robust_acc'], abs=0.005)
-    assert float(info.clean_acc) == pytest.approx(report['clean_acc'], abs=0.005)
+    assert info.eps == '8/255' and float(info.autoattack_acc) == pytest.approx(report.robust_acc, abs=0.005)
+    assert float(info.clean_acc) == pytest.approx(report.clean_acc, abs=0.005)
     assert list(entry) == list(LEADERBOARD_FIELDS)
 
 
@@ -162,7 +164,7 @@ def test_robustbench_benchmark_equals_sp_timm_eval(tmp_path, monkeypatch):
     clean, robust = benchmark(model, n_examples=n, dataset='cifar10', threat_model='Linf', data_dir=str(data),
                               device=torch.device('cpu'), batch_size=batch, eps=eps, log_path=str(log))
     ours = evaluate_points(model, x, y, threat_model='Linf', eps=eps, seed=0, batch_size=batch, chunk_size=n,
-                           min_pert_examples=0, progress=False)['aa']
+                           min_pert_examples=0, progress=False).aa
     assert round(clean * n) == int(ours['clean'].sum()) == len(correct)
     assert round(robust * n) == int(ours['square'].sum())
     assert 0 < robust < clean  # attacks flipped some points and left others: the comparison means something

@@ -276,14 +276,16 @@ def test_data_command(capsys):
 
 
 def test_eval_report_names_the_group_rule():
-    from sp_timm.eval import STANDARD_ATTACKS, build_report
+    from sp_timm.eval import STANDARD_ATTACKS, PointsResult
+    from sp_timm.eval.report import LongTail
+    from sp_timm.records import GroupRule
+    from conftest import toy_report
     counts = longtail_counts(5000, 10, 100)
     labels = torch.arange(10).repeat(2)
     flags = torch.ones(20, dtype=torch.bool)
     aa = {'clean': flags, **{a: flags for a in STANDARD_ATTACKS}, 'perturbation': torch.zeros(20)}
-    report = build_report(aa, labels, classes=[str(c) for c in range(10)], warnings=[], train_counts=counts,
-                          protocol={'eps_value': 8 / 255, 'eps': '8/255'}, model={}, long_tailed=True,
-                          class_groups=class_groups(counts), group_rule=group_rule(counts))
-    assert report['group_rule'] == {'name': 'thirds', 'description': GROUP_RULES['thirds']}
-    assert {row['group'] for row in report['per_class']} == {'head', 'middle', 'tail'}
-    assert all(g['clean_acc'] == 100.0 for g in report['groups'].values())
+    report = toy_report(PointsResult(eps=8 / 255, aa=aa), labels, eps=8 / 255,
+                        long_tail=LongTail(True, counts, class_groups(counts), group_rule(counts)))
+    assert report.group_rule == GroupRule(name='thirds', description=GROUP_RULES['thirds'])
+    assert {row.group for row in report.per_class} == {'head', 'middle', 'tail'}
+    assert all(g.clean_acc == 100.0 for g in report.groups.values())

@@ -9,10 +9,10 @@ from sp_timm.cli import main as cli_main
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsys):
-    tiny_audit = ('--audit', '--audit-restarts', '1', '--audit-iters', '5', '--audit-targets', '1',
-                  '--audit-margin-restarts', '1', '--audit-margin-steps', '5', '--audit-square-queries', '20',
-                  '--audit-square-restarts', '1')
-    monkeypatch.setitem(demo._BUDGETS, 'quick', (1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS, tiny_audit))
+    from sp_timm.eval.config import AuditConfig
+    tiny_audit = AuditConfig(restarts=1, n_iter=5, max_targets=1, margin_restarts=1, margin_steps=5, square_queries=20,
+                             square_restarts=1)
+    monkeypatch.setitem(demo.DEMO_BUDGETS, 'quick', demo.DemoBudget(1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS, tiny_audit))
     out = tmp_path / 'demo'
     assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
     printed = capsys.readouterr().out
@@ -43,7 +43,7 @@ def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsy
 
 
 def _budget(name):
-    return dict(zip(demo.BUDGET_KEYS, demo._BUDGETS[name]))
+    return demo.DEMO_BUDGETS[name]
 
 
 def test_a_demo_folder_is_reused_only_by_the_same_demo(tmp_path):

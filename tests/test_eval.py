@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from torch import nn
 
 import sp_timm  # noqa: F401
 from sp_timm.cli import main as cli_main
-from sp_timm.eval import autoattack_chunk, build_report, evaluate_points, LEADERBOARD_FIELDS, STANDARD_ATTACKS
+from sp_timm.eval import STANDARD_ATTACKS, autoattack_chunk, evaluate_points
+from sp_timm.records import LEADERBOARD_FIELDS
 from sp_timm.threat.budget import check_eps, format_eps, parse_eps
-from sp_timm.train import parse_train_args, train
+
+from conftest import toy_report, train_tiny
 
 CLI = [sys.executable, '-m', 'sp_timm']
 
@@ -38,9 +41,8 @@ def points(model: nn.Module, n: int = 16, seed: int = 1):
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp('run') / 'run'
-    flags = ('--dataset digits-lt --imbalance-ratio 10 --model small_cnn_cifar --batch-size 32 --train-examples 256 '
-             '--val-examples 32 --no-aug --no-progress --epochs 2 --loss sp_ls --lr 0.05').split()
-    return train(parse_train_args(flags + ['--output', str(out)])) / 'last'
+    return train_tiny(out, dataset='digits-lt', imbalance_ratio=10, train_examples=256, epochs=2, loss='sp_ls',
+                      lr=0.05) / 'last'
 
 
 def test_eps_parsing_checking_and_robustbench_spelling():
@@ -92,9 +94,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     calls.clear()
     monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
     resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'resumed', **settings)
-    for key in full['aa']:
-        assert torch.equal(full['aa'][key], resumed['aa'][key]), key
-    assert torch.equal(full['min_perturbation']['Linf'], resumed['min_perturbation']['Linf'])
+    for key in full.aa:
+        assert torch.equal(full.aa[key], resumed.aa[key]), key
+    assert torch.equal(full.min_perturbation['Linf'], resumed.min_perturbation['Linf'])
     uninterrupted = len(interrupted_calls) - 1 + len(calls)  # the interrupted call ran again, nothing else did
     calls.clear()
     evaluate_points(model, x, y, work_dir=tmp_path / 'again', **settings)
@@ -111,8 +113,8 @@ def test_saved_fab_chunks_of_fewer_points_are_not_reused_for_more(tmp_path):
     evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=3, **settings)
     resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=6, **settings)
     fresh = evaluate_points(model, x, y, work_dir=tmp_path / 'fresh', min_pert_examples=6, **settings)
-    assert len(resumed['min_perturbation']['Linf']) == 6
-    assert torch.equal(resumed['min_perturbation']['Linf'], fresh['min_perturbation']['Linf'])
+    assert len(resumed.min_perturbation['Linf']) == 6
+    assert torch.equal(resumed.min_perturbation['Linf'], fresh.min_perturbation['Linf'])
 
 
 def test_a_work_folder_refuses_another_model_points_or_seed(tmp_path):
@@ -130,7 +132,7 @@ def test_a_work_folder_refuses_another_model_points_or_seed(tmp_path):
             evaluate_points(call.pop('model'), call.pop('images'), call.pop('labels'), work_dir=work,
                             **dict(settings, **call))
     again = evaluate_points(model, x, y, work_dir=work, **settings)
-    assert torch.equal(again['aa']['square'], first['aa']['square'])
+    assert torch.equal(again.aa['square'], first.aa['square'])
 
 
 def test_restart_on_another_process_leaves_the_folder_to_the_main_one(tmp_path):
@@ -153,7 +155,7 @@ def test_a_resumed_chunk_reports_the_warnings_of_the_stages_it_restored(tmp_path
     once each, with their line breaks; its saved log keeps each one once."""
     import logging
     from sp_timm.eval.attacks import AUTOATTACK_LOGGER, capture_autoattack_warnings
-    from sp_timm.eval.runner import _logged_chunk
+    from sp_timm.eval.autoattack_log import logged_chunk
     logger, log = logging.getLogger(AUTOATTACK_LOGGER), tmp_path / 'chunk-00000.log'
 
     def stage(name, *warnings):
@@ -167,7 +169,7 @@ def test_a_resumed_chunk_reports_the_warnings_of_the_stages_it_restored(tmp_path
 
     def run(compute):
         with capture_autoattack_warnings(echo=False) as seen:
-            _, text = _logged_chunk(compute, log, 'chunk 0')
+            _, text = logged_chunk(compute, log, 'chunk 0')
         return seen, text
 
     zero = 'there are 3 points with zero gradient!\nThis might lead to unreliable evaluation.'
@@ -203,14 +205,11 @@ def test_gradient_masking_is_flagged_unreliable():
     x, y = points(model, n=12)
     result = evaluate_points(model, x, y, eps=16 / 255, batch_size=16, min_pert_examples=0, progress=False,
                              echo_warnings=False)
-    assert any('zero gradient' in w for w in result['warnings'])
-    report = build_report(result['aa'], y, classes=[str(c) for c in range(10)], warnings=result['warnings'],
-                          protocol={'dataset': 'toy', 'threat_model': 'Linf', 'eps': '16/255', 'eps_value': 16 / 255},
-                          model={})
-    assert report['unreliable'] is True and report['warnings']
-    clean = build_report(result['aa'], y, classes=[str(c) for c in range(10)], warnings=[], model={},
-                         protocol={'dataset': 'toy', 'threat_model': 'Linf', 'eps': '16/255', 'eps_value': 16 / 255})
-    assert clean['unreliable'] is False
+    assert any('zero gradient' in w for w in result.warnings)
+    report = toy_report(result, y, eps=16 / 255)
+    assert report.unreliable is True and report.warnings and report.leaderboard.unreliable
+    clean = toy_report(replace(result, warnings=[]), y, eps=16 / 255)
+    assert clean.unreliable is False
 
 
 def test_bad_points_are_refused():
@@ -333,11 +332,12 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
 
 def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):
     """A run's epoch folder is deleted when training goes on; the default evaluation folder must not be inside it."""
-    from sp_timm.eval.args import build_eval_parser
+    from sp_timm.cli.evaluate import parse_eval_args
     from sp_timm.eval.runner import _default_out
+    from sp_timm.records import ModelInfo
     run = checkpoint.parent
     epoch = checkpoint.resolve().name
     for source in (run, checkpoint):
-        args = build_eval_parser().parse_args(['--checkpoint', str(source)])
-        out = _default_out(args, {}, 8 / 255)
+        config = parse_eval_args(['--checkpoint', str(source)])
+        out = _default_out(config, ModelInfo(source=str(source), weights='raw', architecture='small_cnn_cifar'), 8 / 255)
         assert out == run.resolve() / 'eval' / f'{epoch}-eval-Linf-8_255'

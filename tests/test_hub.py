@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,17 @@ import torch
 import yaml
 
 import sp_timm  # noqa: F401  (registers the models)
-from sp_timm.errors import CheckpointError
-from sp_timm.model_source import create_model_from_checkpoint, load_model
 from sp_timm.checkpoint import load_state_dict_safely, weights_sha256
-from sp_timm.errors import HubError
-from sp_timm.export.hub import export_model, push_folder
+from sp_timm.cli.train import parse_train_args
+from sp_timm.errors import CheckpointError, HubError
 from sp_timm.export.card import render_model_card
+from sp_timm.export.hub import export_model, push_folder
+from sp_timm.model_source import create_model_from_checkpoint, load_model, run_model_info
 from sp_timm.models import CIFAR_MODELS
-from sp_timm.train import parse_train_args, train
+from sp_timm.records import (AuditSummary, ClassResult, EvalReport, LeaderboardEntry, StageAccuracy,
+                             read_export_record_json, read_report_json, to_json)
+
+from conftest import minimal_run, toy_model, toy_protocol, train_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,30 +61,31 @@ def test_models_normalise_inside_and_follow_timm_interface():
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp('run') / 'run'
-    flags = ('--dataset digits-lt --imbalance-ratio 10 --model resnet20_cifar --batch-size 32 --train-examples 128 '
-             '--val-examples 32 --no-aug --no-progress --epochs 1 --loss sp_ls --sp-pstar 0.85').split()
-    return train(parse_train_args(flags + ['--output', str(out)])) / 'best'
+    return train_tiny(out, dataset='digits-lt', imbalance_ratio=10, model='resnet20_cifar', train_examples=128,
+                      loss='sp_ls', sp_pstar=0.85) / 'best'
 
 
-def fake_report(record):
-    """An evaluation report in the schema of sp-timm eval (only the fields the card and export read)."""
-    return {'protocol': {'dataset': 'digits', 'threat_model': 'Linf', 'eps': '8/255', 'n_examples': 32,
-                         'attacks': ['apgd-ce', 'apgd-t', 'fab-t', 'square']},
-            'clean_acc': 71.88, 'robust_acc': 12.5, 'clean_ci': [54.6, 84.4], 'robust_ci': [4.9, 27.9],
-            'balanced_clean_acc': 70.1, 'balanced_robust_acc': 11.9, 'long_tailed': True, 'warnings': [],
-            'unreliable': False,
-            'per_class': [{'class': c, 'name': n, 'clean_acc': 70.0, 'robust_acc': 10.0, 'train_count': k, 'group': 'few'}
-                          for c, (n, k) in enumerate(zip(record['classes'], record['train_class_counts']))],
-            'leaderboard': {'link': '', 'name': 'sp_ls digits', 'authors': '', 'additional_data': False,
-                            'number_forward_passes': 1, 'dataset': 'digits', 'venue': '', 'architecture': 'ResNet-20',
-                            'eps': '8/255', 'clean_acc': '71.88', 'reported': '71.88', 'autoattack_acc': '12.50',
-                            'footnote': '', 'unreliable': False}}
+def fake_report(info, weights_sha256=None, dataset='digits', threat_model='Linf', eps='8/255', n=32, audit=None):
+    """An evaluation report of sp-timm eval's schema with made-up numbers (what the card and export read)."""
+    run = info.run
+    protocol = replace(toy_protocol(n, dataset=dataset, threat_model=threat_model), eps=eps)
+    model = replace(toy_model('sp_ls digits'), weights_sha256=weights_sha256)
+    per_class = [ClassResult(label=c, name=name, n=3, clean_acc=70.0, robust_acc=10.0, train_count=k, group='few')
+                 for c, (name, k) in enumerate(zip(run.classes, run.train_class_counts))]
+    entry = LeaderboardEntry(link='', name='sp_ls digits', authors='', additional_data=False, number_forward_passes=1,
+                             dataset=dataset, venue='', architecture='ResNet-20', eps=eps, clean_acc='71.88',
+                             reported='71.88', autoattack_acc='12.50', footnote='', unreliable=False)
+    return EvalReport(protocol=protocol, model=model, n_points=n, clean_acc=71.88, robust_acc=12.5, clean_ci=[54.6, 84.4],
+                      robust_ci=[4.9, 27.9], stages=[StageAccuracy('clean', 71.88)], max_perturbation=0.0,
+                      balanced_clean_acc=70.1, balanced_robust_acc=11.9, long_tailed=True, per_class=per_class,
+                      eps_curve=[], warnings=[], unreliable=False, audit=audit, model_name='sp_ls digits', seconds=1.0,
+                      leaderboard=entry)
 
 
 def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
-    model, record = create_model_from_checkpoint(checkpoint)
+    model, info = create_model_from_checkpoint(checkpoint)
     report_path = tmp_path / 'report.json'
-    report_path.write_text(json.dumps(dict(fake_report(record), model={'weights_sha256': weights_sha256(model)})))
+    report_path.write_text(json.dumps(to_json(fake_report(info, weights_sha256(model)))))
     out = export_model(str(checkpoint), tmp_path / 'export', reports=[report_path], repo_id='me/sp-digits')
     assert {p.name for p in out.iterdir()} >= {'config.json', 'model.safetensors', 'README.md', 'sp_timm.json', 'model_info'}
     assert not (out / 'pytorch_model.bin').exists()
@@ -89,16 +94,15 @@ def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
     x = torch.rand(5, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
-    via_sp_timm, exported_record = load_model(f'local-dir:{out}')
-    assert exported_record['loss_params'] == {'pstar': 0.85}
+    via_sp_timm, exported = load_model(f'local-dir:{out}')
+    assert exported.run.loss_params == {'pstar': 0.85} and exported.run == info.run and exported.weights == 'raw'
     with torch.no_grad():
         assert torch.equal(via_sp_timm(x), model(x))
 
 
 def test_model_card_front_matter_and_content(checkpoint, tmp_path):
-    _, record = create_model_from_checkpoint(checkpoint)
-    report = fake_report(record)
-    card = render_model_card(record, [report], repo_id='me/sp-digits')
+    _, info = create_model_from_checkpoint(checkpoint)
+    card = render_model_card(info, [fake_report(info)], repo_id='me/sp-digits')
     _, front, body = card.split('---\n', 2)
     meta = yaml.safe_load(front)
     assert meta['library_name'] == 'timm'
@@ -107,7 +111,7 @@ def test_model_card_front_matter_and_content(checkpoint, tmp_path):
     assert metrics == {'clean accuracy': 71.88, 'AutoAttack accuracy (Linf, eps=8/255)': 12.5}
     assert 'pstar=0.85' in body and "timm.create_model('hf-hub:me/sp-digits'" in body and '2302.09575' in body
     assert '| 9 |' in body and 'per class' in body.lower()  # the long-tailed per-class table
-    plain = render_model_card(record, [])
+    plain = render_model_card(info, [])
     assert 'model-index' not in plain and 'Not evaluated yet' in plain
 
 
@@ -178,7 +182,7 @@ def test_hf_hub_loading_from_a_hub_cache(checkpoint, tmp_path):
     (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
     code = ("import sp_timm, torch; from sp_timm.model_source import load_model; import timm\n"
             "m, rec = load_model('hf-hub:me/sp-digits'); t = timm.create_model('local-dir:%s', pretrained=True).eval()\n"
-            "x = torch.rand(2, 3, 32, 32); print(torch.equal(m(x), t(x)), rec['loss'])" % export)
+            "x = torch.rand(2, 3, 32, 32); print(torch.equal(m(x), t(x)), rec.run.loss)" % export)
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'hub'))
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -192,10 +196,11 @@ CARDS = sorted((REPO / 'model_cards').glob('*.record.json'))
 def test_committed_cards_match_what_export_writes(record_path):
     """model_cards/NAME.md is what `sp-timm export --out NAME` writes for the run record beside it."""
     name = record_path.name.split('.')[0]
-    record = json.loads(record_path.read_text())
+    exported = read_export_record_json(json.loads(record_path.read_text()), str(record_path))  # an older record
     report_path = record_path.with_name(f'{name}.eval.json')
-    reports = [json.loads(report_path.read_text())] if report_path.exists() else []
-    assert render_model_card(record, reports, folder_name=name) == (REPO / 'model_cards' / f'{name}.md').read_text()
+    reports = [read_report_json(json.loads(report_path.read_text()), str(report_path))] if report_path.exists() else []
+    info = run_model_info(exported.run, name, exported.weights)
+    assert render_model_card(info, reports, folder_name=name) == (REPO / 'model_cards' / f'{name}.md').read_text()
 
 
 def test_demo_cards_are_committed_with_evaluations():
@@ -221,12 +226,13 @@ def _without_unwritten(args):
 ], ids=['pgd', 'trades-lt', 'mixup'])
 def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monkeypatch):
     from sp_timm.export.card import TRAIN_ARGS_FILE, train_args_yaml
-    args = parse_train_args(flags.split() + ['--output', str(tmp_path / 'run')])
-    record = {'model': args.model, 'dataset': args.dataset, 'loss': args.loss, 'args': json.loads(json.dumps(vars(args)))}
-    (tmp_path / TRAIN_ARGS_FILE).write_text(train_args_yaml(record))
+    config = parse_train_args(flags.split() + ['--output', str(tmp_path / 'run')])
+    info = run_model_info(replace(minimal_run(), config=config, model=config.model, dataset=config.dataset,
+                                  loss=config.loss), 'run', 'raw')
+    (tmp_path / TRAIN_ARGS_FILE).write_text(train_args_yaml(info))
     monkeypatch.chdir(tmp_path)
     again = parse_train_args(['--config', TRAIN_ARGS_FILE])
-    assert _without_unwritten(vars(again)) == _without_unwritten(vars(args))
+    assert _without_unwritten(again.to_json()) == _without_unwritten(config.to_json())
     assert again.output == '' and again.resume == ''
     text = (tmp_path / TRAIN_ARGS_FILE).read_text()
     assert 'output' not in yaml.safe_load(text) and 'no_progress' not in yaml.safe_load(text)
@@ -235,13 +241,16 @@ def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monk
 
 
 def test_train_args_of_a_record_without_val_split_keep_test_validation():
-    """A run recorded before --val-split existed validated on the test split: its train_args say val_split 0."""
+    """A run recorded before --val-split existed validated on the test split: the upgraded record, its train_args
+    and its card say val_split 0; a run that recorded auto keeps auto."""
     from sp_timm.export.card import train_config
-    args = _without_unwritten(vars(parse_train_args(['--dataset', 'digits'])))
-    del args['val_split']
-    assert train_config({'args': args})[0]['val_split'] == 0
-    assert train_config({'args': dict(args, val_split=None)})[0]['val_split'] == 'auto'
-    card = render_model_card({'model': 'small_cnn_cifar', 'dataset': 'digits', 'loss': 'ce', 'args': dict(args, seed=0)})
+    path = CARDS[0]
+    older = json.loads(path.read_text())
+    del older['args']['val_split']
+    run = read_export_record_json(older, str(path)).run
+    assert run.config.val_split == 0 and train_config(run)[0]['val_split'] == 0
+    assert train_config(read_export_record_json(json.loads(path.read_text()), str(path)).run)[0]['val_split'] == 'auto'
+    card = render_model_card(run_model_info(replace(run, config=replace(run.config, seed=0)), 'x', 'raw'))
     assert '`--seed` | 0 |' in card and '`--val-split` | 0 |' in card and '`--smoothing`' not in card  # 0 as a value, 0 as off
 
 
@@ -249,13 +258,13 @@ def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, m
     from sp_timm.export.folder import EXPORT_MARKER
     from sp_timm.export.card import TRAIN_ARGS_FILE
     from sp_timm.files import sha256_file
-    _, record = create_model_from_checkpoint(checkpoint)
+    _, info = create_model_from_checkpoint(checkpoint)
     out = export_model(str(checkpoint), tmp_path / 'export')
     marker = json.loads((out / EXPORT_MARKER).read_text())
     assert marker['files'][TRAIN_ARGS_FILE] == sha256_file(out / TRAIN_ARGS_FILE)
     monkeypatch.chdir(out)
     again = parse_train_args(['--config', TRAIN_ARGS_FILE])
-    assert _without_unwritten(vars(again)) == _without_unwritten(record['args'])
+    assert _without_unwritten(again.to_json()) == _without_unwritten(info.run.config.to_json())
     card = (out / 'README.md').read_text()
     assert 'sp-timm train --config train_args.yaml' in card
     assert '`--imbalance-ratio` | 10 |' in card and '`--no-aug` | on |' in card and '`--sp-pstar` | 0.85 |' in card
@@ -264,12 +273,13 @@ def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, m
 
 
 def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_path):
-    _, record = create_model_from_checkpoint(checkpoint)
-    report = dict(fake_report(record), protocol=dict(fake_report(record)['protocol'], dataset='digits-lt'),
-                  audit={'robust_acc': 10.0, 'robust_ci': [3.5, 25.0], 'unreliable': True, 'attacks': []})
-    l2 = dict(fake_report(record), protocol=dict(fake_report(record)['protocol'], dataset='digits-lt', threat_model='L2',
-                                                 eps='0.5', n_examples=16))
-    card = render_model_card(record, [report, l2], repo_id='me/sp-digits', license='mit')
+    _, info = create_model_from_checkpoint(checkpoint)
+    audit = AuditSummary(config={}, attacked_points=3, attacks=[], skipped={}, autoattack_acc=12.5, robust_acc=10.0,
+                         robust_ci=[3.5, 25.0], drop=2.5, broke_beyond_aa=1, threshold=1.0, checks={}, unreliable=True,
+                         reasons=['a check failed'])
+    report = fake_report(info, dataset='digits-lt', audit=audit)
+    l2 = fake_report(info, dataset='digits-lt', threat_model='L2', eps='0.5', n=16)
+    card = render_model_card(info, [report, l2], repo_id='me/sp-digits', license='mit')
     _, front, body = card.split('---\n', 2)
     meta = yaml.safe_load(front)
     assert meta['license'] == 'mit'
@@ -287,7 +297,7 @@ def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_pa
         'n_examples': 16, 'threat_model': 'L2', 'eps': '0.5', 'audited': False, 'attack': 'AutoAttack standard',
         'unreliable': False}
     assert 'https://arxiv.org/abs/2302.09575' in body and '| audited robust accuracy (flagged unreliable) | 10.00 |' in body
-    assert yaml.safe_load(render_model_card(record, []).split('---\n', 2)[1])['license'] == 'apache-2.0'
+    assert yaml.safe_load(render_model_card(info, []).split('---\n', 2)[1])['license'] == 'apache-2.0'
     with pytest.raises(ValueError, match='licence'):
         export_model(str(checkpoint), tmp_path / 'bad', license='Apache 2.0')
     assert not (tmp_path / 'bad').exists()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sp_timm.train import parse_train_args
+from sp_timm.cli.train import parse_train_args
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / 'recipes').glob('*.yaml'))
 ACCELERATE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / 'recipes' / 'accelerate').glob('*.yaml'))
@@ -33,11 +33,12 @@ def test_recipe_parses(recipe):
 
 
 def test_digits_recipes_are_the_demos():
-    from sp_timm.demo import DEMO_LOSSES, demo_train_flags
+    from dataclasses import replace
+    from sp_timm.demo import DEMO_LOSSES, demo_train_config
     for loss in ('ce', 'sp'):
         from_recipe = parse_train_args(['--config', str(RECIPES[0].parent / f'digits_small_cnn_{loss}.yaml')])
-        from_demo = parse_train_args(demo_train_flags(DEMO_LOSSES[loss], 'digits', from_recipe.epochs))
-        assert vars(from_recipe) == dict(vars(from_demo), config=from_recipe.config)
+        from_demo = demo_train_config(DEMO_LOSSES[loss], 'digits', from_recipe.epochs)
+        assert from_recipe == replace(from_demo, config=from_recipe.config)
 
 
 @pytest.mark.parametrize('config', ACCELERATE_CONFIGS, ids=lambda p: p.stem)

@@ -25,7 +25,8 @@ from sp_timm.cli import main as cli_main
 from sp_timm.eval.report import leaderboard_entry
 from sp_timm.export.folder import EXPORT_MARKER
 from sp_timm.export.hub import export_model, push_folder
-from sp_timm.train import parse_train_args, train
+from sp_timm.cli.train import parse_train_args
+from sp_timm.train import train
 
 CLI = [sys.executable, '-m', 'sp_timm']
 TINY = ('--dataset digits --batch-size 32 --train-examples 64 --val-examples 32 --no-aug --no-progress '
@@ -191,11 +192,11 @@ def test_safe_path_component():
 
 def _report_for(model_source: str, **changes) -> dict:
     """A minimal report in sp-timm eval's schema for the weights of ``model_source``."""
-    model, _ = load_model(model_source)
-    report = {'protocol': {'dataset': 'digits', 'threat_model': 'Linf', 'eps': '8/255', 'n_examples': 4, 'attacks': []},
-              'model': {'weights_sha256': weights_sha256(model)}, 'model_name': 'tiny',
-              'clean_acc': 50.0, 'robust_acc': 0.0, 'clean_ci': [1.0, 99.0], 'robust_ci': [0.0, 60.0], 'unreliable': False}
-    report['leaderboard'] = leaderboard_entry(report, {'name': 'tiny'})
+    from dataclasses import replace
+    from sp_timm.records import to_json
+    from test_hub import fake_report
+    model, info = load_model(model_source)
+    report = to_json(replace(fake_report(info, weights_sha256(model), n=4), model_name='tiny'))
     for key, value in changes.items():
         target = report
         *path, last = key.split('.')
@@ -222,7 +223,7 @@ def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, c
     (export / 'sp_timm.json').write_text(json.dumps(dict(record, name='../../../../evil')))
     out = tmp_path / 'evals' / 'one'
     status, err = run_cli(['eval', '--checkpoint', f'local-dir:{export}', '--n-examples', '2', '--out', out], capsys)
-    assert status == 2 and "record's name '../../../../evil'" in err
+    assert status == 2 and 'unknown field(s) name in ExportRecord' in err and 'edited' in err  # a typed record
     status, err = run_cli(['eval', '--checkpoint', run / 'last', '--model-name', '../x', '--out', out], capsys)
     assert status == 2 and "--model-name '../x'" in err
     # what the traversal would write: evil.json (another test's evil.safetensors may share the session folder)
@@ -251,14 +252,14 @@ def test_plain_timm_model_exports_evaluates_and_refuses_other_reports(plain_run,
 
 @pytest.mark.parametrize('content, message', [
     ('[1, 2]', 'JSON list'), ('{"clean_acc": 1}', 'not a report of sp-timm eval'), ('{not json', 'Cannot read'),
-    (None, 'records no SHA-256'), ('no_eps', 'missing or malformed: protocol.eps'),
-    ('no_architecture', 'missing or malformed: leaderboard.architecture')])
+    (None, 'records no SHA-256'), ('no_eps', "protocol: Protocol field 'eps' is missing"),
+    ('no_architecture', "leaderboard: LeaderboardEntry field 'architecture' is missing")])
 def test_export_refuses_malformed_or_unverifiable_reports(run, tmp_path, capsys, content, message):
     report = tmp_path / 'report.json'
     if content in (None, 'no_eps', 'no_architecture'):  # a real report, one field removed
         data = _report_for(str(run / 'last'))
-        del {None: data, 'no_eps': data['protocol'], 'no_architecture': data['leaderboard']}[content][
-            {None: 'model', 'no_eps': 'eps', 'no_architecture': 'architecture'}[content]]
+        del {None: data['model'], 'no_eps': data['protocol'], 'no_architecture': data['leaderboard']}[content][
+            {None: 'weights_sha256', 'no_eps': 'eps', 'no_architecture': 'architecture'}[content]]
         content = json.dumps(data)
     report.write_text(content)
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'out', '--eval', report], capsys)
@@ -277,7 +278,7 @@ def test_resume_with_changed_flags_is_refused_or_recorded(tmp_path, capsys):
     assert snapshot(out) == before
     train(parse_train_args(changed + ['--resume', str(out), '--resume-override']))
     record = json.loads((out / 'last' / 'run.json').read_text())
-    assert record['args']['lr'] == 0.5 and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}]
+    assert record['config']['lr'] == 0.5 and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}]
     # the new values are the ones trained with: epoch 2 of a 2-epoch cosine from lr 0.5 runs at 0.5 (1 + cos(pi/2)) / 2;
     # the 1-epoch schedule of the checkpoint would have run it at lr 0 (its end)
     rows = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
@@ -330,7 +331,7 @@ def test_local_dir_loads_exactly_the_verified_safetensors(run, tmp_path):
 
 @pytest.mark.parametrize('model_args, message', [
     ({'checkpoint_path': 'PICKLE'}, 'may not name files'), ({'pretrained_cfg': {'file': 'PICKLE'}}, 'may not name files'),
-    ({'bogus': 1}, 'does not accept'), ([1, 2], 'mapping')])
+    ({'bogus': 1}, 'does not accept'), ([1, 2], 'mapping|expected an object')])
 def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
     executed = tmp_path / 'pickle-was-executed'
     pickle_file = tmp_path / 'evil.pth'
@@ -569,7 +570,8 @@ def test_a_resume_that_cannot_continue_the_same_schedule_or_loss_is_refused(tmp_
     if '--class-weight' in first:  # as a run of the earlier release recorded it (and hashed that record)
         record_path, state_path = out / 'last' / 'run.json', out / 'last' / STATE_FILE
         record = json.loads(record_path.read_text())
-        del record['class_weight']['reduction']
+        del record['class_weight']['reduction'], record['schema_version']  # version 1: flags as 'args'
+        record['args'] = record.pop('config')
         record_path.write_text(json.dumps(record))
         state = json.loads(state_path.read_text())
         state['sha256']['run.json'] = sha256_file(record_path)

@@ -2,7 +2,7 @@
 one-report-per-threat-model rule. The tests marked robustbench load the bundle with robustbench's own code (the
 [robustbench] extra); the others check the bundle's content and the errors in the main environment. """
 import json
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,11 @@ from sp_timm.model_source import create_model_from_checkpoint
 from sp_timm.checkpoint import save_checkpoint, weights_sha256
 from sp_timm.cli import main as cli_main
 from sp_timm.export.robustbench import ISSUE_FILE, robustbench_state_dict, ZOO_ENTRY_FILE, zoo_entry_source
+from sp_timm.records import to_json
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_reliability import snapshot  # noqa: E402
+from conftest import minimal_run
+from test_hub import fake_report
+from test_reliability import snapshot
 
 AUTHORS = 'Ada Lovelace, Alan Turing'
 NAME = 'Lovelace2023Stationary_PreActResNet-18'
@@ -38,26 +40,21 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modu
 def _checkpoint(root: Path, model_name: str, dataset: str = 'cifar10', **model_args) -> Path:
     torch.manual_seed(0)
     model = _randomise_batchnorm(timm.create_model(model_name, num_classes=10, **model_args))
-    record = {'model': model_name, 'model_args': model_args, 'dataset': dataset, 'loss': 'sp_ls',
-              'loss_params': {'pstar': 0.9}, 'num_classes': 10}
+    record = replace(minimal_run('sp_ls', {'pstar': 0.9}), model=model_name, model_args=model_args, dataset=dataset)
     return save_checkpoint(root / 'run', 1, model.state_dict(), {}, {}, record, True)
 
 
 def _report(checkpoint: Path, folder: Path, threat_model: str = 'Linf', dataset: str = 'cifar10', log: bool = True,
             authors: str = 'TO FILL IN: the authors (sp-timm eval --authors)') -> Path:
     """An evaluation folder in the schema of sp-timm eval (the fields export reads), with its autoattack.log."""
-    model, _ = create_model_from_checkpoint(checkpoint)
+    model, info = create_model_from_checkpoint(checkpoint)
     eps = '8/255' if threat_model == 'Linf' else '0.5'
-    report = {
-        'protocol': {'dataset': dataset, 'split': 'test', 'threat_model': threat_model, 'eps': eps, 'n_examples': 20,
-                     'attacks': ['apgd-ce', 'apgd-t', 'fab-t', 'square'], 'seed': 0, 'batch_size': 500,
-                     'pyautoattack_version': '0.2.0'},
-        'clean_acc': 60.0, 'robust_acc': 35.0, 'clean_ci': [36.1, 80.9], 'robust_ci': [15.4, 59.2], 'warnings': [],
-        'unreliable': False, 'model': {'weights_sha256': weights_sha256(model)}, 'model_name': 'run',
-        'leaderboard': {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model',
-                        'authors': authors, 'additional_data': False, 'number_forward_passes': 1, 'dataset': dataset,
-                        'venue': 'arXiv, Feb 2023', 'architecture': 'PreActResNet-18', 'eps': eps, 'clean_acc': '60.00',
-                        'reported': '', 'autoattack_acc': '35.00', 'footnote': 'sp-timm, loss sp_ls', 'unreliable': False}}
+    base = fake_report(info, weights_sha256(model), dataset=dataset, threat_model=threat_model, eps=eps, n=20)
+    entry = replace(base.leaderboard, link='https://arxiv.org/abs/2302.09575', name='Stationary Point Losses for Robust Model',
+                    authors=authors, venue='arXiv, Feb 2023', architecture='PreActResNet-18', clean_acc='60.00',
+                    reported='', autoattack_acc='35.00', footnote='sp-timm, loss sp_ls')
+    report = to_json(replace(base, protocol=replace(base.protocol, batch_size=500), clean_acc=60.0, robust_acc=35.0,
+                             clean_ci=[36.1, 80.9], robust_ci=[15.4, 59.2], model_name='run', leaderboard=entry))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'report.json').write_text(json.dumps(report))
     if log:

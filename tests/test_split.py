@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sp_timm.data import DataError, carve_validation, create_dataset, parse_val_split, resolve_val_size, stratified_split
-from sp_timm.train import parse_train_args, read_metrics, train
+from sp_timm.cli.train import parse_train_args
+from sp_timm.train import read_metrics, train
 
 
 def _hashes(data):
@@ -85,11 +86,11 @@ def test_epoch_metrics_and_best_come_from_the_validation_split(tmp_path, accurac
     full = create_dataset('digits', 'train')
     if val_split == 'auto':
         _, expected, split = carve_validation(full, None)
-        assert record['validation']['indices'] == split['indices'] and record['validation']['used'] == len(expected)
-        assert sum(record['train_class_counts']) == len(full) - len(expected)
+        assert record.validation.indices == split['indices'] and record.validation.used == len(expected)
+        assert sum(record.train_class_counts) == len(full) - len(expected)
     else:
         expected = create_dataset('digits', 'test')
-        assert record['validation']['size'] == 0 and sum(record['train_class_counts']) == len(full)
+        assert record.validation.size == 0 and sum(record.train_class_counts) == len(full)
     rows = read_metrics(out / 'metrics.jsonl')
     assert rows[-1]['val_acc'] == pytest.approx(accuracy_on(out / 'last', expected), abs=1e-6)
     best_epoch = max(rows, key=lambda r: r['val_acc'])['epoch']  # first of the ties, as `best` keeps the first

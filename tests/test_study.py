@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sp_timm.train import parse_train_args
+from sp_timm.cli.train import parse_train_args
 
 SPEC = importlib.util.spec_from_file_location(
     'robustness_study', Path(__file__).resolve().parents[1] / 'benchmarks' / 'robustness_study.py')
@@ -46,16 +46,21 @@ def test_a_run_of_the_old_class_weighted_batch_mean_is_trained_again(tmp_path, m
     evaluation's saved stages dropped; a current one, or a run without class weights, is reused as it is."""
     import json
     import sp_timm.train
-    from sp_timm.losses._class_weight import CLASS_WEIGHT_REDUCTION
+    from sp_timm.records import CLASS_WEIGHT_REDUCTION, to_json
+    from conftest import minimal_run
     cfg = {'out': str(tmp_path), 'epochs': 2}
     run, work = study._run_dir(cfg, 'digits-lt', 'ce_drw', 1), study._work_dir(cfg, 'digits-lt', 'ce_drw', 1)
     (run / 'last').mkdir(parents=True)
     (work / 'autoattack').mkdir(parents=True)
-    weighting = {'mode': 'effective', 'meaning': 'per-sample weight w[y] on the loss of each sample; batch mean'}
+    record = to_json(minimal_run('ce', class_weight='effective'))
+    weighting = {'mode': 'effective', 'beta': 0.9999, 'drw_epoch': 1, 'class_counts': [2] * 10, 'weights': [1.0] * 10,
+                 'meaning': 'per-sample weight w[y] on the loss of each sample; batch mean'}
     if reduction == 'current':
-        weighting['reduction'] = CLASS_WEIGHT_REDUCTION
-    (run / 'last' / 'run.json').write_text(json.dumps({} if reduction == 'no class weights' else
-                                                      {'class_weight': weighting}))
+        record['class_weight'] = dict(weighting, reduction=CLASS_WEIGHT_REDUCTION)
+    elif reduction is None:  # as the earlier release wrote it: version 1, flags as 'args', no named reduction
+        del record['schema_version']
+        record['args'], record['class_weight'] = record.pop('config'), weighting
+    (run / 'last' / 'run.json').write_text(json.dumps(record))
     (run / 'last' / 'state.json').write_text(json.dumps({'epoch': 5}))
     trained = []
     monkeypatch.setattr(sp_timm.train, 'train', lambda args: trained.append(Path(args.output)))
@@ -141,7 +146,7 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
     from sp_timm.files import atomic_write_json
     from sp_timm.model_source import load_model
     from sp_timm.eval import audit as audit_module
-    from sp_timm.eval import runner
+    from sp_timm.eval import points as points_module
     cfg = {'out': str(tmp_path), 'epochs': 1, 'n_examples': 6, 'eps': 2 / 255, 'fab_iters': 3, 'audit_restarts': 1,
            'audit_queries': 20, 'audit_square_restarts': 1}
     ce = study.confirm_job(('digits', 'ce', 1, cfg))
@@ -150,7 +155,8 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
 
     model, _ = load_model(str(tmp_path / 'runs' / 'digits-ce-s1' / 'last'))
     ce_loss = None  # plain CE: APGD-CE attacks it already, the audit has no loss-aware stage
-    smoothed, _ = audit_module.training_loss_from_record({'loss': 'ce', 'args': {'smoothing': 0.1}})
+    from conftest import minimal_run
+    smoothed, _ = audit_module.training_loss_from_run(minimal_run('ce', smoothing=0.1))
     assert study.find_twin('digits', 'ce_clip5', 1, 6, cfg, model, ce_loss)['config'] == 'ce'
     assert study.find_twin('digits', 'ce_clip5', 2, 6, cfg, model, ce_loss) is None  # another seed
     assert study.find_twin('digits', 'ce_clip5', 1, 7, cfg, model, ce_loss) is None  # other points
@@ -160,9 +166,9 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
     assert study.find_twin('digits', 'sp_margin_m4', 1, 6, cfg, model, ce_loss) is None
 
     ran = []
-    stage, chunk, fab = audit_module.run_stage, runner.autoattack_chunk, FABAttack_PT.perturb
+    stage, chunk, fab = audit_module.run_stage, points_module.autoattack_chunk, FABAttack_PT.perturb
     monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
-    monkeypatch.setattr(runner, 'autoattack_chunk', lambda *a, on_stage=None, **k: chunk(
+    monkeypatch.setattr(points_module, 'autoattack_chunk', lambda *a, on_stage=None, **k: chunk(
         *a, on_stage=lambda name: ran.append(name) or (on_stage and on_stage(name)), **k))
     monkeypatch.setattr(FABAttack_PT, 'perturb', lambda self, *a, **k: ran.append('fab') or fab(self, *a, **k))
     twin = study.confirm_job(('digits', 'ce_clip5', 1, cfg))

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from sp_timm.errors import CheckpointError
 from sp_timm.checkpoint import load_training_state
-from sp_timm.train import parse_train_args, read_metrics, train
+from sp_timm.cli.train import parse_train_args
+from sp_timm.train import read_metrics, train
 from sp_timm.threat.pgd import pgd_attack, project_delta
 
 SMALL = ('--dataset digits --model resnet20_cifar --batch-size 32 --train-examples 256 --val-examples 64 '
@@ -72,9 +73,9 @@ def test_run_record_rebuilds_the_model(tmp_path):
     from sp_timm.checkpoint import read_run_record
     out = run_train(tmp_path, 'rec', '--loss', 'sp_ce', '--sp-pstar', '0.8', '--epochs', '1')
     record = read_run_record(out / 'last')
-    assert record['loss'] == 'sp_ce' and record['loss_params'] == {'pstar': 0.8}
-    assert record['model'] == 'resnet20_cifar' and record['num_classes'] == 10 and record['dataset'] == 'digits'
-    assert len(record['model_args']['input_mean']) == 3 and record['train_class_counts'] and record['classes'][3] == '3'
+    assert record.loss == 'sp_ce' and record.loss_params == {'pstar': 0.8}
+    assert record.model == 'resnet20_cifar' and record.num_classes == 10 and record.dataset == 'digits'
+    assert len(record.model_args['input_mean']) == 3 and record.train_class_counts and record.classes[3] == '3'
     model, _ = create_model_from_checkpoint(out)  # the run folder resolves to its last checkpoint
     weights = load_file(str(out / 'last' / 'model.safetensors'))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())

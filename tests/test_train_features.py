@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from sp_timm.train import parse_train_args, train
+from sp_timm.cli.train import parse_train_args
+from sp_timm.train import train
 from sp_timm.train.sync_batchnorm import convert_sync_batchnorm, CpuSyncBatchNorm
 
 SMALL = ('--dataset digits --model small_cnn_cifar --train-examples 256 --val-examples 64 --no-aug --no-progress '
@@ -270,13 +271,13 @@ def test_class_weight_on_a_balanced_training_set_is_allowed_and_logged(capsys):
     from sp_timm.losses import create_classification_loss
     from sp_timm.train.trainer import Trainer
     data = ImageData(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), ['a', 'b', 'c'], 'toy')
-    fake = SimpleNamespace(args=parse_train_args(['--dataset', 'digits', '--class-weight', 'balanced']),
+    fake = SimpleNamespace(config=parse_train_args(['--dataset', 'digits', '--class-weight', 'balanced']),
                            loss_fn=create_classification_loss('sp_ls'), accelerator=SimpleNamespace(device='cpu'),
-                           record={}, main=True)
-    loss = Trainer._class_weighting(fake, data, 3)
+                           main=True)
+    loss, record = Trainer._class_weighting(fake, data, 3)
     assert torch.equal(loss.weight, torch.ones(3)) and loss.enabled
     assert 'on a balanced training set (2 images per class)' in capsys.readouterr().out
-    assert fake.record['class_weight']['weights'] == [1.0, 1.0, 1.0]
+    assert record.weights == [1.0, 1.0, 1.0] and record.mode == 'balanced'
 
 
 def test_drw_trains_unweighted_before_its_epoch_and_weighted_after(tmp_path, capsys):
@@ -392,7 +393,7 @@ def test_ema_is_validated_recorded_and_picks_best(ema_run):
     assert rows[-1]['ema_val_loss'] != rows[-1]['val_loss']  # two different models were validated
     record = json.loads((ema_run / 'last' / 'run.json').read_text())
     assert record['model_ema']['decay'] == 0.9 and record['model_ema']['warmup'] is False
-    assert record['model_ema']['implementation'] == 'timm.utils.ModelEmaV3' and record['args']['model_ema'] is True
+    assert record['model_ema']['implementation'] == 'timm.utils.ModelEmaV3' and record['config']['model_ema'] is True
     state = json.loads((ema_run / 'last' / 'state.json').read_text())
     assert set(state['sha256']) >= {'model.safetensors', 'model_ema.safetensors'}
     assert state['best_metric'] == max(r['ema_val_acc'] for r in rows)
@@ -432,13 +433,13 @@ def test_load_model_gives_ema_weights_by_default_and_raw_on_request(ema_run, tmp
     last = ema_run / 'last'
     ema_model, ema_record = load_model(str(last))
     raw_model, raw_record = load_model(str(last), weights='raw')
-    assert (ema_record['weights'], raw_record['weights']) == ('ema', 'raw')
+    assert (ema_record.weights, raw_record.weights) == ('ema', 'raw')
     assert torch.equal(_logits(ema_model), _logits(_model_with(last, 'model_ema.safetensors')))
     assert torch.equal(_logits(raw_model), _logits(_model_with(last, 'model.safetensors')))
     assert not torch.allclose(_logits(ema_model), _logits(raw_model), atol=1e-4)
     assert torch.equal(_logits(load_model(str(last), weights='ema')[0]), _logits(ema_model))
     plain = train(parse_train_args(EMA[:-3] + ['--epochs', '1', '--output', str(tmp_path / 'plain')]))  # no --model-ema
-    assert load_model(str(plain / 'last'))[1]['weights'] == 'raw'
+    assert load_model(str(plain / 'last'))[1].weights == 'raw'
     with pytest.raises(CheckpointError, match='no EMA weights'):
         load_model(str(plain / 'last'), weights='ema')
 
@@ -453,7 +454,7 @@ def test_tampered_ema_weights_are_refused(ema_run, tmp_path):
     (copy / 'model_ema.safetensors').write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match='does not match the SHA-256'):
         load_model(str(copy))
-    assert load_model(str(copy), weights='raw')[1]['weights'] == 'raw'  # the raw weights are still intact
+    assert load_model(str(copy), weights='raw')[1].weights == 'raw'  # the raw weights are still intact
     (copy / 'model_ema.safetensors').unlink()
     with pytest.raises(CheckpointError, match='records EMA weights but model_ema.safetensors is missing'):
         load_model(str(copy))
@@ -495,7 +496,7 @@ def test_export_uses_ema_weights_by_default_and_raw_on_request(ema_run, tmp_path
         folder = tmp_path / name
         assert json.loads((folder / 'sp_timm.json').read_text())['weights'] == name
         model, record = load_model(f'local-dir:{folder}')
-        assert record['weights'] == name
+        assert record.weights == name
         assert torch.equal(_logits(model), _logits(_model_with(last, filename)))
     card_ema, card_raw = (tmp_path / 'ema' / 'README.md').read_text(), (tmp_path / 'raw' / 'README.md').read_text()
     assert 'The weights are the **EMA weights** of the run' in card_ema and 'decay 0.9' in card_ema

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from ..files import Tensors, load_tensors, save_tensors
 from ..threat.pgd import perturbation_norm
+from .config import STANDARD_ATTACKS
 
 __all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'Chunks', 'capture_autoattack_warnings', 'autoattack_chunk',
            'fab_chunk', 'run_chunks', 'predict']
 
-STANDARD_ATTACKS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')
 AUTOATTACK_LOGGER = 'auto-attack'
 
 

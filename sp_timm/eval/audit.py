@@ -1,16 +1,9 @@
 """ The adaptive-attack audit of ``sp-timm eval --audit``: is AutoAttack's number a gradient-masking artefact?
 
 After AutoAttack (standard), the audit attacks again every point AutoAttack's white-box stages (APGD-CE, APGD-T,
-FAB-T) left robust -- the points it counts robust plus those only its Square stage broke -- with attacks an
-adaptive evaluation of a new loss needs (Athalye et al. 2018; Tramer et al. 2020), each on its own:
-
-- ``apgd-ce`` / ``apgd-dlr``: APGD on CE and on DLR, ``restarts`` restarts (DLR needs K >= 3 classes);
-- ``apgd-t``: APGD on the targeted DLR loss over ``min(K - 1, max_targets)`` targets (needs K >= 4);
-- ``pgd-margin``: PGD on the CW logit margin with ``margin_restarts`` random starts and a step-size decay;
-- ``apgd-loss``: APGD ascending the model's own training loss (for an SP loss, the SP loss itself, without the
-  run's label smoothing, made to rise towards the boundary);
-- ``square``: Square (black box) with ``square_queries`` queries and ``square_restarts`` restarts;
-- ``transfer``: adversarial examples crafted with APGD-CE on a surrogate model, evaluated on the target.
+FAB-T) left robust -- the points it counts robust plus those only its Square stage broke -- with each registered
+attack of ``audit_attacks`` (APGD-CE / DLR with restarts, APGD-T, margin PGD, the model's training loss, Square with
+more queries, transfer from a surrogate), each on its own.
 
 Per point, the audited worst case is the AND of AutoAttack's final robust flag and every audit attack's flag (and,
 where the evaluation ran FAB's minimal perturbation, ``fab-min``: not flipped within eps). The
@@ -23,9 +16,8 @@ on its points.
 """
 import hashlib
 import json
-import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -35,18 +27,17 @@ from torch import nn
 
 from ..files import Tensors, load_tensors, save_tensors
 from ..formatting import percent
-from ..threat.pgd import LossFn, project, random_init, steepest_direction
-from .attacks import AUTOATTACK_LOGGER, STANDARD_ATTACKS
+from ..records import AuditAttackRow, AuditSummary, RunRecord
+from ..threat.pgd import LossFn
+from .attacks import STANDARD_ATTACKS
+from .audit_attacks import BLACK, AuditContext, AuditInputs, apgd, audit_attack, audit_attack_names, margin_loss
+from .config import AUDIT_BUDGETS, AuditConfig
 from .stats import accuracy_ci
 
-__all__ = ['AuditConfig', 'AUDIT_ATTACKS', 'FAB_MIN', 'POINT_KEYS', 'WHITE_BOX', 'BLACK_BOX', 'audit_chunk', 'audit_stages', 'audit_key',
-           'audit_identity', 'audit_folder', 'loss_identity',
-           'check_surrogate', 'large_eps', 'margin_loss', 'run_audit', 'run_stage', 'summarize_audit',
-           'training_loss_from_record']
+__all__ = ['AuditPlan', 'FAB_MIN', 'CHECK_STAGES', 'POINT_KEYS', 'audit_chunk', 'audit_stages', 'audit_key',
+           'audit_identity', 'audit_folder', 'loss_identity', 'check_surrogate', 'large_eps', 'run_audit', 'run_stage',
+           'summarize_audit', 'training_loss_from_run', 'fab_robust_flags']
 
-WHITE_BOX = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'apgd-loss')
-BLACK_BOX = ('square', 'transfer')
-AUDIT_ATTACKS = WHITE_BOX + BLACK_BOX
 # not an audit stage: the points the evaluation's FAB minimal perturbation flipped within eps (a verified
 # adversarial example inside the budget), counted against the audited accuracy like an attack's breaks
 FAB_MIN = 'fab-min'
@@ -55,41 +46,18 @@ POINT_KEYS = ('points-attacked', 'points-clean')  # saved with a chunk's stages:
 AA_WHITE_BOX_LAST = STANDARD_ATTACKS[-2]  # 'fab-t': the points AutoAttack's white-box stages left robust
 
 
-# the fields of AuditConfig that decide what an attack computes; the others (threshold, the checks' limits) only judge
-# the saved results, so changing them re-judges an audit without running it again
-AUDIT_BUDGETS = ('restarts', 'n_iter', 'max_targets', 'margin_restarts', 'margin_steps', 'square_queries',
-                 'square_restarts', 'large_eps_factor')
-
-
 @dataclass(frozen=True)
-class AuditConfig:
-    """Budgets and thresholds of the audit (every one a parameter, so tests can shrink them).
-
-    ``threshold``: the audit marks the evaluation unreliable when it lowers robust accuracy by more than this many
-    percentage points. ``large_eps_factor`` / ``large_eps_max_acc``: APGD-CE at ``large_eps`` must leave at most
-    this accuracy (percent). ``grad_tol`` / ``grad_max_fraction``: clean points whose CE input gradient has L2 norm
-    <= ``grad_tol`` (APGD's own normaliser is 1e-12) may be at most this fraction. ``square_alpha``: black-box-only
-    breaks allowed, as a fraction of the points (AutoAttack's ``check_square_sr`` uses 0.002).
-    """
-    restarts: int = 5
-    n_iter: int = 100
-    max_targets: int = 9
-    margin_restarts: int = 10
-    margin_steps: int = 200
-    square_queries: int = 5000
-    square_restarts: int = 2
-    large_eps_factor: float = 16.0
-    large_eps_max_acc: float = 10.0
-    threshold: float = 1.0
-    grad_tol: float = 1e-12
-    grad_max_fraction: float = 0.01
-    square_alpha: float = 0.002
-
-    def __post_init__(self) -> None:
-        bad = [k for k in AUDIT_BUDGETS if k != 'large_eps_factor' and int(getattr(self, k)) < 1]
-        if bad or self.large_eps_factor <= 1 or self.threshold < 0:
-            raise ValueError(f"audit budgets must be >= 1 ({', '.join(bad) or 'ok'}), --audit-large-eps-factor > 1 and "
-                             f"--audit-threshold >= 0.")
+class AuditPlan:
+    """How ``run_audit`` goes over the points: the stages' context, the batch and chunk sizes (those of the
+    AutoAttack run, so processes share the same chunks), the accuracy at other budgets (the monotonicity check),
+    the evaluation's FAB minimal perturbations (row ``fab-min``), where chunks are saved, progress bars."""
+    context: AuditContext
+    batch_size: int
+    chunk_size: int
+    curve: Mapping[float, torch.Tensor] = field(default_factory=dict)
+    fab_distance: Optional[torch.Tensor] = None
+    work_dir: Optional[Path] = None
+    progress: bool = True
 
 
 def audit_key(config: AuditConfig, seed: int, extra: Sequence[Any] = ()) -> str:
@@ -125,27 +93,19 @@ def large_eps(eps: float, norm: str, factor: float, input_dim: int) -> float:
     return min(factor * eps, cap)
 
 
-def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CW logit margin ``m(z, y) = max_{j != y} z_j - z_y`` per sample: > 0 exactly when misclassified, and
-    invariant to softmax saturation (its gradient is ``grad z_j* - grad z_y``, never CE's ``(1 - p_y)``-scaled one)."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float('-inf'))
-    return others.amax(1) - true
-
-
-def training_loss_from_record(record: Mapping[str, Any]) -> Tuple[Optional[LossFn], str]:
-    """The per-sample training loss a run record names (``loss``, ``loss_params``, ``args.smoothing``), or None
+def training_loss_from_run(record: Optional[RunRecord]) -> Tuple[Optional[LossFn], str]:
+    """The per-sample training loss a run record names (``loss``, ``loss_params``, ``config.smoothing``), or None
     and why not: an SP loss is rebuilt with ``reduction='none'`` and without label smoothing (the attack needs its
     direction towards the boundary, see ``_TowardsBoundary``); CE with label smoothing as such; plain CE is
     APGD-CE already; other timm losses have no per-sample form here."""
     from ..losses import PerSampleCrossEntropy, create_loss, is_sp_loss
-    name = record.get('loss')
-    smoothing = float((record.get('args') or {}).get('smoothing') or 0.0)
+    name = record.loss if record is not None else None
+    smoothing = float(record.config.smoothing) if record is not None and record.config is not None else 0.0
     if not name:
         return None, 'the run record names no training loss'
     if is_sp_loss(name):  # without label smoothing: it moves the stationary point off the p* that
         # _TowardsBoundary switches at, which would pin the ascent there instead of leading it to the boundary
-        return _TowardsBoundary(create_loss(name, reduction='none', **(record.get('loss_params') or {}))), ''
+        return _TowardsBoundary(create_loss(name, reduction='none', **record.loss_params)), ''
     if name in ('ce', 'cross_entropy') and smoothing > 0:
         return PerSampleCrossEntropy(smoothing), ''
     if name in ('ce', 'cross_entropy'):
@@ -188,96 +148,11 @@ def check_surrogate(surrogate: nn.Module, images: torch.Tensor, num_classes: int
                          f'classes: a surrogate trained on the same dataset is needed.')
 
 
-def audit_stages(num_classes: int, has_loss: bool, has_surrogate: bool,
-                 loss_note: str = '') -> Tuple[List[str], Dict[str, str]]:
-    """The attacks that apply (in run order) and the reason for each one skipped."""
-    skipped = {}
-    if num_classes < 3:
-        skipped['apgd-dlr'] = f'the DLR loss needs >= 3 classes ({num_classes} here)'
-    if num_classes < 4:
-        skipped['apgd-t'] = f'the targeted DLR loss needs >= 4 classes ({num_classes} here)'
-    if not has_loss:
-        skipped['apgd-loss'] = loss_note or 'no training loss given'
-    if not has_surrogate:
-        skipped['transfer'] = 'no --surrogate given'
-    return [a for a in AUDIT_ATTACKS if a not in skipped], skipped
-
-
-# --- the attacks: each maps points (all attacked) to robust flags (True: still classified correctly) ----------
-
-def _apgd_on_loss(model: nn.Module, loss_fn: LossFn, **kwargs: Any):
-    """APGD on an arbitrary per-sample loss. pyautoattack 0.2.0 dispatches APGD's loss by name ('ce', 'dlr'), so
-    the loss goes in through the 'dlr' slot: APGD's iterations, momentum, step-size halving on oscillation,
-    restarts, seeding and zero-gradient check are unchanged."""
-    from pyautoattack.autopgd_base import APGDAttack
-    adversary = APGDAttack(model, loss='dlr', **kwargs)
-    adversary.dlr_loss = lambda logits, labels: loss_fn(logits.float(), labels)
-    return adversary
-
-
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x).argmax(1) == y
-
-
-def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: Any, eps: float, norm: str, restarts: int,
-          n_iter: int, seed: int, device) -> torch.Tensor:
-    """APGD (Croce & Hein 2020): x_{k+1} = P(x_k + eta_k s(grad L) ) with momentum 0.75, eta_0 = 2 eps halved when
-    the loss stops rising; ``loss`` 'ce', 'dlr' (-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)) or a per-sample callable."""
-    from pyautoattack.autopgd_base import APGDAttack
-    common = dict(norm=norm, eps=eps, n_iter=n_iter, n_restarts=restarts, seed=seed, device=device,
-                  logger=logging.getLogger(AUTOATTACK_LOGGER))
-    adversary = (APGDAttack(model, loss=loss, **common) if isinstance(loss, str)
-                 else _apgd_on_loss(model, loss, **common))
-    return _correct(model, adversary.perturb(x, y), y)
-
-
-def _apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, n_iter: int,
-                   targets: int, seed: int, device) -> torch.Tensor:
-    """APGD on the targeted DLR loss -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) for each of the ``targets``
-    most likely other classes t (one restart each)."""
-    from pyautoattack.autopgd_base import APGDAttack_targeted
-    adversary = APGDAttack_targeted(model, norm=norm, eps=eps, n_iter=n_iter, n_restarts=1, n_target_classes=targets,
-                                    seed=seed, device=device, logger=logging.getLogger(AUTOATTACK_LOGGER))
-    return _correct(model, adversary.perturb(x, y), y)
-
-
-def pgd_margin_step_size(step: int, steps: int, eps: float) -> float:
-    """The step-size schedule of ``pgd-margin``: eps/4 for the first half of the steps, eps/10 to 3/4, eps/40 after."""
-    return eps / 4 if step < steps // 2 else eps / 10 if step < 3 * steps // 4 else eps / 40
-
-
-def _pgd_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, restarts: int,
-                steps: int, seed: int, device) -> torch.Tensor:
-    """PGD on the CW margin m = max_{j!=y} z_j - z_y: x_{t+1} = P_{B(x, eps) cap [0,1]^d}(x_t + a_t s(grad m)),
-    s = sign (Linf) or g / ||g||_2 (L2), a_t by ``pgd_margin_step_size``, from a uniform random start in the ball
-    each restart; a point counts broken as soon as any iterate of any restart is misclassified."""
-    generator = torch.Generator().manual_seed(seed)
-    robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
-    for _ in range(restarts):
-        index = robust.nonzero().flatten()
-        if not len(index):
-            break
-        x0, y0 = x[index], y[index]
-        adv = random_init(x0, eps, norm, generator)
-        for step in range(steps + 1):
-            adv.requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(adv)
-                grad, = torch.autograd.grad(margin_loss(logits, y0).sum(), adv)
-            robust[index[logits.detach().argmax(1) != y0]] = False
-            adv = project(adv.detach() + pgd_margin_step_size(step, steps, eps) * steepest_direction(grad, norm), x0, eps, norm)
-    return robust
-
-
-def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, queries: int,
-            restarts: int, seed: int, device) -> torch.Tensor:
-    """Square (Andriushchenko et al. 2020): random search over square-shaped updates at the vertices of the ball,
-    accepted when the margin z_y - max_{j!=y} z_j falls; no gradient, so gradient masking cannot stop it."""
-    from pyautoattack.square import SquareAttack
-    adversary = SquareAttack(model, norm=norm, eps=eps, n_queries=queries, n_restarts=restarts, p_init=0.8,
-                             loss='margin', resc_schedule=True, seed=seed, device=device)
-    return _correct(model, adversary.perturb(x, y), y)
+def audit_stages(num_classes: int, inputs: AuditInputs = AuditInputs()) -> Tuple[List[str], Dict[str, str]]:
+    """The registered attacks that apply (in run order) and the reason for each one skipped."""
+    skipped = {name: why for name in audit_attack_names()
+               if (why := audit_attack(name).skip_reason(num_classes, inputs)) is not None}
+    return [name for name in audit_attack_names() if name not in skipped], skipped
 
 
 def _input_grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
@@ -288,45 +163,23 @@ def _input_grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
     return grad.flatten(1).norm(dim=1)
 
 
-def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seed: int,
-              device, config: AuditConfig, num_classes: int, train_loss: Optional[LossFn] = None,
-              surrogate: Optional[nn.Module] = None) -> torch.Tensor:
+def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: AuditContext) -> torch.Tensor:
     """One stage on points ``x`` (all attacked): robust flags for an attack and for ``large-eps``, input-gradient
     norms for ``grad-ce`` / ``grad-margin``."""
-    apgd = dict(norm=norm, n_iter=config.n_iter, seed=seed, device=device)
-    if stage == 'apgd-ce':
-        return _apgd(model, x, y, loss='ce', eps=eps, restarts=config.restarts, **apgd)
-    if stage == 'apgd-dlr':
-        return _apgd(model, x, y, loss='dlr', eps=eps, restarts=config.restarts, **apgd)
-    if stage == 'apgd-t':
-        return _apgd_targeted(model, x, y, eps=eps, targets=min(num_classes - 1, config.max_targets), **apgd)
-    if stage == 'apgd-loss':
-        return _apgd(model, x, y, loss=train_loss, eps=eps, restarts=config.restarts, **apgd)
-    if stage == 'pgd-margin':
-        return _pgd_margin(model, x, y, eps=eps, norm=norm, restarts=config.margin_restarts, steps=config.margin_steps,
-                           seed=seed, device=device)
-    if stage == 'square':
-        return _square(model, x, y, eps=eps, norm=norm, queries=config.square_queries, restarts=config.square_restarts,
-                       seed=seed, device=device)
-    if stage == 'transfer':
-        from pyautoattack.autopgd_base import APGDAttack
-        adversary = APGDAttack(surrogate, loss='ce', eps=eps, n_restarts=config.restarts,
-                               logger=logging.getLogger(AUTOATTACK_LOGGER), **apgd)
-        return _correct(model, adversary.perturb(x, y), y)
     if stage == 'large-eps':
-        big = large_eps(eps, norm, config.large_eps_factor, x[0].numel())
-        return _apgd(model, x, y, loss='ce', eps=big, restarts=1, **apgd)
+        big = large_eps(context.eps, context.norm, context.config.large_eps_factor, x[0].numel())
+        return apgd(model, x, y, context, 'ce', eps=big, restarts=1)
     if stage == 'grad-ce':
         return _input_grad_norm(model, x, y, lambda z, t: F.cross_entropy(z, t, reduction='none'))
     if stage == 'grad-margin':
         return _input_grad_norm(model, x, y, margin_loss)
-    raise ValueError(f"unknown audit stage '{stage}'")
+    if stage not in audit_attack_names():
+        raise ValueError(f"unknown audit stage '{stage}'")
+    return audit_attack(stage).run(model, x, y, context)
 
 
-def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor], *,
-                eps: float, norm: str, seed: int, batch_size: int, device, config: AuditConfig, stages: Sequence[str],
-                num_classes: int, train_loss: Optional[LossFn] = None, surrogate: Optional[nn.Module] = None,
-                path: Optional[Path] = None) -> Tensors:
+def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor],
+                context: AuditContext, *, batch_size: int, stages: Sequence[str], path: Optional[Path] = None) -> Tensors:
     """The audit of one chunk, given its AutoAttack flags ``aa``. Returns one tensor per stage over the chunk's
     points: for an attack, True where the point is left robust by AutoAttack's white-box stages and the attack did
     not break it; for ``large-eps``, the same over the clean-correct points; the gradient norms over all points.
@@ -347,19 +200,11 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
         out = torch.zeros(len(labels), dtype=torch.float32 if stage.startswith('grad-') else torch.bool)
         for start in range(0, len(index), batch_size):
             part = index[start:start + batch_size]
-            flags = run_stage(stage, model, images[part].to(device), labels[part].to(device), eps=eps, norm=norm,
-                              seed=seed, device=device, config=config, num_classes=num_classes, train_loss=train_loss,
-                              surrogate=surrogate)
+            flags = run_stage(stage, model, images[part].to(context.device), labels[part].to(context.device), context)
             out[part] = flags.detach().cpu().to(out.dtype)
         result[stage] = out
         save_tensors(path, result)
     return result
-
-
-# --- the summary ------------------------------------------------------------------------------------------------
-
-def _check(passed: bool, **values: Any) -> Dict[str, Any]:
-    return {'passed': bool(passed), **values}
 
 
 def fab_robust_flags(distance: torch.Tensor, eps: float, n: int) -> torch.Tensor:
@@ -376,8 +221,8 @@ def fab_robust_flags(distance: torch.Tensor, eps: float, n: int) -> torch.Tensor
 def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *, eps: float, norm: str,
                     input_dim: int, config: AuditConfig, skipped: Mapping[str, str],
                     curve: Optional[Mapping[float, torch.Tensor]] = None, seed: int = 0,
-                    fab_distance: Optional[torch.Tensor] = None) -> Tuple[Dict[str, Any], Tensors]:
-    """The report's ``audit`` section (JSON-ready) and the per-point tensors (``worst`` and each attack's flags).
+                    fab_distance: Optional[torch.Tensor] = None) -> Tuple[AuditSummary, Tensors]:
+    """The report's ``audit`` section (``AuditSummary``) and the per-point tensors (``worst`` and each attack's flags).
 
     Audited robust flag per point = AutoAttack's final flag AND every audit attack's flag AND, given the
     evaluation's FAB minimal perturbations ``fab_distance``, ``distance > eps`` (row ``fab-min``). ``unreliable``
@@ -386,7 +231,7 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
     final = aa[STANDARD_ATTACKS[-1]].bool()
     if fab_distance is not None:
         flags = {**flags, FAB_MIN: fab_robust_flags(fab_distance, eps, n)}
-    attacks = [a for a in (*AUDIT_ATTACKS, FAB_MIN) if a in flags]
+    attacks = [a for a in (*audit_attack_names(), FAB_MIN) if a in flags]
     worst = final.clone()
     for a in attacks:
         worst &= flags[a].bool()
@@ -397,9 +242,9 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
             if b != a:
                 others &= flags[b].bool()
         broke = final & ~flags[a].bool()
-        rows.append({'attack': a, 'kind': 'black-box' if a in BLACK_BOX else 'white-box',
-                     'acc': percent(final & flags[a].bool()), 'broke_beyond_aa': int(broke.sum()),
-                     'broke_only_this': int((others & ~flags[a].bool()).sum())})
+        rows.append(AuditAttackRow(attack=a, kind=_kind(a), acc=percent(final & flags[a].bool()),
+                                   broke_beyond_aa=int(broke.sum()),
+                                   broke_only_this=int((others & ~flags[a].bool()).sum())))
     aa_acc, acc = percent(final), percent(worst)
     checks = _checks(aa, flags, eps=eps, norm=norm, input_dim=input_dim, config=config, curve=curve or {},
                      attacks=attacks)
@@ -407,15 +252,22 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
     if 100 * int((final & ~worst).sum()) > round(config.threshold * n, 9):  # in counts: exactly the threshold passes
         reasons.append(f'the audit lowers robust accuracy by {aa_acc - acc:.2f} points (> {config.threshold:g})')
     reasons += [f"check '{name}' failed" for name, c in checks.items() if not c['passed']]
-    summary = {
-        'config': dict(asdict(config), seed=seed + 1, large_eps=large_eps(eps, norm, config.large_eps_factor, input_dim)),
-        'attacked_points': int(aa[AA_WHITE_BOX_LAST].sum()), 'attacks': rows, 'skipped': dict(skipped),
-        'autoattack_acc': aa_acc, 'robust_acc': acc, 'robust_ci': list(accuracy_ci(int(worst.sum()), n)),
-        'drop': aa_acc - acc, 'broke_beyond_aa': int((final & ~worst).sum()), 'threshold': config.threshold,
-        'checks': checks, 'unreliable': bool(reasons), 'reasons': reasons,
-        'fab_min_points': 0 if fab_distance is None else len(fab_distance),
-    }
+    summary = AuditSummary(
+        config=dict(asdict(config), seed=seed + 1, large_eps=large_eps(eps, norm, config.large_eps_factor, input_dim)),
+        attacked_points=int(aa[AA_WHITE_BOX_LAST].sum()), attacks=rows, skipped=dict(skipped), autoattack_acc=aa_acc,
+        robust_acc=acc, robust_ci=list(accuracy_ci(int(worst.sum()), n)), drop=aa_acc - acc,
+        broke_beyond_aa=int((final & ~worst).sum()), threshold=config.threshold, checks=checks,
+        unreliable=bool(reasons), reasons=reasons, fab_min_points=0 if fab_distance is None else len(fab_distance))
     return summary, {'worst': worst, **{a: flags[a].bool() for a in attacks}}
+
+
+def _check(passed: bool, **values: Any) -> Dict[str, Any]:
+    return {'passed': bool(passed), **values}
+
+
+def _kind(stage: str) -> str:
+    """An attack's kind (``fab-min``, FAB's verified examples, counts as white-box)."""
+    return audit_attack(stage).kind if stage in audit_attack_names() else 'white-box'
 
 
 def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *, eps: float, norm: str,
@@ -429,11 +281,11 @@ def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *
     # black-box breaks: AutoAttack's Square stage (only on its white-box survivors) and the audit's black-box attacks
     white_robust = aa[AA_WHITE_BOX_LAST].bool().clone()
     for a in attacks:
-        if a not in BLACK_BOX:
+        if _kind(a) != BLACK:
             white_robust &= flags[a].bool()
     black_broken = white_robust & ~final
     for a in attacks:
-        if a in BLACK_BOX:
+        if _kind(a) == BLACK:
             black_broken |= white_robust & ~flags[a].bool()
     grad = flags['grad-ce'][clean]
     vanishing = float((grad <= config.grad_tol).double().mean()) if len(grad) else 0.0
@@ -453,24 +305,23 @@ def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *
     }
 
 
-def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor], *,
-              eps: float, norm: str, seed: int, batch_size: int, chunk_size: int, device, config: AuditConfig,
-              num_classes: int, curve: Optional[Mapping[float, torch.Tensor]] = None,
-              train_loss: Optional[LossFn] = None, loss_note: str = '', surrogate: Optional[nn.Module] = None,
-              work_dir: Optional[Path] = None, identity: Sequence[Any] = (),
-              fab_distance: Optional[torch.Tensor] = None, progress: bool = True) -> Tuple[Dict[str, Any], Tensors]:
+def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor],
+              plan: AuditPlan) -> Tuple[AuditSummary, Tensors]:
     """The audit over all points, in the chunks of the AutoAttack run (shared by the processes, resumed from
-    ``work_dir``); returns ``summarize_audit``'s section and per-point tensors (with ``fab_distance``, the FAB
-    minimal perturbations of the evaluation, counted as row ``fab-min``)."""
+    ``plan.work_dir``); returns ``summarize_audit``'s section and per-point tensors (with ``plan.fab_distance``, the
+    FAB minimal perturbations of the evaluation, counted as row ``fab-min``)."""
     from .attacks import Chunks, run_chunks
-    stages, skipped = audit_stages(num_classes, train_loss is not None, surrogate is not None, loss_note)
-    folder = None if work_dir is None else audit_folder(work_dir, norm, eps, config, seed, identity)
-    chunks = Chunks(len(labels), chunk_size)
-    compute = lambda c, s: audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, eps=eps,
-                                       norm=norm, seed=seed + 1, batch_size=batch_size, device=device, config=config,
-                                       stages=stages, num_classes=num_classes, train_loss=train_loss,
-                                       surrogate=surrogate,
+    context = plan.context
+    stages, skipped = audit_stages(context.num_classes, context.inputs)
+    identity = audit_identity(context.inputs.surrogate, context.inputs.train_loss)
+    folder = (None if plan.work_dir is None else
+              audit_folder(plan.work_dir, context.norm, context.eps, context.config, context.seed, identity))
+    stage_context = replace(context, seed=context.seed + 1)  # not AutoAttack's own random starts
+    compute = lambda c, s: audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
+                                       batch_size=plan.batch_size, stages=stages,
                                        path=None if folder is None else folder / f'chunk-{c:05d}.safetensors')
-    flags = run_chunks(chunks, compute, f'audit {norm} ({len(stages)} attacks)', progress)
-    return summarize_audit(aa, flags, eps=eps, norm=norm, input_dim=images[0].numel(), config=config,
-                           skipped=skipped, curve=curve, seed=seed, fab_distance=fab_distance)
+    flags = run_chunks(Chunks(len(labels), plan.chunk_size), compute,
+                       f'audit {context.norm} ({len(stages)} attacks)', plan.progress)
+    return summarize_audit(aa, flags, eps=context.eps, norm=context.norm, input_dim=images[0].numel(),
+                           config=context.config, skipped=skipped, curve=plan.curve, seed=context.seed,
+                           fab_distance=plan.fab_distance)

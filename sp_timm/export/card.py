@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..formatting import format_ci
 from ..model_source import default_model_name
+from ..records import AuditSummary, EvalReport, ModelInfo, RunRecord, TrainConfig, to_json
 from ..threat.budget import exact_eps, format_eps
 
 __all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE', 'DATASET_CARD_INFO',
@@ -24,7 +25,6 @@ DEFAULT_LICENSE = 'apache-2.0'
 PAPER_ARXIV_ID = '2302.09575'  # Stationary Point Losses for Robust Model
 
 
-_BEFORE_FLAG_EXISTED = {'val_split': 0}  # before --val-split, validation used the test split
 
 
 _LICENSE_ID = re.compile(r'^[a-z0-9][a-z0-9.+-]*$')
@@ -50,54 +50,47 @@ def _fmt(value: Optional[float]) -> str:
     return '' if value is None else f'{value:.2f}'
 
 
-def train_config(record: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+def train_config(record: Optional[RunRecord]) -> Tuple[Dict[str, Any], List[str]]:
     """The resolved ``sp-timm train`` configuration of a run, as ``train_args.yaml`` holds it, and the recorded
     flags left out because this sp-timm's ``train`` no longer has them.
 
-    ``record['args']`` (``vars(args)`` of the run) less ``TRAIN_ARGS_NOT_WRITTEN``, in the parser's order, each
-    value as ``--config`` parses it back to the same value: eps budgets that are multiples of 1/255 as ``'8/255'``,
-    ``--val-split`` auto as ``'auto'``. Empty when the record holds no flags."""
-    from ..train.args import build_train_parser
-    args = record.get('args')
-    if not isinstance(args, dict) or not args:
+    The record's ``config`` less ``TRAIN_ARGS_NOT_WRITTEN``, in ``TrainConfig``'s order, each value as ``--config``
+    parses it back to the same value: eps budgets that are multiples of 1/255 as ``'8/255'``, ``--val-split`` auto
+    as ``'auto'``. Empty when the record holds no flags."""
+    if record is None or record.config is None:
         return {}, []
-    dests = [a.dest for a in build_train_parser()._actions if a.dest != 'help']
     config = {}
-    for key in dests:
-        if key in TRAIN_ARGS_NOT_WRITTEN or (key not in args and key not in _BEFORE_FLAG_EXISTED):
+    for key, value in record.config.to_json().items():
+        if key in TRAIN_ARGS_NOT_WRITTEN:
             continue
-        value = args[key] if key in args else _BEFORE_FLAG_EXISTED[key]
         if key == 'val_split' and value is None:
             value = 'auto'
         elif key in ('adv_eps', 'adv_step_size'):
             value = exact_eps(value)
-        elif isinstance(value, tuple):
-            value = list(value)
         config[key] = value
-    unknown = [k for k in args if k not in dests and k not in TRAIN_ARGS_NOT_WRITTEN]
-    return config, unknown
+    return config, [k for k in (record.retired_flags or {}) if k not in TRAIN_ARGS_NOT_WRITTEN]
 
 
-def _launch_prefix(record: Dict[str, Any]) -> str:
-    processes = record.get('num_processes') or 1
+def _launch_prefix(record: RunRecord) -> str:
+    processes = record.num_processes or 1
     return ('sp-timm train' if processes <= 1 else
             f'accelerate launch --multi_gpu --num_processes {processes} -m sp_timm.train')
 
 
-def train_args_yaml(record: Dict[str, Any]) -> str:
+def train_args_yaml(info: ModelInfo) -> str:
     """``train_args.yaml``: the run's configuration (``train_config``) with a header saying how to use it."""
     import yaml
-    from ..version import __version__
+    record = info.run
     config, unknown = train_config(record)
-    lines = [f'# The complete configuration of the run that trained {default_model_name(record)}, written by sp-timm '
-             f'{record.get("sp_timm_version", __version__)} export',
+    lines = [f'# The complete configuration of the run that trained {default_model_name(info)}, written by sp-timm '
+             f'{record.sp_timm_version} export',
              f'# from its run record (sp_timm.json). Reproduce it with:  {_launch_prefix(record)} --config {TRAIN_ARGS_FILE}',
              f'# Left out (per machine or display only): {", ".join(TRAIN_ARGS_NOT_WRITTEN)}; add --data-dir DIR for a '
              f'local copy of the data.']
-    if (record.get('num_processes') or 1) > 1:
-        lines.append(f"# Trained on {record['num_processes']} processes: batch_size is per process (global batch "
-                     f"{record.get('global_batch_size')}).")
-    if record.get('args_history'):
+    if (record.num_processes or 1) > 1:
+        lines.append(f"# Trained on {record.num_processes} processes: batch_size is per process (global batch "
+                     f"{record.global_batch_size}).")
+    if record.args_history:
         lines.append('# The run was resumed with changed flags (--resume-override): these are the values of its last '
                      'epochs; sp_timm.json args_history holds the earlier ones.')
     if unknown:
@@ -150,83 +143,76 @@ def _training_rows(config: Dict[str, Any]) -> List[List[str]]:
     return rows if rows else [['flags', 'not recorded']]
 
 
-def _train_command(record: Dict[str, Any]) -> str:
+def _train_command(record: Optional[RunRecord]) -> str:
     """The card's command: the run's configuration file, plus --data-dir where the run read a local copy."""
     if not train_config(record)[0]:
         return "# the run record holds no flags of sp-timm train: see sp_timm.json"
     command = f'{_launch_prefix(record)} --config {TRAIN_ARGS_FILE}'
-    if (record.get('args') or {}).get('data_dir'):
-        command += f" \\\n  --data-dir /path/to/{record.get('dataset')}  # the run read a local copy of the data"
+    if record.config.data_dir:
+        command += f" \\\n  --data-dir /path/to/{record.dataset}  # the run read a local copy of the data"
     return command
 
 
-def _evaluation_context(report: Dict[str, Any]) -> Dict[str, Any]:
-    protocol = report['protocol']
-    per_class = [dict(c, clean_acc=_fmt(c['clean_acc']), robust_acc=_fmt(c['robust_acc']),
-                      train_count=c.get('train_count', ''), group=c.get('group', ''))
-                 for c in report.get('per_class', [])] if report.get('long_tailed') else []
-    return dict(threat_model=protocol['threat_model'], eps=protocol['eps'], n_examples=protocol['n_examples'],
-                attacks=', '.join(protocol.get('attacks', [])), clean_acc=_fmt(report['clean_acc']),
-                robust_acc=_fmt(report['robust_acc']), clean_ci=format_ci(report['clean_ci']), robust_ci=format_ci(report['robust_ci']),
-                balanced_clean_acc=_fmt(report.get('balanced_clean_acc')),
-                balanced_robust_acc=_fmt(report.get('balanced_robust_acc')),
-                warnings=report.get('warnings', []), unreliable=report.get('unreliable', False), per_class=per_class,
-                audit=_audit_context(report.get('audit')))
+def _evaluation_context(report: EvalReport) -> Dict[str, Any]:
+    protocol = report.protocol
+    per_class = [dict(to_json(c), clean_acc=_fmt(c.clean_acc), robust_acc=_fmt(c.robust_acc),
+                      train_count='' if c.train_count is None else c.train_count,
+                      group='' if c.group is None else c.group)
+                 for c in report.per_class] if report.long_tailed else []
+    return dict(threat_model=protocol.threat_model, eps=protocol.eps, n_examples=protocol.n_examples,
+                attacks=', '.join(protocol.attacks), clean_acc=_fmt(report.clean_acc), robust_acc=_fmt(report.robust_acc),
+                clean_ci=format_ci(report.clean_ci), robust_ci=format_ci(report.robust_ci),
+                balanced_clean_acc=_fmt(report.balanced_clean_acc), balanced_robust_acc=_fmt(report.balanced_robust_acc),
+                warnings=report.warnings, unreliable=report.unreliable, per_class=per_class,
+                audit=_audit_context(report.audit))
 
 
-def _audit_context(audit: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    if not isinstance(audit, dict) or audit.get('robust_acc') is None:
+def _audit_context(audit: Optional[AuditSummary]) -> Optional[Dict[str, Any]]:
+    if audit is None:
         return None
-    ci = audit.get('robust_ci')
-    return dict(robust_acc=_fmt(audit['robust_acc']), robust_ci=f'[{ci[0]:.2f}, {ci[1]:.2f}]' if ci else '',
-                unreliable=bool(audit.get('unreliable')))
+    return dict(robust_acc=_fmt(audit.robust_acc), robust_ci=format_ci(audit.robust_ci), unreliable=audit.unreliable)
 
 
-def _dataset_config(dataset: str, protocol: Dict[str, Any], args: Dict[str, Any]) -> Tuple[str, str, Optional[Dict[str, Any]]]:
+def _dataset_config(dataset: str, config: Optional[TrainConfig]) -> Tuple[str, str, Optional[Dict[str, Any]]]:
     """(config, name, args) of an evaluation's dataset in the model-index: the sp-timm dataset name, and for the
     -lt variants the training distribution (imbalance ratio and profile) in the config, name and args."""
     _, title = dataset_info(dataset)
-    if not dataset.endswith('-lt'):
+    if not dataset.endswith('-lt') or config is None:
         return dataset, title, None
-    ratio = protocol.get('imbalance_ratio', args.get('imbalance_ratio'))
-    profile = protocol.get('imbalance_profile', args.get('imbalance_profile'))
-    if ratio is None or profile is None:
-        return dataset, title, None
-    ratio = float(ratio)
+    ratio, profile = float(config.imbalance_ratio), config.imbalance_profile
     return (f'{dataset}-{profile}-r{ratio:g}', f'{title} (imbalance ratio {ratio:g}, {profile} profile)',
             {'imbalance_ratio': ratio, 'imbalance_profile': profile})
 
 
-def _eval_results(record: Dict[str, Any], reports: Sequence[Dict[str, Any]]) -> list:
+def _eval_results(info: ModelInfo, reports: Sequence[EvalReport]) -> list:
     """The model-index entries of the reports: clean, AutoAttack and (when the report has an audit) audited
     robust accuracy in percent, each with the number of test points, threat model, eps and whether it is audited,
     on the dataset config of the run (imbalance ratio and profile for the -lt variants)."""
     from huggingface_hub import EvalResult
-    args = record.get('args') if isinstance(record.get('args'), dict) else {}
+    config = info.run.config if info.run is not None else None
     results = []
     for report in reports:
-        protocol = report['protocol']
-        dataset = protocol.get('dataset') or record.get('dataset', 'unknown')
+        protocol = report.protocol
+        dataset = protocol.dataset or info.dataset or 'unknown'
         hub_dataset, _ = dataset_info(dataset)
-        config, dataset_name, dataset_args = _dataset_config(dataset, protocol, args)
+        dataset_config, dataset_name, dataset_args = _dataset_config(dataset, config)
         common = dict(task_type='image-classification', dataset_type=hub_dataset or dataset, dataset_name=dataset_name,
-                      dataset_config=config, dataset_args=dataset_args, dataset_split=protocol.get('split', 'test'),
+                      dataset_config=dataset_config, dataset_args=dataset_args, dataset_split=protocol.split,
                       metric_type='accuracy')
-        audit = report.get('audit') if isinstance(report.get('audit'), dict) else None
-        audited = bool(audit and audit.get('robust_acc') is not None)
-        tm, eps, n = protocol['threat_model'], protocol['eps'], protocol['n_examples']
-        context = {'n_examples': n, 'threat_model': tm, 'eps': eps, 'audited': audited}
+        audit = report.audit
+        tm, eps, n = protocol.threat_model, protocol.eps, protocol.n_examples
+        context = {'n_examples': n, 'threat_model': tm, 'eps': eps, 'audited': audit is not None}
         clean_name = 'clean accuracy' if len(reports) == 1 else f'clean accuracy ({tm} evaluation, {n} points)'
-        results.append(EvalResult(metric_value=round(report['clean_acc'], 2), metric_name=clean_name,
+        results.append(EvalResult(metric_value=round(report.clean_acc, 2), metric_name=clean_name,
                                   metric_args=dict(context), **common))
         results.append(EvalResult(
-            metric_value=round(report['robust_acc'], 2), metric_name=f'AutoAttack accuracy ({tm}, eps={eps})',
-            metric_args=dict(context, attack='AutoAttack standard', unreliable=bool(report.get('unreliable'))), **common))
-        if audited:
+            metric_value=round(report.robust_acc, 2), metric_name=f'AutoAttack accuracy ({tm}, eps={eps})',
+            metric_args=dict(context, attack='AutoAttack standard', unreliable=report.unreliable), **common))
+        if audit is not None:
             results.append(EvalResult(
-                metric_value=round(audit['robust_acc'], 2), metric_name=f'audited robust accuracy ({tm}, eps={eps})',
+                metric_value=round(audit.robust_acc, 2), metric_name=f'audited robust accuracy ({tm}, eps={eps})',
                 metric_args=dict(context, attack='AutoAttack standard + adaptive audit (sp-timm eval --audit)',
-                                 unreliable=bool(audit.get('unreliable'))), **common))
+                                 unreliable=audit.unreliable), **common))
     return results
 
 
@@ -237,50 +223,56 @@ def check_license(license: str) -> str:
     return license
 
 
-def render_model_card(record: Dict[str, Any], reports: Sequence[Dict[str, Any]] = (), repo_id: Optional[str] = None,
+def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_id: Optional[str] = None,
                       folder_name: str = 'model', template: os.PathLike = CARD_TEMPLATE,
                       license: str = DEFAULT_LICENSE) -> str:
     """The model card (markdown with YAML front matter) of a trained model.
 
-    ``record`` is the training run record (``run.json``); ``reports`` are ``sp-timm eval`` reports. The front
-    matter's ``model-index`` holds clean, AutoAttack and (where audited) audited robust accuracy (percent) of every
-    report with its number of test points, dataset config, threat model and eps; ``license`` is the Hub licence id.
-    The training table and command come from the run's configuration (``train_config``, ``train_args.yaml``).
+    ``info`` is the loaded model's ``ModelInfo`` (its run record and which weights); ``reports`` are ``sp-timm eval``
+    reports. The front matter's ``model-index`` holds clean, AutoAttack and (where audited) audited robust accuracy
+    (percent) of every report with its number of test points, dataset config, threat model and eps; ``license`` is
+    the Hub licence id. The training table and command come from the run's configuration (``train_config``,
+    ``train_args.yaml``).
     """
     from huggingface_hub import ModelCard, ModelCardData
     import timm
     from ..version import __version__
     from ..losses import create_loss, is_sp_loss
-    dataset = record.get('dataset', 'unknown')
+    record = info.run
+    dataset = info.dataset or 'unknown'
     hub_dataset, dataset_title = dataset_info(dataset)
-    name = default_model_name(record)
+    name = default_model_name(info)
     repo_id = repo_id or f'ORG/{name}'
-    eval_results = _eval_results(record, reports)
+    eval_results = _eval_results(info, reports)
     card_data = ModelCardData(library_name='timm', license=check_license(license), tags=list(CARD_TAGS), model_name=name,
                               datasets=[hub_dataset] if hub_dataset else None, pipeline_tag='image-classification',
                               eval_results=eval_results or None)
-    loss_name = record.get('loss', 'unknown')
-    loss_params = record.get('loss_params', {})
+    loss_name = record.loss if record is not None else 'unknown'
+    loss_params = record.loss_params if record is not None else {}
     try:
         formula = create_loss(loss_name, **loss_params).formula
     except (ValueError, TypeError, AttributeError):
         formula = 'see sp-timm losses'
-    args = record.get('args', {})
+    config = record.config if record is not None else None
     adversarial = None
-    if args.get('adv') not in (None, 'none'):
-        adversarial = f"{args['adv'].upper()} ({args.get('adv_norm', 'Linf')}, eps {format_eps(args.get('adv_eps'))}, " \
-                      f"{args.get('adv_steps')} steps of {format_eps(args.get('adv_step_size'))})"
-    model_args = record.get('model_args', {})
+    if config is not None and config.adv != 'none':
+        adversarial = (f"{config.adv.upper()} ({config.adv_norm}, eps {format_eps(config.adv_eps)}, {config.adv_steps} "
+                       f"steps of {format_eps(config.adv_step_size)})")
+    model_args = info.model_args
     card = ModelCard.from_template(
-        card_data, template_path=str(template), model_name=name, architecture=record.get('model'), dataset=dataset,
+        card_data, template_path=str(template), model_name=name, architecture=info.architecture, dataset=dataset,
         dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula, is_sp=is_sp_loss(loss_name),
         loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
-        sp_timm_version=record.get('sp_timm_version', __version__), timm_version=record.get('timm_version', timm.__version__),
-        input_mean=tuple(model_args.get('input_mean') or record.get('input_mean') or ()),
-        input_std=tuple(model_args.get('input_std') or record.get('input_std') or ()),
+        sp_timm_version=record.sp_timm_version if record is not None else __version__,
+        timm_version=record.timm_version if record is not None else timm.__version__,
+        input_mean=tuple(model_args.get('input_mean') or (record.input_mean if record is not None else None) or ()),
+        input_std=tuple(model_args.get('input_std') or (record.input_std if record is not None else None) or ()),
         training_rows=_training_rows(train_config(record)[0]), train_args_file=TRAIN_ARGS_FILE,
-        resumed_with_changes=bool(record.get('args_history')), arxiv_id=PAPER_ARXIV_ID, train_counts=record.get('train_class_counts') if dataset.endswith('-lt') else None,
-        imbalance_note=f"imbalance ratio {args.get('imbalance_ratio')}, {args.get('imbalance_profile')} profile",
+        resumed_with_changes=bool(record is not None and record.args_history), arxiv_id=PAPER_ARXIV_ID,
+        train_counts=record.train_class_counts if record is not None and dataset.endswith('-lt') else None,
+        imbalance_note=(f"imbalance ratio {config.imbalance_ratio}, {config.imbalance_profile} profile"
+                        if config is not None else 'imbalance ratio None, None profile'),
         train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
-        repo_id=repo_id, folder_name=folder_name, ema=record.get('model_ema') if record.get('weights') == 'ema' else None)
+        repo_id=repo_id, folder_name=folder_name,
+        ema=record.model_ema if record is not None and info.weights == 'ema' else None)
     return str(card)

@@ -20,12 +20,13 @@ SHA-256 of the weights being exported (``sp-timm eval`` records it).
 """
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ..checkpoint import weights_sha256
-from ..errors import CheckpointError, HubError
+from ..errors import CheckpointError, HubError, RecordError
 from ..files import atomic_write_json, read_json_object, safe_path_component
-from ..model_source import load_model
+from ..model_source import EXPORT_RECORD_FILE, load_model
+from ..records import EvalReport, ExportRecord, Protocol, read_report_json, to_json
 from ..threat.budget import THREAT_MODELS
 from .card import DEFAULT_LICENSE, TRAIN_ARGS_FILE, check_license, render_model_card, train_args_yaml, train_config
 from .folder import EXPORT_MARKER, check_replaceable, export_destination, export_folder
@@ -33,32 +34,21 @@ from .folder import EXPORT_MARKER, check_replaceable, export_destination, export
 __all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_threat_model']
 
 
-_REPORT_KEYS = ('protocol', 'leaderboard', 'clean_acc', 'robust_acc', 'clean_ci', 'robust_ci')
-
-
-_PROTOCOL_KEYS = ('threat_model', 'eps', 'n_examples', 'dataset')
-
-
-def read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]:
-    """An ``sp-timm eval`` report, checked: its schema, the names that become file names, and that it evaluated
-    the weights with SHA-256 ``weights`` (of ``source``)."""
-    from ..eval.report import LEADERBOARD_FIELDS
-    report = read_json_object(path, 'the evaluation report (report.json of sp-timm eval)')
-    missing = [k for k in _REPORT_KEYS if k not in report]
-    protocol, entry = report.get('protocol'), report.get('leaderboard')
-    if not missing and isinstance(protocol, dict) and isinstance(entry, dict):
-        missing = [f'protocol.{k}' for k in _PROTOCOL_KEYS if k not in protocol] + \
-                  [f'leaderboard.{k}' for k in LEADERBOARD_FIELDS if k not in entry]
-    if missing or not isinstance(protocol, dict) or not isinstance(entry, dict):
-        raise CheckpointError(f"'{path}' is not a report of sp-timm eval (missing or malformed: "
-                              f"{', '.join(missing) or 'protocol / leaderboard'}); give OUT/report.json of sp-timm eval.")
-    if protocol.get('threat_model') not in THREAT_MODELS:
-        raise CheckpointError(f"'{path}': protocol.threat_model {protocol.get('threat_model')!r} is not one of "
+def read_report(path: os.PathLike, weights: str, source: str) -> EvalReport:
+    """An ``sp-timm eval`` report, checked: every field (``records.EvalReport``), the names that become file names,
+    and that it evaluated the weights with SHA-256 ``weights`` (of ``source``)."""
+    data = read_json_object(path, 'the evaluation report (report.json of sp-timm eval)')
+    try:
+        report = read_report_json(data, str(path))
+    except RecordError as err:
+        raise CheckpointError(f"'{path}' is not a report of sp-timm eval ({err}); give OUT/report.json of sp-timm "
+                              f"eval.") from err
+    if report.protocol.threat_model not in THREAT_MODELS:
+        raise CheckpointError(f"'{path}': protocol.threat_model {report.protocol.threat_model!r} is not one of "
                               f"{', '.join(THREAT_MODELS)}.")
-    safe_path_component(entry.get('dataset'), f"'{path}': leaderboard.dataset")
-    safe_path_component(report.get('model_name') or entry.get('name'), f"'{path}': model_name")
-    model = report.get('model') if isinstance(report.get('model'), dict) else {}
-    recorded = model.get('weights_sha256')
+    safe_path_component(report.leaderboard.dataset, f"'{path}': leaderboard.dataset")
+    safe_path_component(report.model_name or report.leaderboard.name, f"'{path}': model_name")
+    recorded = report.model.weights_sha256
     if recorded is None:
         raise CheckpointError(f"'{path}' records no SHA-256 of the weights it evaluated (an older sp-timm eval), so it "
                               f"cannot be matched to '{source}'. Re-run sp-timm eval on '{source}' (it reuses its saved "
@@ -70,15 +60,15 @@ def read_report(path: os.PathLike, weights: str, source: str) -> Dict[str, Any]:
     return report
 
 
-def check_one_report_per_threat_model(paths: Sequence[os.PathLike], reports: Sequence[Dict[str, Any]]) -> None:
+def check_one_report_per_threat_model(paths: Sequence[os.PathLike], reports: Sequence[EvalReport]) -> None:
     """An export holds one evaluation per threat model (``eval/<threat_model>.json``, one leaderboard entry per
     threat-model folder): two reports of the same one are an error naming both, before anything is written."""
-    seen: Dict[str, Tuple[os.PathLike, Dict[str, Any]]] = {}
+    seen: Dict[str, Tuple[os.PathLike, Protocol]] = {}
     for path, report in zip(paths, reports):
-        protocol = report['protocol']
-        tm = protocol['threat_model']
+        protocol = report.protocol
+        tm = protocol.threat_model
         if tm in seen:
-            what = lambda p: f"{p.get('dataset')}, {tm} eps {p.get('eps')}, {p.get('n_examples')} points"
+            what = lambda p: f"{p.dataset}, {tm} eps {p.eps}, {p.n_examples} points"
             raise CheckpointError(
                 f"--eval '{seen[tm][0]}' ({what(seen[tm][1])}) and '{path}' ({what(protocol)}) are both {tm} "
                 f"evaluations; an export holds one per threat model (eval/{tm}.json and one leaderboard entry), so one "
@@ -97,22 +87,22 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     check_license(license)
     out = export_destination(out)
     check_replaceable(out)
-    model, record = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; record['weights']
+    model, info = load_model(source, weights=weights)  # auto: the EMA weights of a --model-ema run; info.weights
     weights = weights_sha256(model)
     loaded = [read_report(path, weights, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
     with export_folder(out, f'sp-timm {__version__} export', weights) as tmp:
-        model_config = {'label_names': record['classes']} if record.get('classes') else None
-        save_for_hf(model, tmp, model_config=model_config, model_args=record.get('model_args') or None,
-                    safe_serialization=True)
-        atomic_write_json(tmp / 'sp_timm.json', record)
-        if train_config(record)[0]:
-            (tmp / TRAIN_ARGS_FILE).write_text(train_args_yaml(record), encoding='utf-8')
+        model_config = {'label_names': info.classes} if info.classes else None
+        save_for_hf(model, tmp, model_config=model_config, model_args=info.model_args or None, safe_serialization=True)
+        atomic_write_json(tmp / EXPORT_RECORD_FILE, to_json(ExportRecord(weights=info.weights or 'raw', run=info.run)))
+        if train_config(info.run)[0]:
+            (tmp / TRAIN_ARGS_FILE).write_text(train_args_yaml(info), encoding='utf-8')
         for report in loaded:
-            protocol, entry = report['protocol'], report['leaderboard']
-            atomic_write_json(tmp / 'eval' / f"{protocol['threat_model']}.json", report)
-            atomic_write_json(tmp / 'model_info' / entry['dataset'] / protocol['threat_model'] / f"{report.get('model_name') or entry['name']}.json", entry)
-        card = render_model_card(record, loaded, repo_id=repo_id, folder_name=out.name, license=license)
+            tm, entry = report.protocol.threat_model, report.leaderboard
+            atomic_write_json(tmp / 'eval' / f'{tm}.json', to_json(report))
+            atomic_write_json(tmp / 'model_info' / entry.dataset / tm / f'{report.model_name or entry.name}.json',
+                              to_json(entry))
+        card = render_model_card(info, loaded, repo_id=repo_id, folder_name=out.name, license=license)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
     return out
 

@@ -15,18 +15,20 @@ with ``PreActBlockV2`` blocks and a final BN (``preact_resnet18_cifar``). sp-tim
 inside; the class of the entry does too, with the model's mean and std as buffers ``mu`` / ``sigma`` (RobustBench's
 own convention, e.g. ``Rice2020OverfittingNet``), so the state dict loads strictly and gives the same logits.
 """
+import dataclasses
 import io
 import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from ..checkpoint import weights_sha256
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_path_component
 from ..model_source import load_model
+from ..records import EvalReport, LeaderboardEntry, to_json
 from ..version import __version__
 from .card import check_license
 from .folder import check_replaceable, export_destination, export_folder
@@ -190,33 +192,34 @@ def _with_percent_sign(value: str) -> str:
     return f'{value}%' if value else value
 
 
-def issue_text(name: str, reports: Sequence[Dict[str, Any]], entries: Sequence[Dict[str, Any]],
+def issue_text(name: str, reports: Sequence[EvalReport], entries: Sequence[LeaderboardEntry],
                arch: RobustBenchArchitecture, checkpoint_url: Optional[str], code_url: Optional[str], license: str,
                version: str) -> str:
     """RobustBench's "New Model" issue (its template's sections and fields), filled in from the reports."""
     todo = lambda v, what: v or f'TO FILL IN: {what}'
     first = entries[0]
     lines = [f'<!-- title: [New Model] {name} -->', '', '# Paper Information', '',
-             f"- **Paper Title**: {first['name']}", f"- **Paper URL**: {first['link']}",
-             f"- **Paper authors**: {first['authors']}", '', '# Leaderboard Claim(s)', '']
+             f"- **Paper Title**: {first.name}", f"- **Paper URL**: {first.link}",
+             f"- **Paper authors**: {first.authors}", '', '# Leaderboard Claim(s)', '']
     for i, (report, entry) in enumerate(zip(reports, entries), 1):
-        p = report['protocol']
-        method = (f"AutoAttack, standard version ({', '.join(a.upper() for a in p.get('attacks', []))}), pyautoattack "
-                  f"{p.get('pyautoattack_version')}, run by sp-timm {version} eval on the first {p['n_examples']} "
-                  f"{p['dataset']} test images, seed {p.get('seed')}, batch size {p.get('batch_size')}; the AutoAttack "
-                  f"log is attached (autoattack-{p['threat_model']}.log)")
-        if p['n_examples'] < _FULL_TEST_SET:
-            method += (f". Note: {p['n_examples']} points, not the {_FULL_TEST_SET:,} of RobustBench's leaderboard: "
+        p = report.protocol
+        method = (f"AutoAttack, standard version ({', '.join(a.upper() for a in p.attacks)}), pyautoattack "
+                  f"{p.pyautoattack_version}, run by sp-timm {version} eval on the first {p.n_examples} "
+                  f"{p.dataset} test images, seed {p.seed}, batch size {p.batch_size}; the AutoAttack "
+                  f"log is attached (autoattack-{p.threat_model}.log)")
+        if p.n_examples < _FULL_TEST_SET:
+            method += (f". Note: {p.n_examples} points, not the {_FULL_TEST_SET:,} of RobustBench's leaderboard: "
                        f"re-run sp-timm eval with --n-examples {_FULL_TEST_SET} before submitting")
-        if report.get('warnings'):
-            method += '. AutoAttack warned: ' + '; '.join(report['warnings'])
-        lines += [f'## Model {i}', '', f"- **Architecture**: {entry['architecture']}",
-                  f"- **Threat Model**: {p['threat_model']}", f"- **eps**: {entry['eps']}",
-                  f"- **Clean accuracy**: {_with_percent_sign(entry['clean_acc'])}", f"- **Robust accuracy**: {_with_percent_sign(entry['autoattack_acc'])}",
-                  f"- **Additional data**: {str(bool(entry['additional_data'])).lower()}",
+        if report.warnings:
+            method += '. AutoAttack warned: ' + '; '.join(report.warnings)
+        lines += [f'## Model {i}', '', f"- **Architecture**: {entry.architecture}",
+                  f"- **Threat Model**: {p.threat_model}", f"- **eps**: {entry.eps}",
+                  f"- **Clean accuracy**: {_with_percent_sign(entry.clean_acc)}",
+                  f"- **Robust accuracy**: {_with_percent_sign(entry.autoattack_acc)}",
+                  f"- **Additional data**: {str(bool(entry.additional_data)).lower()}",
                   f'- **Evaluation method**: {method}',
                   f"- **Checkpoint and code**: checkpoint {todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
-                  f" (models/{entry['dataset']}/{p['threat_model']}/{name}.pt of this folder); code "
+                  f" (models/{entry.dataset}/{p.threat_model}/{name}.pt of this folder); code "
                   f"{todo(code_url, 'the URL of the training code (sp-timm export --code-url)')}", '']
     mit = license.lower() == 'mit'
     lines += ['# Model Zoo:', '', '- [x] I want to add my models to the Model Zoo (check if true)',
@@ -245,14 +248,14 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
                          '(one per threat model).')
     out = export_destination(out)
     check_replaceable(out)
-    model, record = load_model(source, weights=weights)
-    arch = robustbench_architecture(model, record.get('model'))
+    model, info = load_model(source, weights=weights)
+    arch = robustbench_architecture(model, info.architecture)
     digest = weights_sha256(model)
     loaded = [read_report(path, digest, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
     logs, entries = [], []
     for path, report in zip(reports, loaded):
-        dataset = report['protocol']['dataset']
+        dataset = report.protocol.dataset
         if dataset not in ROBUSTBENCH_DATASETS:
             raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are {', '.join(ROBUSTBENCH_DATASETS)} "
                              f"(and ImageNet): evaluate on its test set, e.g. sp-timm eval --dataset "
@@ -262,33 +265,31 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
             raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the same "
                              f"sp-timm eval command (it reuses its saved results and writes the log).")
         logs.append(log.read_text(encoding='utf-8'))
-        entry = dict(report['leaderboard'], dataset=dataset)
-        if authors:
-            entry['authors'] = authors
-        entries.append(entry)
-    name = model_name or submission_name(entries[0].get('authors'), year or _year_of(entries[0].get('venue')),
-                                         entries[0].get('name'), arch.short_name, title_word)
+        entries.append(dataclasses.replace(report.leaderboard, dataset=dataset, **({'authors': authors} if authors else {})))
+    name = model_name or submission_name(entries[0].authors, year or _year_of(entries[0].venue), entries[0].name,
+                                         arch.short_name, title_word)
     safe_path_component(name, '--model-name')
     # it goes into model_zoo_entry.py's string literals and class name (a letter, then an identifier's characters)
     if not name[:1].isalpha() or not re.sub(r'[.\-]', '', name).isidentifier():
         raise ValueError(f"--model-name {name!r}: a RobustBench name holds letters, digits, '_', '-' and '.' only "
                          f"(no quotes or spaces), e.g. 'Gao2023Stationary_WRN-28-10'. Nothing was written.")
-    unfilled = sorted({k for e in entries for k, v in e.items() if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
+    unfilled = sorted({k for e in entries for k, v in to_json(e).items()
+                       if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
     if unfilled:
         raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: give them to sp-timm "
                          f"eval (--paper-title, --link, --authors, --venue, --architecture; a rerun reuses its saved "
                          f"results) or --authors here. Nothing was written.")
     state = io.BytesIO()
-    torch.save(robustbench_state_dict(model, record.get('model')), state)
+    torch.save(robustbench_state_dict(model, info.architecture), state)
     with export_folder(out, f'sp-timm {__version__} export --robustbench', digest) as tmp:
         threat_models = []
         for report, entry, log in zip(loaded, entries, logs):
-            tm, dataset = report['protocol']['threat_model'], entry['dataset']
+            tm, dataset = report.protocol.threat_model, entry.dataset
             threat_models.append(tm)
-            atomic_write_json(tmp / 'model_info' / dataset / tm / f'{name}.json', entry)
+            atomic_write_json(tmp / 'model_info' / dataset / tm / f'{name}.json', to_json(entry))
             atomic_write_bytes(tmp / 'models' / dataset / tm / f'{name}.pt', state.getvalue())
             atomic_write_text(tmp / f'autoattack-{tm}.log', log)
-        atomic_write_text(tmp / ZOO_ENTRY_FILE, zoo_entry_source(name, model, threat_models, entries[0]['dataset'],
+        atomic_write_text(tmp / ZOO_ENTRY_FILE, zoo_entry_source(name, model, threat_models, entries[0].dataset,
                                                                  __version__))
         atomic_write_text(tmp / ISSUE_FILE, issue_text(name, loaded, entries, arch, checkpoint_url, code_url, license,
                                                        __version__))

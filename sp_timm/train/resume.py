@@ -1,16 +1,14 @@
 """ Where a run writes and what a resume may change: the run folder checked before anything is written, the flags
 a resume keeps (or records under ``args_history`` with ``--resume-override``), and what a Ctrl-C kept. """
-import argparse
-import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..checkpoint import read_run_record, resolve_checkpoint
 from ..errors import CheckpointError
 from ..files import check_output_folder
-from ..losses import CLASS_WEIGHT_REDUCTION, earlier_reduction
+from ..records import CLASS_WEIGHT_REDUCTION, FlagChange, RunRecord, TrainConfig
 
 __all__ = ['RESUME_FREE_ARGS', 'SCHEDULE_ARGS', 'RECORD_KEYS', 'changed_args', 'args_history', 'prepare_output',
            'run_folder', 'default_output', 'resume_hint']
@@ -18,71 +16,71 @@ __all__ = ['RESUME_FREE_ARGS', 'SCHEDULE_ARGS', 'RECORD_KEYS', 'changed_args', '
 RECORD_KEYS = ('model', 'dataset', 'loss', 'num_classes')
 
 
-def default_output(args: argparse.Namespace) -> Path:
+def default_output(config: TrainConfig) -> Path:
+    """``output/train/<time>-<model>-<loss>``, the run folder when ``--output`` is not given."""
     stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
-    return Path('output') / 'train' / f"{stamp}-{args.model.replace('/', '_').replace(':', '_')}-{args.loss}"
+    return Path('output') / 'train' / f"{stamp}-{config.model.replace('/', '_').replace(':', '_')}-{config.loss}"
 
 
 RESUME_FREE_ARGS = ('resume', 'resume_override', 'output', 'config', 'data_dir', 'no_progress', 'log_interval', 'debug',
                     'torchcompile')
 
 
-def changed_args(record: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Tuple[Any, Any]]:
-    """``{flag: (recorded value, value now)}`` for the flags of ``args`` that differ from the run record's."""
-    recorded = record.get('args') if isinstance(record.get('args'), dict) else {}
-    now = json.loads(json.dumps(vars(args), default=str))  # as the record stores them (tuples as lists, ...)
-    if 'val_split' not in recorded and recorded:  # a run from before --val-split validated on the test split
-        recorded = dict(recorded, val_split=0)
+def changed_args(record: RunRecord, config: TrainConfig) -> Dict[str, Tuple[Any, Any]]:
+    """``{flag: (recorded value, value now)}`` for the flags of ``config`` that differ from the run record's (none
+    when the record holds no flags)."""
+    recorded = record.config.to_json() if record.config is not None else {}
+    now = config.to_json()
     return {k: (recorded[k], now[k]) for k in sorted(now)
             if k in recorded and k not in RESUME_FREE_ARGS and recorded[k] != now[k]}
 
 
-def args_history(record: Dict[str, Any], args: argparse.Namespace, epochs_done: int) -> list:
+def args_history(record: RunRecord, config: TrainConfig, epochs_done: int) -> List[FlagChange]:
     """The run record's ``args_history`` plus, when this resume changes flags (``--resume-override``), an entry
-    ``{'until_epoch': epochs_done, 'args': {flag: value}}``: the epochs up to ``epochs_done`` (after the previous
-    entry) ran with those values; the record's ``args`` hold the values of the epochs after the last entry."""
-    history = list(record.get('args_history') or [])
-    changed = changed_args(record, args)
+    ``FlagChange(until_epoch=epochs_done, args={flag: value})``: the epochs up to ``epochs_done`` (after the previous
+    entry) ran with those values; the record's ``config`` holds the values of the epochs after the last entry."""
+    history = list(record.args_history or [])
+    changed = changed_args(record, config)
     if changed:
-        history.append({'until_epoch': epochs_done, 'args': {k: old for k, (old, _) in changed.items()}})
+        history.append(FlagChange(until_epoch=epochs_done, args={k: old for k, (old, _) in changed.items()}))
     return history
 
 
-def prepare_output(args: argparse.Namespace) -> Tuple[Path, Optional[Path]]:
+def prepare_output(config: TrainConfig) -> Tuple[Path, Optional[Path]]:
     """The run folder and the checkpoint to resume, checked before anything is written: the folder is not a file
     and is writable; a resume keeps the model, dataset and loss, and other flags unless ``--resume-override``."""
-    if args.resume:
-        checkpoint = resolve_checkpoint(args.resume)
-        output = Path(args.output) if args.output else checkpoint.parent
+    if config.resume:
+        checkpoint = resolve_checkpoint(config.resume)
+        output = Path(config.output) if config.output else checkpoint.parent
         check_output_folder(output, '--output')
         record = read_run_record(checkpoint)
         for key in RECORD_KEYS[:3]:
-            if record.get(key) != getattr(args, key):
-                raise CheckpointError(f"--resume {args.resume} was trained with --{key} {record.get(key)}, not "
-                                      f"{getattr(args, key)}; resume with the same flags (or --config of the run).")
-        changed = changed_args(record, args)
-        if changed and not getattr(args, 'resume_override', False):
+            if getattr(record, key) != getattr(config, key):
+                raise CheckpointError(f"--resume {config.resume} was trained with --{key} {getattr(record, key)}, not "
+                                      f"{getattr(config, key)}; resume with the same flags (or --config of the run).")
+        changed = changed_args(record, config)
+        if changed and not config.resume_override:
             listed = '; '.join(f"--{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items())
-            raise CheckpointError(f"--resume {args.resume} was trained with other settings ({listed}). Resume with the "
-                                  f"run's flags (the 'args' of its run.json), or add --resume-override to continue with "
+            raise CheckpointError(f"--resume {config.resume} was trained with other settings ({listed}). Resume with the "
+                                  f"run's flags (the 'config' of its run.json), or add --resume-override to continue with "
                                   f"the new values (run.json then records the epochs run with each value under "
                                   f"args_history). Nothing was changed.")
         schedule_changed = sorted(changed.keys() & set(SCHEDULE_ARGS))
-        if schedule_changed and 'plateau' in (args.sched, record.get('args', {}).get('sched')):
-            raise CheckpointError(f"--resume {args.resume}: a plateau schedule's learning rate follows the metrics it "
+        if schedule_changed and 'plateau' in (config.sched, record.config.sched if record.config else None):
+            raise CheckpointError(f"--resume {config.resume}: a plateau schedule's learning rate follows the metrics it "
                                   f"has seen, so it cannot be rebuilt from new flags ({', '.join(schedule_changed)}); "
                                   f"resume with the run's schedule flags. Nothing was changed.")
-        if earlier_reduction(record) and not getattr(args, 'resume_override', False):
-            raise CheckpointError(f"--resume {args.resume} was trained with the earlier class-weighted loss (the plain "
+        if record.earlier_reduction() and not config.resume_override:
+            raise CheckpointError(f"--resume {config.resume} was trained with the earlier class-weighted loss (the plain "
                                   f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
                                   f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
                                   f"(run.json then records the change). Nothing was changed.")
         if run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
             raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
-                                  f"'{args.resume}' into it would replace them. Leave --output out to continue in "
+                                  f"'{config.resume}' into it would replace them. Leave --output out to continue in "
                                   f"'{run_folder(checkpoint)}', or choose an empty folder. Nothing was changed.")
         return output, checkpoint
-    output = Path(args.output) if args.output else default_output(args)
+    output = Path(config.output) if config.output else default_output(config)
     check_output_folder(output, '--output')
     if (output / 'last').exists():
         raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "

@@ -13,10 +13,10 @@ copied), with ``d_t = 0`` at t = 1 (the first update copies the weights) and ``d
 afterwards, or with ``--model-ema-warmup`` ``d_t = min(d, 1 - t^(-2/3))``. The EMA weights are validated after every
 epoch (``ema_val_*``) and, as in timm's train.py, their metric picks ``best`` and drives a plateau schedule.
 """
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +26,34 @@ from tqdm.auto import tqdm
 from ..checkpoint import EMA_FILE, load_ema_state, load_training_state, read_run_record, save_checkpoint
 from ..data import ImageData, TensorLoader, carve_validation, create_dataset, create_mixup
 from ..errors import CheckpointError, Interrupted
-from ..losses import (CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, SPLoss, class_weights, create_classification_loss,
-                      earlier_reduction)
+from ..losses import ClassWeightedLoss, SPLoss, class_weights, create_classification_loss
+from ..records import (CLASS_WEIGHT_REDUCTION, ClassWeighting, FlagChange, ModelEma, ReductionChange, TrainConfig,
+                       ValidationSplit)
 from ..threat.pgd import pgd_attack, trades_attack, trades_kl
 from .metrics import GRAD_STATS, METRICS_FILE, accumulate_grad_norm, accuracy_stats, grad_norm_metrics, write_metrics
-from .record import build_run_record, model_args_for
+from .config import check_train_config
+from .record import RunSetup, build_run_record, model_args_for
 from .resume import SCHEDULE_ARGS, args_history, changed_args, prepare_output, resume_hint, run_folder
 from .sync_batchnorm import convert_sync_batchnorm
 
 __all__ = ['Trainer', 'train', 'reseed']
 
-SP_FLAGS = ('pstar', 'lam', 'margin', 'gamma')
+
+
+class RunData(NamedTuple):
+    """The images a run trains and validates on, and what the run record says of them."""
+    train: ImageData
+    val: ImageData
+    split_counts: List[int]  # per class, of the whole training split (before validation and subsets)
+    num_classes: int
+    validation: ValidationSplit
+
+
+@dataclass
+class ResumeHistory:
+    """What a resume adds to the run record: the earlier values of changed flags, the earlier batch losses."""
+    flags: Optional[List[FlagChange]] = None
+    reductions: Optional[List[ReductionChange]] = None
 
 
 def check_model_name(name: str) -> None:
@@ -60,154 +77,180 @@ def reseed(seed: int, epoch: int, process_index: int) -> None:
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace):
-        import timm
+    """One training run as ``config`` says: the data, model, loss, optimizer, schedule and EMA built once, then
+    ``run()`` trains epoch after epoch (``train_epoch``, ``evaluate``, ``save``). The run record is built once,
+    complete, when everything it describes is known (``self.record``)."""
+
+    def __init__(self, config: TrainConfig):
         from accelerate import Accelerator, PartialState
-        from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
+        from accelerate.utils import broadcast_object_list, parse_flag_from_env
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
 
-        self.args = args
-        check_model_name(args.model)
-        sp_kwargs = {f'sp_{k}': getattr(args, f'sp_{k}') for k in SP_FLAGS}
-        self.loss_fn = create_classification_loss(args.loss, smoothing=args.smoothing,
-                                                  soft_targets=args.mixup > 0 or args.cutmix > 0, **sp_kwargs)
+        self.config = config
+        check_model_name(config.model)
+        self.loss_fn = create_classification_loss(config.loss, smoothing=config.smoothing,
+                                                  soft_targets=config.mixup > 0 or config.cutmix > 0, **config.sp_kwargs())
         # without --amp the launcher's config (accelerate launch --mixed_precision) decides, as in Accelerate
-        mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[args.amp_dtype] if args.amp else None
+        mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[config.amp_dtype] if config.amp else None
         if mixed == 'fp16' and not torch.cuda.is_available():
             raise ValueError('--amp with float16 needs a GPU; on CPU use --amp --amp-dtype bfloat16.')
         # starts the process group (CPU processes need ACCELERATE_USE_CPU, as in Accelerate), so the run folder can
         # be broadcast before anything is written
         PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
-        output, self.resume_from = prepare_output(args)
+        output, self.resume_from = prepare_output(config)
         self.output = Path(broadcast_object_list([str(output)])[0])
         self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=default_trackers(), project_dir=self.output)
         self.main = accelerator.is_main_process
-        if args.deterministic:
+        if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = not args.deterministic  # as timm's train.py: autotuned convolutions
+        torch.backends.cudnn.benchmark = not config.deterministic  # as timm's train.py: autotuned convolutions
 
-        load = lambda split: create_dataset(args.dataset, split, args.data_dir, args.imbalance_ratio, args.imbalance_profile)
+        data = self._load_data()
+        self.mixup = create_mixup(data.num_classes, config.mixup, config.cutmix, config.smoothing, config.mixup_prob,
+                                  config.mixup_switch_prob)
+        self.eval_loss = nn.CrossEntropyLoss()
+        model_args = model_args_for(config, data.train, data.num_classes)
+        self.model = model = self._create_model(model_args)
+        member = self.loss_fn  # the run record keeps the SP member's parameters, not the class-weight wrapper's
+        self.class_weighting, weighting = None, None
+        if config.class_weight != 'none':
+            self.class_weighting, weighting = self._class_weighting(data.train, data.num_classes)
+            self.loss_fn = self.class_weighting
+        self._create_loaders(data)
+        optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
+                                        momentum=config.momentum)
+        self.scheduler, self.num_epochs = create_scheduler_v2(
+            optimizer, sched=config.sched, num_epochs=config.epochs, decay_epochs=config.decay_epochs,
+            decay_milestones=config.decay_milestones, decay_rate=config.decay_rate, min_lr=config.min_lr,
+            warmup_lr=config.warmup_lr, warmup_epochs=config.warmup_epochs, step_on_epochs=not config.sched_on_updates,
+            updates_per_epoch=len(self.train_loader))
+        self.model_ema = self.ema_eval_model = ema_record = None
+        if config.model_ema:  # as timm: on the device, before the DDP wrapper (and Accelerate's hooks)
+            self.model_ema, ema_record = self._create_model_ema(model.to(accelerator.device))
+            self.ema_eval_model = self.model_ema.module
+        self.ddp_model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.attack_model = model  # unwrapped: attacks need no gradient synchronisation
+        if config.torchcompile:
+            self._compile()
+        self.start_epoch, self.best_metric, self.num_updates = 0, None, 0
+        history = self._load(self.resume_from) if self.resume_from is not None else ResumeHistory()
+        if weighting is not None and history.reductions:
+            weighting.reduction_history = history.reductions
+        self.record = build_run_record(config, model_args, data.train, member, RunSetup(
+            num_processes=accelerator.num_processes, split_counts=data.split_counts,
+            mixed_precision=accelerator.mixed_precision, validation=data.validation, class_weight=weighting,
+            model_ema=ema_record, args_history=history.flags))
+        if self.main:
+            accelerator.init_trackers('sp-timm', config={k: v for k, v in config.to_json().items()
+                                                           if isinstance(v, (int, float, str, bool))})
+
+    def _load_data(self) -> 'RunData':
+        """The training and validation images (``--val-split``, ``--train-examples``, ``--val-examples``) and the
+        number of classes."""
+        config = self.config
+        load = lambda split: create_dataset(config.dataset, split, config.data_dir, config.imbalance_ratio,
+                                            config.imbalance_profile)
         full_train = load('train')
         split_counts = full_train.class_counts()
-        train_data, val_data, self.val_record = carve_validation(full_train, args.val_split)
+        train_data, val_data, val_record = carve_validation(full_train, config.val_split)
         if val_data is None:
             val_data = load('test')
             if self.main:
                 print('sp-timm train: --val-split 0: validating and choosing `best` on the TEST split (the old '
                       'behaviour); sp-timm eval will then report on points that chose the model.')
-        if args.train_examples and args.train_examples > len(train_data):
-            raise ValueError(f'--train-examples {args.train_examples} exceeds the {len(train_data)} training images of '
-                             f'{args.dataset} (after the validation split); omit it to train on all of them.')
-        if args.train_examples and args.train_examples < len(train_data):  # a random subset: -lt splits are class-sorted
-            keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:args.train_examples]
-            train_data = train_data.subset(keep.sort().values, f'{args.train_examples} random (seed 0)')
-        if args.val_examples:
-            val_data = val_data.subset(range(min(args.val_examples, len(val_data))), f'first {args.val_examples}')
-        num_classes = args.num_classes or train_data.num_classes
+        if config.train_examples and config.train_examples > len(train_data):
+            raise ValueError(f'--train-examples {config.train_examples} exceeds the {len(train_data)} training images of '
+                             f'{config.dataset} (after the validation split); omit it to train on all of them.')
+        if config.train_examples and config.train_examples < len(train_data):  # random: -lt splits are class-sorted
+            keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:config.train_examples]
+            train_data = train_data.subset(keep.sort().values, f'{config.train_examples} random (seed 0)')
+        if config.val_examples:
+            val_data = val_data.subset(range(min(config.val_examples, len(val_data))), f'first {config.val_examples}')
+        num_classes = config.num_classes or train_data.num_classes
         if num_classes < train_data.num_classes:
-            raise ValueError(f'--num-classes {num_classes} is smaller than the {train_data.num_classes} classes of {args.dataset}.')
+            raise ValueError(f'--num-classes {num_classes} is smaller than the {train_data.num_classes} classes of '
+                             f'{config.dataset}.')
+        validation = ValidationSplit(**dict(val_record, used=len(val_data)))
+        return RunData(train_data, val_data, split_counts, num_classes, validation)
 
-        self.mixup = create_mixup(num_classes, args.mixup, args.cutmix, args.smoothing, args.mixup_prob, args.mixup_switch_prob)
-        self.eval_loss = nn.CrossEntropyLoss()
-
-        model_args = model_args_for(args, train_data, num_classes)
-        set_seed(args.seed)
-        self.model = model = timm.create_model(args.model, **model_args)
-        if args.channels_last:
+    def _create_model(self, model_args: Dict[str, Any]) -> nn.Module:
+        import timm
+        from accelerate.utils import set_seed
+        set_seed(self.config.seed)
+        model = timm.create_model(self.config.model, **model_args)
+        if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if getattr(args, 'sync_bn', False):
-            self.model = model = self._sync_batchnorm(model)
-        self.record = build_run_record(args, model_args, train_data, self.loss_fn, accelerator.num_processes,
-                                       split_counts)
-        self.record['mixed_precision'] = accelerator.mixed_precision
-        self.record['validation'] = dict(self.val_record, used=len(val_data))
-        self.class_weighting = None
-        if getattr(args, 'class_weight', 'none') != 'none':  # after the record: it keeps the SP member's parameters
-            self.loss_fn = self.class_weighting = self._class_weighting(train_data, num_classes)
+        return self._sync_batchnorm(model) if self.config.sync_bn else model
 
-        shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index, device=accelerator.device,
-                      seed=args.seed)
-        self.train_loader = TensorLoader(train_data, args.batch_size, shuffle=True, augment=not args.no_aug, drop_last=True,
-                                         even_shards=True, **shards)
-        self.val_loader = TensorLoader(val_data, args.batch_size, even_shards=False, **shards)
+    def _create_loaders(self, data: 'RunData') -> None:
+        config, accelerator = self.config, self.accelerator
+        shards = dict(num_shards=accelerator.num_processes, shard_index=accelerator.process_index,
+                      device=accelerator.device, seed=config.seed)
+        self.train_loader = TensorLoader(data.train, config.batch_size, shuffle=True, augment=not config.no_aug,
+                                         drop_last=True, even_shards=True, **shards)
+        self.val_loader = TensorLoader(data.val, config.batch_size, even_shards=False, **shards)
         if len(self.train_loader) == 0:
-            raise ValueError(f'{len(train_data)} training images give no full batch of {args.batch_size} per process.')
-        adv_count = min(args.adv_val_examples, len(val_data))
-        self.adv_val_loader = TensorLoader(val_data.subset(range(adv_count), f'first {adv_count}'), args.batch_size,
-                                           even_shards=False, **shards) if args.adv != 'none' and adv_count > 0 else None
+            raise ValueError(f'{len(data.train)} training images give no full batch of {config.batch_size} per process.')
+        adv_count = min(config.adv_val_examples, len(data.val))
+        self.adv_val_loader = (TensorLoader(data.val.subset(range(adv_count), f'first {adv_count}'), config.batch_size,
+                                            even_shards=False, **shards) if config.adv != 'none' and adv_count > 0 else None)
 
-        optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
-        self.scheduler, self.num_epochs = create_scheduler_v2(
-            optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
-            decay_milestones=args.decay_milestones, decay_rate=args.decay_rate, min_lr=args.min_lr,
-            warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs, step_on_epochs=not args.sched_on_updates,
-            updates_per_epoch=len(self.train_loader))
-        self.model_ema = self.ema_eval_model = None
-        if getattr(args, 'model_ema', False):  # as timm: on the device, before the DDP wrapper (and Accelerate's hooks)
-            self.model_ema = self._create_model_ema(model.to(accelerator.device))
-            self.ema_eval_model = self.model_ema.module
-        self.ddp_model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.attack_model = model  # unwrapped: attacks need no gradient synchronisation
-        if args.torchcompile:  # the model (training and attack calls) and the loss
-            self.ddp_model = torch.compile(self.ddp_model, backend=args.torchcompile)
-            self.attack_model = torch.compile(model, backend=args.torchcompile)
-            if self.model_ema is not None:  # as timm's train.py: the EMA copy is compiled for its validation
-                self.ema_eval_model = torch.compile(self.model_ema.module, backend=args.torchcompile)
-            member = getattr(self.loss_fn, 'base', self.loss_fn)  # the member inside --class-weight's wrapper
-            if isinstance(member, SPLoss):
-                member.compile_backend = args.torchcompile
-            elif self.class_weighting is None:  # the wrapper's on/off switch (--drw-epoch) stays in Python
-                self.loss_fn = torch.compile(self.loss_fn, backend=args.torchcompile)
-        self.start_epoch, self.best_metric, self.num_updates = 0, None, 0
-        if self.resume_from is not None:
-            self._load(self.resume_from)
-        if self.main:
-            accelerator.init_trackers('sp-timm', config={k: v for k, v in vars(args).items()
-                                                           if isinstance(v, (int, float, str, bool))})
+    def _compile(self) -> None:
+        """--torchcompile: the model (training and attack calls), the EMA copy and the loss."""
+        backend, model = self.config.torchcompile, self.attack_model
+        self.ddp_model = torch.compile(self.ddp_model, backend=backend)
+        self.attack_model = torch.compile(model, backend=backend)
+        if self.model_ema is not None:  # as timm's train.py: the EMA copy is compiled for its validation
+            self.ema_eval_model = torch.compile(self.model_ema.module, backend=backend)
+        member = getattr(self.loss_fn, 'base', self.loss_fn)  # the member inside --class-weight's wrapper
+        if isinstance(member, SPLoss):
+            member.compile_backend = backend
+        elif self.class_weighting is None:  # the wrapper's on/off switch (--drw-epoch) stays in Python
+            self.loss_fn = torch.compile(self.loss_fn, backend=backend)
 
-    def _class_weighting(self, train_data: ImageData, num_classes: int) -> ClassWeightedLoss:
+    def _class_weighting(self, train_data: ImageData, num_classes: int) -> Tuple[ClassWeightedLoss, ClassWeighting]:
         """--class-weight: weights from the per-class counts of the training images used (after --val-split and
-        --train-examples); on from the start, or from epoch --drw-epoch + 1."""
-        args = self.args
+        --train-examples); on from the start, or from epoch --drw-epoch + 1. Returns the loss and its record."""
+        config = self.config
         counts = train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
-        weights = class_weights(counts, args.class_weight, args.class_weight_beta)
-        loss = ClassWeightedLoss(self.loss_fn, weights, enabled=args.drw_epoch is None).to(self.accelerator.device)
+        weights = class_weights(counts, config.class_weight, config.class_weight_beta)
+        loss = ClassWeightedLoss(self.loss_fn, weights, enabled=config.drw_epoch is None).to(self.accelerator.device)
         rounded = [round(w, 6) for w in weights.tolist()]
-        self.record['class_weight'] = {
-            'mode': args.class_weight, 'beta': args.class_weight_beta if args.class_weight == 'effective' else None,
-            'drw_epoch': args.drw_epoch, 'class_counts': counts, 'weights': rounded,
-            'meaning': 'per-sample weight w[y] (soft targets: w . t) on the loss of each sample',
-            'reduction': CLASS_WEIGHT_REDUCTION}
+        record = ClassWeighting(
+            mode=config.class_weight, beta=config.class_weight_beta if config.class_weight == 'effective' else None,
+            drw_epoch=config.drw_epoch, class_counts=counts, weights=rounded,
+            meaning='per-sample weight w[y] (soft targets: w . t) on the loss of each sample',
+            reduction=CLASS_WEIGHT_REDUCTION)
         if self.main:
-            when = f'from epoch {args.drw_epoch + 1} (--drw-epoch)' if args.drw_epoch is not None else 'from the start'
-            print(f'sp-timm train: --class-weight {args.class_weight}: weights {rounded} {when}.')
+            when = f'from epoch {config.drw_epoch + 1} (--drw-epoch)' if config.drw_epoch is not None else 'from the start'
+            print(f'sp-timm train: --class-weight {config.class_weight}: weights {rounded} {when}.')
             if len({c for c in counts if c > 0}) == 1:
-                print(f'sp-timm train: --class-weight {args.class_weight} on a balanced training set '
+                print(f'sp-timm train: --class-weight {config.class_weight} on a balanced training set '
                       f'({max(counts)} images per class): every weight is equal, the loss is the unweighted one.')
-        return loss
+        return loss, record
 
     def _create_model_ema(self, model: nn.Module):
         """--model-ema: timm's ``ModelEmaV3`` of the unwrapped model, created as timm's train.py does (decay, warmup;
-        on the model's device, after device placement). Every process keeps its own copy and updates it from the
-        same parameters; the floating-point buffers (BatchNorm statistics), which each process computes on its own
-        share of the batch, are made the main process's before every validation (``_sync_ema_buffers``), so every
-        process validates, and the main process saves, the same EMA weights."""
+        on the model's device, after device placement), and its record. Every process keeps its own copy and updates
+        it from the same parameters; the floating-point buffers (BatchNorm statistics), which each process computes
+        on its own share of the batch, are made the main process's before every validation (``_sync_ema_buffers``),
+        so every process validates, and the main process saves, the same EMA weights."""
         from timm.utils import ModelEmaV3
-        args = self.args
-        ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
-        self.record['model_ema'] = {
-            'implementation': 'timm.utils.ModelEmaV3', 'decay': args.model_ema_decay, 'warmup': args.model_ema_warmup,
-            'warmup_gamma': ema.warmup_gamma, 'warmup_power': ema.warmup_power, 'file': EMA_FILE,
-            'rule': 'after update t: ema = d_t * ema + (1 - d_t) * weights (parameters and float buffers); d_1 = 0, '
-                    'd_t = ' + ('min(decay, 1 - t^(-2/3))' if args.model_ema_warmup else 'decay') + ' for t >= 2',
-            'best_on': 'ema', 'eval_export_default': 'ema'}
+        config = self.config
+        ema = ModelEmaV3(model, decay=config.model_ema_decay, use_warmup=config.model_ema_warmup)
+        record = ModelEma(
+            implementation='timm.utils.ModelEmaV3', decay=config.model_ema_decay, warmup=config.model_ema_warmup,
+            warmup_gamma=ema.warmup_gamma, warmup_power=ema.warmup_power, file=EMA_FILE,
+            rule='after update t: ema = d_t * ema + (1 - d_t) * weights (parameters and float buffers); d_1 = 0, '
+                 'd_t = ' + ('min(decay, 1 - t^(-2/3))' if config.model_ema_warmup else 'decay') + ' for t >= 2',
+            best_on='ema', eval_export_default='ema')
         if self.main:
-            warmup = ', warmup d_t = min(d, 1 - t^(-2/3))' if args.model_ema_warmup else ''
-            print(f'sp-timm train: --model-ema: timm ModelEmaV3, decay {args.model_ema_decay}{warmup}; the EMA weights are '
-                  f'validated every epoch (ema_val_*), pick `best`, are saved as {EMA_FILE}, and are what sp-timm eval '
+            warmup = ', warmup d_t = min(d, 1 - t^(-2/3))' if config.model_ema_warmup else ''
+            print(f'sp-timm train: --model-ema: timm ModelEmaV3, decay {config.model_ema_decay}{warmup}; the EMA weights '
+                  f'are validated every epoch (ema_val_*), pick `best`, are saved as {EMA_FILE}, and are what sp-timm eval '
                   f'/ export use by default (--weights raw for the trained weights).')
-        return ema
+        return ema, record
 
     def _sync_ema_buffers(self) -> None:
         """Several processes: the EMA's floating-point buffers from the main process (its parameters are the same on
@@ -233,21 +276,21 @@ class Trainer:
                 print('sp-timm train: --sync-bn with one process: BatchNorm already sees the whole batch; nothing '
                       'to synchronise, the model is unchanged.')
             elif not converted:
-                print(f'sp-timm train: --sync-bn: {self.args.model} has no BatchNorm layers; nothing to synchronise.')
+                print(f'sp-timm train: --sync-bn: {self.config.model} has no BatchNorm layers; nothing to synchronise.')
             else:
                 print(f'sp-timm train: --sync-bn: {converted} BatchNorm layers synchronised over '
                       f'{accelerator.num_processes} processes (statistics of the global batch).')
         return model
 
-    def _load(self, checkpoint: Path) -> None:
+    def _load(self, checkpoint: Path) -> 'ResumeHistory':
         """Continue from ``checkpoint``: weights, optimizer state (momentum buffers), schedule position, EMA, update
-        count and best metric. Flags changed with --resume-override take effect: the optimizer's hyperparameters
+        count and best metric; returns what the run record keeps of the resume (flags and batch loss changed). Flags changed with --resume-override take effect: the optimizer's hyperparameters
         (learning rate, momentum, weight decay) are this run's, and a changed schedule flag (``SCHEDULE_ARGS``)
         rebuilds the learning-rate schedule from the new flags at the resumed epoch. Resumed into another (empty)
         --output, ``best`` is the best of the epochs run there."""
         model_state, training_state, state = load_training_state(checkpoint)
         record = read_run_record(checkpoint)
-        changed = changed_args(record, self.args)
+        changed = changed_args(record, self.config)
         this_run = [{k: v for k, v in group.items() if k != 'params'} for group in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(model_state, strict=True)
@@ -257,7 +300,7 @@ class Trainer:
         self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
         self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
         rebuild = sorted(changed.keys() & set(SCHEDULE_ARGS))
-        if self.args.sched_on_updates and self.num_updates != self.start_epoch * len(self.train_loader):
+        if self.config.sched_on_updates and self.num_updates != self.start_epoch * len(self.train_loader):
             raise CheckpointError(f"--resume '{checkpoint}': the schedule steps per update (--sched-on-updates) and this "
                                   f"resume changes the updates per epoch ({self.num_updates // max(self.start_epoch, 1)} -> "
                                   f"{len(self.train_loader)}: batch size, training images or processes); resume with the "
@@ -282,16 +325,12 @@ class Trainer:
                       f"the run's earlier best stays in '{run_folder(checkpoint)}'.")
         if self.model_ema is not None:
             self._load_ema(checkpoint, training_state)
-        history = args_history(record, self.args, self.start_epoch)
-        if history:
-            self.record['args_history'] = history
-        reductions = list((record.get('class_weight') or {}).get('reduction_history') or [])
-        if earlier := earlier_reduction(record):  # the checkpoint's loss, continued under --resume-override
-            reductions.append({'until_epoch': self.start_epoch, 'reduction': earlier})
-        if reductions and 'class_weight' in self.record:
-            self.record['class_weight']['reduction_history'] = reductions
+        reductions = list(record.class_weight.reduction_history or []) if record.class_weight is not None else []
+        if earlier := record.earlier_reduction():  # the checkpoint's loss, continued under --resume-override
+            reductions.append(ReductionChange(until_epoch=self.start_epoch, reduction=earlier))
         if self.main:  # keep the metrics of the epochs the checkpoint contains, drop those after it
             write_metrics(self.output / METRICS_FILE, state['epoch'], [])
+        return ResumeHistory(args_history(record, self.config, self.start_epoch) or None, reductions or None)
 
     def _load_ema(self, checkpoint: Path, training_state: Dict[str, Any]) -> None:
         """The EMA weights of a resumed run (verified ``model_ema.safetensors``) and the state of ModelEmaV3's
@@ -320,48 +359,48 @@ class Trainer:
             loss_fn.check_inputs()
 
     def _inner_loss(self):
-        return self.loss_fn if self.args.adv_loss == 'train' else F.cross_entropy
+        return self.loss_fn if self.config.adv_loss == 'train' else F.cross_entropy
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
-        args, accelerator = self.args, self.accelerator
+        config, accelerator = self.config, self.accelerator
         self.ddp_model.train()
         self.train_loader.set_epoch(epoch)
-        if self.class_weighting is not None and args.drw_epoch is not None:  # deferred re-weighting
-            self.class_weighting.enabled = epoch >= args.drw_epoch
-            if self.main and epoch == args.drw_epoch:
-                tqdm.write(f'sp-timm train: --drw-epoch {args.drw_epoch}: class weights ({args.class_weight}) on from '
+        if self.class_weighting is not None and config.drw_epoch is not None:  # deferred re-weighting
+            self.class_weighting.enabled = epoch >= config.drw_epoch
+            if self.main and epoch == config.drw_epoch:
+                tqdm.write(f'sp-timm train: --drw-epoch {config.drw_epoch}: class weights ({config.class_weight}) on from '
                            f'epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
         grad_stats = torch.zeros(GRAD_STATS, device=accelerator.device)  # --clip-grad: see accumulate_grad_norm
         start = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or args.no_progress,
+        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or config.no_progress,
                    leave=False, dynamic_ncols=True)
         for step, (images, labels) in enumerate(bar):
-            if args.channels_last:
+            if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = labels
             if self.mixup is not None:
                 images, targets = self.mixup(images, labels)
-            if args.adv == 'pgd':
-                images = pgd_attack(self.attack_model, images, labels, args.adv_eps, args.adv_step_size, args.adv_steps,
-                                    args.adv_norm, self._inner_loss())
-            if args.adv == 'trades':
-                adv_images = trades_attack(self.attack_model, images, args.adv_eps, args.adv_step_size, args.adv_steps, args.adv_norm)
+            if config.adv == 'pgd':
+                images = pgd_attack(self.attack_model, images, labels, config.adv_eps, config.adv_step_size, config.adv_steps,
+                                    config.adv_norm, self._inner_loss())
+            if config.adv == 'trades':
+                adv_images = trades_attack(self.attack_model, images, config.adv_eps, config.adv_step_size, config.adv_steps, config.adv_norm)
                 logits_all = self.ddp_model(torch.cat([images, adv_images]))
                 logits, adv_logits = logits_all.float().chunk(2)
-                loss = self.loss_fn(logits, targets) + args.trades_beta * trades_kl(adv_logits, logits)
+                loss = self.loss_fn(logits, targets) + config.trades_beta * trades_kl(adv_logits, logits)
                 stats[3] += (adv_logits.argmax(1) == labels).sum()
             else:
                 logits = self.ddp_model(images).float()
                 loss = self.loss_fn(logits, targets)
-                if args.adv == 'pgd':
+                if config.adv == 'pgd':
                     stats[3] += (logits.argmax(1) == labels).sum()
             self.optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if args.clip_grad is not None:
-                grad_norm = accelerator.clip_grad_norm_(self.ddp_model.parameters(), args.clip_grad)
+            if config.clip_grad is not None:
+                grad_norm = accelerator.clip_grad_norm_(self.ddp_model.parameters(), config.clip_grad)
                 if grad_norm is not None:
-                    accumulate_grad_norm(grad_stats, grad_norm, args.clip_grad)
+                    accumulate_grad_norm(grad_stats, grad_norm, config.clip_grad)
             self.optimizer.step()
             self.num_updates += 1
             if self.model_ema is not None:  # timm: after the update, with the run's update count
@@ -370,7 +409,7 @@ class Trainer:
             stats[0] += loss.detach() * labels.numel()
             stats[1] += (logits.argmax(1) == labels).sum()  # the images trained on: adversarial ones for PGD-AT
             stats[2] += labels.numel()
-            if step % args.log_interval == 0:  # the step's only host syncs, at log intervals
+            if step % config.log_interval == 0:  # the step's only host syncs, at log intervals
                 self._check_loss_inputs()
                 bar.set_postfix(loss=f'{loss.item():.4f}', lr=f"{self.optimizer.param_groups[0]['lr']:.4g}")
         self._check_loss_inputs()
@@ -378,11 +417,11 @@ class Trainer:
         seconds = time.perf_counter() - start
         result = {'train_loss': total[0] / total[2], 'train_images_per_s': total[2] / seconds,
                   'lr': self.optimizer.param_groups[0]['lr']}
-        if self.mixup is None and args.adv != 'pgd':
+        if self.mixup is None and config.adv != 'pgd':
             result['train_acc'] = 100 * total[1] / total[2]
-        if args.adv != 'none':
+        if config.adv != 'none':
             result['train_adv_acc'] = 100 * total[3] / total[2]
-        if args.clip_grad is not None:
+        if config.clip_grad is not None:
             result.update(grad_norm_metrics(grad_stats))
         return result
 
@@ -391,13 +430,13 @@ class Trainer:
         the test split only with --val-split 0) and, when training adversarially, PGD accuracy (CE, the training
         attack's settings) on the first --adv-val-examples of them; gathered over processes. ``model``: the trained
         model by default, or the EMA copy (``prefix`` 'ema_': keys ema_val_loss, ema_val_acc, ema_val_adv_acc)."""
-        args, accelerator = self.args, self.accelerator
+        config, accelerator = self.config, self.accelerator
         model = self.attack_model if model is None else model
         model.eval()
         stats = torch.zeros(3, device=accelerator.device)
         with torch.no_grad(), accelerator.autocast():
             for images, labels in self.val_loader:
-                logits = model(images.contiguous(memory_format=torch.channels_last) if args.channels_last else images).float()
+                logits = model(images.contiguous(memory_format=torch.channels_last) if config.channels_last else images).float()
                 stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), accuracy_stats(logits, labels)])
         total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
         result = {f'{prefix}val_loss': total[0] / total[2], f'{prefix}val_acc': 100 * total[1] / total[2]}
@@ -405,7 +444,7 @@ class Trainer:
             adv_stats = torch.zeros(2, device=accelerator.device)
             for images, labels in self.adv_val_loader:
                 with accelerator.autocast():
-                    adv = pgd_attack(model, images, labels, args.adv_eps, args.adv_step_size, args.adv_steps, args.adv_norm)
+                    adv = pgd_attack(model, images, labels, config.adv_eps, config.adv_step_size, config.adv_steps, config.adv_norm)
                     with torch.no_grad():
                         adv_stats += accuracy_stats(model(adv).float(), labels)
             adv_total = accelerator.gather_for_metrics(adv_stats[None]).sum(0).tolist()
@@ -434,17 +473,17 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def run(self) -> Path:
-        args, accelerator = self.args, self.accelerator
+        config, accelerator = self.config, self.accelerator
         if self.main:
-            print(f"sp-timm train: {args.model} on {args.dataset} ({len(self.train_loader.labels)} train images), loss "
-                  f"{self.loss_fn.__class__.__name__}, adv {args.adv}, {accelerator.num_processes} process(es) x batch "
-                  f"{args.batch_size} = global batch {self.record['global_batch_size']}, device {accelerator.device}, "
+            print(f"sp-timm train: {config.model} on {config.dataset} ({len(self.train_loader.labels)} train images), loss "
+                  f"{self.loss_fn.__class__.__name__}, adv {config.adv}, {accelerator.num_processes} process(es) x batch "
+                  f"{config.batch_size} = global batch {self.record.global_batch_size}, device {accelerator.device}, "
                   f"mixed precision {accelerator.mixed_precision}, "
                   f"output {self.output}" + (f', resuming after epoch {self.start_epoch}' if self.resume_from else ''))
         epochs = tqdm(range(self.start_epoch, self.num_epochs), desc='training', initial=self.start_epoch,
-                      total=self.num_epochs, disable=not self.main or args.no_progress, dynamic_ncols=True)
+                      total=self.num_epochs, disable=not self.main or config.no_progress, dynamic_ncols=True)
         for epoch in epochs:
-            reseed(args.seed, epoch, accelerator.process_index)
+            reseed(config.seed, epoch, accelerator.process_index)
             metrics = self.train_epoch(epoch)
             metrics.update(self.evaluate())
             if self.model_ema is not None:
@@ -456,7 +495,7 @@ class Trainer:
             shown = {k: round(v, 4) for k, v in metrics.items()}
             epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc', 'ema_val_acc', 'ema_val_adv_acc')
                                 if k in shown})
-            if self.main and (args.no_progress or not epochs.disable):
+            if self.main and (config.no_progress or not epochs.disable):
                 tqdm.write(f'epoch {epoch + 1}: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
         accelerator.end_training()
         return self.output
@@ -470,12 +509,16 @@ def default_trackers():
         return None
 
 
-def train(args: argparse.Namespace) -> Path:
-    """Train as ``args`` (from ``parse_train_args``) say; returns the run folder."""
+def train(config: TrainConfig) -> Path:
+    """Train as ``config`` says (``TrainConfig``; on the command line ``sp-timm train``); returns the run folder.
+    The config is checked first (``check_train_config``): a mistake is one ``ValueError`` naming every problem."""
     from accelerate.state import AcceleratorState
+    problems = check_train_config(config)
+    if problems:
+        raise ValueError(' '.join(problems))
     trainer = None
     try:
-        trainer = Trainer(args)
+        trainer = Trainer(config)
         return trainer.run()
     except BaseException as err:
         if trainer is not None:  # the epochs logged so far reach the tracker's files (end_training does it on success)

@@ -1,0 +1,187 @@
+""" The evaluation report (``report.json`` of ``sp-timm eval``) and the RobustBench leaderboard entry it carries.
+Typed and versioned (``records.schema``); read through ``records.upgrade``. The report is built once, complete,
+by ``sp_timm.eval.report.build_report``. """
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .schema import json_field
+
+__all__ = ['REPORT_VERSION', 'LEADERBOARD_FIELDS', 'Protocol', 'EvaluatedModel', 'StageAccuracy', 'ClassResult',
+           'GroupResult', 'GroupRule', 'PerturbationSummary', 'BudgetAccuracy', 'AuditAttackRow', 'AuditSummary',
+           'LeaderboardEntry', 'EvalReport']
+
+REPORT_VERSION = 2  # 1: before versions
+
+
+@dataclass
+class Protocol:
+    """How the points were evaluated: data, threat model, AutoAttack's version and attacks, and the run's settings."""
+    dataset: str
+    split: str
+    threat_model: str
+    eps: str  # RobustBench's spelling, e.g. '8/255'
+    eps_value: float
+    n_examples: int
+    version: str
+    attacks: List[str]
+    seed: int
+    batch_size: int
+    chunk_size: int
+    num_processes: int
+    device: str
+    pyautoattack_version: str
+    fab_iters: int
+    min_pert_examples: int
+    data_source: str
+
+
+@dataclass
+class EvaluatedModel:
+    """Which model was evaluated: its name, source, the SHA-256 of its weights, and what its run record says (None
+    where unknown; reports of an early sp-timm eval lack some)."""
+    name: Optional[str] = None
+    source: Optional[str] = None
+    weights_sha256: Optional[str] = None
+    architecture: Optional[str] = None
+    loss: Optional[str] = None
+    loss_params: Optional[Dict[str, Any]] = None
+    adversarial_training: Optional[str] = None
+    trained_on: Optional[str] = None
+    weights: Optional[str] = None  # 'ema' (--model-ema's average) or 'raw'
+
+
+@dataclass
+class StageAccuracy:
+    stage: str
+    acc: float
+
+
+@dataclass
+class ClassResult:
+    label: int = json_field(key='class')
+    name: str = ''
+    n: int = 0
+    clean_acc: Optional[float] = None
+    robust_acc: Optional[float] = None
+    train_count: Optional[int] = json_field(None, omit_none=True)
+    group: Optional[str] = json_field(None, omit_none=True)
+
+
+@dataclass
+class GroupResult:
+    classes: List[int]
+    clean_acc: Optional[float]
+    robust_acc: Optional[float]
+
+
+@dataclass
+class GroupRule:
+    name: str
+    description: str
+
+
+@dataclass
+class PerturbationSummary:
+    """Minimal perturbations over all points (misclassified ones count 0, points FAB could not flip as infinite)."""
+    n: int
+    median: Optional[float]
+    q1: Optional[float]
+    q3: Optional[float]
+    flipped_pct: float
+    mean_of_flipped: Optional[float]
+    attack: str
+
+
+@dataclass
+class BudgetAccuracy:
+    eps: float
+    eps_str: str
+    robust_acc: float
+
+
+@dataclass
+class AuditAttackRow:
+    attack: str
+    kind: str  # 'white-box' | 'black-box'
+    acc: float
+    broke_beyond_aa: int
+    broke_only_this: int
+
+
+@dataclass
+class AuditSummary:
+    """The adaptive-attack audit (``sp-timm eval --audit``): every attack's row, the audited robust accuracy with its
+    interval, the gradient-masking checks and the verdict."""
+    config: Dict[str, Any]
+    attacked_points: int
+    attacks: List[AuditAttackRow]
+    skipped: Dict[str, str]
+    autoattack_acc: float
+    robust_acc: float
+    robust_ci: List[float]
+    drop: float
+    broke_beyond_aa: int
+    threshold: float
+    checks: Dict[str, Dict[str, Any]]
+    unreliable: bool
+    reasons: List[str]
+    fab_min_points: int = 0
+    warnings: List[str] = json_field(default_factory=list)
+
+
+# RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
+LEADERBOARD_FIELDS = {'link': str, 'name': str, 'authors': str, 'additional_data': bool, 'number_forward_passes': int,
+                      'dataset': str, 'venue': str, 'architecture': str, 'eps': str, 'clean_acc': str, 'reported': str,
+                      'autoattack_acc': str, 'footnote': (str, type(None)), 'unreliable': bool}
+
+
+@dataclass
+class LeaderboardEntry:
+    """RobustBench's leaderboard JSON: its fields in its order and types (accuracies as strings with two decimals).
+    RobustBench's format, not sp-timm's: no schema version."""
+    link: str
+    name: str
+    authors: str
+    additional_data: bool
+    number_forward_passes: int
+    dataset: str
+    venue: str
+    architecture: str
+    eps: str
+    clean_acc: str
+    reported: str
+    autoattack_acc: str
+    footnote: Optional[str]
+    unreliable: bool
+
+
+@dataclass(kw_only=True)
+class EvalReport:
+    """Everything one ``sp-timm eval`` measured, aggregated over the points: clean and AutoAttack accuracy with 95%
+    Clopper-Pearson intervals, the accuracy left after each stage, per class and per long-tail group, balanced
+    accuracy, minimal perturbations, the accuracy at other budgets, AutoAttack's warnings, the audit, the verdict
+    (``unreliable``) and the leaderboard entry."""
+    schema_version: int = REPORT_VERSION
+    protocol: Protocol
+    model: EvaluatedModel
+    n_points: int
+    clean_acc: float
+    robust_acc: float
+    clean_ci: List[float]
+    robust_ci: List[float]
+    stages: List[StageAccuracy]
+    max_perturbation: float
+    balanced_clean_acc: float
+    balanced_robust_acc: float
+    long_tailed: bool
+    per_class: List[ClassResult]
+    groups: Optional[Dict[str, GroupResult]] = json_field(None, omit_none=True)
+    group_rule: Optional[GroupRule] = json_field(None, omit_none=True)
+    min_perturbation: Optional[Dict[str, PerturbationSummary]] = json_field(None, omit_none=True)
+    eps_curve: List[BudgetAccuracy]
+    warnings: List[str]
+    unreliable: bool
+    audit: Optional[AuditSummary] = json_field(None, omit_none=True)
+    model_name: str
+    seconds: float
+    leaderboard: LeaderboardEntry
