@@ -127,10 +127,18 @@ def as_flags(cls: type, values: Dict[str, Any]) -> List[str]:
         if by_name[name].metadata[OPTION].action == 'store_true':
             flags += [flag] if value else []
         elif isinstance(value, (list, tuple)):
-            flags += [flag, *map(str, value)]
+            flags += [flag, *map(_flag_value, value)]
         else:
-            flags += [flag, str(value)]
+            flags += [flag, _flag_value(value)]
     return flags
+
+
+def _flag_value(value: Any) -> str:
+    """A value as a flag writes it: floats as short as they parse back to the same float (``5.0`` as ``5``)."""
+    if isinstance(value, float):
+        short = f'{value:g}'
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _metavar(flag: str) -> str:

@@ -1,10 +1,12 @@
 import argparse
+import json
 import subprocess
 import sys
 
 import pytest
 
 from sp_timm.cli.common import DefaultsHelpFormatter
+from sp_timm.cli.common import run_reporting_errors
 from sp_timm.cli.registry import COMMANDS
 from sp_timm.cli import main
 
@@ -173,3 +175,26 @@ def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_field
     summary = render_summary(report)
     assert 'fill in authors before submitting' in summary
     assert 'Long-tail groups: head / middle / tail: thirds.' in summary
+
+
+@pytest.mark.parametrize('error, status, message', [
+    (PermissionError(13, 'Permission denied', '/ro/out'), 2, "prog: error: Permission denied: '/ro/out'"),
+    (IsADirectoryError(21, 'Is a directory', '/x'), 2, 'prog: error: Is a directory'),
+    (json.JSONDecodeError('Expecting value', '{', 1), 2, 'prog: error: Expecting value'),
+    (KeyboardInterrupt(), 130, 'prog: interrupted.')])
+def test_run_reporting_errors_one_line(error, status, message, capsys, monkeypatch):
+    import argparse
+    monkeypatch.delenv('SP_TIMM_DEBUG', raising=False)
+
+    def fail(args):
+        raise error
+    assert run_reporting_errors('prog', fail, argparse.Namespace()) == status
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count('\n') == 1
+    with pytest.raises(type(error)):
+        run_reporting_errors('prog', fail, argparse.Namespace(debug=True))
+
+    def bug(args):
+        raise RuntimeError('a bug')
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback
+        run_reporting_errors('prog', bug, argparse.Namespace())

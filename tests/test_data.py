@@ -1,6 +1,8 @@
 import os
+import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from sp_timm.data import (
     longtail_indices, random_crop_flip,
 )
 from sp_timm.data.class_names import CLASS_NAMES, class_names
+from conftest import run_cli
+from conftest import snapshot
 
 
 def test_longtail_counts_reproduce_cifar_lt():
@@ -289,3 +293,38 @@ def test_eval_report_names_the_group_rule():
     assert report.group_rule == GroupRule(name='thirds', description=GROUP_RULES['thirds'])
     assert {row.group for row in report.per_class} == {'head', 'middle', 'tail'}
     assert all(g.clean_acc == 100.0 for g in report.groups.values())
+
+
+def _png(size=(32, 32), mode='RGB') -> bytes:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def _parquet(folder: Path, images, labels) -> Path:
+    """Parquet files as pandas writes them: an image column of {'bytes', 'path'} dicts, no Image feature metadata."""
+    import pandas as pd
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ('train', 'test'):
+        frame = pd.DataFrame({'img': [{'bytes': b, 'path': None} for b in images], 'label': labels})
+        frame.to_parquet(folder / f'{split}-00000-of-00001.parquet')
+    return folder
+
+
+def test_pandas_parquet_without_image_metadata_loads(tmp_path):
+    from sp_timm.data import create_dataset
+    data = create_dataset('cifar10', 'train', str(_parquet(tmp_path / 'ok', [_png()] * 10, list(range(10)))))
+    assert data.images.shape == (10, 3, 32, 32) and data.labels.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize('images, labels, message', [
+    ([_png()] * 3 + [b'not an image'], [0, 1, 2, 3], 'image 3 cannot be decoded'),
+    ([_png((28, 28), 'L')] * 4, [0, 1, 2, 3], 'is 28x28 L, but cifar10 images are 32x32 RGB'),
+    ([_png()] * 4, [0, 1, 2, 12], 'labels span 0..12, but there are 10 classes')])
+def test_bad_local_data_is_one_error_line(tmp_path, capsys, images, labels, message):
+    data_dir = _parquet(tmp_path / 'data', images, labels)
+    before = snapshot(data_dir)
+    status, err = run_cli(['data', '--dataset', 'cifar10', '--data-dir', data_dir], capsys)
+    assert status == 2 and message in err and len([ln for ln in err.splitlines() if 'error' in ln]) == 1
+    assert snapshot(data_dir) == before

@@ -16,12 +16,14 @@ from torch import nn
 import sp_timm  # noqa: F401
 from sp_timm.cli import main as cli_main
 from sp_timm.eval import STANDARD_ATTACKS, autoattack_chunk, evaluate_points
+from sp_timm.export.hub import export_model
 from sp_timm.records import LEADERBOARD_FIELDS
 from sp_timm.threat.budget import check_eps, format_eps, parse_eps
 
 from conftest import toy_report, train_tiny
+from conftest import run_cli
 
-CLI = [sys.executable, '-m', 'sp_timm']
+from conftest import CLI
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -341,3 +343,32 @@ def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):
         config = parse_eval_args(['--checkpoint', str(source)])
         out = _default_out(config, ModelInfo(source=str(source), weights='raw', architecture='small_cnn_cifar'), 8 / 255)
         assert out == run.resolve() / 'eval' / f'{epoch}-eval-Linf-8_255'
+
+
+def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, capsys):
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    record = json.loads((export / 'sp_timm.json').read_text())
+    (export / 'sp_timm.json').write_text(json.dumps(dict(record, name='../../../../evil')))
+    out = tmp_path / 'evals' / 'one'
+    status, err = run_cli(['eval', '--checkpoint', f'local-dir:{export}', '--n-examples', '2', '--out', out], capsys)
+    assert status == 2 and 'unknown field(s) name in ExportRecord' in err and 'edited' in err  # a typed record
+    status, err = run_cli(['eval', '--checkpoint', run / 'last', '--model-name', '../x', '--out', out], capsys)
+    assert status == 2 and "--model-name '../x'" in err
+    # what the traversal would write: evil.json (another test's evil.safetensors may share the session folder)
+    assert not (tmp_path / 'evals').exists() and not list(tmp_path.parent.parent.rglob('evil.json'))
+
+
+def test_eval_settings_are_checked_before_its_work_folder(run, tmp_path, capsys):
+    out = tmp_path / 'eval'
+    for flags, message in ((['-b', '0'], '--batch-size must be >= 1'), (['--fab-iters', '0'], '--fab-iters'),
+                           (['--eps', '8'], 'write 8/255'), (['--curve-eps', '100', '--threat-model', 'L2'], 'diameter')):
+        status, err = run_cli(['eval', '--checkpoint', run / 'last', '--out', out, *flags], capsys)
+        assert status == 2 and message in err
+    assert not out.exists()
+
+
+def test_evaluate_points_refuses_zero_points():
+    from sp_timm.eval import evaluate_points
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(ValueError, match='no points'):
+        evaluate_points(model, torch.rand(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), progress=False)

@@ -24,6 +24,8 @@ from sp_timm.records import (AuditSummary, ClassResult, EvalReport, LeaderboardE
                              read_export_record_json, read_report_json, to_json)
 
 from conftest import minimal_run, toy_model, toy_protocol, train_tiny
+from conftest import run_cli
+from conftest import snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,3 +326,64 @@ def test_committed_cards_reproduce_their_runs(record_path):
     for result in meta['model-index'][0]['results']:
         assert result['dataset'].get('config')
         assert all({'n_examples', 'threat_model', 'eps'} <= set(m.get('args', {})) for m in result['metrics'])
+
+
+def _report_for(model_source: str, **changes) -> dict:
+    """A minimal report in sp-timm eval's schema for the weights of ``model_source``."""
+    from dataclasses import replace
+    from sp_timm.records import to_json
+    from test_hub import fake_report
+    model, info = load_model(model_source)
+    report = to_json(replace(fake_report(info, weights_sha256(model), n=4), model_name='tiny'))
+    for key, value in changes.items():
+        target = report
+        *path, last = key.split('.')
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return report
+
+
+@pytest.mark.parametrize('field', ['leaderboard.dataset', 'model_name'])
+def test_export_refuses_traversal_from_report_fields(run, tmp_path, capsys, field):
+    report = tmp_path / 'work' / 'report.json'
+    report.parent.mkdir()
+    report.write_text(json.dumps(_report_for(str(run / 'last'), **{field: '../../../../escaped'})))
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'work' / 'export',
+                           '--eval', report], capsys)
+    assert status == 2 and 'escaped' in err and 'file name' in err
+    assert not list(tmp_path.parent.rglob('escaped*')) and not (tmp_path / 'work' / 'export').exists()
+
+
+def test_plain_timm_model_exports_evaluates_and_refuses_other_reports(plain_run, plain_report, run, tmp_path, capsys):
+    report = json.loads(plain_report.read_text())
+    model, _ = create_model_from_checkpoint(plain_run / 'last')
+    assert report['model']['weights_sha256'] == weights_sha256(model)
+    out = export_model(str(plain_run / 'last'), tmp_path / 'plain', reports=[plain_report])
+    card = (out / 'README.md').read_text()
+    assert 'uses them as they are' in card and 'AutoAttack accuracy' in card
+    loaded, _ = load_model(f'local-dir:{out}')  # the export's weights have the same hash as the checkpoint's
+    assert weights_sha256(loaded) == report['model']['weights_sha256']
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    before = snapshot(tmp_path)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'other', '--eval', plain_report],
+                          capsys)
+    assert status == 2 and 'evaluated other weights' in err and snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('content, message', [
+    ('[1, 2]', 'JSON list'), ('{"clean_acc": 1}', 'not a report of sp-timm eval'), ('{not json', 'Cannot read'),
+    (None, 'records no SHA-256'), ('no_eps', "protocol: Protocol field 'eps' is missing"),
+    ('no_architecture', "leaderboard: LeaderboardEntry field 'architecture' is missing")])
+def test_export_refuses_malformed_or_unverifiable_reports(run, tmp_path, capsys, content, message):
+    report = tmp_path / 'report.json'
+    if content in (None, 'no_eps', 'no_architecture'):  # a real report, one field removed
+        data = _report_for(str(run / 'last'))
+        del {None: data['model'], 'no_eps': data['protocol'], 'no_architecture': data['leaderboard']}[content][
+            {None: 'weights_sha256', 'no_eps': 'eps', 'no_architecture': 'architecture'}[content]]
+        content = json.dumps(data)
+    report.write_text(content)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'out', '--eval', report], capsys)
+    assert status == 2 and message in err and not (tmp_path / 'out').exists()

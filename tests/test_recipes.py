@@ -47,3 +47,12 @@ def test_accelerate_config_loads(config):
     cluster = load_config_from_file(str(config))
     assert cluster.num_processes == {'1gpu': 1, '8gpu': 8, '2node_8gpu': 16}[config.stem]
     assert cluster.mixed_precision == 'bf16'
+
+
+def test_cifar10_pgdat_recipes_average_weights_and_the_demo_does_not():
+    recipes = Path(__file__).resolve().parents[1] / 'recipes'
+    for name in ('cifar10_wrn28_10_pgdat_ce', 'cifar10_wrn28_10_pgdat_sp'):
+        args = parse_train_args(['--config', str(recipes / f'{name}.yaml')])
+        assert args.model_ema is True and args.model_ema_decay == 0.999 and args.model_ema_warmup is False, name
+    for name in ('digits_small_cnn_ce', 'digits_small_cnn_sp'):  # the demo's defaults are unchanged
+        assert parse_train_args(['--config', str(recipes / f'{name}.yaml')]).model_ema is False

@@ -18,7 +18,7 @@ from sp_timm.records import to_json
 
 from conftest import minimal_run
 from test_hub import fake_report
-from test_reliability import snapshot
+from conftest import snapshot
 
 AUTHORS = 'Ada Lovelace, Alan Turing'
 NAME = 'Lovelace2023Stationary_PreActResNet-18'

@@ -88,11 +88,15 @@ def _value(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 -- one branc
         return _dataclass(kind, value, where)
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is Union:
-        for option in args:
+        options = [o for o in args if o is not type(None)] if value is not None else list(args)
+        errors = []
+        for option in options:
             try:
                 return _value(option, value, where)
-            except RecordError:
-                continue
+            except RecordError as err:
+                errors.append(err)
+        if len(errors) == 1:  # Optional[X] holding something: X's own message says what is wrong inside
+            raise errors[0]
         raise RecordError(f'{where}: expected {_name(kind)}, got {_shown(value)}.')
     if origin in (list, tuple) or kind in (list, tuple):
         if not isinstance(value, (list, tuple)):

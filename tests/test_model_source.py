@@ -1,0 +1,63 @@
+""" Where a model comes from (sp_timm.model_source): local-dir: loads exactly the verified safetensors, model arguments read from files name no file and are checked, pickles never run. """
+import json
+import shutil
+from pathlib import Path
+import pytest
+import torch
+import sp_timm  # noqa: F401  (registers the models)
+from sp_timm.errors import CheckpointError
+from sp_timm.model_source import check_model_args, create_model_from_checkpoint, load_model
+from sp_timm.files import sha256_file
+from sp_timm.checkpoint import weights_sha256
+from sp_timm.export.hub import export_model
+
+
+
+def test_local_dir_loads_exactly_the_verified_safetensors(run, tmp_path):
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    executed = tmp_path / 'pickle-was-executed'
+    torch.save({'fc.weight': _Touch(executed)}, export / 'pytorch_model.bin')
+    model, _ = load_model(f'local-dir:{export}')
+    reference, _ = create_model_from_checkpoint(run / 'last')
+    assert weights_sha256(model) == weights_sha256(reference)
+    (export / 'model.safetensors').unlink()
+    with pytest.raises(CheckpointError, match='never from a pickle'):
+        load_model(f'local-dir:{export}')
+    assert not executed.exists()
+
+
+class _Touch:
+    """Unpickling this creates ``path``: the proof that a pickle was executed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+@pytest.mark.parametrize('model_args, message', [
+    ({'checkpoint_path': 'PICKLE'}, 'may not name files'), ({'pretrained_cfg': {'file': 'PICKLE'}}, 'may not name files'),
+    ({'bogus': 1}, 'does not accept'), ([1, 2], 'mapping|expected an object')])
+def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
+    executed = tmp_path / 'pickle-was-executed'
+    pickle_file = tmp_path / 'evil.pth'
+    torch.save({'w': _Touch(executed)}, pickle_file)
+    model_args = json.loads(json.dumps(model_args).replace('PICKLE', str(pickle_file)))
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    config = json.loads((export / 'config.json').read_text())
+    (export / 'config.json').write_text(json.dumps(dict(config, model_args=model_args)))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(f'local-dir:{export}')
+    # run.json edited with its hash recomputed (what an attacker would do): the arguments are still checked
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(run / 'last', checkpoint)
+    record = json.loads((checkpoint / 'run.json').read_text())
+    (checkpoint / 'run.json').write_text(json.dumps(dict(record, model_args=model_args)))
+    state = json.loads((checkpoint / 'state.json').read_text())
+    state['sha256']['run.json'] = sha256_file(checkpoint / 'run.json')
+    (checkpoint / 'state.json').write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(str(checkpoint))
+    assert not executed.exists()
+    assert check_model_args('small_cnn_cifar', {'num_classes': 10, 'drop_rate': 0.1}, 'x')
