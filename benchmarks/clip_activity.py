@@ -31,7 +31,8 @@ def retrain(setting: str, config: str, seed: int, work: Path, study: Optional[Pa
     from sp_timm.cli.train import parse_train_args
     from sp_timm.train import read_metrics, train
     name = f'{setting}-{config}-s{seed}'
-    flags = robustness_study.train_flags(setting, config, epochs, seed) + ['--output', str(work / name), '--no-progress']
+    flags = robustness_study.train_flags(setting, config, epochs, seed) + ['--output', str(work / name),
+                                                                           '--no-progress']
     args = parse_train_args(flags)
     if args.clip_grad is None:
         raise SystemExit(f"clip_activity: '{config}' trains without --clip-grad, so there is nothing to measure; "
@@ -57,12 +58,15 @@ def summarize(runs: List[Dict[str, Any]]) -> str:
         last = [max([row['epoch'] for row in r['rows'] if row['clipped_pct'] > 0], default=0) for r in group]
         epochs = len(group[0]['rows'])
         last_clipped = f'{min(last)}–{max(last)} (of {epochs})' if max(last) else f'never (of {epochs})'
-        norms = lambda r, i: r['rows'][i].get('grad_norm_mean', float('nan'))
+        def norms(r, i):
+            return r['rows'][i].get('grad_norm_mean', float('nan'))
         same = [r['same_as_study'] for r in group if r['same_as_study'] is not None]
         lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {group[0]['clip']:g} | "
                      f"{statistics.mean(clipped):.1f} (seeds {min(clipped):.1f}–{max(clipped):.1f}) | "
-                     f"{last_clipped} | {max(row.get('grad_norm_max', float('nan')) for r in group for row in r['rows']):.2f} | "
-                     f"{statistics.mean(norms(r, 0) for r in group):.2f} → {statistics.mean(norms(r, -1) for r in group):.2f} | "
+                     f"{last_clipped} | "
+                     f"{max(row.get('grad_norm_max', float('nan')) for r in group for row in r['rows']):.2f} | "
+                     f"{statistics.mean(norms(r, 0) for r in group):.2f} → "
+                     f"{statistics.mean(norms(r, -1) for r in group):.2f} | "
                      + (f'{sum(same)} of {len(same)}' if same else 'no study run') + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -77,7 +81,8 @@ def main() -> None:
     p.add_argument('--study', default='benchmarks/results/study',
                    help="the study's folder; its runs/ (not in git) hold the weights compared ('': no comparison)")
     p.add_argument('--out', default=None, help='write the table (markdown) and the per-epoch log (JSON) here')
-    p.add_argument('--from-json', default=None, help='print the table of a saved log (OUT/clip_activity.json); no training')
+    p.add_argument('--from-json', default=None,
+                   help='print the table of a saved log (OUT/clip_activity.json); no training')
     args = p.parse_args()
     if args.from_json:
         print_saved(args.from_json, 'runs', summarize)
@@ -89,7 +94,8 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as work:
         for setting, config, seed in tqdm(jobs, desc='clip activity'):
-            runs.append(retrain(setting, config, seed, Path(work), Path(args.study) if args.study else None, args.epochs))
+            runs.append(retrain(setting, config, seed, Path(work), Path(args.study) if args.study else None,
+                                args.epochs))
     publish(runs, 'runs', summarize, args.out, 'clip_activity')
 
 

@@ -26,20 +26,24 @@ def cifar_shaped(num_images: int):
     pixels = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, num_images)
     features = datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(num_classes=10)})
-    hf = datasets.Dataset.from_dict({'img': [Image.fromarray(p) for p in pixels], 'label': labels.tolist()}, features=features)
-    ours = ImageData(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), [str(i) for i in range(10)], 'synthetic')
+    hf = datasets.Dataset.from_dict({'img': [Image.fromarray(p) for p in pixels], 'label': labels.tolist()},
+                                    features=features)
+    ours = ImageData(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
+                     [str(i) for i in range(10)], 'synthetic')
     return hf, ours
 
 
 def torchvision_loader(hf_dataset, batch_size: int, workers: int):
     from torchvision import transforms
-    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                  transforms.ToTensor()])
 
     def transform(batch):
         return {'img': [augment(im.convert('RGB')) for im in batch['img']], 'label': batch['label']}
 
     dataset = hf_dataset.with_transform(transform)
-    collate = lambda rows: (torch.stack([r['img'] for r in rows]), torch.tensor([r['label'] for r in rows]))
+    def collate(rows):
+        return (torch.stack([r['img'] for r in rows]), torch.tensor([r['label'] for r in rows]))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        persistent_workers=workers > 0, collate_fn=collate, drop_last=False)
 
@@ -69,10 +73,12 @@ def main() -> None:
         for name in order:
             rates[name].append(epoch_rate(baseline if name == 'baseline' else in_memory))
     ratio = statistics.median(o / b for o, b in zip(rates['in_memory'], rates['baseline']))
-    print(f'{args.images} CIFAR-shaped images, batch {args.batch_size}, crop+flip, CPU threads={torch.get_num_threads()}, '
+    print(f'{args.images} CIFAR-shaped images, batch {args.batch_size}, crop+flip, '
+          f'CPU threads={torch.get_num_threads()}, '
           f'median of {args.rounds} rounds')
     print(format_table(['pipeline', 'images/s (median)'], [
-        [f'datasets + torchvision transforms, DataLoader({args.workers} workers)', f"{statistics.median(rates['baseline']):,.0f}"],
+        [f'datasets + torchvision transforms, DataLoader({args.workers} workers)',
+         f"{statistics.median(rates['baseline']):,.0f}"],
         ['sp-timm TensorLoader (in memory, batch-wise augmentation)', f"{statistics.median(rates['in_memory']):,.0f}"],
         ['speed-up', f'{ratio:.1f}x'],
     ]))

@@ -53,12 +53,13 @@ def sharding(checkpoint: str, n: int, eps: float, chunk: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, command, extra_env in [
             ('1 process (2 threads)', [sys.executable, '-m', 'sp_timm', 'eval'], {}),
-            ('2 processes (1 thread each)', [launcher, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines',
-                                             '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'sp_timm.eval'],
+            ('2 processes (1 thread each)', [launcher, 'launch', '--multi_gpu', '--num_processes', '2',
+                                             '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend',
+                                             'no', '-m', 'sp_timm.eval'],
              {'ACCELERATE_USE_CPU': '1', 'OMP_NUM_THREADS': '1'})]:
             start = time.perf_counter()
-            subprocess.run(command + flags + ['--out', str(Path(tmp) / name[0])], env=dict(env, **extra_env), check=True,
-                           capture_output=True)
+            subprocess.run(command + flags + ['--out', str(Path(tmp) / name[0])], env=dict(env, **extra_env),
+                           check=True, capture_output=True)
             seconds[name] = time.perf_counter() - start
     one, two = seconds.values()
     print(f'| sp-timm eval, {n} points in chunks of {chunk} | 1 process {one:.1f} s | 2 processes {two:.1f} s | '

@@ -155,7 +155,8 @@ def section_loss(cfg: Settings) -> Dict[str, Any]:
         result['ce_ms'][num_classes] = 1e3 * statistics.median(per_round['ce'])
         for n in result['ratio']:
             result['ratio'][n][num_classes] = statistics.median(per_round[n])
-        log(f'loss K={num_classes}: ' + ', '.join(f'{n} {result["ratio"][n][num_classes]:.2f}x' for n in result['ratio']))
+        log(f'loss K={num_classes}: ' + ', '.join(f'{n} {result["ratio"][n][num_classes]:.2f}x'
+                                                  for n in result['ratio']))
     return result
 
 
@@ -457,7 +458,8 @@ MIN_SECONDS = {'env': 5, 'loss': 30, 'train': 40, 'compile': 60, 'autoattack': 2
 def markdown(results: Dict[str, Any]) -> str:
     """The results as markdown tables."""
     env = results.get('env', {})
-    lines = [f"# sp-timm GPU suite ({env.get('gpu', env.get('device', '?'))}, torch {env.get('torch', torch.__version__)})",
+    lines = [f"# sp-timm GPU suite ({env.get('gpu', env.get('device', '?'))}, "
+             f"torch {env.get('torch', torch.__version__)})",
              '']
     if 'command' in results:
         lines += [f"`{results['command']}`", '']
@@ -483,25 +485,30 @@ def markdown(results: Dict[str, Any]) -> str:
         errors = loss.get('kernel_max_abs_error', {})
         if errors:
             lines += ['', 'Triton kernel against the float64 reference, largest absolute error of loss and gradient: ' +
-                      '; '.join(f'K={k}: ' + ', '.join(f'{n} {e:.1e}' for n, e in per.items()) for k, per in errors.items())]
+                      '; '.join(f'K={k}: ' + ', '.join(f'{n} {e:.1e}' for n, e in per.items())
+                                for k, per in errors.items())]
         lines.append('')
     train = results.get('train', {})
     if 'runs' in train:
         lines += [f"## Training, {train['model']} ({train.get('gflop_per_image_fwd_bwd', float('nan')):.1f} GFLOP/img "
                   f"fwd+bwd, counted), sp-timm vs hand loop (goal >= 0.98x)", '',
-                  '| mode | batch | sp-timm img/s | hand img/s | ratio | MFU sp-timm | MFU hand |', '|---|---|---|---|---|---|---|']
+                  '| mode | batch | sp-timm img/s | hand img/s | ratio | MFU sp-timm | MFU hand |',
+                  '|---|---|---|---|---|---|---|']
         for run in train['runs']:
             if 'ratio' in run:
-                lines.append(f"| {run['mode']} | {run['batch']} | {run['sp_timm_img_s']:.0f} | {run['hand_img_s']:.0f} | "
+                lines.append(f"| {run['mode']} | {run['batch']} | {run['sp_timm_img_s']:.0f} | "
+                             f"{run['hand_img_s']:.0f} | "
                              f"{run['ratio']:.3f}x | {run.get('mfu_sp_timm', float('nan')):.1%} | "
                              f"{run.get('mfu_hand', float('nan')):.1%} |")
             else:
-                lines.append(f"| {run['mode']} | {run['batch']} | {run.get('error', run.get('skipped', ''))[:80]} | | | | |")
+                lines.append(f"| {run['mode']} | {run['batch']} | "
+                             f"{run.get('error', run.get('skipped', ''))[:80]} | | | | |")
         lines.append('')
     comp = results.get('compile', {})
     if comp.get('runs'):
         lines += ['## --torchcompile vs eager (trainer, standard; goal >= 1.3x)', '',
-                  '| batch | eager img/s | compiled img/s | speedup | MFU eager / compiled | first pass eager / compiled (s) |',
+                  '| batch | eager img/s | compiled img/s | speedup | MFU eager / compiled | '
+                  'first pass eager / compiled (s) |',
                   '|---|---|---|---|---|---|']
         for run in comp['runs']:
             if 'speedup' not in run:
@@ -516,7 +523,8 @@ def markdown(results: Dict[str, Any]) -> str:
     if 'ratio' in aa:
         lines += ['## AutoAttack standard', '', '| model | points | eps | clean % | robust % sp-timm / pyautoattack | '
                   'sp-timm (s) | pyautoattack (s) | ratio |', '|---|---|---|---|---|---|---|---|',
-                  f"| {aa['model']} | {aa['points']} | {aa['eps'] * 255:.0f}/255 | {100 * aa.get('clean_acc', float('nan')):.1f} | "
+                  f"| {aa['model']} | {aa['points']} | {aa['eps'] * 255:.0f}/255 | "
+                  f"{100 * aa.get('clean_acc', float('nan')):.1f} | "
                   f"{100 * aa['sp_timm_robust_acc']:.1f} / {100 * aa['pyautoattack_robust_acc']:.1f} | "
                   f"{aa['sp_timm_s']:.1f} | {aa['pyautoattack_s']:.1f} | {aa['ratio']:.2f}x |", '']
     demo = results.get('demo', {})
@@ -524,7 +532,8 @@ def markdown(results: Dict[str, Any]) -> str:
         lines += [f"## demo --quick: {demo['wall_s']:.0f} s, exit code {demo['returncode']}", '']
     errors = {k: v['error'] for k, v in results.items() if isinstance(v, dict) and 'error' in v}
     if errors:
-        lines += ['## Errors', ''] + [f'- {k}: {v.splitlines()[0][:300] if v else ""}' for k, v in errors.items()] + ['']
+        lines += ['## Errors', ''] + [f'- {k}: {v.splitlines()[0][:300] if v else ""}'
+                                      for k, v in errors.items()] + ['']
     return '\n'.join(lines)
 
 

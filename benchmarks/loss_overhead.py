@@ -2,9 +2,9 @@
 
     python benchmarks/loss_overhead.py [--batch-size 512] [--classes 10 100 1000] [--rounds 30] [--device cpu]
 
-Each round times CE, every member and two label-smoothed CE references once, in an order shuffled per round, on the same logits and labels;
-the printed figure is the median over rounds of (member time / CE time of that round), so load changes on
-a noisy machine hit both sides of a ratio alike.
+Each round times CE, every member and two label-smoothed CE references once, in an order shuffled per round, on
+the same logits and labels; the printed figure is the median over rounds of (member time / CE time of that round),
+so load changes on a noisy machine hit both sides of a ratio alike.
 """
 import argparse
 import random

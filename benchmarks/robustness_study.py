@@ -68,7 +68,8 @@ CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --los
     'sp_focal_g2_p0.9': ['--loss', 'sp_focal', '--sp-gamma', '2', '--sp-pstar', '0.9'],
     # the long-tail literature's reference (LDAM-DRW's deferred re-weighting, Cui et al.'s effective number);
     # DRW_EPOCH stands for 80 % of the run's epochs (160 of 200 in LDAM-DRW)
-    'ce_drw': ['--loss', 'ce', '--class-weight', 'effective', '--class-weight-beta', '0.9999', '--drw-epoch', 'DRW_EPOCH'],
+    'ce_drw': ['--loss', 'ce', '--class-weight', 'effective', '--class-weight-beta', '0.9999', '--drw-epoch',
+               'DRW_EPOCH'],
 }
 NO_CLIP = '_noclip'  # suffix of a confirmation-only control: the configuration without CLIP
 BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw')
@@ -345,7 +346,8 @@ def adopt_twin_stages(twin: Dict[str, Any], config: str, work: Path, cfg: Dict[s
     if twin['config'] != 'ce' and twin_surrogate is None:
         return adopted  # this job's CE surrogate did not come: the twin's audit key cannot be rebuilt
     budgets = audit['audit']
-    twin_audit = audit_folder(source, 'Linf', cfg['eps'], budgets, 0, audit_identity(twin_surrogate, audit['train_loss']))
+    twin_audit = audit_folder(source, 'Linf', cfg['eps'], budgets, 0,
+                              audit_identity(twin_surrogate, audit['train_loss']))
     target = audit_folder(work, 'Linf', cfg['eps'], budgets, 0, audit_identity(audit['surrogate'], audit['train_loss']))
     stages, _ = audit_stages(num_classes, AuditInputs(audit['surrogate'], audit['train_loss']))
     keep = set(stages) | set(CHECK_STAGES) | set(POINT_KEYS)
@@ -385,7 +387,8 @@ def run_jobs(fn, jobs: Sequence[tuple], folder: Path, workers: int, deadline: Op
     New jobs start only before ``deadline`` (a wall-clock time): the rest waits for the next call."""
     from tqdm import tqdm
     from sp_timm.files import atomic_write_json
-    name = lambda j: f'{j[0]}-{j[1]}-s{j[2]}.json'
+    def name(j):
+        return f'{j[0]}-{j[1]}-s{j[2]}.json'
     todo = [j for j in jobs if not (folder / name(j)).exists()]
     print(f'{desc}: {len(jobs)} jobs, {len(jobs) - len(todo)} done before, {len(todo)} to go on {workers} workers',
           flush=True)
@@ -447,7 +450,8 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
         for config in CONFIGS:
             runs = [r for r in screen if r['setting'] == setting and r['config'] == config]
             if runs:
-                score[config] = (_mean([r['robust'][key] for r in runs]), _mean([r['clean'][key] for r in runs]), len(runs))
+                score[config] = (_mean([r['robust'][key] for r in runs]), _mean([r['clean'][key] for r in runs]),
+                                 len(runs))
         if 'ce' not in score:
             continue
         floor = score['ce'][1] - clean_tolerance
@@ -535,9 +539,11 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
         done = [r for r in confirm if r['setting'] == setting]
         if done:
             n = done[0]['n']
-            head = ['finalist', 'seeds', 'clean %', 'AutoAttack %', 'audited AA %', 'median FAB Linf (x/255)', 'unreliable']
+            head = ['finalist', 'seeds', 'clean %', 'AutoAttack %', 'audited AA %', 'median FAB Linf (x/255)',
+                    'unreliable']
             if lt:
-                head += ['balanced clean %', 'balanced audited %'] + [f'{g} audited %' for g in done[0]['audited'].get('groups', {})] \
+                head += ['balanced clean %', 'balanced audited %'] + [f'{g} audited %'
+                                                                      for g in done[0]['audited'].get('groups', {})] \
                     if 'audited' in done[0] else []
             lines += ['', f"Confirmation on all {n} test points (AutoAttack standard + audit, Linf "
                           f"{done[0]['eps'] * 255:.0f}/255; mean ± 95 % t-interval over seeds; runs by device: "
@@ -547,13 +553,15 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 runs = [r for r in done if r['config'] == config]
                 if not runs:
                     continue
-                get = lambda key, sub='acc': mean_ci([r.get(key, {}).get(sub) for r in runs])
+                def get(key, sub='acc'):
+                    return mean_ci([r.get(key, {}).get(sub) for r in runs])
                 cells = [config, str(len(runs)), _fmt(get('clean')), _fmt(get('autoattack')), _fmt(get('audited')),
                          _fmt(mean_ci([r['median_linf'] for r in runs]), 255, 2),
                          str(sum(bool(r.get('audit', {}).get('unreliable')) for r in runs))]
                 if lt and 'audited' in runs[0]:
                     cells += [_fmt(get('clean', 'balanced')), _fmt(get('audited', 'balanced'))]
-                    cells += [_fmt(mean_ci([r['audited']['groups'].get(g) for r in runs])) for g in runs[0]['audited'].get('groups', {})]
+                    cells += [_fmt(mean_ci([r['audited']['groups'].get(g) for r in runs]))
+                              for g in runs[0]['audited'].get('groups', {})]
                 lines.append('| ' + ' | '.join(cells) + ' |')
             chosen = (sel or {}).get('chosen')
             if chosen:
@@ -582,7 +590,8 @@ def _paired_line(done: List[Dict[str, Any]], config: str, control: str) -> List[
     accuracy (audited where both rows have it) with its 95 % t-interval, and McNemar's p per seed (same points)."""
     import torch
     from sp_timm.eval.stats import mean_ci, paired_test
-    pairs = [(a, b) for a in done if a['config'] == config for b in done if b['config'] == control and b['seed'] == a['seed']]
+    pairs = [(a, b) for a in done if a['config'] == config
+             for b in done if b['config'] == control and b['seed'] == a['seed']]
     if not pairs:
         return []
     key = 'audited' if all('audited' in a['flags'] and 'audited' in b['flags'] for a, b in pairs) else 'autoattack'
@@ -593,7 +602,8 @@ def _paired_line(done: List[Dict[str, Any]], config: str, control: str) -> List[
                 + ', '.join(f"{t['p_value']:.2g}" for t in tests)]
 
 
-def figure_rows(confirm: List[Dict[str, Any]], selection: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Dict[int, float]]]]:
+def figure_rows(confirm: List[Dict[str, Any]],
+                selection: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Dict[int, float]]]]:
     """The confirmation per seed for ``plots.seed_points_figure``: metric -> setting -> finalist -> seed -> value
     (robust accuracy: audited where the row has it, else AutoAttack's)."""
     metrics = {'clean %': lambda r: r['clean']['acc'],

@@ -1,4 +1,4 @@
-""" Does Square beat AutoAttack's white-box attacks on SP models at larger budgets? Runs AutoAttack (standard:
+r""" Does Square beat AutoAttack's white-box attacks on SP models at larger budgets? Runs AutoAttack (standard:
 APGD-CE, APGD-T, FAB-T, Square) on the robustness study's models at several Linf budgets and counts, per model and
 eps, the points Square broke after every white-box stage had left them robust -- the pattern AutoAttack's
 "Square Attack has decreased the robust accuracy" check reports, and a sign of gradient masking.
@@ -6,7 +6,8 @@ eps, the points Square broke after every white-box stage had left them robust --
 The study scores every model at 2/255 only, where this pattern never occurred on digits; this looks for it where
 more points sit near the edge of the ball (4/255, 8/255, and beyond the PGD-AT models' 2/255 training budget).
 
-    python benchmarks/square_probe.py --runs digits-ce-s1 digits-sp_margin_m4-s1 --eps 4 8 --n 150 --out benchmarks/results/square
+    python benchmarks/square_probe.py --runs digits-ce-s1 digits-sp_margin_m4-s1 --eps 4 8 --n 150 \
+        --out benchmarks/results/square
     python benchmarks/square_probe.py --from-json benchmarks/results/square/square_probe.json   # the table again
 """
 import argparse
@@ -25,7 +26,8 @@ from _saved_table import print_saved, publish  # noqa: E402  (benchmarks/ is on 
 WHITE_BOX_LAST, BLACK_BOX = 'fab-t', 'square'
 
 
-def probe_row(run: str, eps: float, aa: Mapping[str, torch.Tensor], warnings: List[str], seconds: float) -> Dict[str, Any]:
+def probe_row(run: str, eps: float, aa: Mapping[str, torch.Tensor], warnings: List[str],
+              seconds: float) -> Dict[str, Any]:
     """One model at one eps: accuracy after each AutoAttack stage (flags are cumulative: robust so far), and the
     points Square broke that every white-box stage had left robust."""
     stages = ['clean', 'apgd-ce', 'apgd-t', WHITE_BOX_LAST, BLACK_BOX]

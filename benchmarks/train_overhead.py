@@ -59,12 +59,14 @@ def main():
         metrics = trainer.train_epoch(round_index)
         ours_rate = (len(trainer.train_loader) * opts.batch_size) / (time.perf_counter() - start)
         start = time.perf_counter()
-        count = hand_loop_epoch(model, optimizer, loss_fn, images, labels, opts.batch_size, opts.adv, 8 / 255, opts.adv_steps)
+        count = hand_loop_epoch(model, optimizer, loss_fn, images, labels, opts.batch_size, opts.adv, 8 / 255,
+                                opts.adv_steps)
         hand_rate = count / (time.perf_counter() - start)
         ours.append(ours_rate), hand.append(hand_rate), ratios.append(ours_rate / hand_rate)
         print(f'round {round_index}: sp-timm {ours_rate:.1f} img/s (train_loss {metrics["train_loss"]:.3f}), '
               f'hand loop {hand_rate:.1f} img/s, ratio {ratios[-1]:.3f}')
-    print(f'\n{opts.model}, batch {opts.batch_size}, adv {opts.adv}, {torch.get_num_threads()} threads, device {opts.device}: '
+    print(f'\n{opts.model}, batch {opts.batch_size}, adv {opts.adv}, {torch.get_num_threads()} threads, '
+          f'device {opts.device}: '
           f'sp-timm {statistics.median(ours):.1f} img/s, hand loop {statistics.median(hand):.1f} img/s, '
           f'median ratio {statistics.median(ratios):.3f}x (goal >= 0.95x)')
 

@@ -6,7 +6,8 @@ A training run's output folder::
       epoch-0007/            one complete checkpoint (written as a temporary folder, then renamed)
         model.safetensors    the model's state dict (timm's names)
         model_ema.safetensors  with ``--model-ema``: the EMA of the weights (timm's ``ModelEmaV3``), same names;
-                             what ``sp-timm eval`` / ``export`` load by default when present (``--weights raw``: the other)
+                             what ``sp-timm eval`` / ``export`` load by default when present (``--weights raw``: the
+                             other)
         training.pt          optimizer, scheduler and AMP scaler state; loaded with ``torch.load(weights_only=True)``
         state.json           epoch, step, best metric, SHA-256 of the files above (and of run.json)
         run.json             the run record: model name and arguments, classes, input normalisation, dataset,
@@ -85,9 +86,10 @@ def save_checkpoint(
         is_best: bool,
         ema_state: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Path:
-    """Write ``OUTPUT/epoch-NNNN`` (NNNN = ``epoch``, the epochs completed; complete before it gets its name), point ``last`` (and ``best`` when
-    ``is_best``) at it, and remove checkpoint folders no link points to. ``ema_state`` (``--model-ema``): the EMA
-    weights, written to ``model_ema.safetensors`` and hashed in ``state.json`` like the weights. Returns the new folder."""
+    """Write ``OUTPUT/epoch-NNNN`` (NNNN = ``epoch``, the epochs completed; complete before it gets its name), point
+    ``last`` (and ``best`` when ``is_best``) at it, and remove checkpoint folders no link points to. ``ema_state``
+    (``--model-ema``): the EMA weights, written to ``model_ema.safetensors`` and hashed in ``state.json`` like the
+    weights. Returns the new folder."""
     from safetensors.torch import save_file
     output = Path(output)
     name = f'epoch-{epoch:04d}'
@@ -196,7 +198,8 @@ def load_training_state(checkpoint: PathLike) -> Tuple[Dict[str, torch.Tensor], 
     checkpoint = Path(checkpoint)
     for filename in (WEIGHTS_FILE, TRAINING_FILE, STATE_FILE):
         if not (checkpoint / filename).is_file():
-            raise CheckpointError(f"'{checkpoint}' is incomplete: {filename} is missing. Resume from another checkpoint.")
+            raise CheckpointError(f"'{checkpoint}' is incomplete: {filename} is missing. Resume from another "
+                                  "checkpoint.")
     try:
         state = json.loads((checkpoint / STATE_FILE).read_text())
     except json.JSONDecodeError as err:
@@ -241,9 +244,9 @@ def _torch_load_safely(path: Path) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Refusing '{path}': it does not load with torch.load(weights_only=True) ({type(err).__name__}). "
-                              f"A pickled model or code object can run arbitrary code; save a state dict with "
-                              f"safetensors instead.") from err
+        raise CheckpointError(f"Refusing '{path}': it does not load with torch.load(weights_only=True) "
+                              f"({type(err).__name__}). A pickled model or code object can run arbitrary code; save a "
+                              "state dict with safetensors instead.") from err
 
 
 # timm.create_model arguments that load files or weights: never taken from a record or a config file

@@ -3,8 +3,9 @@
 CE and the default SP loss train the same network with the same seed and budget on scikit-learn's digits and
 on its long-tailed variant (``digits-lt``, imbalance ratio 10), as a client of sp-timm's Python API:
 ``train(TrainConfig)`` trains each, ``evaluate(EvalConfig)`` attacks it with AutoAttack (standard, Linf), audits it
-and measures FAB minimal perturbations, ``export_model`` writes it as a Hub folder with its model card. A toy 2-D problem shows where each loss puts the
-boundary between two classes. Output: ``results.json``, ``report.md``, figures, leaderboard JSONs, Hub folders.
+and measures FAB minimal perturbations, ``export_model`` writes it as a Hub folder with its model card. A toy 2-D
+problem shows where each loss puts the boundary between two classes. Output: ``results.json``, ``report.md``,
+figures, leaderboard JSONs, Hub folders.
 """
 import argparse
 import json
@@ -33,8 +34,8 @@ DEMO_EPS = 2 / 255  # digits are 8x8 images upsampled to 32x32: the median FAB L
 DEMO_IMBALANCE = 10.0
 DEMO_DATASETS = ('digits', 'digits-lt')
 DEMO_DESCRIPTION = ('Train the same small CNN with cross-entropy and with the default SP loss on digits and digits-lt, '
-                    'attack both with AutoAttack and audit the result, measure FAB minimal perturbations, and write a report, figures, '
-                    'leaderboard entries and Hub folders (5-17 minutes on 2 CPUs; --quick: about 2).')
+                    'attack both with AutoAttack and audit the result, measure FAB minimal perturbations, and write a '
+                    'report, figures, leaderboard entries and Hub folders (5-17 minutes on 2 CPUs; --quick: about 2).')
 LT_EPOCH_FACTOR = 2.5
 # the adaptive audit (sp-timm eval --audit) at a CPU-sized budget; the SP model is also attacked with the CE
 # model's adversarial examples (--surrogate)
@@ -152,7 +153,8 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
         ax.axvline(0, color='gray', linestyle=':', linewidth=1)
         ax.scatter(*x[y == 0].T, s=8, c='tab:blue', label='class 0 (200)')
         ax.scatter(*x[y == 1].T, s=16, c='tab:red', label='class 1 (20)')
-        ax.set_title(f'{loss_name}: boundary to nearest point\n{gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)', fontsize=9)
+        ax.set_title(f'{loss_name}: boundary to nearest point\n{gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)',
+                     fontsize=9)
         ax.legend(fontsize=7, loc='lower left')
     fig.colorbar(shading, ax=list(axes), label='logit margin z1 - z0 (clipped at ±8)', shrink=0.9, pad=0.02)
     fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)',
@@ -178,11 +180,13 @@ def _row(report: 'EvalReport') -> Dict[str, Any]:
 
 def _table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
     from .formatting import format_table
-    fmt = lambda v, d=2: '–' if v is None else f'{v:.{d}f}'
+    def fmt(v, d=2):
+        return '–' if v is None else f'{v:.{d}f}'
     rows = []
     for dataset, by_loss in results.items():
         for loss, r in by_loss.items():
-            rows.append([dataset, loss, f"{fmt(r['clean_acc'])} [{fmt(r['clean_ci'][0], 1)}, {fmt(r['clean_ci'][1], 1)}]",
+            rows.append([dataset, loss,
+                         f"{fmt(r['clean_acc'])} [{fmt(r['clean_ci'][0], 1)}, {fmt(r['clean_ci'][1], 1)}]",
                          f"{fmt(r['robust_acc'])} [{fmt(r['robust_ci'][0], 1)}, {fmt(r['robust_ci'][1], 1)}]",
                          '–' if r.get('audited_acc') is None else
                          f"{fmt(r['audited_acc'])} [{fmt(r['audited_ci'][0], 1)}, {fmt(r['audited_ci'][1], 1)}]",
@@ -221,7 +225,8 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     results['toy'] = toy_boundary(out / figures[0])
     jobs = [(dataset, loss, str(out), budget, eps) for dataset in budget.datasets for loss in DEMO_LOSSES]
     _run_phase(_train_job, jobs, workers, progress, 'demo 1/2: train', _TrainProgress(out, budget))
-    done = _run_phase(_attack_job, jobs, workers, progress, 'demo 2/2: attack, audit, export', _AttackProgress(out, jobs))
+    done = _run_phase(_attack_job, jobs, workers, progress, 'demo 2/2: attack, audit, export',
+                      _AttackProgress(out, jobs))
     evaluations: Dict[str, Dict[str, Any]] = {}
     for (dataset, loss, *_), evaluation in zip(jobs, done):
         evaluations.setdefault(dataset, {})[loss] = evaluation
@@ -236,8 +241,8 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
     atomic_write_text(out / 'report.md', _markdown(results, table, figures))
     print('\n' + table + '\n')
     for dataset, p in results['paired'].items():
-        print(f"{dataset}: AutoAttack-robust only under CE: {p['only_first']} points, only under SP: {p['only_second']} "
-              f"(McNemar exact p = {p['p_value']:.3g})")
+        print(f"{dataset}: AutoAttack-robust only under CE: {p['only_first']} points, only under SP: "
+              f"{p['only_second']} (McNemar exact p = {p['p_value']:.3g})")
     toy = results['toy']
     print('toy 2-D problem, distance from the boundary to the nearest majority / minority point: ' + '; '.join(
         f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}" for k, v in toy.items()))
@@ -267,8 +272,9 @@ def _claim_folder(out: Path, budget: DemoBudget, eps: float) -> None:
         differ = [k for k in settings if recorded.get(k) != settings[k]]
         if differ:
             modes = {'quick': '--quick', 'full': 'the full demo'}
-            mode = lambda b: next((modes[name] for name, known in DEMO_BUDGETS.items()
-                                   if json.loads(json.dumps(to_json(known))) == b), "another sp-timm's budget")
+            def mode(b):
+                return next((modes[name] for name, known in DEMO_BUDGETS.items()
+                             if json.loads(json.dumps(to_json(known))) == b), "another sp-timm's budget")
             what = [f"{mode(recorded.get('budget'))} -> {mode(settings['budget'])}" if k == 'budget'
                     else f'eps {recorded.get(k)!r} -> {eps!r}' if k == 'eps' else k for k in differ]
             raise ValueError(f"--out {out} holds a demo made with other settings ({'; '.join(what)}): its trainings "
@@ -335,9 +341,9 @@ class _TrainProgress(_Progress):
     unit = 'epoch'
 
     def __init__(self, out: Path, budget: DemoBudget):
-        self.runs = {f'{d}-{l}': (out / 'runs' / f'{d}-{l}' / 'metrics.jsonl',
+        self.runs = {f'{d}-{loss}': (out / 'runs' / f'{d}-{loss}' / 'metrics.jsonl',
                                   round(budget.epochs * (LT_EPOCH_FACTOR if d.endswith('-lt') else 1)))
-                     for d in budget.datasets for l in DEMO_LOSSES}
+                     for d in budget.datasets for loss in DEMO_LOSSES}
         self.total = sum(n for _, n in self.runs.values())
 
     def poll(self) -> Tuple[int, str]:
@@ -352,8 +358,9 @@ class _AttackProgress(_Progress):
     unit = 'stage'
 
     def __init__(self, out: Path, jobs: Sequence[Tuple]):
-        self.evals = {f'{d}-{l}': (out / 'eval' / f'{d}-{l}', out / 'hub' / f'{d}-{l}', self.expected(d, l, budget))
-                      for d, l, _, budget, *_ in jobs}
+        self.evals = {f'{d}-{loss}': (out / 'eval' / f'{d}-{loss}', out / 'hub' / f'{d}-{loss}',
+                                      self.expected(d, loss, budget))
+                      for d, loss, _, budget, *_ in jobs}
         self.total = sum(expected for *_, expected in self.evals.values())
 
     @staticmethod
@@ -426,22 +433,24 @@ def _markdown(results: Dict[str, Any], table: str, figures: Sequence[str]) -> st
              f"SP: `{_loss_text('sp')}`)"
              + (f"; digits-lt: imbalance ratio {results['imbalance_ratio']:g}" if 'digits-lt' in b['datasets'] else '')
              + f". Each run's `last` checkpoint (the end of its fixed recipe) is evaluated. "
-             f"AutoAttack (standard) Linf eps {results['eps_str']} on the first {b['autoattack_points']} test images; FAB "
-             f"minimal perturbations ({b['fab_iters']} iterations) on the first {b['fab_points']}. One seed: the "
+             f"AutoAttack (standard) Linf eps {results['eps_str']} on the first {b['autoattack_points']} test images; "
+             f"FAB minimal perturbations ({b['fab_iters']} iterations) on the first {b['fab_points']}. One seed: the "
              f"intervals are over test points only; benchmarks/robustness_study.py repeats over seeds.", '', table, '']
     for dataset, p in results['paired'].items():
         lines.append(f"- {dataset}: points robust only under CE: {p['only_first']}, only under SP: {p['only_second']} "
                      f"(McNemar exact p = {p['p_value']:.3g}).")
     toy = results['toy']
     lines += ['', 'Toy 2-D problem (200 vs 20 points): distance from the learnt boundary to the nearest point of the '
-              'majority / minority class: ' + '; '.join(f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}"
-                                                        for k, v in toy.items()) + '.', '']
-    rules = {d: r['group_rule'] for d, by_loss in results['table'].items() for r in by_loss.values() if r.get('group_rule')}
+              'majority / minority class: '
+              + '; '.join(f"{k} {v['distance_to_majority']:.2f} / {v['distance_to_minority']:.2f}"
+                          for k, v in toy.items()) + '.', '']
+    rules = {d: r['group_rule'] for d, by_loss in results['table'].items() for r in by_loss.values()
+             if r.get('group_rule')}
     lines += [f'Long-tail groups of {d} (the few-shot columns: the last group): {rule}.' for d, rule in rules.items()]
     lines += [''] if rules else []
-    warned = [(d, l) for d, by_loss in results['table'].items() for l, r in by_loss.items() if r['unreliable']]
+    warned = [(d, loss) for d, by_loss in results['table'].items() for loss, r in by_loss.items() if r['unreliable']]
     if warned:
-        lines += ["AutoAttack's checks warned for: " + ', '.join(f'{d}/{l}' for d, l in warned) +
+        lines += ["AutoAttack's checks warned for: " + ', '.join(f'{d}/{loss}' for d, loss in warned) +
                   ' (see eval/*/summary.md).', '']
     lines += [f'![{f}]({f})' for f in figures]
     return '\n'.join(lines) + '\n'
@@ -454,13 +463,15 @@ def build_demo_parser(parser: Optional[argparse.ArgumentParser] = None) -> argpa
     p = parser or argparse.ArgumentParser(prog='sp-timm demo')
     p.formatter_class = DefaultsHelpFormatter
     p.description = DEMO_DESCRIPTION
-    p.add_argument('--out', default='output/demo', help='output folder (a rerun of the same demo reuses its finished runs and evaluations; '
-                                                        'another demo there is refused)')
+    p.add_argument('--out', default='output/demo',
+                   help='output folder (a rerun of the same demo reuses its finished runs and evaluations; '
+                        'another demo there is refused)')
     p.add_argument('--quick', action='store_true',
                    help='digits only (no digits-lt), 10 epochs, 24 test points, Linf FAB only: about 2 minutes')
     p.add_argument('--eps', type=parse_eps, default=DEMO_EPS, help='AutoAttack Linf budget (default: 2/255)')
     p.add_argument('--workers', type=int, default=None,
-                   help='processes running the (dataset, loss) pipelines side by side (default: 2 if the CPU has 2+ cores)')
+                   help='processes running the (dataset, loss) pipelines side by side '
+                        '(default: 2 if the CPU has 2+ cores)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 

@@ -15,7 +15,8 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 from .errors import CheckpointError
 
-__all__ = ['PathLike', 'Tensors', 'fsync_write', 'fsync_file', 'atomic_write_text', 'atomic_write_bytes', 'atomic_write_json',
+__all__ = ['PathLike', 'Tensors', 'fsync_write', 'fsync_file', 'atomic_write_text', 'atomic_write_bytes',
+           'atomic_write_json',
            'check_output_folder', 'staging_folder', 'make_shareable', 'sha256_file', 'safe_path_component',
            'read_json_object', 'save_tensors', 'load_tensors']
 

@@ -8,7 +8,8 @@ __all__ = ['format_table', 'format_ci', 'percent']
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain left-aligned text table (also valid markdown)."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    fmt = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
+    def fmt(cells):
+        return '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
     return '\n'.join([fmt(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] + [fmt(r) for r in rows])
 
 

@@ -77,8 +77,8 @@ def check_model_args(model_name: Any, model_args: Any, origin: str) -> Dict[str,
         raise CheckpointError(f"{origin}: the model name {model_name!r} is not a timm model name.")
     source, _ = parse_model_name(model_name)
     if source == 'local-dir':
-        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must name "
-                              f"a timm architecture (e.g. resnet32_cifar).")
+        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must "
+                              "name a timm architecture (e.g. resnet32_cifar).")
     if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
         raise CheckpointError(f"{origin}: model_args must be a mapping of argument names to values, got "
                               f"{type(model_args).__name__}.")
@@ -121,11 +121,13 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
     by ``check_model_args``) and the weights of exactly its ``model.safetensors``, loaded strictly. timm's own
     ``pretrained=True`` path is not used: it could pick another file (a pickled ``pytorch_model.bin``)."""
     if not (folder / 'config.json').is_file():
-        raise CheckpointError(f"'{folder}' has no config.json: it is not a timm Hub folder (sp-timm export writes one).")
+        raise CheckpointError(f"'{folder}' has no config.json: it is not a timm Hub folder (sp-timm export writes "
+                              f"one).")
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
-                              f"that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to safetensors.")
+                              "that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to "
+                              "safetensors.")
     config = read_json_object(folder / 'config.json', "a timm model config")
     model_args = config.get('model_args') or {}
     if isinstance(model_args, dict) and config.get('num_classes') is not None:
@@ -158,16 +160,21 @@ def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Mod
     else:
         from huggingface_hub import snapshot_download
         try:
-            folder = Path(snapshot_download(source[len('hf-hub:'):], allow_patterns=['*.json', '*.safetensors', '*.md']))
+            folder = Path(snapshot_download(source[len('hf-hub:'):], allow_patterns=['*.json', '*.safetensors',
+                                                                                     '*.md']))
         except Exception as err:
             raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
                                   f"download it elsewhere and use 'local-dir:DIR'.") from err
     model = _load_hub_folder(folder)
     info = _hub_model_info(folder, source)
     if weights not in ('auto', info.weights):
-        fix = ('export them with sp-timm export --weights raw' if info.weights == 'ema' else 'the run had no --model-ema, '
-               'or export its EMA weights with sp-timm export --weights ema')
-        raise CheckpointError(f"'{source}' holds the {info.weights} weights of its run only, not the {weights} ones; {fix}.")
+        fix = ('export them with sp-timm export --weights raw' if info.weights == 'ema' else 'the run had no '
+                                                                                             '--model-ema, or export '
+                                                                                             'its EMA weights with '
+                                                                                             'sp-timm export '
+                                                                                             '--weights ema')
+        raise CheckpointError(f"'{source}' holds the {info.weights} weights of its run only, not the {weights} ones; "
+                              f"{fix}.")
     return model.eval(), info
 
 

@@ -9,7 +9,8 @@ import copy
 from dataclasses import MISSING, Field, field, fields
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-__all__ = ['DefaultsHelpFormatter', 'add_debug_arg', 'DEBUG_ENV', 'option', 'OptionSpec', 'option_fields', 'field_default',
+__all__ = ['DefaultsHelpFormatter', 'add_debug_arg', 'DEBUG_ENV', 'option', 'OptionSpec', 'option_fields',
+           'field_default',
            'flag_names', 'add_options', 'from_namespace', 'as_flags']
 
 DEBUG_ENV = 'SP_TIMM_DEBUG'  # =1: full tracebacks, as --debug

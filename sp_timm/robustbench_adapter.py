@@ -92,7 +92,8 @@ def _robustbench_eval():
     if not install_robustbench_compat():
         import importlib.util
         if importlib.util.find_spec('robustbench') is None:
-            raise ValueError("RobustBench's evaluator needs the [robustbench] extra: pip install 'sp-timm[robustbench]'.")
+            raise ValueError("RobustBench's evaluator needs the [robustbench] extra: pip install "
+                             "'sp-timm[robustbench]'.")
     import robustbench.eval
     return robustbench.eval
 

@@ -10,8 +10,8 @@ import pytest
 from sp_timm.records import TrainConfig
 
 # a run of a few seconds: 64 training images, 32 validation images, one epoch, no augmentation, no progress bars
-TINY: Dict[str, Any] = dict(dataset='digits', model='small_cnn_cifar', batch_size=32, train_examples=64, val_examples=32,
-                            no_aug=True, no_progress=True, epochs=1)
+TINY: Dict[str, Any] = dict(dataset='digits', model='small_cnn_cifar', batch_size=32, train_examples=64,
+                            val_examples=32, no_aug=True, no_progress=True, epochs=1)
 
 
 def tiny_config(**overrides: Any) -> TrainConfig:
@@ -57,11 +57,13 @@ def toy_report(result, labels, num_classes: int = 10, eps: float = 4 / 255, meta
 
 
 def minimal_run(loss: str = 'ce', loss_params: Dict[str, Any] = None, **config: Any):
-    """A ``RunRecord`` with only what a test sets (the loss, its parameters, flags of its config); the rest plausible."""
+    """A ``RunRecord`` with only what a test sets (the loss, its parameters, flags of its config); the rest
+    plausible."""
     from sp_timm.records import RunRecord
     return RunRecord(model='small_cnn_cifar', model_args={'num_classes': 10}, num_classes=10,
-                     classes=[str(c) for c in range(10)], dataset='digits', data_source='test', train_class_counts=[1] * 10,
-                     split_class_counts=[1] * 10, class_groups={'many': list(range(10))}, group_rule='shots',
+                     classes=[str(c) for c in range(10)], dataset='digits', data_source='test',
+                     train_class_counts=[1] * 10, split_class_counts=[1] * 10,
+                     class_groups={'many': list(range(10))}, group_rule='shots',
                      input_range=[0.0, 1.0], input_mean=None, input_std=None, loss=loss, loss_params=loss_params or {},
                      config=TrainConfig(dataset='digits', loss=loss, **config), num_processes=1, global_batch_size=32,
                      sp_timm_version='0', timm_version='0', torch_version='0')

@@ -80,7 +80,8 @@ def floor(name: str) -> int:
 
 
 def graph() -> Dict[str, Set[str]]:
-    return {name: {target for target, _, _ in imports(name) if target in MODULES and target != name} for name in MODULES}
+    return {name: {target for target, _, _ in imports(name) if target in MODULES and target != name}
+            for name in MODULES}
 
 
 def test_every_module_has_a_floor():
@@ -125,7 +126,8 @@ def test_no_private_name_crosses_a_module():
         for target, imported, line in imports(name):
             if imported.startswith('_') and not imported.startswith('__') and target != name:
                 crossing.append(f'{name}:{line} imports {imported} from {target}')
-            private_parts = [i for i, part in enumerate(target.split('.')) if part.startswith('_') and part != '__init__']
+            private_parts = [i for i, part in enumerate(target.split('.'))
+                             if part.startswith('_') and part != '__init__']
             for i in private_parts:  # a private module is reachable from inside its own package only
                 owner = '.'.join(target.split('.')[:i])
                 if not (name == owner or name.startswith(owner + '.')):
@@ -137,7 +139,8 @@ def test_no_function_takes_more_than_twelve_parameters():
     wide = []
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (name, node.name) not in PARAMETER_EXCEPTIONS:
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and (name, node.name) not in PARAMETER_EXCEPTIONS):
                 a = node.args
                 params = [*a.posonlyargs, *a.args, *a.kwonlyargs] + [p for p in (a.vararg, a.kwarg) if p]
                 count = len([p for p in params if p.arg not in ('self', 'cls')])

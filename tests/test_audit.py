@@ -106,7 +106,8 @@ def test_worst_case_is_the_and_of_the_attack_flags():
     summary, per_point = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(),
                                          skipped={})
     expected = aa['square'] & flags['apgd-ce'] & flags['pgd-margin'] & flags['square']
-    assert torch.equal(per_point['worst'], expected) and torch.equal(per_point['worst'], torch.tensor([t, f, f, f, t, f, f, f]))
+    assert (torch.equal(per_point['worst'], expected)
+            and torch.equal(per_point['worst'], torch.tensor([t, f, f, f, t, f, f, f])))
     rows = {r.attack: r for r in summary.attacks}
     assert [rows[a].broke_beyond_aa for a in ('apgd-ce', 'pgd-margin', 'square')] == [1, 1, 1]
     assert rows['apgd-ce'].acc == 100 * 4 / 8 and summary.broke_beyond_aa == 3
@@ -211,7 +212,8 @@ def test_interrupted_audit_resumes_without_rerunning_finished_stages(masked, tmp
     stop_at = 0
     resumed = evaluate_points(model, x, y, work_dir=resumed_work, **settings)
     assert calls == uninterrupted[2:]  # the two finished stages are not run again; the interrupted one is
-    without_warnings = lambda audit: replace(audit, warnings=[])  # finished stages do not warn again
+    def without_warnings(audit):
+        return replace(audit, warnings=[])  # finished stages do not warn again
     assert without_warnings(resumed.audit) == without_warnings(full.audit)
     for key, value in full.audit_points.items():
         assert torch.equal(value, resumed.audit_points[key]), key
@@ -242,7 +244,8 @@ def test_surrogate_flags_are_checked(monkeypatch):
     assert 'add --audit' in ' '.join(config.problems())
     config = parse_eval_args(['--checkpoint', 'x', '--audit', '--surrogate', 'y', '--audit-restarts', '2'])
     assert config.attack.audit.restarts == 2 and not config.problems()
-    info = lambda classes: ModelInfo(source='y', weights='raw', architecture='mlp', num_classes=classes)
+    def info(classes):
+        return ModelInfo(source='y', weights='raw', architecture='mlp', num_classes=classes)
     monkeypatch.setattr(runner, 'load_model', lambda source: (mlp(), info(5)))
     with pytest.raises(ValueError, match="'y' was trained for 5 classes"):
         runner._audit_inputs(config, info(10), 10)
@@ -254,7 +257,8 @@ def test_surrogate_flags_are_checked(monkeypatch):
 
 def test_attacks_that_apply_and_the_training_loss_from_the_record():
     stages, skipped = audit_stages(2, AuditInputs(loss_note='why'))
-    assert stages == ['apgd-ce', 'pgd-margin', 'square'] and set(skipped) == {'apgd-dlr', 'apgd-t', 'apgd-loss', 'transfer'}
+    assert (stages == ['apgd-ce', 'pgd-margin', 'square']
+            and set(skipped) == {'apgd-dlr', 'apgd-t', 'apgd-loss', 'transfer'})
     assert skipped['apgd-loss'] == 'why'
     both = AuditInputs(surrogate=mlp(), train_loss=lambda z, t: z.sum(1))
     assert 'apgd-dlr' in audit_stages(3, both)[0] and 'apgd-t' in audit_stages(3, both)[1]
@@ -262,9 +266,11 @@ def test_attacks_that_apply_and_the_training_loss_from_the_record():
     loss, note = training_loss_from_run(minimal_run('sp_ls', smoothing=0.0))
     logits, labels = torch.randn(5, 10), torch.arange(5)
     assert note == '' and loss(logits, labels).shape == (5,)
-    assert training_loss_from_run(minimal_run('ce'))[0] is None and 'apgd-ce' in training_loss_from_run(minimal_run('ce'))[1]
+    assert (training_loss_from_run(minimal_run('ce'))[0] is None
+            and 'apgd-ce' in training_loss_from_run(minimal_run('ce'))[1])
     smoothed, _ = training_loss_from_run(minimal_run('ce', smoothing=0.1))
-    assert torch.allclose(smoothed(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.1, reduction='none'))
+    assert torch.allclose(smoothed(logits, labels),
+                          F.cross_entropy(logits, labels, label_smoothing=0.1, reduction='none'))
     assert training_loss_from_run(None)[0] is None
     with pytest.raises(ValueError, match='>= 1'):
         AuditConfig(restarts=0)
@@ -275,8 +281,9 @@ def test_loss_aware_apgd_ascends_the_given_loss():
     runs and returns per-point flags."""
     model = mlp()
     x, y = points(model, n=8)
-    context = lambda train_loss=None: AuditContext(eps=EPS, norm='Linf', seed=3, device='cpu', config=SMALL,
-                                                   num_classes=10, inputs=AuditInputs(train_loss=train_loss))
+    def context(train_loss=None):
+        return AuditContext(eps=EPS, norm='Linf', seed=3, device='cpu', config=SMALL, num_classes=10,
+                            inputs=AuditInputs(train_loss=train_loss))
     ce = audit_module.run_stage('apgd-ce', model, x, y, context())
     as_callable = audit_module.run_stage('apgd-loss', model, x, y, context(lambda z, t: F.cross_entropy(
         z, t, reduction='none')))

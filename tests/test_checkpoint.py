@@ -1,4 +1,5 @@
-""" Checkpoints (sp_timm.checkpoint): hashes cover every file, run.json included; saving an epoch again or a kill between the link updates never leaves a link without its folder or best behind the recorded best. """
+""" Checkpoints (sp_timm.checkpoint): hashes cover every file, run.json included; saving an epoch again or a kill
+between the link updates never leaves a link without its folder or best behind the recorded best. """
 import json
 import os
 import shutil
@@ -15,7 +16,8 @@ def test_checkpoint_hash_covers_run_json_and_needs_state_json(run, tmp_path):
     checkpoint = tmp_path / 'ckpt'
     shutil.copytree(run / 'last', checkpoint)
     record = json.loads((checkpoint / 'run.json').read_text())
-    assert json.loads((checkpoint / 'state.json').read_text())['sha256']['run.json'] == sha256_file(checkpoint / 'run.json')
+    assert (json.loads((checkpoint / 'state.json').read_text())['sha256']['run.json']
+            == sha256_file(checkpoint / 'run.json'))
     (checkpoint / 'run.json').write_text(json.dumps(dict(record, loss_params={'pstar': 0.99})))
     with pytest.raises(CheckpointError, match='run.json.*SHA-256'):
         load_model(str(checkpoint))

@@ -1,4 +1,5 @@
-""" --class-weight and --drw-epoch (sp_timm.losses ClassWeightedLoss): the weights' formulas, the normalised weighted mean, an SP member's stationary point kept, deferred re-weighting. """
+""" --class-weight and --drw-epoch (sp_timm.losses ClassWeightedLoss): the weights' formulas, the normalised weighted
+mean, an SP member's stationary point kept, deferred re-weighting. """
 import pytest
 import torch
 from torch import nn
@@ -33,7 +34,8 @@ def test_weighted_loss_is_the_normalised_weighted_mean_and_off_is_the_plain_loss
     torch.manual_seed(0)
     z, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 1, 1])
     t = (0.7 * nn.functional.one_hot(y, 4) + 0.3 * nn.functional.one_hot(y.roll(1), 4)).double() if soft else y
-    make = lambda: create_classification_loss(name, soft_targets=soft)
+    def make():
+        return create_classification_loss(name, soft_targets=soft)
     w = torch.tensor([0.5, 2.0, 1.0, 4.0])
     plain, weighted = make(), ClassWeightedLoss(make(), w, enabled=False)
     assert torch.allclose(weighted(z, t), plain(z, t), atol=1e-10)  # before --drw-epoch: the unweighted loss
@@ -73,7 +75,8 @@ def test_weights_keep_an_sp_members_stationary_point_and_scale_its_gradient(name
 @pytest.mark.parametrize('argv, message', [
     (['--class-weight-beta', '1.0'], r'--class-weight-beta must be in \[0, 1\)'),
     (['--class-weight', 'effective', '--class-weight-beta', '-0.5'], r'--class-weight-beta must be in \[0, 1\)'),
-    (['--class-weight', 'balanced', '--epochs', '5', '--drw-epoch', '5'], r'--drw-epoch must be in \[1, --epochs - 1\]'),
+    (['--class-weight', 'balanced', '--epochs', '5', '--drw-epoch', '5'],
+     r'--drw-epoch must be in \[1, --epochs - 1\]'),
     (['--class-weight', 'balanced', '--epochs', '5', '--drw-epoch', '0'], r'--drw-epoch must be in'),
     (['--drw-epoch', '2'], r'--drw-epoch defers class weights'),
     (['--class-weight', 'inverse'], r"invalid choice: 'inverse'"),
@@ -90,7 +93,8 @@ def test_class_weight_on_a_balanced_training_set_is_allowed_and_logged(capsys):
     from sp_timm.data import ImageData
     from sp_timm.losses import create_classification_loss
     from sp_timm.train.trainer import Trainer
-    data = ImageData(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), ['a', 'b', 'c'], 'toy')
+    data = ImageData(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), ['a', 'b', 'c'],
+                     'toy')
     fake = SimpleNamespace(config=parse_train_args(['--dataset', 'digits', '--class-weight', 'balanced']),
                            loss_fn=create_classification_loss('sp_ls'), accelerator=SimpleNamespace(device='cpu'),
                            main=True)

@@ -58,8 +58,8 @@ def test_unknown_command_is_a_usage_error(capsys):
 HEAVY = ('torch', 'timm', 'accelerate', 'matplotlib')
 
 
-@pytest.mark.parametrize('argv', [['--help'], ['--version'], *[[c, '--help'] for c in
-                                                                 ('losses', 'data', 'train', 'eval', 'demo', 'export')]])
+@pytest.mark.parametrize('argv', [['--help'], ['--version'],
+                                  *[[c, '--help'] for c in ('losses', 'data', 'train', 'eval', 'demo', 'export')]])
 def test_help_and_version_import_neither_torch_nor_timm(argv):
     code = ('import sys\nfrom sp_timm.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n'
             '    assert e.code in (0, None), e.code\n'
@@ -96,7 +96,8 @@ def test_every_command_has_a_description_and_every_flag_help_with_its_default():
             lowered = text.lower()
             assert 'default' in lowered or 'required' in lowered, f'{flag}: {text}'
             if action.nargs != 0 and isinstance(action.default, (int, str)) and action.default != '':
-                assert str(action.default) in text[lowered.rindex('default'):], f'{flag} hides {action.default!r}: {text}'
+                assert str(action.default) in text[lowered.rindex('default'):], \
+                    f'{flag} hides {action.default!r}: {text}'
 
 
 def test_train_help_shows_the_defaults_the_issue_missed(capsys):
@@ -152,8 +153,8 @@ def test_baseline_leaderboard_entry_names_the_run_and_says_what_to_fill_in():
     assert entry.authors == 'TO FILL IN: the authors (sp-timm eval --authors)'
     assert entry.venue.startswith('TO FILL IN: the venue') and entry.architecture == 'WideResNet-28-10'
     assert entry.reported == '' and entry.autoattack_acc == '50.00'  # a measurement is not the paper's claim
-    given = _entry(['--paper-title', 'Our paper', '--link', 'https://x.org', '--authors', 'A. B', '--venue', 'ICML 2026',
-                    '--reported', '51.3'], record)
+    given = _entry(['--paper-title', 'Our paper', '--link', 'https://x.org', '--authors', 'A. B', '--venue',
+                    'ICML 2026', '--reported', '51.3'], record)
     assert (given.name, given.link, given.authors, given.venue, given.reported) == (
         'Our paper', 'https://x.org', 'A. B', 'ICML 2026', '51.3')
 
@@ -169,7 +170,8 @@ def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_field
     entry = _entry([], run)
     assert (entry.name, entry.link, entry.venue) == (SP_PAPER['name'], SP_PAPER['link'], SP_PAPER['venue'])
     assert entry.authors.startswith('TO FILL IN') and entry.reported == ''
-    report = replace(fake_report(ModelInfo(source='m', weights='raw', architecture=run.model, run=run), dataset='digits-lt'),
+    report = replace(fake_report(ModelInfo(source='m', weights='raw', architecture=run.model, run=run),
+                                 dataset='digits-lt'),
                      leaderboard=entry, groups={'head': GroupResult(classes=[0], clean_acc=1.0, robust_acc=0.0)},
                      group_rule=GroupRule(name='thirds', description='head / middle / tail: thirds'))
     summary = render_summary(report)

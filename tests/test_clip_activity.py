@@ -28,7 +28,8 @@ def test_table_summarises_clipping_over_seeds():
     assert all(line.count('|') == 10 for line in lines)  # 9 columns, no pipe inside a cell
     assert lines[2] == ('| digits | sp_margin_m4 | 2 | 5 | 18.3 (seeds 10.0–26.7) | 1–2 (of 3) | 12.00 | 5.50 → 1.50 '
                         '| 1 of 2 |')
-    assert lines[3] == '| digits | ce_clip5 | 1 | 5 | 0.0 (seeds 0.0–0.0) | never (of 3) | 1.00 | 0.50 → 0.20 | no study run |'
+    assert lines[3] == ('| digits | ce_clip5 | 1 | 5 | 0.0 (seeds 0.0–0.0) | never (of 3) | 1.00 | 0.50 → 0.20 '
+                        '| no study run |')
 
 
 def test_saved_log_prints_the_same_table_with_its_command(tmp_path):

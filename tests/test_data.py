@@ -132,7 +132,8 @@ def make_cifar_like(num_per_split=(20, 10), fine=False):
         features = datasets.Features({'img': datasets.Image(),
                                       label_name: datasets.ClassLabel(names=[f'c{i}' for i in range(num_classes)])})
         splits[split] = datasets.Dataset.from_dict(
-            {'img': [Image.fromarray(p) for p in pixels], label_name: [i % num_classes for i in range(n)]}, features=features)
+            {'img': [Image.fromarray(p) for p in pixels], label_name: [i % num_classes for i in range(n)]},
+            features=features)
     return datasets.DatasetDict(splits)
 
 
@@ -185,7 +186,8 @@ def test_local_data_errors(tmp_path):
     recorded = datasets.Dataset(train.data, info=train.info, split=datasets.Split.TEST)
     recorded.save_to_disk(str(tmp_path / 'cifar10_test'))  # as load_dataset(..., split='test') saves it
     assert len(create_dataset('cifar10', 'test', data_dir=str(tmp_path / 'cifar10_test'))) == 20
-    datasets.Dataset(train.data, info=train.info, split=datasets.Split.TRAIN).save_to_disk(str(tmp_path / 'mixed' / 'test'))
+    datasets.Dataset(train.data, info=train.info, split=datasets.Split.TRAIN).save_to_disk(
+        str(tmp_path / 'mixed' / 'test'))
     for folder, message in (('one/train', "holds one split of unknown name .* not the 'test' split"),
                             ('one', 'holds no dataset'), ('mixed', "holds the 'train' split .* not the 'test' split"),
                             ('mixed/test', "holds the 'train' split")):
@@ -268,7 +270,8 @@ def test_data_command(capsys):
     assert main(['data', '--dataset', 'cifar10-lt']) == 0
     out = capsys.readouterr().out
     assert '12406 train / 10000 test' in out and 'count formula' in out
-    rows = {line.split('|')[2].strip(): line for line in out.splitlines() if line.startswith('| ') and 'train' not in line}
+    rows = {line.split('|')[2].strip(): line for line in out.splitlines()
+            if line.startswith('| ') and 'train' not in line}
     assert list(rows) == list(CLASS_NAMES['cifar10'])
     assert rows['airplane'].split('|')[5].strip() == 'head' and rows['truck'].split('|')[5].strip() == 'tail'
     assert GROUP_RULES['thirds'] in out and 'head: 3 classes, middle: 4 classes, tail: 3 classes' in out

@@ -12,7 +12,8 @@ def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsy
     from sp_timm.eval.config import AuditConfig
     tiny_audit = AuditConfig(restarts=1, n_iter=5, max_targets=1, margin_restarts=1, margin_steps=5, square_queries=20,
                              square_restarts=1)
-    monkeypatch.setitem(demo.DEMO_BUDGETS, 'quick', demo.DemoBudget(1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS, tiny_audit))
+    monkeypatch.setitem(demo.DEMO_BUDGETS, 'quick',
+                        demo.DemoBudget(1, 8, 8, 2, ('Linf',), demo.DEMO_DATASETS, tiny_audit))
     out = tmp_path / 'demo'
     assert cli_main(['demo', '--quick', '--out', str(out), '--no-progress', '--eps', '8/255']) == 0
     printed = capsys.readouterr().out

@@ -1,4 +1,5 @@
-""" --model-ema (timm's ModelEmaV3): the decay schedule, validation and best on the EMA, saved and verified EMA weights, eval and export use them by default and the raw ones on request, 2 processes equal 1. """
+""" --model-ema (timm's ModelEmaV3): the decay schedule, validation and best on the EMA, saved and verified EMA
+weights, eval and export use them by default and the raw ones on request, 2 processes equal 1. """
 import shutil
 import sys
 from pathlib import Path
@@ -80,7 +81,8 @@ def test_ema_weights_follow_timms_decay_schedule(tmp_path, monkeypatch, warmup):
         return update(self, model, step=step)
 
     monkeypatch.setattr(ModelEmaV3, 'update', spy)
-    out = train(parse_train_args(EMA + ['--output', str(tmp_path / 'run')] + (['--model-ema-warmup'] if warmup else [])))
+    out = train(parse_train_args(EMA + ['--output', str(tmp_path / 'run')]
+                                 + (['--model-ema-warmup'] if warmup else [])))
     assert len(snapshots) == EMA_STEPS and steps == list(range(1, EMA_STEPS + 1))  # timm: step = updates so far
     raw, ema = last_weights(out), load_file(str(out / 'last' / 'model_ema.safetensors'))
     assert all(torch.equal(snapshots[-1][k], raw[k]) for k in raw)  # the EMA followed the trained (unwrapped) model
@@ -90,7 +92,8 @@ def test_ema_weights_follow_timms_decay_schedule(tmp_path, monkeypatch, warmup):
         if not ema[k].is_floating_point():  # num_batches_tracked: copied
             assert torch.equal(ema[k], expected[k]), k
             continue
-        assert torch.allclose(ema[k].double(), expected[k], atol=1e-6, rtol=0), (k, (ema[k].double() - expected[k]).abs().max())
+        assert torch.allclose(ema[k].double(), expected[k], atol=1e-6, rtol=0), \
+            (k, (ema[k].double() - expected[k]).abs().max())
     assert max((ema[k].double() - other[k]).abs().max().item() for k in ema if ema[k].is_floating_point()) > 1e-3
     assert max((ema[k] - raw[k]).abs().max().item() for k in ema if ema[k].is_floating_point()) > 1e-3
 
@@ -187,7 +190,8 @@ def test_eval_uses_ema_weights_by_default_and_raw_on_request(ema_run, capsys):
     reports = [json.loads((f / 'report.json').read_text())['model'] for f in folders]
     assert [r['weights'] for r in reports] == ['ema', 'raw']
     summaries = [(f / 'summary.md').read_text() for f in folders]
-    assert 'EMA weights' in summaries[0] and 'trained (raw)' not in summaries[0] and 'trained (raw) weights' in summaries[1]
+    assert ('EMA weights' in summaries[0] and 'trained (raw)' not in summaries[0]
+            and 'trained (raw) weights' in summaries[1])
     assert reports[0]['weights_sha256'] == weights_sha256(_model_with(ema_run / 'last', 'model_ema.safetensors'))
     assert reports[1]['weights_sha256'] == weights_sha256(_model_with(ema_run / 'last', 'model.safetensors'))
     assert reports[0]['weights_sha256'] == weights_sha256(load_model(str(ema_run / 'last'))[0])
@@ -232,6 +236,7 @@ def test_two_processes_with_ema_match_one_process(tmp_path):
     for k in a:
         assert torch.allclose(a[k].double(), b[k].double(), atol=SYNC_ATOL, rtol=SYNC_RTOL), \
             (k, (a[k].double() - b[k].double()).abs().max().item())
-    rows_one, rows_two = read_metrics(tmp_path / 'one' / 'metrics.jsonl'), read_metrics(tmp_path / 'two' / 'metrics.jsonl')
+    rows_one, rows_two = (read_metrics(tmp_path / 'one' / 'metrics.jsonl'),
+                          read_metrics(tmp_path / 'two' / 'metrics.jsonl'))
     for r1, r2 in zip(rows_one, rows_two):
         assert r1['ema_val_loss'] == pytest.approx(r2['ema_val_loss'], rel=1e-3)

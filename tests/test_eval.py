@@ -58,7 +58,8 @@ def test_eps_parsing_checking_and_robustbench_spelling():
 
 
 def test_chunk_equals_pyautoattack_run_standard_evaluation():
-    """sp-timm's per-attack calls are the loop run_standard_evaluation runs itself: same points flipped, same classes."""
+    """sp-timm's per-attack calls are the loop run_standard_evaluation runs itself: same points flipped, same
+    classes."""
     from pyautoattack import AutoAttack
     model = mlp()
     x, y = points(model)
@@ -94,7 +95,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
         evaluate_points(model, x, y, work_dir=tmp_path / 'resumed', **settings)
     interrupted_calls = list(calls)
     calls.clear()
-    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation',
+                        lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
     resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'resumed', **settings)
     for key in full.aa:
         assert torch.equal(full.aa[key], resumed.aa[key]), key
@@ -111,7 +113,8 @@ def test_saved_fab_chunks_of_fewer_points_are_not_reused_for_more(tmp_path):
     again, so every distance stays with its point (as a fresh run's)."""
     model = mlp()
     x, y = points(model, n=6)
-    settings = dict(eps=2 / 255, batch_size=2, min_pert_norms=['Linf'], fab_iters=5, progress=False, echo_warnings=False)
+    settings = dict(eps=2 / 255, batch_size=2, min_pert_norms=['Linf'], fab_iters=5, progress=False,
+                    echo_warnings=False)
     evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=3, **settings)
     resumed = evaluate_points(model, x, y, work_dir=tmp_path / 'work', min_pert_examples=6, **settings)
     fresh = evaluate_points(model, x, y, work_dir=tmp_path / 'fresh', min_pert_examples=6, **settings)
@@ -230,7 +233,8 @@ def test_eval_warns_when_its_first_points_miss_classes(checkpoint, tmp_path, cap
     it: the accuracies would be about some classes only. Two points hold at most 2 of digits' 10 classes."""
     assert cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '2', '--batch-size', '2',
                      '--min-pert-examples', '0', '--out', str(tmp_path / 'eval'), '--no-progress']) == 0
-    assert re.search(r'the first 2 digits-lt test images hold no image of (8|9) of its 10 classes', capsys.readouterr().err)
+    assert re.search(r'the first 2 digits-lt test images hold no image of (8|9) of its 10 classes',
+                     capsys.readouterr().err)
 
 
 def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path, capsys):
@@ -254,7 +258,8 @@ def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path,
     assert entry['name'] == 'Stationary Point Losses for Robust Model' and entry['architecture'] == 'SmallCNN'
     # long-tailed: per-class rows carry the training counts and groups, and group means exist
     counts = [c['train_count'] for c in report['per_class']]
-    assert counts == json.loads((checkpoint / 'run.json').read_text())['train_class_counts'] and counts[0] > 3 * counts[-1]
+    assert (counts == json.loads((checkpoint / 'run.json').read_text())['train_class_counts']
+            and counts[0] > 3 * counts[-1])
     # groups come from the whole training split (digits-lt at ratio 10: 134 .. 13 images), not the 256-image subset
     assert report['long_tailed'] and list(report['groups']) == ['many', 'medium', 'few']
     assert report['group_rule']['name'] == 'shots'
@@ -311,9 +316,9 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     flags = ['--checkpoint', str(checkpoint), '--n-examples', '30', '--batch-size', '10', '--eps', '4/255',
              '--min-pert-examples', '20', '--min-pert-norms', 'Linf', '--fab-iters', '5', '--no-progress',
-             '--audit', '--audit-restarts', '1', '--audit-iters', '5', '--audit-targets', '1', '--audit-margin-restarts',
-             '1', '--audit-margin-steps', '5', '--audit-square-queries', '20', '--audit-square-restarts', '1',
-             '--chunk-size', '15']  # 2 chunks: each process audits its own
+             '--audit', '--audit-restarts', '1', '--audit-iters', '5', '--audit-targets', '1',
+             '--audit-margin-restarts', '1', '--audit-margin-steps', '5', '--audit-square-queries', '20',
+             '--audit-square-restarts', '1', '--chunk-size', '15']  # 2 chunks: each process audits its own
     one = subprocess.run(CLI + ['eval', *flags, '--out', str(tmp_path / 'one')], env=env, capture_output=True,
                          text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -326,7 +331,8 @@ def test_two_processes_give_the_numbers_of_one(checkpoint, tmp_path):
     a, b = (json.loads((tmp_path / d / 'report.json').read_text()) for d in ('one', 'two'))
     for key in ('clean_acc', 'robust_acc', 'stages', 'per_class', 'min_perturbation', 'balanced_robust_acc'):
         assert a[key] == b[key], key
-    drop_warnings = lambda audit: {k: v for k, v in audit.items() if k != 'warnings'}
+    def drop_warnings(audit):
+        return {k: v for k, v in audit.items() if k != 'warnings'}
     assert drop_warnings(a['audit']) == drop_warnings(b['audit'])  # the audit too: per-point, per-chunk seeded
     assert a['protocol']['num_processes'] == 1 and b['protocol']['num_processes'] == 2
     assert sorted(a['warnings']) == sorted(b['warnings'])  # the checks over all points: once, not once per process
@@ -341,7 +347,8 @@ def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):
     epoch = checkpoint.resolve().name
     for source in (run, checkpoint):
         config = parse_eval_args(['--checkpoint', str(source)])
-        out = _default_out(config, ModelInfo(source=str(source), weights='raw', architecture='small_cnn_cifar'), 8 / 255)
+        out = _default_out(config, ModelInfo(source=str(source), weights='raw', architecture='small_cnn_cifar'),
+                           8 / 255)
         assert out == run.resolve() / 'eval' / f'{epoch}-eval-Linf-8_255'
 
 
@@ -361,7 +368,8 @@ def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, c
 def test_eval_settings_are_checked_before_its_work_folder(run, tmp_path, capsys):
     out = tmp_path / 'eval'
     for flags, message in ((['-b', '0'], '--batch-size must be >= 1'), (['--fab-iters', '0'], '--fab-iters'),
-                           (['--eps', '8'], 'write 8/255'), (['--curve-eps', '100', '--threat-model', 'L2'], 'diameter')):
+                           (['--eps', '8'], 'write 8/255'),
+                           (['--curve-eps', '100', '--threat-model', 'L2'], 'diameter')):
         status, err = run_cli(['eval', '--checkpoint', run / 'last', '--out', out, *flags], capsys)
         assert status == 2 and message in err
     assert not out.exists()

@@ -1,4 +1,6 @@
-""" The export-folder transaction of both exporters: export never deletes what it did not write, replaces only its own unchanged export, undoes a killed export, follows a link given as --out, and pushes without its marker. Each test checks the exit status, the message and that the files around are unchanged. """
+""" The export-folder transaction of both exporters: export never deletes what it did not write, replaces only its
+own unchanged export, undoes a killed export, follows a link given as --out, and pushes without its marker. Each test
+checks the exit status, the message and that the files around are unchanged. """
 import json
 import shutil
 import subprocess

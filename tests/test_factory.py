@@ -61,7 +61,8 @@ def test_sp_losses_through_the_factory():
 
 
 @pytest.mark.parametrize('call,match', [
-    (lambda: create_classification_loss('sp_lss'), "Unknown loss 'sp_lss'. Did you mean 'sp_ls'?.*Valid names: .*sp_ce"),
+    (lambda: create_classification_loss('sp_lss'),
+     "Unknown loss 'sp_lss'. Did you mean 'sp_ls'?.*Valid names: .*sp_ce"),
     (lambda: create_loss('cross_entropy'), "Unknown loss 'cross_entropy'.*Valid names"),
     (lambda: create_classification_loss('ce', sp_pstar=0.9), r"\['sp_pstar'\] apply to SP losses only"),
     (lambda: create_classification_loss('sp_ls', class_weight=[1.0, 2.0]), r"\['class_weight'\] only apply to timm"),

@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_smoke_run_writes_every_section(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'gpu_suite.py'), '--smoke', '--out', str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'gpu_suite.py'), '--smoke', '--out',
+                           str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / 'suite.json').read_text())
@@ -27,7 +28,8 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert results['train']['gflop_per_image_fwd_bwd'] > 0
     compile_runs = results['compile']['runs']
     assert [r['batch'] for r in compile_runs] == [8]
-    assert compile_runs[0]['eager_img_s'] > 0 and compile_runs[0]['compiled_img_s'] > 0 and compile_runs[0]['mfu_eager'] > 0
+    assert (compile_runs[0]['eager_img_s'] > 0 and compile_runs[0]['compiled_img_s'] > 0
+            and compile_runs[0]['mfu_eager'] > 0)
     assert results['autoattack']['points'] == 16 and results['autoattack']['sp_timm_robust_acc'] == 0.0
     table = (tmp_path / 'suite.md').read_text()
     assert '| sp_margin compiled |' in table and '| trades | 8 |' in table and '## AutoAttack standard' in table

@@ -29,7 +29,8 @@ from conftest import snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Millions of parameters, as published (WRN: Zagoruyko & Komodakis; PreActResNet-18: Rice et al.; ResNet-20/32: He et al.)
+# Millions of parameters, as published (WRN: Zagoruyko & Komodakis; PreActResNet-18: Rice et al.;
+# ResNet-20/32: He et al.)
 LITERATURE_PARAMS = {'wrn28_10_cifar': 36.5, 'wrn34_10_cifar': 46.2, 'wrn34_20_cifar': 184.5, 'wrn70_16_cifar': 266.8,
                      'preact_resnet18_cifar': 11.2, 'resnet20_cifar': 0.27, 'resnet32_cifar': 0.46,
                      'small_cnn_cifar': 0.0243}  # the last is sp-timm's own small network (its docstring)
@@ -45,7 +46,8 @@ def test_parameter_counts_match_the_literature(name):
 
 
 def test_models_normalise_inside_and_follow_timm_interface():
-    model = timm.create_model('resnet20_cifar', num_classes=7, input_mean=(0.5, 0.5, 0.5), input_std=(0.25, 0.25, 0.25)).eval()
+    model = timm.create_model('resnet20_cifar', num_classes=7, input_mean=(0.5, 0.5, 0.5),
+                              input_std=(0.25, 0.25, 0.25)).eval()
     x = torch.rand(3, 3, 32, 32)
     assert model(x).shape == (3, 7) and model.num_classes == 7
     assert model.pretrained_cfg['mean'] == (0.0, 0.0, 0.0) and model.pretrained_cfg['std'] == (1.0, 1.0, 1.0)
@@ -77,8 +79,9 @@ def fake_report(info, weights_sha256=None, dataset='digits', threat_model='Linf'
     entry = LeaderboardEntry(link='', name='sp_ls digits', authors='', additional_data=False, number_forward_passes=1,
                              dataset=dataset, venue='', architecture='ResNet-20', eps=eps, clean_acc='71.88',
                              reported='71.88', autoattack_acc='12.50', footnote='', unreliable=False)
-    return EvalReport(protocol=protocol, model=model, n_points=n, clean_acc=71.88, robust_acc=12.5, clean_ci=[54.6, 84.4],
-                      robust_ci=[4.9, 27.9], stages=[StageAccuracy('clean', 71.88)], max_perturbation=0.0,
+    return EvalReport(protocol=protocol, model=model, n_points=n, clean_acc=71.88, robust_acc=12.5,
+                      clean_ci=[54.6, 84.4], robust_ci=[4.9, 27.9],
+                      stages=[StageAccuracy('clean', 71.88)], max_perturbation=0.0,
                       balanced_clean_acc=70.1, balanced_robust_acc=11.9, long_tailed=True, per_class=per_class,
                       eps_curve=[], warnings=[], unreliable=False, audit=audit, model_name='sp_ls digits', seconds=1.0,
                       leaderboard=entry)
@@ -89,7 +92,8 @@ def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
     report_path = tmp_path / 'report.json'
     report_path.write_text(json.dumps(to_json(fake_report(info, weights_sha256(model)))))
     out = export_model(str(checkpoint), tmp_path / 'export', reports=[report_path], repo_id='me/sp-digits')
-    assert {p.name for p in out.iterdir()} >= {'config.json', 'model.safetensors', 'README.md', 'sp_timm.json', 'model_info'}
+    assert {p.name for p in out.iterdir()} >= {'config.json', 'model.safetensors', 'README.md', 'sp_timm.json',
+                                               'model_info'}
     assert not (out / 'pytorch_model.bin').exists()
     assert (out / 'model_info' / 'digits' / 'Linf' / 'sp_ls digits.json').is_file()
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
@@ -119,7 +123,8 @@ def test_model_card_front_matter_and_content(checkpoint, tmp_path):
 
 def test_the_card_lists_class_weight_beta_only_where_it_acts():
     from sp_timm.export.card import _training_rows
-    flags = lambda mode: [row[0] for row in _training_rows({'class_weight': mode, 'class_weight_beta': 0.9999})]
+    def flags(mode):
+        return [row[0] for row in _training_rows({'class_weight': mode, 'class_weight_beta': 0.9999})]
     assert flags('none') == ['`--class-weight`'] and flags('balanced') == ['`--class-weight`']
     assert flags('effective') == ['`--class-weight`', '`--class-weight-beta`']
 
@@ -167,7 +172,8 @@ def test_push_offline_fails_clearly_and_keeps_the_export(checkpoint, tmp_path):
     export = export_model(str(checkpoint), tmp_path / 'export')
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_TOKEN='hf_not_a_real_token', HF_HOME=str(tmp_path / 'hf-home'))
     result = subprocess.run([sys.executable, '-m', 'sp_timm', 'export', '--checkpoint', str(checkpoint), '--out',
-                             str(export), '--push', '--repo-id', 'me/sp-digits'], env=env, capture_output=True, text=True)
+                             str(export), '--push', '--repo-id', 'me/sp-digits'], env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 2
     assert 'failed' in result.stderr and 'is intact' in result.stderr
     assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()
@@ -183,7 +189,8 @@ def test_hf_hub_loading_from_a_hub_cache(checkpoint, tmp_path):
     (snapshot.parents[1] / 'refs').mkdir()
     (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
     code = ("import sp_timm, torch; from sp_timm.model_source import load_model; import timm\n"
-            "m, rec = load_model('hf-hub:me/sp-digits'); t = timm.create_model('local-dir:%s', pretrained=True).eval()\n"
+            "m, rec = load_model('hf-hub:me/sp-digits'); "
+            "t = timm.create_model('local-dir:%s', pretrained=True).eval()\n"
             "x = torch.rand(2, 3, 32, 32); print(torch.equal(m(x), t(x)), rec.run.loss)" % export)
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'hub'))
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
@@ -239,7 +246,8 @@ def test_train_args_yaml_parses_back_to_the_same_arguments(flags, tmp_path, monk
     text = (tmp_path / TRAIN_ARGS_FILE).read_text()
     assert 'output' not in yaml.safe_load(text) and 'no_progress' not in yaml.safe_load(text)
     if '--adv-eps 8/255' in flags:
-        assert 'adv_eps: 8/255' in text and 'adv_step_size: 0.0031' in text  # exact k/255 as a fraction, others as floats
+        # exact k/255 as a fraction, others as floats
+        assert 'adv_eps: 8/255' in text and 'adv_step_size: 0.0031' in text
 
 
 def test_train_args_of_a_record_without_val_split_keep_test_validation():
@@ -253,7 +261,8 @@ def test_train_args_of_a_record_without_val_split_keep_test_validation():
     assert run.config.val_split == 0 and train_config(run)[0]['val_split'] == 0
     assert train_config(read_export_record_json(json.loads(path.read_text()), str(path)).run)[0]['val_split'] == 'auto'
     card = render_model_card(run_model_info(replace(run, config=replace(run.config, seed=0)), 'x', 'raw'))
-    assert '`--seed` | 0 |' in card and '`--val-split` | 0 |' in card and '`--smoothing`' not in card  # 0 as a value, 0 as off
+    # 0 as a value, 0 as off
+    assert '`--seed` | 0 |' in card and '`--val-split` | 0 |' in card and '`--smoothing`' not in card
 
 
 def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, monkeypatch):
@@ -298,7 +307,8 @@ def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_pa
     assert metrics['AutoAttack accuracy (L2, eps=0.5)']['args'] == {
         'n_examples': 16, 'threat_model': 'L2', 'eps': '0.5', 'audited': False, 'attack': 'AutoAttack standard',
         'unreliable': False}
-    assert 'https://arxiv.org/abs/2302.09575' in body and '| audited robust accuracy (flagged unreliable) | 10.00 |' in body
+    assert ('https://arxiv.org/abs/2302.09575' in body
+            and '| audited robust accuracy (flagged unreliable) | 10.00 |' in body)
     assert yaml.safe_load(render_model_card(info, []).split('---\n', 2)[1])['license'] == 'apache-2.0'
     with pytest.raises(ValueError, match='licence'):
         export_model(str(checkpoint), tmp_path / 'bad', license='Apache 2.0')

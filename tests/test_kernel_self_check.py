@@ -77,7 +77,8 @@ SELF_CHECK = textwrap.dedent('''
             raise AssertionError(f'{name} {kwargs}: kernel="triton" served a kernel that failed its check')
     wrong = _kernel_check.kernel_verdicts()
     assert wrong and not any(v.passed for v in wrong.values())
-    print(f'wrong constant: {len(wrong)} variants caught, smallest error {min(v.worst_ratio for v in wrong.values()):.3g}'
+    print(f'wrong constant: {len(wrong)} variants caught, '
+          f'smallest error {min(v.worst_ratio for v in wrong.values()):.3g}'
           ' of its tolerance')
     _triton._kernel_constants = real_constants
 
@@ -95,7 +96,8 @@ SELF_CHECK = textwrap.dedent('''
     for name in sorted({n for n, _ in configs}):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            create_loss(name, compile=False)._kernel_closed_form(torch.randn(64, 100), torch.zeros(64, dtype=torch.long), True)
+            create_loss(name, compile=False)._kernel_closed_form(torch.randn(64, 100),
+                                                                 torch.zeros(64, dtype=torch.long), True)
         assert any('disagrees' in str(w.message) and 'at row 24' in str(w.message) for w in caught), \\
             (name, [str(w.message) for w in caught])
     _triton._sp_rows_kernel = real_kernel

@@ -1,4 +1,5 @@
-""" Where a model comes from (sp_timm.model_source): local-dir: loads exactly the verified safetensors, model arguments read from files name no file and are checked, pickles never run. """
+""" Where a model comes from (sp_timm.model_source): local-dir: loads exactly the verified safetensors, model
+arguments read from files name no file and are checked, pickles never run. """
 import json
 import shutil
 from pathlib import Path
@@ -37,7 +38,8 @@ class _Touch:
 
 
 @pytest.mark.parametrize('model_args, message', [
-    ({'checkpoint_path': 'PICKLE'}, 'may not name files'), ({'pretrained_cfg': {'file': 'PICKLE'}}, 'may not name files'),
+    ({'checkpoint_path': 'PICKLE'}, 'may not name files'),
+    ({'pretrained_cfg': {'file': 'PICKLE'}}, 'may not name files'),
     ({'bogus': 1}, 'does not accept'), ([1, 2], 'mapping|expected an object')])
 def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
     executed = tmp_path / 'pickle-was-executed'

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from sp_timm.eval.plots import (FigureContext, min_perturbation_cdf_figure, per_class_figure, plot_robust_accuracy_vs_eps, robust_accuracy_figure)
+from sp_timm.eval.plots import (FigureContext, min_perturbation_cdf_figure, per_class_figure,
+                                plot_robust_accuracy_vs_eps, robust_accuracy_figure)
 from sp_timm.threat.budget import format_budget
 
 CONTEXT = FigureContext('digits-small_cnn_cifar-sp_margin', 'digits', 'Linf', 2 / 255)
@@ -64,12 +65,13 @@ def test_robust_accuracy_curve_that_stops_says_so(close_figures):
 
 
 def test_l2_budgets_stay_plain(close_figures, tmp_path):
-    fig = robust_accuracy_figure({'m': {'distances': torch.tensor([0.2, 0.4, 0.9]), 'points': [(0.5, 30.0)]}}, 'L2', 1.0,
-                                 context=FigureContext('wrn', 'cifar10', 'L2', 0.5))
+    fig = robust_accuracy_figure({'m': {'distances': torch.tensor([0.2, 0.4, 0.9]), 'points': [(0.5, 30.0)]}},
+                                 'L2', 1.0, context=FigureContext('wrn', 'cifar10', 'L2', 0.5))
     ax = fig.axes[0]
     assert ax.get_xlabel() == 'L2 budget eps' and 'L2 eps 0.5' in ax.get_title()
     assert max(_numbers(_tick_texts(fig, ax))) <= 1.2
-    png = plot_robust_accuracy_vs_eps(tmp_path / 'r.png', {'m': {'distances': torch.tensor([0.2]), 'points': []}}, 'L2', 1.0)
+    png = plot_robust_accuracy_vs_eps(tmp_path / 'r.png', {'m': {'distances': torch.tensor([0.2]), 'points': []}},
+                                      'L2', 1.0)
     assert png.read_bytes()[:4] == b'\x89PNG'
 
 
@@ -78,7 +80,8 @@ def test_cdf_labels_eps_in_x_over_255_and_marks_where_it_stops(close_figures):
               'sp': {'Linf': torch.tensor([1.0, 3.0, 5.0, float('inf')]) / 255}}
     fig = min_perturbation_cdf_figure(series, {'Linf': 2 / 255}, context=CONTEXT)
     linf, l2 = fig.axes
-    assert linf.get_xlabel() == 'Linf minimal perturbation (FAB) (x/255)' and l2.get_xlabel() == 'L2 minimal perturbation (FAB)'
+    assert (linf.get_xlabel() == 'Linf minimal perturbation (FAB) (x/255)'
+            and l2.get_xlabel() == 'L2 minimal perturbation (FAB)')
     assert max(_numbers(_tick_texts(fig, linf))) >= 5
     labels = [t.get_text() for t in linf.get_legend().get_texts()]
     assert 'ce (median 1/255)' in labels and 'AutoAttack eps 2/255' in labels  # lower median: 1/255

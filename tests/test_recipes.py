@@ -13,8 +13,9 @@ ACCELERATE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / 'recipes' / '
 def test_recipes_cover_the_issue():
     names = {p.stem for p in RECIPES}
     assert {'cifar10_wrn28_10_ce', 'cifar10_wrn28_10_sp', 'cifar10_wrn28_10_pgdat_ce', 'cifar10_wrn28_10_pgdat_sp',
-            'cifar10lt_resnet32_ce', 'cifar10lt_resnet32_sp', 'cifar10lt_resnet32_pgdat_ce', 'cifar10lt_resnet32_pgdat_sp',
-            'cifar100_wrn28_10_pgdat_sp', 'digits_small_cnn_ce', 'digits_small_cnn_sp'} <= names
+            'cifar10lt_resnet32_ce', 'cifar10lt_resnet32_sp', 'cifar10lt_resnet32_pgdat_ce',
+            'cifar10lt_resnet32_pgdat_sp', 'cifar100_wrn28_10_pgdat_sp', 'digits_small_cnn_ce',
+            'digits_small_cnn_sp'} <= names
     assert {p.stem for p in ACCELERATE_CONFIGS} == {'1gpu', '8gpu', '2node_8gpu'}
 
 
@@ -22,7 +23,8 @@ def test_recipes_cover_the_issue():
 def test_recipe_parses(recipe):
     args = parse_train_args(['--config', str(recipe)])
     header = [line for line in recipe.read_text().splitlines() if line.startswith('#')]
-    assert any(line.startswith('# Time:') for line in header) and any('--config recipes/' + recipe.name in l for l in header)
+    assert (any(line.startswith('# Time:') for line in header)
+            and any('--config recipes/' + recipe.name in line for line in header))
     assert args.dataset and args.model and args.loss in ('ce', 'sp_margin')
     if 'pgdat' in recipe.stem:
         assert args.adv == 'pgd' and abs(args.adv_eps - 8 / 255) < 1e-12 and args.adv_steps == 10

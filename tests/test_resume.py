@@ -1,4 +1,5 @@
-""" What a resume may change (sp_timm.train.resume): changed flags refused or recorded under args_history, another run's folder refused, schedules and losses that cannot continue refused, Ctrl-C says how to resume. """
+""" What a resume may change (sp_timm.train.resume): changed flags refused or recorded under args_history, another
+run's folder refused, schedules and losses that cannot continue refused, Ctrl-C says how to resume. """
 import json
 import signal
 import subprocess
@@ -25,13 +26,14 @@ def test_resume_with_changed_flags_is_refused_or_recorded(tmp_path, capsys):
     assert snapshot(out) == before
     train(parse_train_args(changed + ['--resume', str(out), '--resume-override']))
     record = json.loads((out / 'last' / 'run.json').read_text())
-    assert record['config']['lr'] == 0.5 and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}]
+    assert (record['config']['lr'] == 0.5
+            and record['args_history'] == [{'until_epoch': 1, 'args': {'epochs': 1, 'lr': 0.05}}])
     # the new values are the ones trained with: epoch 2 of a 2-epoch cosine from lr 0.5 runs at 0.5 (1 + cos(pi/2)) / 2;
     # the 1-epoch schedule of the checkpoint would have run it at lr 0 (its end)
     rows = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in rows] == [1, 2] and rows[1]['lr'] == pytest.approx(0.25)
-    train(parse_train_args([f for f in changed if f not in ('--epochs', '2')] + ['--epochs', '3', '--weight-decay', '0.01',
-                                                                                 '--resume', str(out), '--resume-override']))
+    train(parse_train_args([f for f in changed if f not in ('--epochs', '2')]
+                           + ['--epochs', '3', '--weight-decay', '0.01', '--resume', str(out), '--resume-override']))
     from sp_timm.checkpoint import load_training_state
     groups = load_training_state(out / 'last')[1]['optimizer']['param_groups']
     assert sorted({g['weight_decay'] for g in groups}) == [0.0, 0.01]  # timm: no decay on biases and norms

@@ -50,7 +50,8 @@ def _report(checkpoint: Path, folder: Path, threat_model: str = 'Linf', dataset:
     model, info = create_model_from_checkpoint(checkpoint)
     eps = '8/255' if threat_model == 'Linf' else '0.5'
     base = fake_report(info, weights_sha256(model), dataset=dataset, threat_model=threat_model, eps=eps, n=20)
-    entry = replace(base.leaderboard, link='https://arxiv.org/abs/2302.09575', name='Stationary Point Losses for Robust Model',
+    entry = replace(base.leaderboard, link='https://arxiv.org/abs/2302.09575',
+                    name='Stationary Point Losses for Robust Model',
                     authors=authors, venue='arXiv, Feb 2023', architecture='PreActResNet-18', clean_acc='60.00',
                     reported='', autoattack_acc='35.00', footnote='sp-timm, loss sp_ls')
     report = to_json(replace(base, protocol=replace(base.protocol, batch_size=500), clean_acc=60.0, robust_acc=35.0,
@@ -231,9 +232,11 @@ def test_eval_writes_the_autoattack_log(tmp_path):
     assert cli_main(argv) == 0
     log = (out / 'autoattack.log').read_text()
     report = json.loads((out / 'report.json').read_text())
-    assert 'AutoAttack Linf eps 64/255, chunk 0 (points 0..2), seed 0, batch size 3' in log and 'chunk 1 (points 3..5)' in log
+    assert ('AutoAttack Linf eps 64/255, chunk 0 (points 0..2), seed 0, batch size 3' in log
+            and 'chunk 1 (points 3..5)' in log)
     assert 'initial accuracy' in log and 'APGD-CE' in log and 'pyautoattack' in log
-    assert f"robust accuracy: {report['robust_acc']:.2f}%" in log and f"clean accuracy: {report['clean_acc']:.2f}%" in log
+    assert (f"robust accuracy: {report['robust_acc']:.2f}%" in log
+            and f"clean accuracy: {report['clean_acc']:.2f}%" in log)
     assert cli_main(argv) == 0
     assert (out / 'autoattack.log').read_text().split('\n', 1)[1] == log.split('\n', 1)[1]
 
@@ -329,7 +332,8 @@ def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path
     entries = list((bundle / 'model_info' / 'cifar10' / 'Linf').glob('*.json'))
     assert [e.stem for e in entries] == ['Lovelace2023Stationary_PreActResNet-18']
     entry = json.loads(entries[0].read_text())
-    assert entry['clean_acc'] == f"{report['clean_acc']:.2f}" and entry['autoattack_acc'] == f"{report['robust_acc']:.2f}"
+    assert (entry['clean_acc'] == f"{report['clean_acc']:.2f}"
+            and entry['autoattack_acc'] == f"{report['robust_acc']:.2f}")
     weights = torch.load(bundle / 'models' / 'cifar10' / 'Linf' / f'{entries[0].stem}.pt', weights_only=True)
     assert 'mu' in weights and 'sigma' in weights
     assert (bundle / 'autoattack-Linf.log').read_text() == (evaluation / 'autoattack.log').read_text()

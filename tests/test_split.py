@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sp_timm.data import DataError, carve_validation, create_dataset, parse_val_split, resolve_val_size, stratified_split
+from sp_timm.data import (DataError, carve_validation, create_dataset, parse_val_split, resolve_val_size,
+                          stratified_split)
 from sp_timm.cli.train import parse_train_args
 from sp_timm.train import read_metrics, train
 
@@ -40,7 +41,8 @@ def test_digits_validation_is_carved_from_train_and_disjoint_from_test():
     assert not _hashes(val) & _hashes(train)
     counts, val_counts = np.array(full.class_counts()), np.array(record['class_counts'])
     assert np.all(np.abs(val_counts - 0.1 * counts) <= 1)  # stratified
-    assert record['indices_sha256'] == hashlib.sha256(np.asarray(record['indices'], dtype=np.int64).tobytes()).hexdigest()
+    assert (record['indices_sha256']
+            == hashlib.sha256(np.asarray(record['indices'], dtype=np.int64).tobytes()).hexdigest())
     assert carve_validation(full, None)[2]['indices'] == record['indices']  # fixed seed
 
 

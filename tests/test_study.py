@@ -106,7 +106,8 @@ def test_the_chosen_configuration_is_paired_with_its_clipping_control_on_shared_
             row('sp_margin_m4_noclip', 1, [0] * 20), row('sp_margin_m4_noclip', 3, [1] * 20)]
     line = study._paired_line(done, 'sp_margin_m4', 'sp_margin_m4_noclip')[-1]
     # only seed 1 is shared: 20 points robust only with clipping, difference 100 points, McNemar p = 2 / 2^20
-    assert 'vs sp_margin_m4_noclip (audited robust accuracy' in line and 'difference 100.0 points over 1 seed(s)' in line
+    assert ('vs sp_margin_m4_noclip (audited robust accuracy' in line
+            and 'difference 100.0 points over 1 seed(s)' in line)
     assert line.endswith('McNemar p per seed: 1.9e-06')
     assert study._paired_line(done, 'sp_margin_m4', 'ce') == []
 
@@ -127,9 +128,12 @@ def test_summary_tables_the_finalists_and_pairs_the_chosen_configuration_with_ev
             'median_linf': 4 / 255, 'audit': {'unreliable': False}, 'flags': {'audited': flags}})
     summary = study.summarize(tmp_path, 'cmd', 2.0)
     assert '| sp_margin_m4_noclip | 1 | 100.0 | 85.0 | 85.0 | 4.00 | 0 |' in summary
-    assert 'sp_margin_m4 vs ce (audited robust accuracy, same points, same seed): difference 40.0 ± 0.0 points over 2' in summary
-    assert 'sp_margin_m4 vs sp_margin_m4_noclip (audited robust accuracy, same points, same seed): difference 5.0 points over 1' in summary
-    assert 'sp_margin_m4 vs ce_ls0.1 (audited robust accuracy, same points, same seed): difference 35.0 points over 1' in summary
+    assert ('sp_margin_m4 vs ce (audited robust accuracy, same points, same seed): '
+            'difference 40.0 ± 0.0 points over 2') in summary
+    assert ('sp_margin_m4 vs sp_margin_m4_noclip (audited robust accuracy, same points, same seed): '
+            'difference 5.0 points over 1') in summary
+    assert ('sp_margin_m4 vs ce_ls0.1 (audited robust accuracy, same points, same seed): '
+            'difference 35.0 points over 1') in summary
     assert 'vs ce_clip5' not in summary and 'vs ce_drw' not in summary  # CE's control; no rows
     assert summary.index('vs ce (') < summary.index('vs ce_ls0.1') < summary.index('vs sp_margin_m4_noclip')
 
@@ -180,7 +184,8 @@ def test_a_finalist_that_trains_the_same_weights_as_a_scored_one_reuses_its_stag
     atomic_write_json(tmp_path / 'confirm' / 'digits-ce_clip5-s1.json', twin)
     atomic_write_json(tmp_path / 'screen' / 'digits-ce-s0.json', {'setting': 'digits', 'config': 'ce', 'seed': 0,
                       'n_val': 138, 'eps': 2 / 255, 'attack': 'APGD', 'device': 'cpu'})
-    assert 'ce_clip5 trained the same weights as ce (every tensor equal) on seed(s) 1' in study.summarize(tmp_path, 'cmd', 2.0)
+    assert ('ce_clip5 trained the same weights as ce (every tensor equal) on seed(s) 1'
+            in study.summarize(tmp_path, 'cmd', 2.0))
 
     # the other way round: CE scored again after its twin, whose audit had the transfer attack CE's has not
     (tmp_path / 'confirm' / 'digits-ce-s1.json').unlink()
@@ -202,5 +207,6 @@ def test_confirming_a_name_that_is_no_finalist_is_a_clear_error(tmp_path, monkey
     with pytest.raises(SystemExit) as exit_info:
         study.main()
     assert exit_info.value.code == 2
-    assert "--finalists sp_margin_m9: not a finalist of digits; the finalists are ce, ce_ls0.1" in capsys.readouterr().err
+    assert ("--finalists sp_margin_m9: not a finalist of digits; the finalists are ce, ce_ls0.1"
+            in capsys.readouterr().err)
     assert not (tmp_path / 'confirm').exists()

@@ -1,4 +1,5 @@
-""" --sync-bn (timm's meaning): BatchNorm statistics of the global batch over processes, through PyTorch's SyncBatchNorm, and its CPU (gloo) form equal to BatchNorm on the whole batch. """
+""" --sync-bn (timm's meaning): BatchNorm statistics of the global batch over processes, through PyTorch's
+SyncBatchNorm, and its CPU (gloo) form equal to BatchNorm on the whole batch. """
 import shutil
 import socket
 import sys

@@ -19,12 +19,11 @@ from sp_timm.cli.train import parse_train_args
 from sp_timm.train import read_metrics, train
 from sp_timm.threat.pgd import pgd_attack, project_delta
 
-from conftest import TINY_FLAGS as TINY
+from conftest import CLI, TINY_FLAGS as TINY
 
 SMALL = ('--dataset digits --model resnet20_cifar --batch-size 32 --train-examples 256 --val-examples 64 '
          '--no-aug --no-progress --lr 0.05').split()
 REPO = Path(__file__).resolve().parents[1]
-from conftest import CLI
 
 
 def run_train(tmp_path: Path, name: str, *flags: str) -> Path:
@@ -52,7 +51,8 @@ def test_clip_grad_logs_the_gradient_norm_and_how_often_it_clipped(tmp_path):
     assert row['clipped_pct'] == 0 and 0 < row['grad_norm_mean'] <= row['grad_norm_max'] < 1e6
     assert row['grad_nonfinite_pct'] == 0
     plain = run_train(tmp_path, 'plain', '--epochs', '1', '--seed', '3')
-    assert not {'grad_norm_mean', 'grad_norm_max', 'clipped_pct', 'grad_nonfinite_pct'} & set(read_metrics(plain / 'metrics.jsonl')[0])
+    assert not ({'grad_norm_mean', 'grad_norm_max', 'clipped_pct', 'grad_nonfinite_pct'}
+                & set(read_metrics(plain / 'metrics.jsonl')[0]))
     # a clip that never acts leaves training unchanged: the same weights as without it
     assert (loose / 'last' / 'model.safetensors').read_bytes() == (plain / 'last' / 'model.safetensors').read_bytes()
 
@@ -212,8 +212,9 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
     update count, the EMA weights and their validation) end bit-identical to an uninterrupted run's."""
     flags = SMALL + ['--epochs', '3', '--train-examples', '320', '--deterministic', '--loss', 'sp_ls']
     flags += ['--model-ema', '--model-ema-decay', '0.9', '--model-ema-warmup'] if ema else []
+    # alongside, on the other core
     full = subprocess.Popen(CLI + ['train', *flags, '--output', str(tmp_path / 'full')], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # alongside, on the other core
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed_dir = tmp_path / 'killed'
     proc = subprocess.Popen(CLI + ['train', *flags, '--output', str(killed_dir)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -233,7 +234,8 @@ def test_kill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
     for filename in ['model.safetensors'] + (['model_ema.safetensors'] if ema else []):
         a, b = load_file(str(tmp_path / 'full' / 'last' / filename)), load_file(str(killed_dir / 'last' / filename))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), filename
-    full_rows, resumed_rows = read_metrics(tmp_path / 'full' / 'metrics.jsonl'), read_metrics(killed_dir / 'metrics.jsonl')
+    full_rows, resumed_rows = (read_metrics(tmp_path / 'full' / 'metrics.jsonl'),
+                               read_metrics(killed_dir / 'metrics.jsonl'))
     assert [r['epoch'] for r in resumed_rows] == [1, 2, 3]
     if ema:
         assert [r['ema_val_loss'] for r in resumed_rows] == [r['ema_val_loss'] for r in full_rows]
@@ -258,7 +260,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
                          env=dict(_env(), ACCELERATE_USE_CPU='1'), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert '2 process(es) x batch 16 = global batch 32' in two.stdout
-    rows_one, rows_two = read_metrics(tmp_path / 'one' / 'metrics.jsonl'), read_metrics(tmp_path / 'two' / 'metrics.jsonl')
+    rows_one, rows_two = (read_metrics(tmp_path / 'one' / 'metrics.jsonl'),
+                          read_metrics(tmp_path / 'two' / 'metrics.jsonl'))
     for r1, r2 in zip(rows_one, rows_two):
         assert r1['train_loss'] == pytest.approx(r2['train_loss'], rel=1e-4)
         assert r1['val_loss'] == pytest.approx(r2['val_loss'], rel=1e-4)

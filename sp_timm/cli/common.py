@@ -10,7 +10,8 @@ from ..data.flags import add_data_args
 from ..errors import HubError
 from ..options import DEBUG_ENV, DefaultsHelpFormatter, add_debug_arg
 
-__all__ = ['DefaultsHelpFormatter', 'add_data_args', 'add_debug_arg', 'run_reporting_errors', 'exit_process', 'DEBUG_ENV',
+__all__ = ['DefaultsHelpFormatter', 'add_data_args', 'add_debug_arg', 'run_reporting_errors', 'exit_process',
+           'DEBUG_ENV',
            'EXIT_USAGE', 'EXIT_INTERRUPTED']
 
 EXIT_USAGE = 2  # argparse's status for bad input

@@ -23,12 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     rb = p.add_argument_group('RobustBench submission (--robustbench: --out becomes the submission folder, not the Hub '
                               'folder)')
     rb.add_argument('--robustbench', action='store_true',
-                    help="write a RobustBench submission instead: leaderboard JSON, a state dict (.pt) of RobustBench's "
-                         "own class (WideResNet / PreActResNet), the model-zoo entry, the filled New Model issue and "
-                         "the AutoAttack log of each --eval (required)")
+                    help="write a RobustBench submission instead: leaderboard JSON, a state dict (.pt) of "
+                         "RobustBench's own class (WideResNet / PreActResNet), the model-zoo entry, the filled New "
+                         "Model issue and the AutoAttack log of each --eval (required)")
     rb.add_argument('--model-name', default=None,
-                    help='the submission name (default: <Author><Year><Word>_<Arch> from --authors, --year, --title-word '
-                         "or the report's leaderboard entry, e.g. Gao2023Stationary_WRN-28-10)")
+                    help='the submission name (default: <Author><Year><Word>_<Arch> from --authors, --year, '
+                         "--title-word or the report's leaderboard entry, e.g. Gao2023Stationary_WRN-28-10)")
     rb.add_argument('--authors', default=None, help="the paper's authors, first author first (default: the report's)")
     rb.add_argument('--year', type=int, default=None, help="the paper's year (default: from the report's venue)")
     rb.add_argument('--title-word', default=None, help="the name's word (default: the first word of the paper's title)")
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument('--code-url', default=None, help="the training code's URL (default: 'TO FILL IN')")
     p.add_argument('--license', default='apache-2.0', metavar='ID',
                    help="the model card's licence, a Hub licence id (e.g. apache-2.0, mit, cc-by-4.0). RobustBench's "
-                        "model zoo is MIT-licensed: give --license mit for a model you also submit there (default: apache-2.0)")
+                        "model zoo is MIT-licensed: give --license mit for a model you also submit there (default: "
+                        "apache-2.0)")
     return p
 
 
@@ -57,7 +58,8 @@ def _export(args: argparse.Namespace) -> int:
     out = export_model(args.checkpoint, args.out, reports=args.eval or (), repo_id=args.repo_id, license=args.license,
                        weights=args.weights)
     held = json.loads((out / 'sp_timm.json').read_text()).get('weights', 'raw')  # which weights load_model chose
-    print(f"exported '{args.checkpoint}' ({held} weights) to '{out}': " + ', '.join(sorted(p.name for p in out.iterdir())))
+    print(f"exported '{args.checkpoint}' ({held} weights) to '{out}': "
+          + ', '.join(sorted(p.name for p in out.iterdir())))
     print(f"load it with timm.create_model('local-dir:{out}', pretrained=True) after import sp_timm")
     if args.push:
         url = push_folder(out, args.repo_id, private=args.private)

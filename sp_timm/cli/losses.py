@@ -31,7 +31,8 @@ def loss_rows(num_classes: int) -> list:
 def run(args: argparse.Namespace) -> int:
     from ..losses import timm_loss_types
     print(f'SP losses (stationary point on the correct side; K = {args.num_classes}, class-index targets):\n')
-    print(format_table(['name', 'loss l(z, y)', 'parameters (defaults)', 'stationary where', 'margin there', 'p_y there'],
+    print(format_table(['name', 'loss l(z, y)', 'parameters (defaults)', 'stationary where', 'margin there', 'p_y '
+                                                                                                             'there'],
                        loss_rows(args.num_classes)))
     print(f"\ntimm loss types, passed to timm's factory (no stationary point): {', '.join(timm_loss_types())}")
     print("Build one with sp_timm.create_loss(name, **params) or "

@@ -38,7 +38,8 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     actions = {a.dest: a for a in parser._actions}
     unknown = sorted(k for k in config if k.replace('-', '_') not in actions)
     if unknown:
-        raise ValueError(f"--config '{path}' has unknown keys {unknown}; keys are flag names, e.g. batch_size, adv_eps.")
+        raise ValueError(f"--config '{path}' has unknown keys {unknown}; keys are flag names, e.g. batch_size, "
+                         f"adv_eps.")
     defaults = {k.replace('-', '_'): v for k, v in config.items()}
     for key in ('val_split', 'adv_eps', 'adv_step_size'):  # written as text ('auto', '8/255'): parsed as the flag is
         if isinstance(defaults.get(key), str) or (key == 'val_split' and key in defaults):

@@ -5,7 +5,8 @@ from .._lazy import lazy_attributes
 _NAMES = {
     **dict.fromkeys(('DataError', 'ImageData'), 'image_data'),
     **dict.fromkeys(('TensorLoader', 'random_crop_flip'), 'loader'),
-    **dict.fromkeys(('GROUP_BOUNDS', 'GROUP_RULES', 'IMBALANCE_PROFILES', 'class_groups', 'group_rule', 'longtail_counts',
+    **dict.fromkeys(('GROUP_BOUNDS', 'GROUP_RULES', 'IMBALANCE_PROFILES', 'class_groups', 'group_rule',
+                     'longtail_counts',
                      'longtail_indices'), 'longtail'),
     'create_mixup': 'mixup',
     **dict.fromkeys(('carve_validation', 'parse_val_split', 'resolve_val_size', 'stratified_split'), 'split'),

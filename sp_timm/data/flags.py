@@ -7,8 +7,8 @@ from typing import List
 __all__ = ['add_data_args', 'dataset_names', 'imbalance_profiles', 'dataset_help', 'DATA_DIR_HELP',
            'IMBALANCE_RATIO_HELP', 'IMBALANCE_PROFILE_HELP']
 
-DATA_DIR_HELP = ("a local copy: save_to_disk folder, parquet files or image folder (default: the Hub's copy; digits ships "
-                 "with scikit-learn)")
+DATA_DIR_HELP = ("a local copy: save_to_disk folder, parquet files or image folder (default: the Hub's copy; digits "
+                 "ships with scikit-learn)")
 IMBALANCE_RATIO_HELP = 'n_max / n_min of the -lt variants'
 IMBALANCE_PROFILE_HELP = ('training images per class of the -lt variants: exp (exponential decay, LDAM-DRW) or step '
                           '(half the classes keep n_max, half n_max / ratio)')

@@ -30,9 +30,9 @@ class ImageData:
             raise DataError(f'{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}.')
         self.labels = self.labels.long()
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise DataError(f'{self.source}: labels span {self.labels.min().item()}..{self.labels.max().item()}, but there '
-                            f'are {len(self.classes)} classes (labels 0..{len(self.classes) - 1}): the label column '
-                            f'does not match the class names. Fix the labels or the ClassLabel names.')
+            raise DataError(f'{self.source}: labels span {self.labels.min().item()}..{self.labels.max().item()}, but '
+                            f'there are {len(self.classes)} classes (labels 0..{len(self.classes) - 1}): the label '
+                            'column does not match the class names. Fix the labels or the ClassLabel names.')
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -48,4 +48,5 @@ class ImageData:
     def subset(self, indices: Sequence[int], note: str) -> 'ImageData':
         import torch
         index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageData(self.images[index], self.labels[index], list(self.classes), f'{self.source} [{note}]', dict(self.meta))
+        return ImageData(self.images[index], self.labels[index], list(self.classes), f'{self.source} [{note}]',
+                         dict(self.meta))

@@ -31,7 +31,8 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     padded_height, padded_width = height + 2 * padding, width + 2 * padding
     offsets = _to_device_async(torch.randint(0, 2 * padding + 1, (2, batch), generator=generator), images.device)
     flips = _to_device_async(torch.rand(batch, generator=generator) < 0.5, images.device)
-    arange = lambda n: torch.arange(n, device=images.device)
+    def arange(n):
+        return torch.arange(n, device=images.device)
     rows = arange(channels)[:, None, None] * padded_height * padded_width + arange(height)[None, :, None] * padded_width
     pattern, mirrored = (rows + arange(width)).reshape(-1), (rows + arange(width).flip(0)).reshape(-1)
     index = torch.where(flips[:, None], mirrored, pattern) + (offsets[0] * padded_width + offsets[1])[:, None]

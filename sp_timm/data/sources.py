@@ -107,9 +107,10 @@ def load_digits(split: str) -> ImageData:
 
 def load_hf_images(spec: DatasetSpec, split: str, data_dir: Optional[str] = None) -> ImageData:
     """A CIFAR-style image dataset from the Hub (``spec.hub_id``) or from ``data_dir``: a ``save_to_disk``
-    folder (of a DatasetDict, or one per split named after it), a folder of parquet files (file names containing the split), or an image folder with one
-    subfolder per split and one per class inside it. Parquet files belong to a split when their name starts
-    with it (the Hub's ``train-00000-of-00001.parquet``) or their folder is named after it."""
+    folder (of a DatasetDict, or one per split named after it), a folder of parquet files (file names containing the
+    split), or an image folder with one subfolder per split and one per class inside it. Parquet files belong to a
+    split when their name starts with it (the Hub's ``train-00000-of-00001.parquet``) or their folder is named after
+    it."""
     import datasets
     if data_dir is None:
         try:
@@ -117,8 +118,8 @@ def load_hf_images(spec: DatasetSpec, split: str, data_dir: Optional[str] = None
         except Exception as err:  # offline, no cache, no access: say how to provide the data
             raise DataError(
                 f"Could not load '{spec.hub_id}' ({type(err).__name__}: {str(err)[:200]}). Without network access, "
-                f"give --data-dir: a folder written by datasets' save_to_disk, a folder of parquet files, or an "
-                f"image folder ({split}/<class>/*.png); or copy the Hugging Face cache of '{spec.hub_id}' here.") from err
+                "give --data-dir: a folder written by datasets' save_to_disk, a folder of parquet files, or an image "
+                f"folder ({split}/<class>/*.png); or copy the Hugging Face cache of '{spec.hub_id}' here.") from err
         source = spec.hub_id
     else:
         dataset = _load_local(Path(data_dir), split)

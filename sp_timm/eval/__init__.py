@@ -16,7 +16,8 @@ _NAMES = {
     **dict.fromkeys(('PointsResult', 'evaluate_points'), 'points'),
     **dict.fromkeys(('REPORT_FILE', 'Evaluation', 'architecture_name', 'evaluate'), 'runner'),
     **dict.fromkeys(('LEADERBOARD_FIELDS', 'build_report', 'leaderboard_entry', 'render_summary'), 'report'),
-    **dict.fromkeys(('accuracy_ci', 'balanced_accuracy', 'group_accuracy', 'paired_test', 'per_class_accuracy'), 'stats'),
+    **dict.fromkeys(('accuracy_ci', 'balanced_accuracy', 'group_accuracy', 'paired_test', 'per_class_accuracy'),
+                    'stats'),
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES)

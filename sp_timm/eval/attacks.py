@@ -97,7 +97,8 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
         index = robust.nonzero().flatten()
         if len(index):
             adversary.attacks_to_run = [attack]
-            adv_images, adv_pred = adversary.run_standard_evaluation(images[index], labels[index], batch_size=batch_size)
+            adv_images, adv_pred = adversary.run_standard_evaluation(images[index], labels[index],
+                                                                     batch_size=batch_size)
             fooled = adv_pred.cpu() != labels[index]
             hit = index[fooled]
             robust[hit] = False

@@ -179,7 +179,8 @@ def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, co
 
 
 def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor],
-                context: AuditContext, *, batch_size: int, stages: Sequence[str], path: Optional[Path] = None) -> Tensors:
+                context: AuditContext, *, batch_size: int, stages: Sequence[str],
+                path: Optional[Path] = None) -> Tensors:
     """The audit of one chunk, given its AutoAttack flags ``aa``. Returns one tensor per stage over the chunk's
     points: for an attack, True where the point is left robust by AutoAttack's white-box stages and the attack did
     not break it; for ``large-eps``, the same over the clean-correct points; the gradient norms over all points.
@@ -317,9 +318,10 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
     folder = (None if plan.work_dir is None else
               audit_folder(plan.work_dir, context.norm, context.eps, context.config, context.seed, identity))
     stage_context = replace(context, seed=context.seed + 1)  # not AutoAttack's own random starts
-    compute = lambda c, s: audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
-                                       batch_size=plan.batch_size, stages=stages,
-                                       path=None if folder is None else folder / f'chunk-{c:05d}.safetensors')
+    def compute(c, s):
+        return audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
+                           batch_size=plan.batch_size, stages=stages,
+                           path=None if folder is None else folder / f'chunk-{c:05d}.safetensors')
     flags = run_chunks(Chunks(len(labels), plan.chunk_size), compute,
                        f'audit {context.norm} ({len(stages)} attacks)', plan.progress)
     return summarize_audit(aa, flags, eps=context.eps, norm=context.norm, input_dim=images[0].numel(),

@@ -107,7 +107,8 @@ def autoattack_log_text(report: EvalReport, chunk_logs: Sequence[str]) -> str:
     from ..formatting import format_ci
     from ..version import __version__
     p, model = report.protocol, report.model
-    head = [f"sp-timm {__version__} eval of {model.source or report.model_name} (weights SHA-256 {model.weights_sha256})",
+    head = [f"sp-timm {__version__} eval of {model.source or report.model_name} (weights SHA-256 "
+            f"{model.weights_sha256})",
             f"{p.dataset} {p.split} split, the first {p.n_examples} images ({p.data_source}); "
             f"AutoAttack version={p.version} ({', '.join(p.attacks)}), pyautoattack "
             f"{p.pyautoattack_version}, {p.threat_model} eps {p.eps}, seed {p.seed}, batch size "

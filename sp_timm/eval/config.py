@@ -42,7 +42,8 @@ class AuditConfig:
     """
     restarts: int = option(5, 'restarts of APGD-CE, APGD-DLR, the training-loss APGD and the transfer',
                            flags=('--audit-restarts',), group=AUDIT, type=int)
-    n_iter: int = option(100, 'APGD iterations per restart and per APGD-T target', flags=('--audit-iters',), group=AUDIT,
+    n_iter: int = option(100, 'APGD iterations per restart and per APGD-T target', flags=('--audit-iters',),
+                         group=AUDIT,
                          type=int)
     max_targets: int = option(9, 'APGD-T target classes (at most K - 1)', flags=('--audit-targets',), group=AUDIT,
                               type=int)
@@ -54,8 +55,8 @@ class AuditConfig:
                                  type=int)
     square_restarts: int = option(2, 'Square restarts', flags=('--audit-square-restarts',), group=AUDIT, type=int)
     large_eps_factor: float = option(
-        16.0, 'sanity check: APGD-CE at this multiple of --eps (capped where every image reaches mid-grey: Linf 0.5, L2 '
-              '0.5 sqrt(d)) must leave at most 10%% accuracy', flags=('--audit-large-eps-factor',), group=AUDIT,
+        16.0, 'sanity check: APGD-CE at this multiple of --eps (capped where every image reaches mid-grey: Linf 0.5, '
+              'L2 0.5 sqrt(d)) must leave at most 10%% accuracy', flags=('--audit-large-eps-factor',), group=AUDIT,
         type=float)
     large_eps_max_acc: float = 10.0
     threshold: float = option(1.0, 'unreliable when the audit lowers robust accuracy by more than this many percentage '
@@ -90,7 +91,8 @@ class AttackConfig:
     minimal perturbations in ``min_pert_norms`` on the first ``min_pert_examples`` points (``None``: all; 0: none),
     AutoAttack at each of ``curve_eps`` too, and the adaptive audit when ``audit`` is given (``True``: its defaults)."""
     threat_model: str = option('Linf', 'the norm bounding the perturbation', choices=THREAT_MODELS)
-    eps: Optional[float] = option(None, 'budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)', type=parse_eps)
+    eps: Optional[float] = option(None, 'budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)',
+                                  type=parse_eps)
     batch_size: int = option(500, 'attack batch size', flags=('-b', '--batch-size'), type=int)
     chunk_size: Optional[int] = option(None, 'points per chunk, the unit processes share and resume (default: '
                                              '--batch-size)', type=int)
@@ -150,8 +152,8 @@ class LeaderboardMeta:
         None, 'file name of the entry, e.g. Author2026Title_WRN-28-10 (default: DATASET-MODEL-LOSS of the training '
               'record)', group=LEADERBOARD)
     paper_title: Optional[str] = option(
-        None, "RobustBench's 'name', the paper's title (default: the SP-losses paper for SP models, a description of the "
-              f"run for other sp-timm models, else {PLACEHOLDER})", group=LEADERBOARD)
+        None, "RobustBench's 'name', the paper's title (default: the SP-losses paper for SP models, a description of "
+              f"the run for other sp-timm models, else {PLACEHOLDER})", group=LEADERBOARD)
     link: Optional[str] = option(None, f'URL of the paper or code (default: the SP-losses paper for SP models, else '
                                        f'{PLACEHOLDER})', group=LEADERBOARD)
     authors: Optional[str] = option(None, f"the paper's authors, e.g. 'A. Author, B. Author' (default: {PLACEHOLDER})",
@@ -163,8 +165,8 @@ class LeaderboardMeta:
     additional_data: bool = option(False, 'trained with data beyond the training set', group=LEADERBOARD,
                                    action='store_true')
     reported: Optional[str] = option(
-        None, "the robust accuracy (%%) the paper reports: RobustBench's 'reported' (default: empty, since a measurement "
-              "is not a paper's claim)", group=LEADERBOARD)
+        None, "the robust accuracy (%%) the paper reports: RobustBench's 'reported' (default: empty, since a "
+              "measurement is not a paper's claim)", group=LEADERBOARD)
     footnote: Optional[str] = option(None, "RobustBench's footnote (default: the run's loss and training)",
                                      group=LEADERBOARD)
 
@@ -192,9 +194,9 @@ class EvalConfig:
         None, "a RobustBench zoo model (needs the [robustbench] extra and its weights, downloaded or in "
               "--robustbench-dir; this or --checkpoint is required)", metavar='NAME', exclusive='source', required=True)
     robustbench_dir: str = option('models', "robustbench's model_dir")
-    weights: str = option('auto', 'which weights of a checkpoint: auto = the EMA weights (sp-timm train --model-ema) when '
-                                  'it has them, else the trained ones; ema; raw = the trained (non-averaged) weights. The '
-                                  'report records which', choices=WEIGHT_CHOICES)
+    weights: str = option('auto', 'which weights of a checkpoint: auto = the EMA weights (sp-timm train --model-ema) '
+                                  'when it has them, else the trained ones; ema; raw = the trained (non-averaged) '
+                                  'weights. The report records which', choices=WEIGHT_CHOICES)
     dataset: Optional[str] = option(None, dataset_help(False), choices=dataset_names, metavar='NAME')
     data_dir: Optional[str] = option(None, DATA_DIR_HELP)
     imbalance_ratio: float = option(100.0, IMBALANCE_RATIO_HELP, type=float)

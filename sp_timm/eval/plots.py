@@ -90,7 +90,8 @@ def per_class_figure(classes: Sequence[str], series: Mapping[str, Tuple[Sequence
     test points each bar rests on and, when given (long-tailed data), the training images; a measured 0 is marked
     (a triangle on the axis), a missing value (a class without test points) reads 'n/a'."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * max(0.95, 0.75 * len(series))), 3.8))  # room for 4-digit counts
+    fig, ax = plt.subplots(figsize=(max(6.0, len(classes) * max(0.95, 0.75 * len(series))),
+                                    3.8))  # room for 4-digit counts
     width = 0.8 / (2 * len(series))
     zero_marked = missing = False
     for s, (label, (clean, robust)) in enumerate(series.items()):
@@ -137,7 +138,8 @@ def plot_per_class(path: Path, classes: Sequence[str], series: Mapping[str, Tupl
                    train_counts: Optional[Sequence[int]] = None, title: str = '', *,
                    test_counts: Optional[Sequence[int]] = None, context: Optional[FigureContext] = None) -> Path:
     """``per_class_figure`` written to ``path`` (PNG)."""
-    return save_figure(per_class_figure(classes, series, train_counts, title, test_counts=test_counts, context=context), path)
+    return save_figure(per_class_figure(classes, series, train_counts, title, test_counts=test_counts, context=context),
+                       path)
 
 
 def _stop_note(ax: Any, x: float, y: float, text: str, color: str) -> None:
@@ -267,7 +269,8 @@ def seed_points_figure(rows: Mapping[str, Mapping[str, Mapping[str, SeedValues]]
             for x, name in enumerate(names):
                 values = [v for v in groups[name].values() if v is not None]
                 color = _COLORS[x % len(_COLORS)]
-                offsets = [0.0] if len(values) == 1 else [0.16 * (k / (len(values) - 1) - 0.5) for k in range(len(values))]
+                offsets = ([0.0] if len(values) == 1
+                           else [0.16 * (k / (len(values) - 1) - 0.5) for k in range(len(values))])
                 ax.plot([x + o for o in offsets], values, 'o', color=color, markersize=3.5, alpha=0.8, zorder=2)
                 mean, half = mean_ci(values)
                 if mean is not None:

@@ -48,13 +48,16 @@ class PointsResult:
 def check_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> int:
     """Clear errors for inputs AutoAttack would silently mis-evaluate; returns the model's number of classes."""
     if not torch.is_floating_point(images) or images.dim() != 4:
-        raise ValueError(f'images must be a float tensor (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}.')
+        raise ValueError(f'images must be a float tensor (N, C, H, W) in [0, 1], got {images.dtype} '
+                         f'{tuple(images.shape)}.')
     lo, hi = images.min().item(), images.max().item()
     if lo < 0 or hi > 1:
-        raise ValueError(f'images range over [{lo:.3g}, {hi:.3g}], not [0, 1]: AutoAttack perturbs pixels in [0, 1] and '
-                         f'clips there. Pass unnormalised images (sp-timm models and RobustBench models normalise inside).')
+        raise ValueError(f'images range over [{lo:.3g}, {hi:.3g}], not [0, 1]: AutoAttack perturbs pixels in [0, 1] '
+                         'and clips there. Pass unnormalised images (sp-timm models and RobustBench models normalise '
+                         'inside).')
     if labels.dim() != 1 or len(labels) != len(images) or torch.is_floating_point(labels):
-        raise ValueError(f'labels must be class indices (N,) for the {len(images)} images, got {labels.dtype} {tuple(labels.shape)}.')
+        raise ValueError(f'labels must be class indices (N,) for the {len(images)} images, got {labels.dtype} '
+                         f'{tuple(labels.shape)}.')
     with torch.no_grad():
         num_classes = model(images[:1].to(device)).shape[1]
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -76,8 +79,8 @@ def _check_work_dir(work_dir: Path, model: torch.nn.Module, images: torch.Tensor
         changed = sorted(k for k in identity if saved.get(k) != identity[k])
         if changed:
             raise ValueError(f"work_dir '{work_dir}' holds the saved stages of another evaluation (other "
-                             f"{', '.join(changed)}); give another work_dir, or delete it to start again (sp-timm eval: "
-                             f"--restart, or another --out).")
+                             f"{', '.join(changed)}); give another work_dir, or delete it to start again (sp-timm "
+                             "eval: --restart, or another --out).")
     elif is_main:
         atomic_write_json(path, identity)
 
@@ -111,7 +114,8 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     if config.audit is not None and surrogate is not None:
         check_surrogate(surrogate, images, num_classes, device)
     if work_dir is not None:
-        _check_work_dir(work_dir, model, images.cpu(), labels.cpu(), {'seed': config.seed, 'batch_size': config.batch_size,
+        _check_work_dir(work_dir, model, images.cpu(), labels.cpu(), {'seed': config.seed,
+                                                                      'batch_size': config.batch_size,
                         'chunk_size': config.chunk}, main_process)
     run = _PointsRun(model, images, labels, config, work_dir, progress, device)
     with capture_autoattack_warnings(echo=echo_warnings) as warnings:
@@ -174,10 +178,10 @@ class _PointsRun:
             return {}
         distances = {}
         for norm in config.min_pert_norms:
-            compute = lambda c, s, norm=norm: fab_chunk(self.model, self.images[s], self.labels[s], norm=norm,
-                                                        n_iter=config.fab_iters, seed=config.seed,
-                                                        batch_size=config.batch_size, device=self.device,
-                                                        path=self.path(f'fab-{norm}-{config.fab_iters}', c))
+            def compute(c, s, norm=norm):
+                return fab_chunk(self.model, self.images[s], self.labels[s], norm=norm, n_iter=config.fab_iters,
+                                 seed=config.seed, batch_size=config.batch_size, device=self.device,
+                                 path=self.path(f'fab-{norm}-{config.fab_iters}', c))
             distances[norm] = run_chunks(Chunks(n_fab, config.chunk), compute, f'FAB {norm} minimal perturbation',
                                          self.progress)['distance']
         return distances

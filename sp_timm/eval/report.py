@@ -32,7 +32,8 @@ def perturbation_summary(distances: torch.Tensor) -> PerturbationSummary:
     q = torch.quantile(d, torch.tensor([0.25, 0.5, 0.75], dtype=torch.double),
                        interpolation='lower')
     finite = torch.isfinite(d)
-    as_number = lambda v: v if torch.isfinite(torch.tensor(v)) else None  # JSON has no infinity
+    def as_number(v):
+        return v if torch.isfinite(torch.tensor(v)) else None  # JSON has no infinity
     return PerturbationSummary(n=len(d), median=as_number(q[1].item()), q1=as_number(q[0].item()),
                                q3=as_number(q[2].item()), flipped_pct=100 * finite.double().mean().item(),
                                mean_of_flipped=d[finite].mean().item() if finite.any() else None,
@@ -73,7 +74,8 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
                              group=group_of.get(c, '') if group_of else None) for c in range(num_classes)]
     groups = rule = None
     if long_tail.class_groups:
-        clean_g, robust_g = group_accuracy(clean_pc, long_tail.class_groups), group_accuracy(robust_pc, long_tail.class_groups)
+        clean_g, robust_g = group_accuracy(clean_pc, long_tail.class_groups), group_accuracy(robust_pc,
+                                                                                             long_tail.class_groups)
         groups = {g: GroupResult(classes=list(m), clean_acc=clean_g[g], robust_acc=robust_g[g])
                   for g, m in long_tail.class_groups.items()}
         if long_tail.group_rule:  # how the groups were formed (sp_timm.data.GROUP_RULES)

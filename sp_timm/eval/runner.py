@@ -42,8 +42,8 @@ REPORT_FILE = 'report.json'
 WORK_FOLDER = '.work'  # per-chunk results, kept so that a rerun resumes
 _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
                   'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
-                  'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20', 'resnet32_cifar': 'ResNet-32',
-                  'small_cnn_cifar': 'SmallCNN'}
+                  'preact_resnet18_cifar': 'PreActResNet-18', 'resnet20_cifar': 'ResNet-20',
+                  'resnet32_cifar': 'ResNet-32', 'small_cnn_cifar': 'SmallCNN'}
 
 
 class Evaluation(NamedTuple):
@@ -108,7 +108,8 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
                           long_tail=data.long_tail, model_name=name, seconds=time.perf_counter() - start,
                           meta=_leaderboard_meta(config.leaderboard, info))
     figures = write_figures(out, report, result, data.classes, name)
-    atomic_write_json(out / 'model_info' / data.dataset / attack.threat_model / f'{name}.json', to_json(report.leaderboard))
+    atomic_write_json(out / 'model_info' / data.dataset / attack.threat_model / f'{name}.json',
+                      to_json(report.leaderboard))
     atomic_write_json(out / REPORT_FILE, to_json(report))
     atomic_write_text(out / 'summary.md', render_summary(report, figures))
     atomic_write_text(out / AUTOATTACK_LOG, autoattack_log_text(report, result.log))
@@ -156,9 +157,9 @@ class _EvalData(NamedTuple):
         if missing and main:  # e.g. an image folder, read class by class
             print(f"sp-timm eval: warning: the first {n} {dataset} test images hold no image of {len(missing)} of its "
                   f"{test.num_classes} classes ({', '.join(test.classes[c] for c in missing[:5])}"
-                  f"{', ...' if len(missing) > 5 else ''}), so the accuracies are about the others only (a split ordered "
-                  f"by class, as an image folder is read, does this); a larger --n-examples, or none (the whole split), "
-                  f"covers them.", file=sys.stderr)
+                  f"{', ...' if len(missing) > 5 else ''}), so the accuracies are about the others only (a split "
+                  f"ordered by class, as an image folder is read, does this); a larger --n-examples, or none (the "
+                  f"whole split), covers them.", file=sys.stderr)
         if info.num_classes and info.num_classes != test.num_classes:
             raise ValueError(f"'{config.checkpoint}' was trained for {info.num_classes} classes ({info.dataset}); "
                              f"{dataset} has {test.num_classes}.")
@@ -177,13 +178,15 @@ def _long_tail(config: EvalConfig, info: ModelInfo, dataset: str) -> LongTail:
     else:  # the count formula, without loading the training split
         spec = dataset_spec(dataset)
         train_counts = (longtail_counts(spec.train_per_class, spec.num_classes, config.imbalance_ratio,
-                                        config.imbalance_profile) if long_tailed else [spec.train_per_class] * spec.num_classes)
+                                        config.imbalance_profile) if long_tailed
+                        else [spec.train_per_class] * spec.num_classes)
     group_counts = run.split_class_counts if run is not None else train_counts
     rule = group_rule(group_counts)
     return LongTail(long_tailed, train_counts, class_groups(group_counts, rule), rule)
 
 
-def _load_robustbench_model(name: str, model_dir: str, dataset: str, threat_model: str) -> Tuple[torch.nn.Module, ModelInfo]:
+def _load_robustbench_model(name: str, model_dir: str, dataset: str,
+                            threat_model: str) -> Tuple[torch.nn.Module, ModelInfo]:
     from ..compat import install_robustbench_compat
     if not install_robustbench_compat() and not _has_module('robustbench'):
         raise ValueError("--robustbench-model needs the [robustbench] extra: pip install 'sp-timm[robustbench]'.")
@@ -193,7 +196,8 @@ def _load_robustbench_model(name: str, model_dir: str, dataset: str, threat_mode
     try:
         zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
     except ValueError:
-        raise ValueError(f"RobustBench has no {dataset} / {threat_model} leaderboard (it has cifar10, cifar100, imagenet).") from None
+        raise ValueError(f"RobustBench has no {dataset} / {threat_model} leaderboard (it has cifar10, cifar100, "
+                         f"imagenet).") from None
     if name not in zoo:
         import difflib
         close = difflib.get_close_matches(name, list(zoo), n=3)
@@ -242,7 +246,8 @@ def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: b
         changed = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
         if changed:
             raise ValueError(f"--out {out} holds a partial evaluation with other settings "
-                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); choose another --out "
+                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); choose another "
+                             f"--out "
                              f"or add --restart to discard it.")
     elif is_main:
         atomic_write_json(config, identity)
@@ -283,7 +288,8 @@ def _leaderboard_meta(meta: LeaderboardMeta, info: ModelInfo) -> Dict[str, Any]:
     if sp:
         known = SP_PAPER
     elif loss:
-        known = {'name': f'{architecture or info.architecture} trained with the {loss} loss, {training} (sp-timm baseline)'}
+        known = {'name': f'{architecture or info.architecture} trained with the {loss} loss, {training} '
+                         f'(sp-timm baseline)'}
     else:
         known = {'name': info.name}
     given = {'name': meta.paper_title, 'link': meta.link, 'authors': meta.authors, 'venue': meta.venue}
@@ -342,7 +348,8 @@ def _print_headline(report: EvalReport, out: Path) -> None:
         print(f"FAB minimal {norm} perturbation: median {median} over {s.n} points")
     audit = report.audit
     if audit is not None:
-        print(f"audit: robust {audit.robust_acc:.2f}% {format_ci(audit.robust_ci)} (AutoAttack {audit.autoattack_acc:.2f}%), "
+        print(f"audit: robust {audit.robust_acc:.2f}% {format_ci(audit.robust_ci)} "
+              f"(AutoAttack {audit.autoattack_acc:.2f}%), "
               f"{audit.broke_beyond_aa} points broken beyond AutoAttack; checks: "
               + ', '.join(f"{k} {'ok' if c['passed'] else 'FAILED'}" for k, c in audit.checks.items()))
         if audit.unreliable:

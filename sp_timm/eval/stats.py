@@ -21,7 +21,8 @@ def accuracy_ci(correct: int, total: int, confidence: float = CONFIDENCE) -> Tup
     return 100 * interval.low, 100 * interval.high
 
 
-def mean_ci(values: Sequence[Optional[float]], confidence: float = CONFIDENCE) -> Tuple[Optional[float], Optional[float]]:
+def mean_ci(values: Sequence[Optional[float]], confidence: float = CONFIDENCE) -> Tuple[Optional[float],
+                                                                                        Optional[float]]:
     """Mean over seeds and the half-width of its Student-t interval, ``t_{(1+c)/2, n-1} s / sqrt(n)`` (``s`` the
     sample standard deviation of the n values); None entries are skipped. ``(None, None)`` without values, and
     no half-width for a single value (one seed says nothing about the spread)."""
@@ -48,7 +49,8 @@ def balanced_accuracy(per_class: Sequence[Optional[float]]) -> float:
     return sum(present) / len(present)
 
 
-def group_accuracy(per_class: Sequence[Optional[float]], groups: Dict[str, Sequence[int]]) -> Dict[str, Optional[float]]:
+def group_accuracy(per_class: Sequence[Optional[float]], groups: Dict[str, Sequence[int]]) -> Dict[str,
+                                                                                                   Optional[float]]:
     """Mean per-class accuracy of each class group (e.g. many / medium / few-shot by training images)."""
     result = {}
     for name, members in groups.items():

@@ -13,7 +13,8 @@ from ..model_source import default_model_name
 from ..records import AuditSummary, EvalReport, ModelInfo, RunRecord, TrainConfig, to_json
 from ..threat.budget import exact_eps, format_eps
 
-__all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE', 'DATASET_CARD_INFO',
+__all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE',
+           'DATASET_CARD_INFO',
            'TRAIN_ARGS_FILE', 'TRAIN_ARGS_NOT_WRITTEN', 'DEFAULT_LICENSE', 'PAPER_ARXIV_ID', 'dataset_info']
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'templates' / 'model_card.md'
@@ -84,7 +85,8 @@ def train_args_yaml(info: ModelInfo) -> str:
     config, unknown = train_config(record)
     lines = [f'# The complete configuration of the run that trained {default_model_name(info)}, written by sp-timm '
              f'{record.sp_timm_version} export',
-             f'# from its run record (sp_timm.json). Reproduce it with:  {_launch_prefix(record)} --config {TRAIN_ARGS_FILE}',
+             f'# from its run record (sp_timm.json). Reproduce it with:  {_launch_prefix(record)} --config '
+             f'{TRAIN_ARGS_FILE}',
              f'# Left out (per machine or display only): {", ".join(TRAIN_ARGS_NOT_WRITTEN)}; add --data-dir DIR for a '
              f'local copy of the data.']
     if (record.num_processes or 1) > 1:
@@ -95,7 +97,8 @@ def train_args_yaml(info: ModelInfo) -> str:
                      'epochs; sp_timm.json args_history holds the earlier ones.')
     if unknown:
         lines.append(f'# Flags of the run that this sp-timm train no longer has (left out): {", ".join(unknown)}')
-    return '\n'.join(lines) + '\n' + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    return '\n'.join(lines) + '\n' + yaml.safe_dump(config, sort_keys=False, default_flow_style=None,
+                                                    allow_unicode=True)
 
 
 def _setting_applies(key: str, config: Dict[str, Any]) -> bool:
@@ -110,7 +113,8 @@ def _setting_applies(key: str, config: Dict[str, Any]) -> bool:
              'imbalance_ratio': str(config.get('dataset', '')).endswith('-lt'),
              'imbalance_profile': str(config.get('dataset', '')).endswith('-lt'),
              'decay_epochs': sched == 'step', 'decay_milestones': sched == 'multistep',
-             'decay_rate': sched in ('step', 'multistep', 'plateau'), 'warmup_lr': (config.get('warmup_epochs') or 0) > 0,
+             'decay_rate': sched in ('step', 'multistep', 'plateau'),
+             'warmup_lr': (config.get('warmup_epochs') or 0) > 0,
              'amp_dtype': bool(config.get('amp')), 'log_interval': False,
              'model_ema_decay': bool(config.get('model_ema')), 'model_ema_warmup': bool(config.get('model_ema')),
              'class_weight_beta': config.get('class_weight') == 'effective'}
@@ -136,8 +140,9 @@ def _format_setting(key: str, value: Any) -> str:
 def _training_rows(config: Dict[str, Any]) -> List[List[str]]:
     """The card's training table: every setting of ``train_args.yaml`` that acts in this run, as its flag; switches
     that are off and unset options (their default) are left out."""
-    off = lambda key, value: (value is None or value is False or (isinstance(value, (dict, list)) and not value)
-                              or (key in _ZERO_IS_OFF and value == 0))
+    def off(key, value):
+        return (value is None or value is False or (isinstance(value, (dict, list)) and not value)
+                or (key in _ZERO_IS_OFF and value == 0))
     rows = [[f"`--{key.replace('_', '-')}`", _format_setting(key, value)] for key, value in config.items()
             if not off(key, value) and _setting_applies(key, config)]
     return rows if rows else [['flags', 'not recorded']]
@@ -160,9 +165,11 @@ def _evaluation_context(report: EvalReport) -> Dict[str, Any]:
                       group='' if c.group is None else c.group)
                  for c in report.per_class] if report.long_tailed else []
     return dict(threat_model=protocol.threat_model, eps=protocol.eps, n_examples=protocol.n_examples,
-                attacks=', '.join(protocol.attacks), clean_acc=_fmt(report.clean_acc), robust_acc=_fmt(report.robust_acc),
+                attacks=', '.join(protocol.attacks), clean_acc=_fmt(report.clean_acc),
+                robust_acc=_fmt(report.robust_acc),
                 clean_ci=format_ci(report.clean_ci), robust_ci=format_ci(report.robust_ci),
-                balanced_clean_acc=_fmt(report.balanced_clean_acc), balanced_robust_acc=_fmt(report.balanced_robust_acc),
+                balanced_clean_acc=_fmt(report.balanced_clean_acc),
+                balanced_robust_acc=_fmt(report.balanced_robust_acc),
                 warnings=report.warnings, unreliable=report.unreliable, per_class=per_class,
                 audit=_audit_context(report.audit))
 
@@ -244,7 +251,8 @@ def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_
     name = default_model_name(info)
     repo_id = repo_id or f'ORG/{name}'
     eval_results = _eval_results(info, reports)
-    card_data = ModelCardData(library_name='timm', license=check_license(license), tags=list(CARD_TAGS), model_name=name,
+    card_data = ModelCardData(library_name='timm', license=check_license(license), tags=list(CARD_TAGS),
+                              model_name=name,
                               datasets=[hub_dataset] if hub_dataset else None, pipeline_tag='image-classification',
                               eval_results=eval_results or None)
     loss_name = record.loss if record is not None else 'unknown'

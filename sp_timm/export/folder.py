@@ -142,7 +142,8 @@ def check_replaceable(out: Path) -> None:
     else:
         foreign, changed = files, []
     if foreign or changed:
-        listed = lambda names: ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
+        def listed(names):
+            return ', '.join(names[:5]) + (f' and {len(names) - 5} more' if len(names) > 5 else '')
         problem = (f'holds files sp-timm export did not write ({listed(foreign)})' if foreign
                    else f'holds export files edited since they were written ({listed(changed)})')
         raise CheckpointError(f"--out '{out}' {problem}; export replaces only an earlier export of its own. {nothing}")

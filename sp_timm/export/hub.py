@@ -51,8 +51,8 @@ def read_report(path: os.PathLike, weights: str, source: str) -> EvalReport:
     recorded = report.model.weights_sha256
     if recorded is None:
         raise CheckpointError(f"'{path}' records no SHA-256 of the weights it evaluated (an older sp-timm eval), so it "
-                              f"cannot be matched to '{source}'. Re-run sp-timm eval on '{source}' (it reuses its saved "
-                              f"chunks), then export with the new report.json.")
+                              f"cannot be matched to '{source}'. Re-run sp-timm eval on '{source}' (it reuses its "
+                              "saved chunks), then export with the new report.json.")
     if recorded != weights:
         raise CheckpointError(f"'{path}' evaluated other weights (SHA-256 {str(recorded)[:12]}...) than '{source}' "
                               f"({weights[:12]}...): its numbers would be published for the wrong model. Give the "
@@ -68,7 +68,8 @@ def check_one_report_per_threat_model(paths: Sequence[os.PathLike], reports: Seq
         protocol = report.protocol
         tm = protocol.threat_model
         if tm in seen:
-            what = lambda p: f"{p.dataset}, {tm} eps {p.eps}, {p.n_examples} points"
+            def what(p):
+                return f"{p.dataset}, {tm} eps {p.eps}, {p.n_examples} points"
             raise CheckpointError(
                 f"--eval '{seen[tm][0]}' ({what(seen[tm][1])}) and '{path}' ({what(protocol)}) are both {tm} "
                 f"evaluations; an export holds one per threat model (eval/{tm}.json and one leaderboard entry), so one "

@@ -4,7 +4,8 @@ reports, with no hand edits::
     OUT/
       model_info/<dataset>/<threat_model>/<name>.json   the leaderboard entry (RobustBench's repository path)
       models/<dataset>/<threat_model>/<name>.pt         a plain state dict of RobustBench's own class for the
-                                                        architecture: robustbench.utils.load_model(name, model_dir=OUT/models)
+                                                        architecture, for robustbench.utils.load_model(name,
+                                                        model_dir=OUT/models)
       model_zoo_entry.py                                that class and the entry for robustbench/model_zoo/<dataset>.py
       new_model_issue.md                                RobustBench's "New Model" issue, filled in
       autoattack-<threat_model>.log                     the evaluation's AutoAttack log (sp-timm eval's autoattack.log)
@@ -108,7 +109,8 @@ def _mapped_key(key: str, arch: RobustBenchArchitecture) -> str:
     raise ValueError(f"no RobustBench {arch.class_name} key for sp-timm's '{key}'")
 
 
-def robustbench_state_dict(model: torch.nn.Module, model_name: Optional[str] = None) -> 'OrderedDict[str, torch.Tensor]':
+def robustbench_state_dict(model: torch.nn.Module,
+                           model_name: Optional[str] = None) -> 'OrderedDict[str, torch.Tensor]':
     """``model``'s weights as a plain state dict of RobustBench's class (``robustbench_architecture``), on CPU,
     with the input normalisation as ``mu`` / ``sigma``."""
     arch = robustbench_architecture(model, model_name)
@@ -171,7 +173,8 @@ def submission_name(authors: Optional[str], year: Optional[int], title: Optional
     paper's title (``title_word`` when given) and the architecture, e.g. ``Gao2023Stationary_WRN-28-10``. A
     ``ValueError`` names what is missing."""
     from ..eval.report import PLACEHOLDER_PREFIX
-    given = lambda v: v if v and not str(v).startswith(PLACEHOLDER_PREFIX) else None
+    def given(v):
+        return v if v and not str(v).startswith(PLACEHOLDER_PREFIX) else None
     author = _surname(given(authors) or '')
     words = re.findall(r'[^\W\d_]+', given(title_word) or given(title) or '')
     word = words[0][:1].upper() + words[0][1:] if words else ''
@@ -196,7 +199,8 @@ def issue_text(name: str, reports: Sequence[EvalReport], entries: Sequence[Leade
                arch: RobustBenchArchitecture, checkpoint_url: Optional[str], code_url: Optional[str], license: str,
                version: str) -> str:
     """RobustBench's "New Model" issue (its template's sections and fields), filled in from the reports."""
-    todo = lambda v, what: v or f'TO FILL IN: {what}'
+    def todo(v, what):
+        return v or f'TO FILL IN: {what}'
     first = entries[0]
     lines = [f'<!-- title: [New Model] {name} -->', '', '# Paper Information', '',
              f"- **Paper Title**: {first.name}", f"- **Paper URL**: {first.link}",
@@ -218,22 +222,25 @@ def issue_text(name: str, reports: Sequence[EvalReport], entries: Sequence[Leade
                   f"- **Robust accuracy**: {_with_percent_sign(entry.autoattack_acc)}",
                   f"- **Additional data**: {str(bool(entry.additional_data)).lower()}",
                   f'- **Evaluation method**: {method}',
-                  f"- **Checkpoint and code**: checkpoint {todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
+                  "- **Checkpoint and code**: checkpoint "
+                  f"{todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
                   f" (models/{entry.dataset}/{p.threat_model}/{name}.pt of this folder); code "
                   f"{todo(code_url, 'the URL of the training code (sp-timm export --code-url)')}", '']
     mit = license.lower() == 'mit'
     lines += ['# Model Zoo:', '', '- [x] I want to add my models to the Model Zoo (check if true)',
-              f'- [x] I use an architecture that is included among those [here](https://github.com/RobustBench/robustbench/'
-              f'tree/master/robustbench/model_zoo/architectures) or in `timm`. If not, I added the link to the '
-              f'architecture implementation so that it can be added. ({arch.class_name} of {arch.module}; the class '
-              f'and entry are in {ZOO_ENTRY_FILE})',
-              f"- [{'x' if mit else ' '}] I agree to release my model(s) under MIT license (check if true) **OR** under "
-              f"a custom license, located here: " + ('' if mit else f"{license} (TO FILL IN: the licence's URL)"), '']
+              '- [x] I use an architecture that is included among those '
+              '[here](https://github.com/RobustBench/robustbench/tree/master/robustbench/model_zoo/architectures) or '
+              'in `timm`. If not, I added the link to the architecture implementation so that it can be added. '
+              f'({arch.class_name} of {arch.module}; the class and entry are in {ZOO_ENTRY_FILE})',
+              f"- [{'x' if mit else ' '}] I agree to release my model(s) under MIT license (check if true) **OR** "
+              "under a custom license, located "
+              "here: " + ('' if mit else f"{license} (TO FILL IN: the licence's URL)"), '']
     return '\n'.join(lines)
 
 
-def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathLike], *, model_name: Optional[str] = None,
-                       authors: Optional[str] = None, year: Optional[int] = None, title_word: Optional[str] = None,
+def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathLike], *,
+                       model_name: Optional[str] = None, authors: Optional[str] = None, year: Optional[int] = None,
+                       title_word: Optional[str] = None,
                        checkpoint_url: Optional[str] = None, code_url: Optional[str] = None, license: str = 'mit',
                        weights: str = 'auto') -> Path:
     """Write the RobustBench submission folder of ``source`` (see the module docstring) from its ``sp-timm eval``
@@ -257,15 +264,17 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     for path, report in zip(reports, loaded):
         dataset = report.protocol.dataset
         if dataset not in ROBUSTBENCH_DATASETS:
-            raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are {', '.join(ROBUSTBENCH_DATASETS)} "
+            raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are "
+                             f"{', '.join(ROBUSTBENCH_DATASETS)} "
                              f"(and ImageNet): evaluate on its test set, e.g. sp-timm eval --dataset "
                              f"{dataset[:-3] if dataset.endswith('-lt') else 'cifar10'}.")
         log = Path(path).parent / AUTOATTACK_LOG
         if not log.is_file():
-            raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the same "
-                             f"sp-timm eval command (it reuses its saved results and writes the log).")
+            raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the "
+                             f"same sp-timm eval command (it reuses its saved results and writes the log).")
         logs.append(log.read_text(encoding='utf-8'))
-        entries.append(dataclasses.replace(report.leaderboard, dataset=dataset, **({'authors': authors} if authors else {})))
+        entries.append(dataclasses.replace(report.leaderboard, dataset=dataset,
+                                           **({'authors': authors} if authors else {})))
     name = model_name or submission_name(entries[0].authors, year or _year_of(entries[0].venue), entries[0].name,
                                          arch.short_name, title_word)
     safe_path_component(name, '--model-name')
@@ -276,9 +285,9 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     unfilled = sorted({k for e in entries for k, v in to_json(e).items()
                        if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
     if unfilled:
-        raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: give them to sp-timm "
-                         f"eval (--paper-title, --link, --authors, --venue, --architecture; a rerun reuses its saved "
-                         f"results) or --authors here. Nothing was written.")
+        raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: give them to "
+                         "sp-timm eval (--paper-title, --link, --authors, --venue, --architecture; a rerun reuses its "
+                         "saved results) or --authors here. Nothing was written.")
     state = io.BytesIO()
     torch.save(robustbench_state_dict(model, info.architecture), state)
     with export_folder(out, f'sp-timm {__version__} export --robustbench', digest) as tmp:

@@ -2,7 +2,8 @@
 ``create_classification_loss``), the ``SPLoss`` base and one module per member; class weights and the per-sample
 losses they need; the CUDA kernel's first-use self-check verdicts. """
 from ._base import SPLoss
-from ._class_weight import (CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, PerSampleCrossEntropy, class_weights, earlier_reduction,
+from ._class_weight import (CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, PerSampleCrossEntropy, class_weights,
+                            earlier_reduction,
                             per_sample_loss)
 from ._factory import create_classification_loss, create_loss, is_sp_loss, list_losses, timm_loss_types
 from ._registry import register_loss

@@ -26,8 +26,9 @@ plus the reduction forward and one multiplication backward (which casts to the l
 gradient, e.g. AMP's loss scale, has multiplied it: no float16 underflow). Before a compiled variant of the kernel
 serves for the first time on a device, it checks itself against the torch code on an edge-case batch
 (``_kernel_check``); if it fails that check, or cannot build or launch, it warns once and the torch code takes over.
-Everything else (soft targets, smoothing, no gradient, float64, K > 8192, ``kernel='torch'``) runs as one ``torch.compile``'d function on CUDA (``compile=None``, the default), a
-few fused kernels instead of ~20 small ones; it falls back to the same code in eager mode if compilation fails.
+Everything else (soft targets, smoothing, no gradient, float64, K > 8192, ``kernel='torch'``) runs as one
+``torch.compile``'d function on CUDA (``compile=None``, the default), a few fused kernels instead of ~20 small ones;
+it falls back to the same code in eager mode if compilation fails.
 
 Validation (``validate``): the shape / dtype checks are host-side and always immediate. The value checks
 (finite logits, labels in ``[0, K-1]``, soft-target rows non-negative and summing to 1) are one on-device
@@ -269,7 +270,8 @@ class SPLoss(nn.Module):
         """The constructor parameters that define this member (without reduction / smoothing / fused)."""
         params = inspect.signature(type(self).__init__).parameters.values()
         skip = ('self', 'reduction', 'smoothing', 'fused', 'validate', 'compile', 'kernel')
-        return {p.name: getattr(self, p.name) for p in params if p.name not in skip and p.kind is p.POSITIONAL_OR_KEYWORD}
+        return {p.name: getattr(self,
+                                p.name) for p in params if p.name not in skip and p.kind is p.POSITIONAL_OR_KEYWORD}
 
     def extra_repr(self) -> str:
         parts = [f'{k}={v:g}' for k, v in self.hparams().items()]
@@ -409,7 +411,8 @@ class SPLoss(nn.Module):
         target, flag = self._checked_target(logits, target, soft, check)
         if not soft and self.smoothing > 0:
             num_classes = logits.shape[-1]
-            target = F.one_hot(target, num_classes).to(logits.dtype) * (1.0 - self.smoothing) + self.smoothing / num_classes
+            target = F.one_hot(target,
+                               num_classes).to(logits.dtype) * (1.0 - self.smoothing) + self.smoothing / num_classes
             soft = True
         loss = self.soft_target_losses(logits, target) if soft else self.index_losses(logits, target)
         return _reduce(loss, self.reduction), flag
@@ -468,7 +471,8 @@ def _own_code(member: 'SPLoss', method: str) -> Callable:
     func = getattr(type(member), method)
     name = f'{method}_{type(member).__name__}'
     code = func.__code__.replace(co_name=name, co_qualname=name)
-    return types.MethodType(types.FunctionType(code, func.__globals__, name, func.__defaults__, func.__closure__), member)
+    return types.MethodType(types.FunctionType(code, func.__globals__, name, func.__defaults__, func.__closure__),
+                            member)
 
 
 def _check_form(logits: Any, target: Any, name: str) -> Tuple[torch.Tensor, torch.Tensor, bool]:

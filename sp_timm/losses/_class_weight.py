@@ -21,7 +21,8 @@ __all__ = ['CLASS_WEIGHT_MODES', 'CLASS_WEIGHT_REDUCTION', 'class_weights', 'Cla
            'per_sample_loss', 'PerSampleCrossEntropy']
 
 CLASS_WEIGHT_MODES = ('none', 'balanced', 'effective')
-CLASS_WEIGHT_REDUCTION = 'sum_i w_i l_i / sum_i w_i'  # the run record's name for the batch loss (earlier: mean_i w_i l_i)
+# the run record's name for the batch loss (earlier: mean_i w_i l_i)
+CLASS_WEIGHT_REDUCTION = 'sum_i w_i l_i / sum_i w_i'
 
 
 def earlier_reduction(record: dict) -> Optional[str]:

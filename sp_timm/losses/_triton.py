@@ -125,7 +125,8 @@ def launch_shape(num_rows: int, num_classes: int) -> Tuple[int, int]:
 
 
 def sp_rows(member: str, logits: torch.Tensor, target: torch.Tensor, grad_scale: float, a: float, c: float = 0.0,
-            check: bool = True, rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+            check: bool = True, rows: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                     Optional[torch.Tensor]]:
     """Per-row loss (B,) and ``grad_scale * grad_z`` (B, K), both float32, and, with ``check``, the int32 flag
     (0-dim, 1 = the value checks pass) of SP member ``member`` for class indices ``target`` (B,), in one kernel.
     ``a``: the member's parameter (p*, lam, p*, m*, gamma); ``c``: ``sp_focal``'s linear coefficient.

@@ -25,7 +25,8 @@ class SPCrossEntropy(SPProbLoss):
 
     def __init__(self, pstar: float = 0.9, **kwargs):
         super().__init__(**kwargs)
-        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary set must classify correctly (> 1/2) and be finite (< 1)')
+        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary set must classify correctly (> '
+                                                                   '1/2) and be finite (< 1)')
 
     def prob_loss(self, log_p: torch.Tensor, log_1mp: torch.Tensor) -> torch.Tensor:
         return log_p.exp() / self.pstar - log_p

@@ -30,7 +30,8 @@ class SPFocal(SPProbLoss):
     def __init__(self, gamma: float = 2.0, pstar: float = 0.9, **kwargs):
         super().__init__(**kwargs)
         self.gamma = check_positive('gamma', gamma, '', allow_zero=True)
-        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary set must classify correctly (> 1/2) and be finite (< 1)')
+        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary set must classify correctly (> '
+                                                                   '1/2) and be finite (< 1)')
         q = 1.0 - self.pstar
         self.coef = q ** gamma / self.pstar - (gamma * q ** (gamma - 1) * math.log(self.pstar) if gamma else 0.0)
 

@@ -28,7 +28,8 @@ class SPLabelSmoothing(SPLoss):
 
     def __init__(self, pstar: float = 0.9, **kwargs):
         super().__init__(**kwargs)
-        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary point must classify correctly (> 1/2) and be finite (< 1)')
+        self.pstar = check_open_interval('pstar', pstar, 0.5, 1.0, 'the stationary point must classify correctly (> '
+                                                                   '1/2) and be finite (< 1)')
 
     def _losses(self, log_probs: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
         r = (1.0 - self.pstar) / (log_probs.shape[-1] - 1)

@@ -10,5 +10,6 @@ from .wide_resnet import WideResNet
 CIFAR_MODELS = ('wrn28_10_cifar', 'wrn34_10_cifar', 'wrn34_20_cifar', 'wrn70_16_cifar', 'preact_resnet18_cifar',
                 'resnet20_cifar', 'resnet32_cifar', 'small_cnn_cifar')
 
-__all__ = ['CIFAR_MODELS', 'CifarClassifier', 'cifar_cfg', 'CIFAR10_MEAN', 'CIFAR10_STD', 'InputNormalization', 'PreActResNet',
+__all__ = ['CIFAR_MODELS', 'CifarClassifier', 'cifar_cfg', 'CIFAR10_MEAN', 'CIFAR10_STD', 'InputNormalization',
+           'PreActResNet',
            'CifarResNet', 'SmallCNN', 'WideResNet']

@@ -59,7 +59,8 @@ class CifarClassifier(nn.Module):
 
     def forward_body(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output -> the final feature map; subclasses define ``stages`` (and ``final_norm``)."""
-        x = checkpoint_seq(self.stages, x) if self.grad_checkpointing and not torch.jit.is_scripting() else self.stages(x)
+        x = checkpoint_seq(self.stages,
+                           x) if self.grad_checkpointing and not torch.jit.is_scripting() else self.stages(x)
         return self.final_norm(x)
 
     @torch.jit.ignore

@@ -39,7 +39,8 @@ class PreActResNet(CifarClassifier):
         self.conv_stem = nn.Conv2d(self.in_chans, widths[0], 3, 1, 1, bias=False)
         stages, in_chs = [], widths[0]
         for i, (blocks, width) in enumerate(zip(layers, widths)):
-            stages.append(nn.Sequential(*[PreActBlock(in_chs if b == 0 else width, width, (1 if i == 0 else 2) if b == 0 else 1)
+            stages.append(nn.Sequential(*[PreActBlock(in_chs if b == 0 else width, width,
+                                                      (1 if i == 0 else 2) if b == 0 else 1)
                                           for b in range(blocks)]))
             in_chs = width
         self.stages = nn.Sequential(*stages)

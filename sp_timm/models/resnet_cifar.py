@@ -40,7 +40,8 @@ class CifarResNet(CifarClassifier):
 
     def __init__(self, depth: int = 32, num_classes: int = 10, **kwargs):
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f'CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth}.')
+            raise ValueError(f'CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), '
+                             f'got {depth}.')
         widths = (16, 32, 64)
         super().__init__(num_features=widths[-1], num_classes=num_classes, **kwargs)
         blocks_per_stage = (depth - 2) // 6
@@ -49,7 +50,8 @@ class CifarResNet(CifarClassifier):
         in_chs = widths[0]
         stages = []
         for i, width in enumerate(widths):
-            stages.append(nn.Sequential(*[BasicBlock(in_chs if b == 0 else width, width, (1 if i == 0 else 2) if b == 0 else 1)
+            stages.append(nn.Sequential(*[BasicBlock(in_chs if b == 0 else width, width,
+                                                     (1 if i == 0 else 2) if b == 0 else 1)
                                           for b in range(blocks_per_stage)]))
             in_chs = width
         self.stages = nn.Sequential(*stages)

@@ -14,7 +14,8 @@ __all__ = ['SmallCNN']
 
 
 def _conv_bn_relu(in_chs: int, out_chs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, 2, 1, bias=False), nn.BatchNorm2d(out_chs), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, 2, 1, bias=False), nn.BatchNorm2d(out_chs),
+                         nn.ReLU(inplace=True))
 
 
 class SmallCNN(CifarClassifier):

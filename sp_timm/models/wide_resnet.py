@@ -26,7 +26,8 @@ class WideBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
         self.drop_rate = drop_rate
-        self.shortcut = None if in_chs == out_chs and stride == 1 else nn.Conv2d(in_chs, out_chs, 1, stride, 0, bias=False)
+        self.shortcut = None if in_chs == out_chs and stride == 1 else nn.Conv2d(in_chs, out_chs, 1, stride, 0,
+                                                                                 bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = F.relu(self.bn1(x))
@@ -44,7 +45,8 @@ class WideResNet(CifarClassifier):
     def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, block_drop_rate: float = 0.0,
                  **kwargs):
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f'WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, 70, ...), got {depth}.')
+            raise ValueError('WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, 70, ...), got '
+                             f'{depth}.')
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         super().__init__(num_features=widths[3], num_classes=num_classes, **kwargs)
         blocks_per_stage = (depth - 4) // 6

@@ -3,7 +3,8 @@ what a loaded model is (``ModelInfo``), the evaluation report and its leaderboar
 checked on reading (``schema``), and every older record brought to the current schema in one place (``upgrade``).
 Light: no torch. """
 from .report import (LEADERBOARD_FIELDS, REPORT_VERSION, AuditAttackRow, AuditSummary, BudgetAccuracy, ClassResult,
-                     EvalReport, EvaluatedModel, GroupResult, GroupRule, LeaderboardEntry, PerturbationSummary, Protocol,
+                     EvalReport, EvaluatedModel, GroupResult, GroupRule, LeaderboardEntry, PerturbationSummary,
+                     Protocol,
                      StageAccuracy)
 from .run import (CLASS_WEIGHT_REDUCTION, EARLIER_CLASS_WEIGHT_REDUCTION, EXPORT_RECORD_VERSION, RUN_RECORD_VERSION,
                   ClassWeighting, ExportRecord, FlagChange, ModelEma, ModelInfo, ReductionChange, RunRecord,

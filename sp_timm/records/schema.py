@@ -70,8 +70,8 @@ def _dataclass(cls: type, data: Any, where: str) -> Any:
     known = {f.metadata.get(JSON_KEY, f.name): f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise RecordError(f"{where}: unknown field(s) {', '.join(unknown)} in {cls.__name__}; the file was edited or is "
-                          f"not what it claims to be.")
+        raise RecordError(f"{where}: unknown field(s) {', '.join(unknown)} in {cls.__name__}; the file was edited or "
+                          "is not what it claims to be.")
     values: Dict[str, Any] = {}
     for key, f in known.items():
         if key in data:
@@ -112,23 +112,18 @@ def _value(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 -- one branc
         if value is not None:
             raise RecordError(f'{where}: expected null, got {_shown(value)}.')
         return None
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise RecordError(f'{where}: expected true or false, got {_shown(value)}.')
-        return value
-    if kind is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RecordError(f'{where}: expected a whole number, got {_shown(value)}.')
-        return value
-    if kind is float:  # JSON writes 90.0 as 90 when Python had an int: both are numbers
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RecordError(f'{where}: expected a number, got {_shown(value)}.')
-        return value
-    if kind is str:
-        if not isinstance(value, str):
-            raise RecordError(f'{where}: expected a string, got {_shown(value)}.')
+    if kind in _SCALARS:
+        accepted, described = _SCALARS[kind]
+        if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+            raise RecordError(f'{where}: expected {described}, got {_shown(value)}.')
         return value
     raise TypeError(f'{where}: records.schema cannot check the type {kind!r}')
+
+
+# JSON's scalars: the Python types a field of each kind takes, and how an error names the kind. A float field takes
+# ints (JSON writes 90.0 as 90 when Python had an int); a bool is an int to Python, but only a bool field takes one.
+_SCALARS = {bool: ((bool,), 'true or false'), int: ((int,), 'a whole number'), float: ((int, float), 'a number'),
+            str: ((str,), 'a string')}
 
 
 def _name(kind: Any) -> str:

@@ -55,7 +55,8 @@ def val_split_flag(text: str) -> ValSplit:
 class TrainConfig:
     """The configuration of one training run (see the module docstring); ``TrainConfig(dataset='digits')`` is a
     complete one, every other field has timm's or sp-timm's default."""
-    config: str = option('', 'YAML of flag defaults (keys: flag names with _)', flags=('-c', '--config'), metavar='FILE')
+    config: str = option('', 'YAML of flag defaults (keys: flag names with _)', flags=('-c', '--config'),
+                         metavar='FILE')
     dataset: Optional[str] = option(None, dataset_help(True), group=DATA, required=True, choices=dataset_names,
                                     metavar='NAME')
     data_dir: Optional[str] = option(None, DATA_DIR_HELP, group=DATA)
@@ -65,8 +66,8 @@ class TrainConfig:
         None, 'train on N random training images (seed 0; smoke runs; default: all)', group=DATA, type=int)
     val_split: ValSplit = option(
         None, 'validation images carved from the training split, stratified by class (seed 0): a count, a fraction, '
-              'or auto = min(1000, 10%%); `best` and the per-epoch metrics use it. 0: validate on the test split (the old '
-              'behaviour, which lets model selection see test points). Default: auto',
+              'or auto = min(1000, 10%%); `best` and the per-epoch metrics use it. 0: validate on the test split (the '
+              'old behaviour, which lets model selection see test points). Default: auto',
         group=DATA, type=val_split_flag, metavar='N|FRACTION|auto')
     val_examples: Optional[int] = option(None, 'validate on the first N validation images only (default: all)',
                                          group=DATA, type=int)
@@ -95,12 +96,13 @@ class TrainConfig:
     smoothing: float = option(0.0, 'label smoothing (timm: --smoothing)', group=LOSS, type=float)
     class_weight: str = option(
         'none', "per-class weights on every sample's loss (any SP loss, ce): balanced = inverse frequency N/(K n_k); "
-                "effective = Cui et al.'s (1-beta)/(1-beta^n_k), normalised to sum K; counts of the training images used",
+                "effective = Cui et al.'s (1-beta)/(1-beta^n_k), normalised to sum K; counts of the training images "
+                "used",
         group=LOSS, choices=CLASS_WEIGHT_MODES)
     class_weight_beta: float = option(0.9999, 'beta of --class-weight effective, in [0, 1)', group=LOSS, type=float)
     drw_epoch: Optional[int] = option(
-        None, 'deferred re-weighting (LDAM-DRW): --class-weight applies from epoch E + 1 on (after E epochs), the plain '
-              'loss before (default: from the start)', group=LOSS, type=int, metavar='E')
+        None, 'deferred re-weighting (LDAM-DRW): --class-weight applies from epoch E + 1 on (after E epochs), the '
+              'plain loss before (default: from the start)', group=LOSS, type=int, metavar='E')
     mixup: float = option(0.0, 'mixup alpha (timm: --mixup)', group=LOSS, type=float)
     cutmix: float = option(0.0, 'cutmix alpha (timm: --cutmix)', group=LOSS, type=float)
     mixup_prob: float = option(1.0, 'probability of mixing a batch when --mixup or --cutmix is on (timm: --mixup-prob)',
@@ -134,8 +136,8 @@ class TrainConfig:
                '(ema_val_*), `best` chosen on its metric, saved as model_ema.safetensors; sp-timm eval / export use it '
                'unless --weights raw', group=EMA, action='store_true')
     model_ema_decay: float = option(
-        DEFAULT_EMA_DECAY, 'EMA decay d in [0, 1): after optimizer update t, ema <- d_t * ema + (1 - d_t) * weights with '
-                           'd_t = d (d_1 = 0: the first update copies the weights; timm: --model-ema-decay)',
+        DEFAULT_EMA_DECAY, 'EMA decay d in [0, 1): after optimizer update t, ema <- d_t * ema + (1 - d_t) * weights '
+                           'with d_t = d (d_1 = 0: the first update copies the weights; timm: --model-ema-decay)',
         group=EMA, type=float)
     model_ema_warmup: bool = option(
         False, "timm's decay warmup: d_t = min(d, 1 - t^(-2/3)) at update t (reaches 0.999 after ~31.6k updates; timm: "
@@ -194,8 +196,8 @@ class TrainConfig:
             if self.class_weight == 'none':
                 problems.append('--drw-epoch defers class weights: give --class-weight balanced or effective too.')
             elif not 1 <= self.drw_epoch < self.epochs:
-                problems.append(f'--drw-epoch must be in [1, --epochs - 1] = [1, {self.epochs - 1}] (the weights switch '
-                                f'on after that many epochs), got {self.drw_epoch}.')
+                problems.append(f'--drw-epoch must be in [1, --epochs - 1] = [1, {self.epochs - 1}] (the weights '
+                                f'switch on after that many epochs), got {self.drw_epoch}.')
         if not 0 <= self.model_ema_decay < 1:
             problems.append(f"--model-ema-decay must be in [0, 1) (timm's default {DEFAULT_EMA_DECAY}; 0.999 averages "
                             f"over about 1000 updates), got {self.model_ema_decay}.")

@@ -34,10 +34,11 @@ def check_eps(eps: float, threat_model: str, input_dim: int = 3 * 32 * 32) -> fl
     if not (isinstance(eps, (int, float)) and math.isfinite(eps)) or eps <= 0:
         raise ValueError(f'eps must be a positive number, got {eps!r}; RobustBench uses 8/255 (Linf) and 0.5 (L2).')
     if threat_model == 'Linf' and eps > 1:
-        raise ValueError(f'Linf eps {eps:g} is larger than the whole [0, 1] pixel range: write {eps:g}/255, not {eps:g}.')
+        raise ValueError(f'Linf eps {eps:g} is larger than the whole [0, 1] pixel range: write {eps:g}/255, not '
+                         f'{eps:g}.')
     if threat_model == 'L2' and eps > math.sqrt(input_dim):
-        raise ValueError(f'L2 eps {eps:g} exceeds the diameter sqrt({input_dim}) = {math.sqrt(input_dim):.1f} of [0, 1] '
-                         f'images; RobustBench uses 0.5.')
+        raise ValueError(f'L2 eps {eps:g} exceeds the diameter sqrt({input_dim}) = {math.sqrt(input_dim):.1f} of [0, '
+                         '1] images; RobustBench uses 0.5.')
     return float(eps)
 
 

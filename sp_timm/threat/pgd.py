@@ -89,10 +89,12 @@ def _run_in_eval(model: nn.Module, attack: Callable[[], torch.Tensor]) -> torch.
 
 
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, step_size: float,
-               steps: int, norm: str = 'Linf', loss_fn: LossFn = F.cross_entropy, random_start: bool = True) -> torch.Tensor:
+               steps: int, norm: str = 'Linf', loss_fn: LossFn = F.cross_entropy,
+               random_start: bool = True) -> torch.Tensor:
     """PGD (Madry et al., 2018): maximise ``loss_fn(model(x'), y)`` over ``||x' - x|| <= eps``, ``x'`` in [0, 1].
 
-    x'_0 = ``random_init(x)`` (or x without ``random_start``); x'_{t+1} = ``project(x'_t + alpha * steepest_direction(grad))``.
+    x'_0 = ``random_init(x)`` (or x without ``random_start``);
+    x'_{t+1} = ``project(x'_t + alpha * steepest_direction(grad))``.
     Returns detached adversarial images; ``model``'s train/eval mode is restored.
     """
     images = images.detach()

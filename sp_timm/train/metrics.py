@@ -64,4 +64,5 @@ def write_metrics(path: Path, keep_through_epoch: int, new_rows: list) -> None:
 
 
 def accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.stack([(logits.argmax(1) == labels).sum().float(), torch.tensor(float(labels.numel()), device=labels.device)])
+    return torch.stack([(logits.argmax(1) == labels).sum().float(), torch.tensor(float(labels.numel()),
+                                                                                 device=labels.device)])

@@ -61,20 +61,21 @@ def prepare_output(config: TrainConfig) -> Tuple[Path, Optional[Path]]:
         changed = changed_args(record, config)
         if changed and not config.resume_override:
             listed = '; '.join(f"--{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items())
-            raise CheckpointError(f"--resume {config.resume} was trained with other settings ({listed}). Resume with the "
-                                  f"run's flags (the 'config' of its run.json), or add --resume-override to continue with "
-                                  f"the new values (run.json then records the epochs run with each value under "
-                                  f"args_history). Nothing was changed.")
+            raise CheckpointError(f"--resume {config.resume} was trained with other settings ({listed}). Resume with "
+                                  "the run's flags (the 'config' of its run.json), or add --resume-override to "
+                                  "continue with the new values (run.json then records the epochs run with each value "
+                                  "under args_history). Nothing was changed.")
         schedule_changed = sorted(changed.keys() & set(SCHEDULE_ARGS))
         if schedule_changed and 'plateau' in (config.sched, record.config.sched if record.config else None):
-            raise CheckpointError(f"--resume {config.resume}: a plateau schedule's learning rate follows the metrics it "
-                                  f"has seen, so it cannot be rebuilt from new flags ({', '.join(schedule_changed)}); "
-                                  f"resume with the run's schedule flags. Nothing was changed.")
+            raise CheckpointError(f"--resume {config.resume}: a plateau schedule's learning rate follows the metrics "
+                                  "it has seen, so it cannot be rebuilt from new flags "
+                                  f"({', '.join(schedule_changed)}); resume with the run's schedule flags. Nothing was "
+                                  "changed.")
         if record.earlier_reduction() and not config.resume_override:
-            raise CheckpointError(f"--resume {config.resume} was trained with the earlier class-weighted loss (the plain "
-                                  f"batch mean of w[y] l, every step smaller); its next epochs would use the weighted "
-                                  f"mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override to continue "
-                                  f"(run.json then records the change). Nothing was changed.")
+            raise CheckpointError(f"--resume {config.resume} was trained with the earlier class-weighted loss (the "
+                                  "plain batch mean of w[y] l, every step smaller); its next epochs would use the "
+                                  f"weighted mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override "
+                                  "to continue (run.json then records the change). Nothing was changed.")
         if run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
             raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
                                   f"'{config.resume}' into it would replace them. Leave --output out to continue in "

@@ -64,7 +64,8 @@ def check_model_name(name: str) -> None:
     if source is None and not timm.is_model(model_id):
         close = difflib.get_close_matches(model_id, timm.list_models(), n=3)
         raise ValueError(f"Unknown model '{name}'" + (f"; did you mean {', '.join(close)}?" if close else '.')
-                         + " List them with timm.list_models('*cifar*') (sp-timm's CIFAR networks) or timm.list_models().")
+                         + " List them with timm.list_models('*cifar*') (sp-timm's CIFAR networks) or "
+                           "timm.list_models().")
 
 
 def reseed(seed: int, epoch: int, process_index: int) -> None:
@@ -90,7 +91,8 @@ class Trainer:
         self.config = config
         check_model_name(config.model)
         self.loss_fn = create_classification_loss(config.loss, smoothing=config.smoothing,
-                                                  soft_targets=config.mixup > 0 or config.cutmix > 0, **config.sp_kwargs())
+                                                  soft_targets=config.mixup > 0 or config.cutmix > 0,
+                                                  **config.sp_kwargs())
         # without --amp the launcher's config (accelerate launch --mixed_precision) decides, as in Accelerate
         mixed = {'float16': 'fp16', 'bfloat16': 'bf16'}[config.amp_dtype] if config.amp else None
         if mixed == 'fp16' and not torch.cuda.is_available():
@@ -100,7 +102,8 @@ class Trainer:
         PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU'))
         output, self.resume_from = prepare_output(config)
         self.output = Path(broadcast_object_list([str(output)])[0])
-        self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=default_trackers(), project_dir=self.output)
+        self.accelerator = accelerator = Accelerator(mixed_precision=mixed, log_with=default_trackers(),
+                                                     project_dir=self.output)
         self.main = accelerator.is_main_process
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -149,8 +152,9 @@ class Trainer:
         """The training and validation images (``--val-split``, ``--train-examples``, ``--val-examples``) and the
         number of classes."""
         config = self.config
-        load = lambda split: create_dataset(config.dataset, split, config.data_dir, config.imbalance_ratio,
-                                            config.imbalance_profile)
+        def load(split):
+            return create_dataset(config.dataset, split, config.data_dir, config.imbalance_ratio,
+                                                    config.imbalance_profile)
         full_train = load('train')
         split_counts = full_train.class_counts()
         train_data, val_data, val_record = carve_validation(full_train, config.val_split)
@@ -160,8 +164,9 @@ class Trainer:
                 print('sp-timm train: --val-split 0: validating and choosing `best` on the TEST split (the old '
                       'behaviour); sp-timm eval will then report on points that chose the model.')
         if config.train_examples and config.train_examples > len(train_data):
-            raise ValueError(f'--train-examples {config.train_examples} exceeds the {len(train_data)} training images of '
-                             f'{config.dataset} (after the validation split); omit it to train on all of them.')
+            raise ValueError(f'--train-examples {config.train_examples} exceeds the {len(train_data)} training '
+                             f'images of {config.dataset} (after the validation split); omit it to train on all of '
+                             f'them.')
         if config.train_examples and config.train_examples < len(train_data):  # random: -lt splits are class-sorted
             keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:config.train_examples]
             train_data = train_data.subset(keep.sort().values, f'{config.train_examples} random (seed 0)')
@@ -191,10 +196,12 @@ class Trainer:
                                          drop_last=True, even_shards=True, **shards)
         self.val_loader = TensorLoader(data.val, config.batch_size, even_shards=False, **shards)
         if len(self.train_loader) == 0:
-            raise ValueError(f'{len(data.train)} training images give no full batch of {config.batch_size} per process.')
+            raise ValueError(f'{len(data.train)} training images give no full batch of {config.batch_size} '
+                             f'per process.')
         adv_count = min(config.adv_val_examples, len(data.val))
+        attacked = config.adv != 'none' and adv_count > 0
         self.adv_val_loader = (TensorLoader(data.val.subset(range(adv_count), f'first {adv_count}'), config.batch_size,
-                                            even_shards=False, **shards) if config.adv != 'none' and adv_count > 0 else None)
+                                            even_shards=False, **shards) if attacked else None)
 
     def _compile(self) -> None:
         """--torchcompile: the model (training and attack calls), the EMA copy and the loss."""
@@ -223,7 +230,8 @@ class Trainer:
             meaning='per-sample weight w[y] (soft targets: w . t) on the loss of each sample',
             reduction=CLASS_WEIGHT_REDUCTION)
         if self.main:
-            when = f'from epoch {config.drw_epoch + 1} (--drw-epoch)' if config.drw_epoch is not None else 'from the start'
+            when = (f'from epoch {config.drw_epoch + 1} (--drw-epoch)' if config.drw_epoch is not None
+                    else 'from the start')
             print(f'sp-timm train: --class-weight {config.class_weight}: weights {rounded} {when}.')
             if len({c for c in counts if c > 0}) == 1:
                 print(f'sp-timm train: --class-weight {config.class_weight} on a balanced training set '
@@ -247,9 +255,9 @@ class Trainer:
             best_on='ema', eval_export_default='ema')
         if self.main:
             warmup = ', warmup d_t = min(d, 1 - t^(-2/3))' if config.model_ema_warmup else ''
-            print(f'sp-timm train: --model-ema: timm ModelEmaV3, decay {config.model_ema_decay}{warmup}; the EMA weights '
-                  f'are validated every epoch (ema_val_*), pick `best`, are saved as {EMA_FILE}, and are what sp-timm eval '
-                  f'/ export use by default (--weights raw for the trained weights).')
+            print(f'sp-timm train: --model-ema: timm ModelEmaV3, decay {config.model_ema_decay}{warmup}; the EMA '
+                  f'weights are validated every epoch (ema_val_*), pick `best`, are saved as {EMA_FILE}, and are what '
+                  f'sp-timm eval / export use by default (--weights raw for the trained weights).')
         return ema, record
 
     def _sync_ema_buffers(self) -> None:
@@ -284,7 +292,8 @@ class Trainer:
 
     def _load(self, checkpoint: Path) -> 'ResumeHistory':
         """Continue from ``checkpoint``: weights, optimizer state (momentum buffers), schedule position, EMA, update
-        count and best metric; returns what the run record keeps of the resume (flags and batch loss changed). Flags changed with --resume-override take effect: the optimizer's hyperparameters
+        count and best metric; returns what the run record keeps of the resume (flags and batch loss changed). Flags
+        changed with --resume-override take effect: the optimizer's hyperparameters
         (learning rate, momentum, weight decay) are this run's, and a changed schedule flag (``SCHEDULE_ARGS``)
         rebuilds the learning-rate schedule from the new flags at the resumed epoch. Resumed into another (empty)
         --output, ``best`` is the best of the epochs run there."""
@@ -296,22 +305,25 @@ class Trainer:
             self.model.load_state_dict(model_state, strict=True)
             self.optimizer.load_state_dict(training_state['optimizer'])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"--resume '{checkpoint}' does not fit this run's model or optimizer ({str(err)[:300]}).") from err
+            raise CheckpointError(f"--resume '{checkpoint}' does not fit this run's model or optimizer "
+                                  f"({str(err)[:300]}).") from err
         self.start_epoch, self.best_metric = state['epoch'], state.get('best_metric')  # epochs completed
         self.num_updates = state.get('num_updates', self.start_epoch * len(self.train_loader))
         rebuild = sorted(changed.keys() & set(SCHEDULE_ARGS))
         if self.config.sched_on_updates and self.num_updates != self.start_epoch * len(self.train_loader):
-            raise CheckpointError(f"--resume '{checkpoint}': the schedule steps per update (--sched-on-updates) and this "
-                                  f"resume changes the updates per epoch ({self.num_updates // max(self.start_epoch, 1)} -> "
-                                  f"{len(self.train_loader)}: batch size, training images or processes); resume with the "
-                                  f"run's, or train again.")
+            old_updates = self.num_updates // max(self.start_epoch, 1)
+            raise CheckpointError(f"--resume '{checkpoint}': the schedule steps per update (--sched-on-updates) and "
+                                  f"this resume changes the updates per epoch ({old_updates} -> "
+                                  f"{len(self.train_loader)}: batch size, training images or processes); resume with "
+                                  f"the run's, or train again.")
         for group, values in zip(self.optimizer.param_groups, this_run if changed else ()):
             group.update({k: v for k, v in values.items() if rebuild or k not in ('lr', 'initial_lr')})
         if rebuild:  # the fresh schedule of the new flags, moved to where the run stands
             self.scheduler.step(self.start_epoch)
             self.scheduler.step_update(num_updates=self.num_updates)
             if self.main:
-                print(f"sp-timm train: --resume-override changed {', '.join('--' + k.replace('_', '-') for k in rebuild)}: "
+                changed_flags = ', '.join('--' + k.replace('_', '-') for k in rebuild)
+                print(f"sp-timm train: --resume-override changed {changed_flags}: "
                       f"the learning-rate schedule is rebuilt from the new flags at epoch {self.start_epoch + 1} "
                       f"(lr {self.optimizer.param_groups[0]['lr']:.4g}).")
         else:
@@ -340,13 +352,14 @@ class Trainer:
         if ema_state is None:
             self.model_ema.set(self.model)
             if self.main:
-                print(f"sp-timm train: --resume '{checkpoint}' has no EMA weights (trained without --model-ema): the EMA "
-                      f"starts from the resumed weights.")
+                print(f"sp-timm train: --resume '{checkpoint}' has no EMA weights (trained without --model-ema): "
+                      f"the EMA starts from the resumed weights.")
             return
         try:
             self.model_ema.module.load_state_dict(ema_state, strict=True)
         except RuntimeError as err:
-            raise CheckpointError(f"--resume '{checkpoint}': its EMA weights do not fit this run's model ({str(err)[:300]}).") from err
+            raise CheckpointError(f"--resume '{checkpoint}': its EMA weights do not fit this run's model "
+                                  f"({str(err)[:300]}).") from err
         generator = getattr(self.model_ema, '_sr_generator', None)
         if generator is not None and training_state.get('model_ema_rng') is not None:
             generator.set_state(training_state['model_ema_rng'])
@@ -368,13 +381,13 @@ class Trainer:
         if self.class_weighting is not None and config.drw_epoch is not None:  # deferred re-weighting
             self.class_weighting.enabled = epoch >= config.drw_epoch
             if self.main and epoch == config.drw_epoch:
-                tqdm.write(f'sp-timm train: --drw-epoch {config.drw_epoch}: class weights ({config.class_weight}) on from '
-                           f'epoch {epoch + 1}.')
+                tqdm.write(f'sp-timm train: --drw-epoch {config.drw_epoch}: class weights ({config.class_weight}) '
+                           f'on from epoch {epoch + 1}.')
         stats = torch.zeros(4, device=accelerator.device)  # loss sum, correct, seen, adv-correct
         grad_stats = torch.zeros(GRAD_STATS, device=accelerator.device)  # --clip-grad: see accumulate_grad_norm
         start = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}', disable=not self.main or config.no_progress,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{self.num_epochs}',
+                   disable=not self.main or config.no_progress, leave=False, dynamic_ncols=True)
         for step, (images, labels) in enumerate(bar):
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -382,10 +395,11 @@ class Trainer:
             if self.mixup is not None:
                 images, targets = self.mixup(images, labels)
             if config.adv == 'pgd':
-                images = pgd_attack(self.attack_model, images, labels, config.adv_eps, config.adv_step_size, config.adv_steps,
-                                    config.adv_norm, self._inner_loss())
+                images = pgd_attack(self.attack_model, images, labels, config.adv_eps, config.adv_step_size,
+                                    config.adv_steps, config.adv_norm, self._inner_loss())
             if config.adv == 'trades':
-                adv_images = trades_attack(self.attack_model, images, config.adv_eps, config.adv_step_size, config.adv_steps, config.adv_norm)
+                adv_images = trades_attack(self.attack_model, images, config.adv_eps, config.adv_step_size,
+                                           config.adv_steps, config.adv_norm)
                 logits_all = self.ddp_model(torch.cat([images, adv_images]))
                 logits, adv_logits = logits_all.float().chunk(2)
                 loss = self.loss_fn(logits, targets) + config.trades_beta * trades_kl(adv_logits, logits)
@@ -436,15 +450,19 @@ class Trainer:
         stats = torch.zeros(3, device=accelerator.device)
         with torch.no_grad(), accelerator.autocast():
             for images, labels in self.val_loader:
-                logits = model(images.contiguous(memory_format=torch.channels_last) if config.channels_last else images).float()
-                stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(), accuracy_stats(logits, labels)])
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                logits = model(images).float()
+                stats += torch.cat([self.eval_loss(logits, labels)[None] * labels.numel(),
+                                    accuracy_stats(logits, labels)])
         total = accelerator.gather_for_metrics(stats[None]).sum(0).tolist()
         result = {f'{prefix}val_loss': total[0] / total[2], f'{prefix}val_acc': 100 * total[1] / total[2]}
         if self.adv_val_loader is not None:
             adv_stats = torch.zeros(2, device=accelerator.device)
             for images, labels in self.adv_val_loader:
                 with accelerator.autocast():
-                    adv = pgd_attack(model, images, labels, config.adv_eps, config.adv_step_size, config.adv_steps, config.adv_norm)
+                    adv = pgd_attack(model, images, labels, config.adv_eps, config.adv_step_size, config.adv_steps,
+                                     config.adv_norm)
                     with torch.no_grad():
                         adv_stats += accuracy_stats(model(adv).float(), labels)
             adv_total = accelerator.gather_for_metrics(adv_stats[None]).sum(0).tolist()
@@ -468,15 +486,16 @@ class Trainer:
             state = {'num_updates': self.num_updates, 'best_metric': self.best_metric, 'metrics': metrics}
             # metrics first: a kill between the two leaves a line the resumed run drops, never a missing one
             write_metrics(self.output / METRICS_FILE, epoch, [dict(epoch=epoch + 1, **metrics)])
-            save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record, is_best,
-                            ema_state=ema_state)
+            save_checkpoint(self.output, epoch + 1, self.model.state_dict(), training_state, state, self.record,
+                            is_best, ema_state=ema_state)
         self.accelerator.wait_for_everyone()
 
     def run(self) -> Path:
         config, accelerator = self.config, self.accelerator
         if self.main:
-            print(f"sp-timm train: {config.model} on {config.dataset} ({len(self.train_loader.labels)} train images), loss "
-                  f"{self.loss_fn.__class__.__name__}, adv {config.adv}, {accelerator.num_processes} process(es) x batch "
+            print(f"sp-timm train: {config.model} on {config.dataset} ({len(self.train_loader.labels)} train images), "
+                  f"loss {self.loss_fn.__class__.__name__}, adv {config.adv}, {accelerator.num_processes} process(es) "
+                  f"x batch "
                   f"{config.batch_size} = global batch {self.record.global_batch_size}, device {accelerator.device}, "
                   f"mixed precision {accelerator.mixed_precision}, "
                   f"output {self.output}" + (f', resuming after epoch {self.start_epoch}' if self.resume_from else ''))
@@ -493,8 +512,8 @@ class Trainer:
             self.save(epoch, metrics)
             accelerator.log(metrics, step=epoch + 1)
             shown = {k: round(v, 4) for k, v in metrics.items()}
-            epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc', 'ema_val_acc', 'ema_val_adv_acc')
-                                if k in shown})
+            epochs.set_postfix({k: shown[k] for k in ('train_loss', 'val_acc', 'val_adv_acc', 'ema_val_acc',
+                                                      'ema_val_adv_acc') if k in shown})
             if self.main and (config.no_progress or not epochs.disable):
                 tqdm.write(f'epoch {epoch + 1}: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
         accelerator.end_training()
