@@ -118,9 +118,15 @@ def save_checkpoint(
     _replace_link(output, 'last', name)
     keep = {os.readlink(output / link) for link in LINKS if (output / link).is_symlink()}
     for old in output.glob('epoch-*'):
-        if old.name not in keep:
+        if old.name not in keep and _is_checkpoint_folder(old):
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    """A real folder holding only what ``save_checkpoint`` writes: what pruning may delete (never a user's file)."""
+    names = {WEIGHTS_FILE, TRAINING_FILE, RUN_FILE, STATE_FILE, EMA_FILE}
+    return path.is_dir() and not path.is_symlink() and all(p.name in names for p in path.iterdir())
 
 
 def resolve_checkpoint(path: PathLike) -> Path:

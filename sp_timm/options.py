@@ -6,12 +6,13 @@ of the flag's name, default, type, choices and help. ``add_options`` builds the 
 Also here: the help formatter that shows each flag's default, and the ``--debug`` switch. """
 import argparse
 import copy
+import math
 from dataclasses import MISSING, Field, field, fields
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ['DefaultsHelpFormatter', 'add_debug_arg', 'DEBUG_ENV', 'option', 'OptionSpec', 'option_fields',
-           'field_default',
-           'flag_names', 'add_options', 'from_namespace', 'as_flags']
+           'field_default', 'flag_names', 'add_options', 'from_namespace', 'as_flags', 'finite_float',
+           'non_finite_options']
 
 DEBUG_ENV = 'SP_TIMM_DEBUG'  # =1: full tracebacks, as --debug
 
@@ -111,11 +112,35 @@ def add_options(parser: argparse.ArgumentParser, cls: type, groups: Optional[Dic
         else:
             choices = spec.choices() if callable(spec.choices) else spec.choices
             metavar = spec.metavar or (_metavar(spec.flags[-1]) if spec.flags and choices is None else None)
-            extra = dict(type=spec.type, choices=choices, nargs=spec.nargs, const=spec.const, action=spec.action,
-                         metavar=metavar, required=spec.required or None)
+            extra = dict(type=finite_float if spec.type is float else spec.type, choices=choices, nargs=spec.nargs,
+                         const=spec.const, action=spec.action, metavar=metavar, required=spec.required or None)
             kwargs.update({k: v for k, v in extra.items() if v is not None})
         target.add_argument(*flag_names(f), **kwargs)
     return groups
+
+
+def finite_float(text: str) -> float:
+    """The argparse type of every float flag: a number, and neither NaN nor infinite (no sp-timm flag means anything
+    by them, and a NaN compares false with every bound, so it would pass the checks it should fail)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number") from None
+    return value
+
+
+def non_finite_options(config: Any) -> List[str]:
+    """A problem sentence for each float option of dataclass instance ``config`` (or float in a list option) that is
+    NaN or infinite: the Python API's counterpart of ``finite_float``."""
+    problems = []
+    for f in option_fields(type(config)):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            problems.append(f'{flag_names(f)[-1]} must be a finite number, got {value}.')
+    return problems
 
 
 def as_flags(cls: type, values: Dict[str, Any]) -> List[str]:

@@ -87,3 +87,15 @@ def test_a_kill_between_the_link_updates_never_leaves_best_behind_the_recorded_b
     recorded = json.loads((tmp_path / 'last' / ckpt.STATE_FILE).read_text())['best_metric']
     best = json.loads((tmp_path / 'best' / ckpt.STATE_FILE).read_text())['metric']
     assert best >= recorded, (os.readlink(tmp_path / 'best'), os.readlink(tmp_path / 'last'))
+
+
+def test_pruning_removes_only_checkpoint_folders_never_a_users_files(tmp_path):
+    """``save_checkpoint`` prunes the epoch folders no link names; a folder of that name holding anything else (a
+    user's notes, a copied run's extra files) stays."""
+    import sp_timm.checkpoint as ckpt
+    (tmp_path / 'epoch-0001').mkdir()
+    (tmp_path / 'epoch-0001' / 'notes.txt').write_text('mine')
+    ckpt.save_checkpoint(tmp_path, 2, {'w': torch.zeros(2)}, {}, {}, {'args': {}}, is_best=True)
+    ckpt.save_checkpoint(tmp_path, 3, {'w': torch.ones(2)}, {}, {}, {'args': {}}, is_best=True)
+    assert (tmp_path / 'epoch-0001' / 'notes.txt').read_text() == 'mine'
+    assert not (tmp_path / 'epoch-0002').exists() and os.readlink(tmp_path / 'last') == 'epoch-0003'

@@ -200,3 +200,34 @@ def test_run_reporting_errors_one_line(error, status, message, capsys, monkeypat
         raise RuntimeError('a bug')
     with pytest.raises(RuntimeError):  # a bug keeps its traceback
         run_reporting_errors('prog', bug, argparse.Namespace())
+
+
+@pytest.mark.parametrize('argv, flag', [
+    (['train', '--dataset', 'digits', '--lr', 'nan'], '--lr'),
+    (['train', '--dataset', 'digits', '--momentum', 'nan'], '--momentum'),
+    (['train', '--dataset', 'digits', '--weight-decay', 'inf'], '--weight-decay'),
+    (['train', '--dataset', 'digits', '--adv', 'pgd', '--adv-eps', 'nan'], '--adv-eps'),
+    (['train', '--dataset', 'digits', '--sp-margin=-inf'], '--sp-margin'),
+    (['eval', '--checkpoint', 'x', '--audit', '--audit-threshold', 'nan'], '--audit-threshold'),
+    (['eval', '--checkpoint', 'x', '--audit', '--audit-large-eps-factor', 'nan'], '--audit-large-eps-factor'),
+    (['eval', '--checkpoint', 'x', '--eps', 'nan/255'], '--eps'),
+    (['data', '--dataset', 'digits-lt', '--imbalance-ratio', 'nan'], '--imbalance-ratio'),
+])
+def test_nan_and_infinite_float_flags_are_usage_errors(argv, flag, capsys):
+    """A NaN compares false with every bound: accepted, it would switch checks off (an audit threshold) or fail late
+    inside PGD or the first batch. Every float flag refuses it when parsed, naming the flag."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and flag in err and 'finite number' in err and 'Traceback' not in err
+
+
+def test_the_python_api_refuses_non_finite_options_naming_the_flag():
+    from sp_timm.eval.config import AttackConfig, AuditConfig
+    from sp_timm.records import TrainConfig
+    assert TrainConfig(dataset='digits', lr=float('nan')).problems() == ['--lr must be a finite number, got nan.']
+    with pytest.raises(ValueError, match='--audit-threshold must be a finite number'):
+        AuditConfig(threshold=float('nan'))
+    with pytest.raises(ValueError, match='--audit-iters must be >= 1, got 0'):
+        AuditConfig(n_iter=0)
+    assert AttackConfig(curve_eps=(float('inf'),)).problems() == ['--curve-eps must be a finite number, got (inf,).']

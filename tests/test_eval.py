@@ -380,3 +380,23 @@ def test_evaluate_points_refuses_zero_points():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
     with pytest.raises(ValueError, match='no points'):
         evaluate_points(model, torch.rand(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), progress=False)
+
+
+def test_eval_never_replaces_a_users_files_and_reruns_into_its_own_folder(plain_run, tmp_path, monkeypatch, capsys):
+    from conftest import snapshot
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'summary.md').write_text('my summary')
+    (notes / 'report.json').write_text('{"mine": true}')
+    before = snapshot(notes)
+    small = ['eval', '--checkpoint', plain_run / 'last', '--n-examples', '4', '-b', '4', '--min-pert-examples', '0',
+             '--no-progress']
+    status, err = run_cli(small + ['--out', notes], capsys)
+    assert status == 2 and 'did not write (report.json, summary.md)' in err and snapshot(notes) == before
+    monkeypatch.chdir(notes)
+    status, err = run_cli(small + ['--out', '.'], capsys)
+    assert status == 2 and 'Nothing was written' in err and snapshot(notes) == before
+    out = tmp_path / 'eval'
+    assert run_cli(small + ['--out', out], capsys)[0] == 0
+    assert run_cli(small + ['--out', out], capsys)[0] == 0  # its own folder: the rerun reuses it
+    assert (out / 'report.json').is_file()

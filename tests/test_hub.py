@@ -397,3 +397,31 @@ def test_export_refuses_malformed_or_unverifiable_reports(run, tmp_path, capsys,
     report.write_text(content)
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tmp_path / 'out', '--eval', report], capsys)
     assert status == 2 and message in err and not (tmp_path / 'out').exists()
+
+
+def test_export_of_a_plain_timm_model_publishes_the_preprocessing_it_was_trained_with(plain_run, tmp_path):
+    """timm's convention (resolve_model_data_config + create_transform) on an export of a plain timm model trained on
+    32 px [0, 1] digits gives the trained model's predictions, not ImageNet's 224 px normalised pipeline."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_model_data_config
+    from sp_timm.data import create_dataset
+    out = export_model(str(plain_run / 'last'), tmp_path / 'export')
+    cfg = json.loads((out / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['input_size'] == [3, 32, 32] and cfg['mean'] == [0.0] * 3 and cfg['std'] == [1.0] * 3
+    assert cfg['crop_pct'] == 1.0 and not {'tag', 'paper_ids', 'origin_url', 'hf_hub_id', 'license'} & cfg.keys()
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    transform = create_transform(**resolve_model_data_config(model))
+    test = create_dataset('digits', 'test')
+    pixels = test.images[:100]  # uint8, as the files hold them
+    pil = [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in pixels]
+    with torch.no_grad():
+        direct = model(pixels.float() / 255).argmax(1)  # as sp-timm trained and evaluated it
+        through_timm = model(torch.stack([transform(p) for p in pil])).argmax(1)
+    assert (direct == through_timm).float().mean() >= 0.99
+
+
+def test_export_of_a_cifar_network_keeps_its_own_pretrained_cfg(run, tmp_path):
+    out = export_model(str(run / 'last'), tmp_path / 'export')
+    cfg = json.loads((out / 'config.json').read_text())['pretrained_cfg']
+    reference = timm.create_model('small_cnn_cifar').pretrained_cfg
+    assert cfg['input_size'] == list(reference['input_size']) and cfg['license'] == reference['license']

@@ -11,7 +11,7 @@ from sp_timm.cli import main as cli_main
 from sp_timm.cli.train import parse_train_args
 from sp_timm.train import train
 from conftest import snapshot, TINY_FLAGS as TINY
-from conftest import CLI
+from conftest import CLI, run_cli
 
 
 def test_resume_with_changed_flags_is_refused_or_recorded(tmp_path, capsys):
@@ -102,3 +102,38 @@ def test_a_resume_that_cannot_continue_the_same_schedule_or_loss_is_refused(tmp_
         train(parse_train_args(flags + ['--epochs', '2', '--resume', str(out), '--resume-override']))
         record = json.loads((out / 'last' / 'run.json').read_text())
         assert record['class_weight']['reduction_history'] == [{'until_epoch': 1, 'reduction': 'mean_i w_i l_i'}]
+
+
+def _linkless_copy(run, folder):
+    """A run folder as ``rsync -r --no-links`` or an object store leaves it: the epoch folders, no last / best."""
+    import shutil
+    shutil.copytree(run, folder, symlinks=True, ignore=lambda _, names: [n for n in names if n in ('last', 'best')])
+    return folder
+
+
+def test_a_new_run_into_a_run_copied_without_its_links_is_refused(run, tmp_path, capsys):
+    copy = _linkless_copy(run, tmp_path / 'copy')
+    before = snapshot(copy)
+    assert any(name.startswith('epoch-') for name in before) and 'metrics.jsonl' in before
+    status, err = run_cli(['train', *TINY, '--model', 'small_cnn_cifar', '--output', copy], capsys)
+    assert status == 2 and "no 'last' link" in err and '--resume' in err and snapshot(copy) == before
+    checkpoint = next(copy.glob('epoch-*'))  # the copy continues from its checkpoint folder, as the message says
+    status, err = run_cli(['train', *TINY, '--model', 'small_cnn_cifar', '--loss', 'sp_ls', '--epochs', '2',
+                           '--resume', checkpoint, '--resume-override'], capsys)
+    assert status == 0 and (copy / 'last').is_symlink()
+
+
+def test_a_new_run_into_a_users_folder_of_run_names_is_refused(tmp_path, capsys):
+    out = tmp_path / 'mine'
+    for name, text in (('epoch-0001/notes.txt', 'a'), ('epoch-0003/data.csv', 'b'), ('metrics.jsonl', 'c\n')):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    before = snapshot(out)
+    status, err = run_cli(['train', *TINY, '--model', 'small_cnn_cifar', '--output', out], capsys)
+    assert status == 2 and 'epoch-0001, epoch-0003, metrics.jsonl' in err and snapshot(out) == before
+    (out / 'epoch-0001' / 'notes.txt').unlink(), (out / 'epoch-0001').rmdir()
+    (out / 'epoch-0003' / 'data.csv').unlink(), (out / 'epoch-0003').rmdir()
+    (out / 'metrics.jsonl').unlink()
+    (out / 'README.md').write_text('unrelated files are left alone')
+    status, _ = run_cli(['train', *TINY, '--model', 'small_cnn_cifar', '--output', out], capsys)
+    assert status == 0 and (out / 'README.md').read_text() == 'unrelated files are left alone'

@@ -53,6 +53,8 @@ def test_val_split_values():
     for bad in ('-1', 'abc', '2.5', 'nan'):
         with pytest.raises(DataError, match='--val-split'):
             parse_val_split(bad)
+    with pytest.raises(DataError, match='--val-split 1.0: write a count as a whole number'):
+        parse_val_split('1.0')  # all of the training split as a fraction, or one image? neither is read silently
     with pytest.raises(DataError, match='only 100'):
         resolve_val_size(100, 100)
     assert resolve_val_size(0.002, 1384) == 3

@@ -4,6 +4,8 @@ without loading any data. """
 import argparse
 from typing import List
 
+from ..options import finite_float
+
 __all__ = ['add_data_args', 'dataset_names', 'imbalance_profiles', 'dataset_help', 'DATA_DIR_HELP',
            'IMBALANCE_RATIO_HELP', 'IMBALANCE_PROFILE_HELP']
 
@@ -33,5 +35,5 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
     parser.add_argument('--dataset', required=required, default=None, choices=dataset_names(), metavar='NAME',
                         help=dataset_help(required))
     parser.add_argument('--data-dir', default=None, help=DATA_DIR_HELP)
-    parser.add_argument('--imbalance-ratio', type=float, default=100.0, help=IMBALANCE_RATIO_HELP)
+    parser.add_argument('--imbalance-ratio', type=finite_float, default=100.0, help=IMBALANCE_RATIO_HELP)
     parser.add_argument('--imbalance-profile', choices=imbalance_profiles(), default='exp', help=IMBALANCE_PROFILE_HELP)

@@ -32,8 +32,9 @@ def parse_val_split(text: str) -> ValSplit:
     if value < 0 or not np.isfinite(value):
         raise DataError(f'--val-split must be >= 0, got {text}.')
     if value >= 1 or value == 0:
-        if value != int(value):
-            raise DataError(f'--val-split {text}: a count must be a whole number, a fraction must be below 1.')
+        if value >= 1 and not text.isdigit():  # 1.0 or 2.5: neither a count nor a fraction, as written
+            raise DataError(f'--val-split {text}: write a count as a whole number (e.g. 1000) and a fraction below 1 '
+                            f'(e.g. 0.1).')
         return int(value)
     return value
 

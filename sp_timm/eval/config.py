@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 from ..data.flags import DATA_DIR_HELP, IMBALANCE_PROFILE_HELP, IMBALANCE_RATIO_HELP, dataset_help, dataset_names
 from ..files import safe_path_component
-from ..options import DEBUG_ENV, option
+from ..options import DEBUG_ENV, flag_names, non_finite_options, option, option_fields
 from ..threat.budget import DEFAULT_EPS, THREAT_MODELS, check_eps, parse_eps
 
 __all__ = ['AuditConfig', 'AttackConfig', 'LeaderboardMeta', 'EvalConfig', 'AUDIT_BUDGETS', 'DEFAULT_N_EXAMPLES',
@@ -71,11 +71,17 @@ class AuditConfig:
             raise ValueError(' '.join(problems))
 
     def problems(self) -> List[str]:
-        bad = [k for k in AUDIT_BUDGETS if k != 'large_eps_factor' and int(getattr(self, k)) < 1]
-        if bad or not self.large_eps_factor > 1 or not self.threshold >= 0:
-            return [f"audit budgets must be >= 1 ({', '.join(bad) or 'ok'}), --audit-large-eps-factor > 1 and "
-                    f"--audit-threshold >= 0."]
-        return []
+        problems = non_finite_options(self)
+        if problems:
+            return problems
+        flags = {f.name: flag_names(f)[-1] for f in option_fields(AuditConfig)}
+        problems = [f'{flags[k]} must be >= 1, got {getattr(self, k)}.' for k in AUDIT_BUDGETS
+                    if k != 'large_eps_factor' and not getattr(self, k) >= 1]
+        if not self.large_eps_factor > 1:
+            problems.append(f"{flags['large_eps_factor']} must be > 1, got {self.large_eps_factor}.")
+        if not self.threshold >= 0:
+            problems.append(f"{flags['threshold']} must be >= 0 (percentage points), got {self.threshold}.")
+        return problems
 
 
 # the fields of AuditConfig that decide what an attack computes; the others (threshold, the checks' limits) only judge
@@ -127,7 +133,9 @@ class AttackConfig:
         return [check_eps(e, self.threat_model, input_dim) for e in self.curve_eps if abs(e - eps) > 1e-12]
 
     def problems(self) -> List[str]:
-        problems = []
+        problems = non_finite_options(self)
+        if problems:
+            return problems
         for name, low in (('batch_size', 1), ('chunk_size', 1), ('min_pert_examples', 0), ('fab_iters', 1)):
             value = getattr(self, name)
             if value is not None and value < low:

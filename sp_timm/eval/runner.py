@@ -22,6 +22,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from ..checkpoint import LINKS, resolve_checkpoint, weights_sha256
+from ..errors import CheckpointError
 from ..files import atomic_write_json, atomic_write_text, check_output_folder, safe_path_component
 from ..formatting import format_ci
 from ..model_source import default_model_name, load_model
@@ -35,7 +36,8 @@ from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plo
 from .points import PointsResult, evaluate_points
 from .report import SP_PAPER, LongTail, build_report, placeholder, render_summary
 
-__all__ = ['evaluate', 'Evaluation', 'REPORT_FILE', 'AUTOATTACK_LOG', 'WORK_FOLDER', 'architecture_name',
+__all__ = ['evaluate', 'Evaluation', 'check_eval_folder', 'REPORT_FILE', 'AUTOATTACK_LOG', 'WORK_FOLDER',
+           'architecture_name',
            'write_figures', 'saved_stages']
 
 REPORT_FILE = 'report.json'
@@ -73,6 +75,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     out = Path(config.out) if config.out else _default_out(config, info, eps)
     out = Path(broadcast_object_list([str(out)])[0])
     check_output_folder(out, '--out')
+    check_eval_folder(out)
     weights = weights_sha256(model)
     attack = config.attack
     identity = {'model_sha256': weights, 'dataset': data.dataset, 'n_examples': data.n,
@@ -233,6 +236,19 @@ def saved_stages(folder: Path) -> int:
     return count
 
 
+def check_eval_folder(out: Path) -> None:
+    """``out`` is new, empty or an earlier ``sp-timm eval``'s (its ``.work/config.json``): an evaluation never
+    replaces a user's files of the same names (``report.json``, ``summary.md``, figures)."""
+    if not out.is_dir() or (out / WORK_FOLDER / 'config.json').is_file():
+        return
+    held = sorted(p.name for p in out.iterdir())
+    if held:
+        listed = ', '.join(held[:5]) + (f' and {len(held) - 5} more' if len(held) > 5 else '')
+        raise CheckpointError(f"--out '{out}' holds files sp-timm eval did not write ({listed}); its report, summary "
+                              f"and figures could replace files of the same names. Choose a new or empty folder, or "
+                              f"leave --out out. Nothing was written.")
+
+
 def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: bool) -> Path:
     """The ``.work`` folder of ``out``; its saved chunks are reused only by the same evaluation."""
     work = out / WORK_FOLDER
@@ -247,8 +263,7 @@ def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: b
         if changed:
             raise ValueError(f"--out {out} holds a partial evaluation with other settings "
                              f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); choose another "
-                             f"--out "
-                             f"or add --restart to discard it.")
+                             f"--out or add --restart to discard it.")
     elif is_main:
         atomic_write_json(config, identity)
     return work

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..checkpoint import weights_sha256
+from ..data import dataset_spec
 from ..errors import CheckpointError, HubError, RecordError
 from ..files import atomic_write_json, read_json_object, safe_path_component
 from ..model_source import EXPORT_RECORD_FILE, load_model
-from ..records import EvalReport, ExportRecord, Protocol, read_report_json, to_json
+from ..records import EvalReport, ExportRecord, Protocol, RunRecord, read_report_json, to_json
 from ..threat.budget import THREAT_MODELS
 from .card import DEFAULT_LICENSE, TRAIN_ARGS_FILE, check_license, render_model_card, train_args_yaml, train_config
 from .folder import EXPORT_MARKER, check_replaceable, export_destination, export_folder
@@ -92,6 +93,8 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     weights = weights_sha256(model)
     loaded = [read_report(path, weights, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
+    if info.run is not None:
+        model.pretrained_cfg = trained_pretrained_cfg(model.pretrained_cfg, info.run)
     with export_folder(out, f'sp-timm {__version__} export', weights) as tmp:
         model_config = {'label_names': info.classes} if info.classes else None
         save_for_hf(model, tmp, model_config=model_config, model_args=info.model_args or None, safe_serialization=True)
@@ -106,6 +109,28 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
         card = render_model_card(info, loaded, repo_id=repo_id, folder_name=out.name, license=license)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
     return out
+
+
+# the keys of a timm pretrained cfg that describe the architecture, not the weights it was published with
+_ARCHITECTURE_KEYS = ('architecture', 'first_conv', 'classifier', 'fixed_input_size', 'pool_size')
+
+
+def trained_pretrained_cfg(cfg: Dict, run: RunRecord) -> Dict:
+    """The pretrained cfg an export of a run publishes: timm's data pipeline (``resolve_model_data_config`` +
+    ``create_transform``) must feed what the run trained on, images of the dataset's size with pixels in [0, 1]
+    (mean 0, std 1: a CIFAR network normalises inside, any other model was trained on [0, 1] pixels), resized
+    without a crop. ``cfg`` is returned as it is when it already says so (sp-timm's CIFAR networks); else only its
+    architecture keys are kept, so a plain timm model does not publish the ImageNet preprocessing, tag, paper and
+    licence of weights it never used."""
+    channels, height, width = dataset_spec(run.dataset).image_shape
+    data = dict(input_size=(channels, height, width), mean=(0.0,) * channels, std=(1.0,) * channels, crop_pct=1.0,
+                crop_mode='center', interpolation='bilinear', num_classes=run.num_classes)
+    if all(tuple(cfg.get(k) or ()) == data[k] for k in ('input_size', 'mean', 'std')) and cfg.get('crop_pct') == 1:
+        return cfg
+    kept = {k: cfg[k] for k in _ARCHITECTURE_KEYS if k in cfg}
+    if tuple(cfg.get('input_size', ())) != data['input_size']:
+        kept['pool_size'] = None  # the feature map of another input size
+    return dict(kept, url='', **data)
 
 
 def push_folder(folder: os.PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from ..data.flags import DATA_DIR_HELP, IMBALANCE_PROFILE_HELP, IMBALANCE_RATIO_HELP, dataset_help, dataset_names
 from ..data.split import parse_val_split
-from ..options import DEBUG_ENV, option
+from ..options import DEBUG_ENV, non_finite_options, option
 from ..threat.budget import check_eps, parse_eps
 
 __all__ = ['TrainConfig', 'ADV_MODES', 'ADV_NORMS', 'AMP_DTYPES', 'DEFAULT_EMA_DECAY', 'CLASS_WEIGHT_MODES',
@@ -179,7 +179,9 @@ class TrainConfig:
     def problems(self) -> List[str]:
         """Values that cannot work together or at all, each as a sentence that names the fix (nothing that needs the
         machine or timm: see ``sp_timm.train.check_train_config``)."""
-        problems = []
+        problems = non_finite_options(self)
+        if problems:  # a NaN passes every comparison below
+            return problems
         if self.epochs < 1:
             problems.append(f'--epochs must be >= 1, got {self.epochs}.')
         if self.batch_size < 1:

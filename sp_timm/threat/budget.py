@@ -18,10 +18,14 @@ def parse_eps(text: Any) -> float:
     try:
         if '/' in str(text):
             num, den = str(text).split('/', 1)
-            return float(num) / float(den)
-        return float(text)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number; budgets read like 8/255 or 0.5")
+    return value
 
 
 def check_eps(eps: float, threat_model: str, input_dim: int = 3 * 32 * 32) -> float:

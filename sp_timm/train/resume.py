@@ -9,9 +9,10 @@ from ..checkpoint import read_run_record, resolve_checkpoint
 from ..errors import CheckpointError
 from ..files import check_output_folder
 from ..records import CLASS_WEIGHT_REDUCTION, FlagChange, RunRecord, TrainConfig
+from .metrics import METRICS_FILE
 
 __all__ = ['RESUME_FREE_ARGS', 'SCHEDULE_ARGS', 'RECORD_KEYS', 'changed_args', 'args_history', 'prepare_output',
-           'run_folder', 'default_output', 'resume_hint']
+           'run_folder', 'run_files', 'default_output', 'resume_hint']
 
 RECORD_KEYS = ('model', 'dataset', 'loss', 'num_classes')
 
@@ -76,17 +77,33 @@ def prepare_output(config: TrainConfig) -> Tuple[Path, Optional[Path]]:
                                   "plain batch mean of w[y] l, every step smaller); its next epochs would use the "
                                   f"weighted mean {CLASS_WEIGHT_REDUCTION}. Train it again, or add --resume-override "
                                   "to continue (run.json then records the change). Nothing was changed.")
-        if run_folder(checkpoint) != output.resolve() and ((output / 'last').exists() or any(output.glob('epoch-*'))):
-            raise CheckpointError(f"--output '{output}' already holds another run (its checkpoints); resuming "
-                                  f"'{config.resume}' into it would replace them. Leave --output out to continue in "
-                                  f"'{run_folder(checkpoint)}', or choose an empty folder. Nothing was changed.")
+        if run_folder(checkpoint) != output.resolve() and run_files(output):
+            raise CheckpointError(f"--output '{output}' already holds another run ({', '.join(run_files(output))}); "
+                                  f"resuming '{config.resume}' into it would replace them. Leave --output out to "
+                                  f"continue in '{run_folder(checkpoint)}', or choose an empty folder. Nothing was "
+                                  f"changed.")
         return output, checkpoint
     output = Path(config.output) if config.output else default_output(config)
     check_output_folder(output, '--output')
     if (output / 'last').exists():
         raise CheckpointError(f"--output '{output}' already holds a run (its 'last' checkpoint); continue it with "
                               f"--resume {output}, or choose another --output. Nothing was changed.")
+    if run_files(output):
+        raise CheckpointError(f"--output '{output}' holds what a run writes ({', '.join(run_files(output))}) but no "
+                              f"'last' link (a copy that dropped its links?): a new run would replace them. Continue "
+                              f"it with --resume {output}/epoch-NNNN, or choose another --output. Nothing was "
+                              f"changed.")
     return output, None
+
+
+def run_files(output: Path) -> List[str]:
+    """The names in ``output`` that a training run writes and a new run would replace or prune: its checkpoint links
+    and ``epoch-*`` folders, and the metrics log."""
+    if not output.is_dir():
+        return []
+    names = sorted(p.name for p in output.iterdir() if p.name in ('last', 'best', METRICS_FILE)
+                   or p.name.startswith('epoch-'))
+    return names[:4] + ([f'{len(names) - 4} more'] if len(names) > 4 else [])
 
 
 def run_folder(checkpoint: Path) -> Path:
@@ -102,7 +119,8 @@ def resume_hint(output: Optional[Path]) -> str:
     """What a Ctrl-C kept, and how to continue."""
     last = output / 'last' if output is not None else None
     if last is None or not last.exists():
-        return 'no checkpoint was written yet; run the command again to start over.'
+        leftover = f" (delete '{output}' first: it holds {', '.join(run_files(output))})" if run_files(output) else ''
+        return f'no checkpoint was written yet; run the command again to start over{leftover}.'
     try:
         epoch = f' after epoch {int(os.readlink(last).rsplit("-", 1)[-1])}'
     except (OSError, ValueError):
