@@ -76,6 +76,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     out = Path(broadcast_object_list([str(out)])[0])
     check_output_folder(out, '--out')
     check_eval_folder(out)
+    state.wait_for_everyone()  # every process has looked at --out before the main one writes into it
     weights = weights_sha256(model)
     attack = config.attack
     identity = {'model_sha256': weights, 'dataset': data.dataset, 'n_examples': data.n,
