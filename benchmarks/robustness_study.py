@@ -70,12 +70,20 @@ CONFIGS: Dict[str, List[str]] = {  # name -> loss flags; the member is the --los
     # DRW_EPOCH stands for 80 % of the run's epochs (160 of 200 in LDAM-DRW)
     'ce_drw': ['--loss', 'ce', '--class-weight', 'effective', '--class-weight-beta', '0.9999', '--drw-epoch',
                'DRW_EPOCH'],
+    # the adversarial long-tail literature's baseline: balanced softmax (CE on z + log prior; AT-BSL, Yue et al. 2024)
+    'ce_bs': ['--loss', 'ce', '--logit-adjust', '1'],
+    # SP with logit adjustment: the member the -lt screening chose (sp_margin, with its clipping) on z + log prior
+    'sp_margin_m1_la': ['--loss', 'sp_margin', '--sp-margin', '1.0', '--logit-adjust', '1'] + CLIP,
+    'sp_margin_m2_la': ['--loss', 'sp_margin', '--sp-margin', '2.0', '--logit-adjust', '1'] + CLIP,
+    'sp_margin_m4_la': ['--loss', 'sp_margin', '--sp-margin', '4.0', '--logit-adjust', '1'] + CLIP,
 }
 NO_CLIP = '_noclip'  # suffix of a confirmation-only control: the configuration without CLIP
-BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw')
+BASELINES = ('ce', 'ce_ls0.1', 'ce_clip5', 'ce_drw', 'ce_bs')
 # what the chosen configuration is paired with on the same points (CE + clip 5 is CE's control, not the chosen one's)
-PAIRED_BASELINES = ('ce', 'ce_ls0.1', 'ce_drw')
-LT_ONLY = ('ce_drw',)  # re-weighting baselines: the -lt settings only
+PAIRED_BASELINES = ('ce', 'ce_ls0.1', 'ce_drw', 'ce_bs')
+# SP + logit adjustment: screened on -lt, never the chosen SP configuration (that is SP alone); its best is a finalist
+LOGIT_ADJUSTED = ('sp_margin_m1_la', 'sp_margin_m2_la', 'sp_margin_m4_la')
+LT_ONLY = ('ce_drw', 'ce_bs') + LOGIT_ADJUSTED  # re-balancing configurations: the -lt settings only
 DRW_FRACTION = 0.8
 PGD_AT = ['--adv', 'pgd', '--adv-steps', '3', '--adv-eps', '2/255', '--adv-step-size', '1/255']
 SETTINGS: Dict[str, Tuple[str, List[str]]] = {  # name -> (dataset, extra training flags)
@@ -281,6 +289,19 @@ def confirm_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     return row
 
 
+def surrogate_job(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
+    """Train (or finish) the CE run of a setting and seed whose confirmation was scored before (an audit's
+    surrogate)."""
+    import torch
+    torch.set_num_threads(1)
+    import sp_timm  # noqa: F401
+    setting, config, seed, cfg = job
+    start = time.perf_counter()
+    last = _train(setting, config, seed, cfg)
+    return {'phase': 'surrogate', 'setting': setting, 'config': config, 'seed': seed, 'checkpoint': str(last),
+            'seconds': time.perf_counter() - start}
+
+
 def find_twin(setting: str, config: str, seed: int, n: int, cfg: Dict[str, Any], model,
               train_loss) -> Optional[Dict[str, Any]]:
     """A finished confirmation job of the same setting, seed, points and budget whose run trained the same weights
@@ -421,6 +442,8 @@ def run_jobs(fn, jobs: Sequence[tuple], folder: Path, workers: int, deadline: Op
 
 
 def _headline(row: Dict[str, Any]) -> str:
+    if row['phase'] == 'surrogate':
+        return f"trained, {row['seconds']:.0f} s"
     if row['phase'] == 'screen':
         return (f"val clean {row['clean']['acc']:.1f}, val APGD {row['robust']['acc']:.1f} "
                 f"(balanced {row['robust']['balanced']:.1f}), {row['seconds']:.0f} s")
@@ -440,7 +463,8 @@ def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
 
 
 def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, Any]:
-    """Per setting: the best configuration of each SP member and the chosen SP configuration, on validation only.
+    """Per setting: the best configuration of each SP member, the chosen SP configuration and (-lt) the best SP +
+    logit adjustment configuration, on validation only.
     Score: validation robust accuracy (balanced over classes for -lt), among configurations whose validation
     clean accuracy (balanced for -lt) is within ``clean_tolerance`` points of CE's; ties go to higher clean."""
     selection = {}
@@ -456,30 +480,36 @@ def select(screen: List[Dict[str, Any]], clean_tolerance: float) -> Dict[str, An
             continue
         floor = score['ce'][1] - clean_tolerance
         best_of = {}
-        for m in sorted({member(c) for c in CONFIGS if c not in BASELINES}):
-            candidates = [c for c in score if member(c) == m and c not in BASELINES]
+        def best(candidates):
             eligible = [c for c in candidates if score[c][1] >= floor]
-            if candidates:
-                pool = eligible or candidates
-                best_of[m] = {'config': max(pool, key=lambda c: score[c][:2]), 'within_clean_tolerance': bool(eligible)}
+            pool = eligible or candidates
+            return {'config': max(pool, key=lambda c: score[c][:2]), 'within_clean_tolerance': bool(eligible)}
+        sp_alone = [c for c in score if c not in BASELINES + LOGIT_ADJUSTED]
+        best_of = {m: best([c for c in sp_alone if member(c) == m]) for m in sorted({member(c) for c in sp_alone})}
         eligible = [v['config'] for v in best_of.values() if v['within_clean_tolerance']]
         chosen = max(eligible, key=lambda c: score[c][:2]) if eligible else None
         selection[setting] = {'metric': f'validation robust accuracy ({"balanced" if key == "balanced" else "plain"}), '
                                         f'clean within {clean_tolerance:g} points of CE',
                               'scores': {c: {'robust': s[0], 'clean': s[1], 'seeds': s[2]} for c, s in score.items()},
                               'best_of_member': best_of, 'chosen': chosen}
+        adjusted = [c for c in score if c in LOGIT_ADJUSTED]
+        if adjusted:
+            selection[setting]['best_logit_adjusted'] = best(adjusted)
     return selection
 
 
 def finalists(selection_of_setting: Dict[str, Any]) -> List[str]:
     """In priority order (a time budget finishes the first ones first): CE, the chosen SP configuration, CE + LS,
     when the chosen configuration trains with clip 5 its two controls (is the gain the loss's or the clipping's?):
-    CE + clip 5 and the chosen configuration without the clipping, then CE-DRW (where screened), every other
-    member's best, and CE + clip 5 otherwise."""
+    CE + clip 5 and the chosen configuration without the clipping, then CE-DRW, the balanced softmax and the best SP
+    + logit adjustment (where screened), every other member's best, and CE + clip 5 otherwise."""
     chosen = selection_of_setting.get('chosen')
     others = [v['config'] for v in selection_of_setting['best_of_member'].values() if v['config'] != chosen]
     clip_control = ['ce_clip5', chosen + NO_CLIP] if chosen and _uses(CONFIGS[chosen], CLIP) else []
-    baselines = ['ce_ls0.1'] + clip_control + (['ce_drw'] if 'ce_drw' in selection_of_setting['scores'] else [])
+    screened = selection_of_setting['scores']
+    adjusted = selection_of_setting.get('best_logit_adjusted')
+    baselines = (['ce_ls0.1'] + clip_control + [c for c in ('ce_drw', 'ce_bs') if c in screened]
+                 + ([adjusted['config']] if adjusted else []))
     return list(dict.fromkeys(['ce'] + ([chosen] if chosen else []) + baselines + others + ['ce_clip5']))
 
 
@@ -535,6 +565,8 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
                 mark.append('**chosen SP**')
             if sel and any(v['config'] == config for v in sel['best_of_member'].values()):
                 mark.append(f'best {member(config)}')
+            if sel and sel.get('best_logit_adjusted', {}).get('config') == config:
+                mark.append('best SP + logit adjustment')
             lines.append(f"| {config} | {s['clean']:.1f} | {s['robust']:.1f} | {', '.join(mark)} |")
         done = [r for r in confirm if r['setting'] == setting]
         if done:
@@ -567,6 +599,10 @@ def summarize(out: Path, command: str, clean_tolerance: float) -> str:
             if chosen:
                 for control in PAIRED_BASELINES + (chosen + NO_CLIP,):
                     lines += _paired_line(done, chosen, control)
+            adjusted = (sel or {}).get('best_logit_adjusted', {}).get('config')
+            if adjusted:  # SP + logit adjustment against SP alone and the long-tail baselines
+                for control in ((chosen,) if chosen else ()) + ('ce_bs', 'ce_drw'):
+                    lines += _paired_line(done, adjusted, control)
             lines += _twin_lines(done)
         lines.append('')
     return '\n'.join(lines) + '\n'
@@ -633,8 +669,8 @@ def main() -> None:
     p.add_argument('--screen-seeds', type=int, default=1)
     p.add_argument('--seeds', type=int, default=5, help='seeds of every finalist')
     p.add_argument('--finalists', nargs='+', default=None, metavar='CONFIG',
-                   help='confirm only these finalists and CE, every audit\'s surrogate (default: every finalist, in '
-                        'priority order)')
+                   help='confirm only these finalists (names or shell patterns, e.g. \'*_la\') and CE, every audit\'s '
+                        'surrogate (default: every finalist, in priority order)')
     p.add_argument('--workers', type=int, default=1, help='parallel jobs (processes, one thread each)')
     p.add_argument('--time-budget', type=float, default=None, help='seconds after which no new job starts')
     p.add_argument('--epochs', type=int, default=30, help="the demo's epochs (x2.5 on digits-lt)")
@@ -673,13 +709,21 @@ def main() -> None:
         # new seeds: the screening seeds' models took part in the choice (a winner's curse), so none is reused
         seeds = range(args.screen_seeds, args.screen_seeds + args.seeds)
         if args.finalists is not None:
-            unknown = sorted(set(args.finalists) - {c for _, c in order})
+            import fnmatch
+            known = {c for _, c in order}
+            unknown = sorted(f for f in args.finalists if not fnmatch.filter(known, f))
             if unknown:
                 p.error(f"--finalists {' '.join(unknown)}: not a finalist of {', '.join(args.settings)}; the finalists "
                         f"are {', '.join(dict.fromkeys(c for _, c in order))}")
-            order = [(s, c) for s, c in order if c in args.finalists or c == 'ce']
+            order = [(s, c) for s, c in order if any(fnmatch.fnmatch(c, f) for f in args.finalists) or c == 'ce']
         jobs = [(s, c, seed, cfg) for group in groups for seed in seeds for s, c in order
                 if finalists(selection[s]).index(c) in group]
+        # CE models scored earlier (their runs not kept) are the audits' surrogates: train each once, side by side,
+        # before jobs of the same seed would train it at once into the same folder
+        todo = [j for j in jobs if not (out / 'confirm' / f'{j[0]}-{j[1]}-s{j[2]}.json').exists()]
+        surrogates = [(s, 'ce', seed, cfg) for s, seed in sorted({(s, seed) for s, c, seed, _ in todo if c != 'ce'})
+                      if (out / 'confirm' / f'{s}-ce-s{seed}.json').exists()]
+        run_jobs(surrogate_job, surrogates, out / 'eval-work' / 'surrogates', args.workers, deadline, 'surrogates')
         run_jobs(confirm_job, jobs, out / 'confirm', args.workers, deadline, 'confirm')
     command = 'python benchmarks/robustness_study.py ' + ' '.join(sys.argv[1:])
     summary = summarize(out, command, args.clean_tolerance)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .eval.config import STANDARD_ATTACKS, AuditConfig
+from .eval.config import ROBUST, STANDARD_ATTACKS, AuditConfig
 
 if TYPE_CHECKING:  # imported where used: sp-timm demo --help imports neither torch nor timm
     from .eval.runner import Evaluation
@@ -232,7 +232,7 @@ def run_demo(out: Path, quick: bool = False, eps: float = DEMO_EPS, progress: bo
         evaluations.setdefault(dataset, {})[loss] = evaluation
         results['table'].setdefault(dataset, {})[loss] = _row(evaluation.report)
     for dataset in budget.datasets:
-        final = {loss: e.points.aa[STANDARD_ATTACKS[-1]] for loss, e in evaluations[dataset].items()}
+        final = {loss: e.points.aa[ROBUST] for loss, e in evaluations[dataset].items()}
         results['paired'][dataset] = dict(paired_test(final['ce'], final['sp']), test="McNemar exact, AutoAttack flags")
         figures += _figures(out, dataset, evaluations[dataset], eps)
     results['seconds'] = time.perf_counter() - start

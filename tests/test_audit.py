@@ -98,14 +98,15 @@ def test_plain_model_audit_agrees_with_autoattack_and_stays_reliable():
 def test_worst_case_is_the_and_of_the_attack_flags():
     n = 8
     t, f = True, False
-    aa = {'clean': torch.tensor([t, t, t, t, t, t, t, f]), 'fab-t': torch.tensor([t, t, t, t, t, t, f, f]),
-          'square': torch.tensor([t, t, t, t, t, f, f, f])}
+    aa = {'clean': torch.tensor([t, t, t, t, t, t, t, f]), 'white-box': torch.tensor([t, t, t, t, t, t, f, f]),
+          'robust': torch.tensor([t, t, t, t, t, f, f, f])}
     flags = {'apgd-ce': torch.tensor([t, f, t, t, t, t, f, f]), 'pgd-margin': torch.tensor([t, t, f, t, t, t, f, f]),
              'square': torch.tensor([t, t, t, f, t, t, f, f]),
-             'large-eps': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n), 'grad-margin': torch.ones(n)}
+             'large-eps-margin': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n),
+             'grad-margin': torch.ones(n)}
     summary, per_point = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(),
                                          skipped={})
-    expected = aa['square'] & flags['apgd-ce'] & flags['pgd-margin'] & flags['square']
+    expected = aa['robust'] & flags['apgd-ce'] & flags['pgd-margin'] & flags['square']
     assert (torch.equal(per_point['worst'], expected)
             and torch.equal(per_point['worst'], torch.tensor([t, f, f, f, t, f, f, f])))
     rows = {r.attack: r for r in summary.attacks}
@@ -123,8 +124,8 @@ def test_points_fab_flipped_within_eps_count_against_the_audited_accuracy():
     beyond the points FAB ran on, it changes nothing."""
     n = 6
     robust = torch.ones(n, dtype=torch.bool)
-    aa = {'clean': robust, 'fab-t': robust, 'square': robust}
-    flags = {'apgd-ce': robust, 'large-eps': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n),
+    aa = {'clean': robust, 'white-box': robust, 'robust': robust}
+    flags = {'apgd-ce': robust, 'large-eps-margin': torch.zeros(n, dtype=torch.bool), 'grad-ce': torch.ones(n),
              'grad-margin': torch.ones(n)}
     distance = torch.tensor([EPS / 2, EPS, EPS * 1.01, float('inf'), 0.5])  # FAB on the first 5 points
     common = dict(eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0), skipped={})
@@ -155,22 +156,22 @@ def test_saved_audit_stages_are_not_reused_for_other_points(masked, tmp_path, mo
     monkeypatch.setattr(audit_module, 'run_stage', lambda name, *a, **k: ran.append(name) or stage(name, *a, **k))
     again = audit_module.audit_chunk(model, x, y, points, context, path=path, **common)
     assert ran == [] and torch.equal(again['apgd-ce'], first['apgd-ce'])  # the same points: all reused
-    robust = points['fab-t'].bool()
+    robust = points['white-box'].bool()
     assert robust.sum() >= 2
-    changed = dict(points, **{'fab-t': robust.clone().index_fill_(0, robust.nonzero().flatten()[:1], False)})
+    changed = dict(points, **{'white-box': robust.clone().index_fill_(0, robust.nonzero().flatten()[:1], False)})
     redone = audit_module.audit_chunk(model, x, y, changed, context, path=path, **common)
-    assert ran == ['apgd-ce', 'large-eps', 'grad-ce', 'grad-margin']
-    assert torch.equal(redone['points-attacked'], changed['fab-t'].bool())
+    assert ran == ['apgd-ce', 'large-eps-margin', 'grad-ce', 'grad-margin']
+    assert torch.equal(redone['points-attacked'], changed['white-box'].bool())
 
 
 def test_a_drop_of_exactly_the_threshold_is_reliable_and_one_point_more_is_not():
     """100 points, threshold 1 point: AutoAttack 7 robust, the audit 6 (a drop of exactly 1 point, 1.0000000000000009
     in floats) stays reliable; the audit 5 (2 points) is unreliable."""
     n = 100
-    aa = {'clean': torch.ones(n, dtype=torch.bool), 'fab-t': torch.arange(n) < 7, 'square': torch.arange(n) < 7}
+    aa = {'clean': torch.ones(n, dtype=torch.bool), 'white-box': torch.arange(n) < 7, 'robust': torch.arange(n) < 7}
     unreliable = []
     for robust_after_audit in (6, 5):
-        flags = {'apgd-ce': torch.arange(n) < robust_after_audit, 'large-eps': torch.zeros(n, dtype=torch.bool),
+        flags = {'apgd-ce': torch.arange(n) < robust_after_audit, 'large-eps-margin': torch.zeros(n, dtype=torch.bool),
                  'grad-ce': torch.ones(n), 'grad-margin': torch.ones(n)}
         summary, _ = summarize_audit(aa, flags, eps=EPS, norm='Linf', input_dim=192, config=AuditConfig(threshold=1.0),
                                      skipped={})
@@ -336,3 +337,26 @@ def test_loss_aware_attack_rises_towards_the_boundary(name, smoothing):
     assert torch.all(values[1:] >= values[:-1] - 1e-6), 'not monotone towards the boundary'
     raw = create_loss(name, reduction='none')(logits, torch.zeros(200, dtype=torch.long))
     assert not torch.all(raw[1:] >= raw[:-1] - 1e-6)  # the raw SP loss is not: it has its minimum at p*
+
+
+def test_a_saturated_but_honest_model_is_not_called_unreliable():
+    """The issue's repro: a linear model scaled by 1e4 saturates the softmax in float32, so CE's input gradient is
+    exactly 0 at every clean point and APGD-CE cannot move it; the margin gradient is intact. The checks judge masking
+    with the margin: reliable, with a note on CE's saturation, and nothing broken beyond AutoAttack."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(1e4)
+        model[1].bias.mul_(1e4)
+    model.eval()
+    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    result = evaluate_points(model, x, y, audit=SMALL, **dict(SETTINGS, eps=0.5 / 255))
+    audit = result.audit
+    gradients = audit.checks['gradient_norms']
+    assert gradients['ce_zero_fraction'] >= 0.9 and gradients['zero_fraction'] == 0.0  # saturated CE, live margin
+    assert audit.checks['large_eps']['passed'] and gradients['passed'], audit.checks
+    assert audit.broke_beyond_aa == 0 and audit.unreliable is False, audit.reasons
+    assert any('cross-entropy saturates' in note for note in audit.notes or [])
+    assert 'Note: cross-entropy saturates' in render_summary(toy_report(result, y))

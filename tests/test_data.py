@@ -290,7 +290,7 @@ def test_eval_report_names_the_group_rule():
     counts = longtail_counts(5000, 10, 100)
     labels = torch.arange(10).repeat(2)
     flags = torch.ones(20, dtype=torch.bool)
-    aa = {'clean': flags, **{a: flags for a in STANDARD_ATTACKS}, 'perturbation': torch.zeros(20)}
+    aa = {'clean': flags, **{a: flags for a in STANDARD_ATTACKS}, 'robust': flags, 'perturbation': torch.zeros(20)}
     report = toy_report(PointsResult(eps=8 / 255, aa=aa), labels, eps=8 / 255,
                         long_tail=LongTail(True, counts, class_groups(counts), group_rule(counts)))
     assert report.group_rule == GroupRule(name='thirds', description=GROUP_RULES['thirds'])

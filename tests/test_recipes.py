@@ -58,3 +58,29 @@ def test_cifar10_pgdat_recipes_average_weights_and_the_demo_does_not():
         assert args.model_ema is True and args.model_ema_decay == 0.999 and args.model_ema_warmup is False, name
     for name in ('digits_small_cnn_ce', 'digits_small_cnn_sp'):  # the demo's defaults are unchanged
         assert parse_train_args(['--config', str(recipes / f'{name}.yaml')]).model_ema is False
+
+
+LT_PROTOCOL = sorted(p for p in RECIPES if p.stem.startswith(('cifar10lt50_', 'cifar100lt10_')))
+
+
+def test_the_long_tail_literatures_protocol_has_every_loss_and_network():
+    names = {p.stem for p in LT_PROTOCOL}
+    for prefix in ('cifar10lt50_resnet18', 'cifar10lt50_wrn34_10', 'cifar100lt10_wrn34_10'):
+        assert {f'{prefix}_pgdat_{loss}' for loss in ('ce', 'bsl', 'sp', 'sp_la')} <= names
+
+
+@pytest.mark.parametrize('recipe', LT_PROTOCOL, ids=lambda p: p.stem)
+def test_long_tail_protocol_recipes_follow_at_bsl(recipe):
+    args = parse_train_args(['--config', str(recipe)])
+    ratio = 50 if recipe.stem.startswith('cifar10lt50_') else 10
+    assert args.dataset == ('cifar10-lt' if ratio == 50 else 'cifar100-lt') and args.imbalance_ratio == ratio
+    assert args.imbalance_profile == 'exp'
+    assert args.model == ('preact_resnet18_cifar' if '_resnet18_' in recipe.stem else 'wrn34_10_cifar')
+    assert (args.epochs, args.lr, args.weight_decay, args.decay_milestones, args.decay_rate, args.batch_size) == \
+        (100, 0.1, 5e-4, [75, 90], 0.1, 128)
+    assert args.adv_loss == 'ce' and args.class_weight == 'none'
+    loss = recipe.stem.rsplit('_pgdat_', 1)[1]
+    assert args.logit_adjust == (1.0 if loss in ('bsl', 'sp_la') else None)
+    assert args.loss == ('ce' if loss in ('ce', 'bsl') else 'sp_margin')
+    header = recipe.read_text().split('\ndataset:')[0]
+    assert 'AT-BSL' in header and 'Reproduces' in header and 'What the papers report' in header

@@ -27,7 +27,11 @@ def test_committed_version_1_records_load_and_keep_every_value(path):
     exported = read_export_record_json(older, str(path))
     assert exported.weights == older['weights'] and exported.schema_version == EXPORT_RECORD_VERSION
     run = to_json(exported.run)
-    assert run['schema_version'] == RUN_RECORD_VERSION and run['config'] == older['args']
+    assert run['schema_version'] == RUN_RECORD_VERSION
+    config, defaults = run['config'], to_json(TrainConfig(dataset=older['args']['dataset']))
+    assert {k: config[k] for k in older['args']} == older['args']
+    assert {k: config[k] for k in set(config) - set(older['args'])} == \
+        {k: defaults[k] for k in set(config) - set(older['args'])}  # flags added since: their defaults
     assert {k: v for k, v in run.items() if k not in ('schema_version', 'config')} == \
         {k: v for k, v in older.items() if k not in ('args', 'weights')}
     assert isinstance(exported.run.config, TrainConfig) and exported.run.config.loss == older['loss']

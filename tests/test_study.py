@@ -210,3 +210,40 @@ def test_confirming_a_name_that_is_no_finalist_is_a_clear_error(tmp_path, monkey
     assert ("--finalists sp_margin_m9: not a finalist of digits; the finalists are ce, ce_ls0.1"
             in capsys.readouterr().err)
     assert not (tmp_path / 'confirm').exists()
+
+
+def test_long_tail_baselines_and_sp_with_logit_adjustment_are_screened_on_lt_only(tmp_path):
+    for setting in study.SETTINGS:
+        configs = study.configs_of(setting)
+        assert all((c in configs) == study.is_lt(setting) for c in ('ce_bs', *study.LOGIT_ADJUSTED))
+    bs = parse_train_args(study.train_flags('digits-lt', 'ce_bs', 30, 1) + ['--output', str(tmp_path / 'a')])
+    la = parse_train_args(study.train_flags('digits-lt-pgdat', 'sp_margin_m4_la', 30, 1) + ['--output', str(tmp_path)])
+    assert (bs.loss, bs.logit_adjust, bs.class_weight) == ('ce', 1.0, 'none')
+    assert (la.loss, la.sp_margin, la.logit_adjust, la.clip_grad, la.adv) == ('sp_margin', 4.0, 1.0, 5.0, 'pgd')
+
+
+def test_sp_with_logit_adjustment_never_becomes_the_chosen_sp_configuration_and_its_best_is_a_finalist():
+    def row(config, robust, clean=99.0):
+        return {'setting': 'digits-lt', 'config': config, 'seed': 0, 'robust': {'balanced': robust, 'acc': robust},
+                'clean': {'balanced': clean, 'acc': clean}}
+    screen = [row('ce', 40), row('ce_drw', 42), row('ce_bs', 45), row('sp_margin_m4', 50), row('sp_ls_p0.9', 48),
+              row('sp_margin_m1_la', 70), row('sp_margin_m4_la', 60), row('sp_margin_m2_la', 80, clean=90)]
+    sel = study.select(screen, clean_tolerance=2.0)['digits-lt']
+    assert sel['chosen'] == 'sp_margin_m4'  # SP alone: the logit-adjusted runs score higher but compete apart
+    assert sel['best_of_member']['sp_margin']['config'] == 'sp_margin_m4'
+    # m2_la is the most robust but 9 points below CE's clean accuracy: m1_la is the best eligible one
+    assert sel['best_logit_adjusted'] == {'config': 'sp_margin_m1_la', 'within_clean_tolerance': True}
+    assert study.finalists(sel)[:2] == ['ce', 'sp_margin_m4']
+    order = study.finalists(sel)
+    assert order.index('ce_drw') < order.index('ce_bs') < order.index('sp_margin_m1_la') < order.index('sp_ls_p0.9')
+    assert 'sp_margin_m4_la' not in order
+
+
+def test_summary_pairs_sp_with_logit_adjustment_with_sp_alone_and_the_long_tail_baselines():
+    def row(config, seed, flags):
+        return {'config': config, 'seed': seed, 'autoattack': {'acc': 0.0}, 'flags': {'audited': flags},
+                'audited': {'acc': 100 * sum(flags) / len(flags)}}
+    done = [row('sp_margin_m1_la', 1, [1] * 10), row('ce_bs', 1, [0] * 10), row('sp_margin_m4', 1, [1] * 5 + [0] * 5)]
+    vs_bs = study._paired_line(done, 'sp_margin_m1_la', 'ce_bs')[-1]
+    assert 'difference 100.0 points over 1 seed(s)' in vs_bs
+    assert 'difference 50.0 points' in study._paired_line(done, 'sp_margin_m1_la', 'sp_margin_m4')[-1]

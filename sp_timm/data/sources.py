@@ -1,7 +1,8 @@
 """ Dataset sources: CIFAR-10/100 through Hugging Face ``datasets`` (Hub or a local copy), sklearn's digits,
 and their long-tailed variants, all returned as ``ImageData``.
 
-Names: ``cifar10``, ``cifar100``, ``digits`` and ``cifar10-lt``, ``cifar100-lt``, ``digits-lt``.
+Names: ``cifar10``, ``cifar100``, ``digits`` and ``cifar10-lt``, ``cifar100-lt``, ``digits-lt``; ``imagefolder``: any
+local dataset of 32x32 colour images in the formats of ``--data-dir``, with any number (>= 2) of classes.
 """
 import io
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ SPLITS = ('train', 'test')
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_classes: int
+    num_classes: int  # 0: whatever the data holds (imagefolder)
     train_per_class: int  # balanced training images per class (n_max of the long-tailed variant)
     test_per_class: int
     hub_id: Optional[str] = None
@@ -37,7 +38,10 @@ DATASETS: Dict[str, DatasetSpec] = {
     'cifar100': DatasetSpec('cifar100', 100, 500, 100, 'uoft-cs/cifar100', 'fine_label'),
     # 1797 images; the split below leaves 134..141 per class for training (n_max of digits-lt: 134), 40..42 to test.
     'digits': DatasetSpec('digits', 10, 134, 41),
+    # a user's own classification task: the classes (>= 2) and images come from --data-dir alone
+    'imagefolder': DatasetSpec('imagefolder', 0, 0, 0),
 }
+ANY_CLASSES = ('imagefolder',)  # datasets whose class count is the data's
 IMAGE_COLUMNS = ('img', 'image')
 COLOR_MODES = ('RGB', 'RGBA', 'P', 'CMYK', 'YCbCr')  # PIL modes of colour images (grayscale ones are refused)
 DIGITS_TEST_SIZE = 413
@@ -45,12 +49,12 @@ DIGITS_SPLIT_SEED = 0
 
 
 def list_datasets():
-    return sorted(DATASETS) + sorted(n + LT_SUFFIX for n in DATASETS)
+    return sorted(DATASETS) + sorted(n + LT_SUFFIX for n in DATASETS if n not in ANY_CLASSES)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     base = name[:-len(LT_SUFFIX)] if name.endswith(LT_SUFFIX) else name
-    if base not in DATASETS:
+    if base not in DATASETS or name not in list_datasets():
         raise DataError(f"Unknown dataset '{name}'; choose one of {', '.join(list_datasets())}.")
     return DATASETS[base]
 
@@ -73,6 +77,9 @@ def create_dataset(
     if spec.name == 'digits' and data_dir is not None:  # it would be ignored, and cards would ask for it
         raise DataError(f"--data-dir {data_dir}: {name} ships with scikit-learn and is never read from a folder; "
                         f"leave --data-dir out.")
+    if spec.hub_id is None and spec.name != 'digits' and data_dir is None:
+        raise DataError(f"{name} is your own data: give --data-dir, a folder with {split}/<class>/*.png (32x32 colour "
+                        f"images, one subfolder per class), a save_to_disk folder or parquet files.")
     data = load_digits(split) if spec.name == 'digits' else load_hf_images(spec, split, data_dir)
     if name.endswith(LT_SUFFIX) and split == 'train':
         n_max = min(data.class_counts())
@@ -173,9 +180,14 @@ def _to_image_data(dataset, spec: DatasetSpec, source: str) -> ImageData:
         raise DataError(f"{source}: expected an image column {IMAGE_COLUMNS} and a label column "
                         f"'{spec.label_column}', found columns {columns}.")
     feature = dataset.features[label_column]
+    if spec.num_classes == 0 and not hasattr(feature, 'names'):
+        raise DataError(f"{source}: '{label_column}' names no classes; an image folder names them by its subfolders "
+                        f"({'/'.join(('<split>', '<class>', '*.png'))}).")
     classes = list(feature.names) if hasattr(feature, 'names') else class_names(spec.name, spec.num_classes)
-    if len(classes) != spec.num_classes:
+    if spec.num_classes and len(classes) != spec.num_classes:
         raise DataError(f"{source}: '{label_column}' has {len(classes)} classes, {spec.name} has {spec.num_classes}.")
+    if len(classes) < 2:
+        raise DataError(f"{source}: {len(classes)} class ({', '.join(classes)}); a classifier needs >= 2.")
     if len(dataset) == 0:
         raise DataError(f"{source}: the split holds no images.")
     try:  # undecoded, so that parquet written without the Image feature (dicts of bytes) loads as well

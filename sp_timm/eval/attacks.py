@@ -23,10 +23,23 @@ from tqdm.auto import tqdm
 
 from ..files import Tensors, load_tensors, save_tensors
 from ..threat.pgd import perturbation_norm
-from .config import STANDARD_ATTACKS
+from .config import ROBUST, STANDARD_ATTACKS, WHITE_BOX, AutoAttackPlan, autoattack_plan
 
-__all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'Chunks', 'capture_autoattack_warnings', 'autoattack_chunk',
-           'fab_chunk', 'run_chunks', 'predict']
+__all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'ROBUST', 'WHITE_BOX', 'Chunks', 'capture_autoattack_warnings',
+           'autoattack_chunk', 'fab_chunk', 'run_chunks', 'predict', 'StageReport', 'stage_reporter']
+
+StageReport = Callable[[str, int, int, float], None]  # (stage, points left robust, points, seconds)
+
+
+def stage_reporter(label: str, enabled: bool = True) -> Optional[StageReport]:
+    """A callback that prints one line per finished stage of a chunk (``label``: which run and chunk), on the
+    console beside the chunk bars: long chunks are never silent. None when ``enabled`` is False."""
+    if not enabled:
+        return None
+
+    def report(stage: str, robust: int, n: int, seconds: float) -> None:
+        tqdm.write(f'{label}: {stage.upper()} done in {seconds:.0f} s, {robust}/{n} points left robust')
+    return report
 
 AUTOATTACK_LOGGER = 'auto-attack'
 
@@ -77,24 +90,33 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, devic
 
 def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, norm: str,
                      seed: int, batch_size: int, device, path: Optional[Path] = None,
-                     on_stage: Optional[Callable[[str], None]] = None) -> Tensors:
-    """AutoAttack ``version='standard'`` on one chunk. Returns ``clean`` and one flag tensor per attack (True: the
-    point is still classified correctly after that stage), ``pred`` (the class of the adversarial example, or the
-    clean prediction) and ``perturbation`` (the norm of the adversarial perturbation; 0 where none was found).
-    With ``path``, the result is saved after every stage and a partial result there is continued."""
+                     on_stage: Optional[Callable[[str], None]] = None,
+                     plan: Optional[AutoAttackPlan] = None, report: Optional[StageReport] = None) -> Tensors:
+    """AutoAttack's stages of ``plan`` (default: the standard version adapted to the model's class count) on one
+    chunk. Returns ``clean`` and one flag tensor per attack (True: the point is still classified correctly after that
+    stage), ``robust`` (after the last stage) and ``white-box`` (after the last stage before Square), ``pred`` (the
+    class of the adversarial example, or the clean prediction) and ``perturbation`` (the norm of the adversarial
+    perturbation; 0 where none was found). With ``path``, the result is saved after every stage and a partial result
+    there is continued. ``report`` hears of every stage that ran (``stage_reporter``)."""
+    import time
     from pyautoattack import AutoAttack
+    if plan is None:
+        with torch.no_grad():
+            plan = autoattack_plan(model(images[:1].to(device)).shape[1])
     result = load_tensors(path)
     if 'clean' not in result or len(result['clean']) != len(labels):  # none saved, or saved for other points
         pred = predict(model, images, batch_size, device)
         result = {'clean': pred == labels, 'pred': pred, 'perturbation': torch.zeros(len(labels))}
         save_tensors(path, result)
-    adversary = AutoAttack(model, norm=norm, eps=eps, seed=seed, device=device, version='standard')
+    adversary = AutoAttack(model, norm=norm, eps=eps, seed=seed, device=device, version=plan.version)
+    adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = plan.n_target_classes
     robust = result['clean'].clone()
-    for attack in STANDARD_ATTACKS:
+    for attack in plan.attacks:
         if attack in result:  # done before an interruption
             robust = result[attack].clone()
             continue
         index = robust.nonzero().flatten()
+        start = time.perf_counter()
         if len(index):
             adversary.attacks_to_run = [attack]
             adv_images, adv_pred = adversary.run_standard_evaluation(images[index], labels[index],
@@ -108,6 +130,10 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
         save_tensors(path, result)
         if on_stage is not None:
             on_stage(attack)
+        if report is not None:
+            report(attack, int(robust.sum()), len(labels), time.perf_counter() - start)
+    result[WHITE_BOX] = result[plan.white_box[-1]].clone()
+    result[ROBUST] = robust.clone()
     return result
 
 

@@ -29,7 +29,7 @@ from ..files import Tensors, load_tensors, save_tensors
 from ..formatting import percent
 from ..records import AuditAttackRow, AuditSummary, RunRecord
 from ..threat.pgd import LossFn
-from .attacks import STANDARD_ATTACKS
+from .attacks import ROBUST, WHITE_BOX, StageReport
 from .audit_attacks import BLACK, AuditContext, AuditInputs, apgd, audit_attack, audit_attack_names, margin_loss
 from .config import AUDIT_BUDGETS, AuditConfig
 from .stats import accuracy_ci
@@ -41,9 +41,12 @@ __all__ = ['AuditPlan', 'FAB_MIN', 'CHECK_STAGES', 'POINT_KEYS', 'audit_chunk', 
 # not an audit stage: the points the evaluation's FAB minimal perturbation flipped within eps (a verified
 # adversarial example inside the budget), counted against the audited accuracy like an attack's breaks
 FAB_MIN = 'fab-min'
-CHECK_STAGES = ('large-eps', 'grad-ce', 'grad-margin')
+# the checks judge masking with the scale-invariant margin loss: a softmax saturated in float32 zeroes CE's input
+# gradient (and stops APGD-CE) without hiding anything from the margin, DLR or black-box attacks
+LARGE_EPS = 'large-eps-margin'
+CHECK_STAGES = (LARGE_EPS, 'grad-ce', 'grad-margin')
+CE_SATURATION_NOTE = 0.01  # a note when CE's input gradient vanishes at more than this fraction of clean points
 POINT_KEYS = ('points-attacked', 'points-clean')  # saved with a chunk's stages: the points they were run on
-AA_WHITE_BOX_LAST = STANDARD_ATTACKS[-2]  # 'fab-t': the points AutoAttack's white-box stages left robust
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,43 @@ def audit_folder(work_dir: Path, norm: str, eps: float, config: AuditConfig, see
 def large_eps(eps: float, norm: str, factor: float, input_dim: int) -> float:
     """``factor * eps``, capped at the budget from which every image in [0, 1]^d reaches the mid-grey image
     (Linf 0.5, L2 0.5 sqrt(d)): there a non-constant classifier has no robust points to keep."""
-    cap = 0.5 if norm == 'Linf' else 0.5 * math.sqrt(input_dim)
-    return min(factor * eps, cap)
+    return min(factor * eps, _grey_budget(norm, input_dim))
+
+
+def _grey_budget(norm: str, input_dim: int) -> float:
+    return 0.5 if norm == 'Linf' else 0.5 * math.sqrt(input_dim)
+
+
+def large_eps_ladder(eps: float, norm: str, factor: float, input_dim: int) -> List[float]:
+    """The budgets of the ``large_eps`` check: ``large_eps``, then doubled up to the mid-grey budget, where no
+    non-constant classifier keeps robust points. A model robust beyond ``factor * eps`` (a linear model on random
+    images can be) is broken further up; a masked one stays unbroken all the way."""
+    ladder = [large_eps(eps, norm, factor, input_dim)]
+    while ladder[-1] < _grey_budget(norm, input_dim):
+        ladder.append(min(2 * ladder[-1], _grey_budget(norm, input_dim)))
+    return ladder
 
 
 def training_loss_from_run(record: Optional[RunRecord]) -> Tuple[Optional[LossFn], str]:
     """The per-sample training loss a run record names (``loss``, ``loss_params``, ``config.smoothing``), or None
     and why not: an SP loss is rebuilt with ``reduction='none'`` and without label smoothing (the attack needs its
     direction towards the boundary, see ``_TowardsBoundary``); CE with label smoothing as such; plain CE is
-    APGD-CE already; other timm losses have no per-sample form here."""
+    APGD-CE already; other timm losses have no per-sample form here. A run with ``--logit-adjust`` trained on
+    ``z + tau log(prior)``: its loss (the balanced softmax for CE) is attacked on the adjusted logits."""
+    from ..losses import LogitAdjustedLoss, PerSampleCrossEntropy
+    loss, note = _member_loss_from_run(record)
+    adjustment = record.logit_adjustment if record is not None else None
+    if adjustment is None:
+        return loss, note
+    if loss is None and record.loss in ('ce', 'cross_entropy'):  # balanced softmax: not APGD-CE's loss
+        loss = PerSampleCrossEntropy(float(record.config.smoothing) if record.config is not None else 0.0)
+    if loss is None:
+        return None, note
+    return LogitAdjustedLoss(loss, adjustment.class_counts, adjustment.tau), ''
+
+
+def _member_loss_from_run(record: Optional[RunRecord]) -> Tuple[Optional[LossFn], str]:
+    """``training_loss_from_run`` without the run's logit adjustment."""
     from ..losses import PerSampleCrossEntropy, create_loss, is_sp_loss
     name = record.loss if record is not None else None
     smoothing = float(record.config.smoothing) if record is not None and record.config is not None else 0.0
@@ -164,11 +195,19 @@ def _input_grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
 
 
 def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: AuditContext) -> torch.Tensor:
-    """One stage on points ``x`` (all attacked): robust flags for an attack and for ``large-eps``, input-gradient
+    """One stage on points ``x`` (all attacked): robust flags for an attack; for ``large-eps-margin`` the smallest
+    budget of ``large_eps_ladder`` at which APGD on the logit margin broke the point (inf: none did); input-gradient
     norms for ``grad-ce`` / ``grad-margin``."""
-    if stage == 'large-eps':
-        big = large_eps(context.eps, context.norm, context.config.large_eps_factor, x[0].numel())
-        return apgd(model, x, y, context, 'ce', eps=big, restarts=1)
+    if stage == LARGE_EPS:
+        broken_at = torch.full((len(x),), float('inf'))
+        left = torch.arange(len(x))
+        for budget in large_eps_ladder(context.eps, context.norm, context.config.large_eps_factor, x[0].numel()):
+            robust = apgd(model, x[left], y[left], context, margin_loss, eps=budget, restarts=1).cpu()
+            broken_at[left[~robust]] = budget
+            left = left[robust]
+            if not len(left):
+                break
+        return broken_at
     if stage == 'grad-ce':
         return _input_grad_norm(model, x, y, lambda z, t: F.cross_entropy(z, t, reduction='none'))
     if stage == 'grad-margin':
@@ -180,13 +219,15 @@ def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, co
 
 def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: Mapping[str, torch.Tensor],
                 context: AuditContext, *, batch_size: int, stages: Sequence[str],
-                path: Optional[Path] = None) -> Tensors:
+                path: Optional[Path] = None, report: Optional[StageReport] = None) -> Tensors:
     """The audit of one chunk, given its AutoAttack flags ``aa``. Returns one tensor per stage over the chunk's
     points: for an attack, True where the point is left robust by AutoAttack's white-box stages and the attack did
     not break it; for ``large-eps``, the same over the clean-correct points; the gradient norms over all points.
     With ``path``, saved after every stage with the points they attacked; a partial result there is continued,
-    never recomputed -- unless AutoAttack's flags changed since (its chunk recomputed): then the audit starts over."""
-    attacked = aa[AA_WHITE_BOX_LAST].bool()
+    never recomputed -- unless AutoAttack's flags changed since (its chunk recomputed): then the audit starts over.
+    ``report`` hears of every attack that ran (the points it left robust)."""
+    import time
+    attacked = aa[WHITE_BOX].bool()
     points = dict(zip(POINT_KEYS, (attacked, aa['clean'].bool())))
     result = load_tensors(path)
     if any(key not in result or not torch.equal(result[key].bool(), value.cpu()) for key, value in points.items()):
@@ -194,17 +235,21 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     for stage in (*stages, *CHECK_STAGES):
         if stage in result:  # done before an interruption
             continue
-        on = aa['clean'].bool() if stage == 'large-eps' else attacked
+        on = aa['clean'].bool() if stage == LARGE_EPS else attacked
         if stage.startswith('grad-'):
             on = torch.ones_like(attacked)
         index = on.nonzero().flatten()
-        out = torch.zeros(len(labels), dtype=torch.float32 if stage.startswith('grad-') else torch.bool)
+        measured = stage.startswith('grad-') or stage == LARGE_EPS  # a value per point, not a robust flag
+        out = torch.zeros(len(labels), dtype=torch.float32 if measured else torch.bool)
+        began = time.perf_counter()
         for start in range(0, len(index), batch_size):
             part = index[start:start + batch_size]
             flags = run_stage(stage, model, images[part].to(context.device), labels[part].to(context.device), context)
             out[part] = flags.detach().cpu().to(out.dtype)
         result[stage] = out
         save_tensors(path, result)
+        if report is not None and stage in stages:
+            report(stage, int(out[index].sum()), len(index), time.perf_counter() - began)
     return result
 
 
@@ -229,7 +274,7 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
     evaluation's FAB minimal perturbations ``fab_distance``, ``distance > eps`` (row ``fab-min``). ``unreliable``
     when the audit lowers robust accuracy by more than ``config.threshold`` points or a check fails."""
     n = len(aa['clean'])
-    final = aa[STANDARD_ATTACKS[-1]].bool()
+    final = aa[ROBUST].bool()
     if fab_distance is not None:
         flags = {**flags, FAB_MIN: fab_robust_flags(fab_distance, eps, n)}
     attacks = [a for a in (*audit_attack_names(), FAB_MIN) if a in flags]
@@ -253,12 +298,18 @@ def summarize_audit(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Te
     if 100 * int((final & ~worst).sum()) > round(config.threshold * n, 9):  # in counts: exactly the threshold passes
         reasons.append(f'the audit lowers robust accuracy by {aa_acc - acc:.2f} points (> {config.threshold:g})')
     reasons += [f"check '{name}' failed" for name, c in checks.items() if not c['passed']]
+    saturated = checks['gradient_norms']['ce_vanishing_fraction']
+    notes = [f"cross-entropy saturates: its input gradient vanishes (<= {config.grad_tol:g}) at {100 * saturated:.1f}% "
+             f"of the clean points, so APGD-CE cannot move them; the scale-invariant attacks (APGD-DLR / APGD-T, the "
+             f"margin PGD) and the checks, judged on the logit margin, do not depend on it"] \
+        if saturated > CE_SATURATION_NOTE and checks['gradient_norms']['passed'] else []
     summary = AuditSummary(
         config=dict(asdict(config), seed=seed + 1, large_eps=large_eps(eps, norm, config.large_eps_factor, input_dim)),
-        attacked_points=int(aa[AA_WHITE_BOX_LAST].sum()), attacks=rows, skipped=dict(skipped), autoattack_acc=aa_acc,
+        attacked_points=int(aa[WHITE_BOX].sum()), attacks=rows, skipped=dict(skipped), autoattack_acc=aa_acc,
         robust_acc=acc, robust_ci=list(accuracy_ci(int(worst.sum()), n)), drop=aa_acc - acc,
         broke_beyond_aa=int((final & ~worst).sum()), threshold=config.threshold, checks=checks,
-        unreliable=bool(reasons), reasons=reasons, fab_min_points=0 if fab_distance is None else len(fab_distance))
+        unreliable=bool(reasons), reasons=reasons, fab_min_points=0 if fab_distance is None else len(fab_distance),
+        notes=notes or None)
     return summary, {'worst': worst, **{a: flags[a].bool() for a in attacks}}
 
 
@@ -274,13 +325,17 @@ def _kind(stage: str) -> str:
 def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *, eps: float, norm: str,
             input_dim: int, config: AuditConfig, curve: Mapping[float, torch.Tensor],
             attacks: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    clean, final, n = aa['clean'].bool(), aa[STANDARD_ATTACKS[-1]].bool(), len(aa['clean'])
+    clean, final, n = aa['clean'].bool(), aa[ROBUST].bool(), len(aa['clean'])
     big = large_eps(eps, norm, config.large_eps_factor, input_dim)
-    big_acc = percent(flags['large-eps'].bool() & clean)
+    broken_at = flags[LARGE_EPS].float()
+    ladder = large_eps_ladder(eps, norm, config.large_eps_factor, input_dim)
+    accs = [percent((broken_at > budget) & clean) for budget in ladder]
+    reached = next((b for b, a in zip(ladder, accs) if a <= config.large_eps_max_acc), None)
+    big_acc = accs[0]
     points = sorted([(eps, percent(final))] + [(e, percent(f)) for e, f in curve.items()] + [(big, big_acc)])
     rises = [(a, b) for a, b in zip(points, points[1:]) if b[1] > a[1] + 1e-9]
     # black-box breaks: AutoAttack's Square stage (only on its white-box survivors) and the audit's black-box attacks
-    white_robust = aa[AA_WHITE_BOX_LAST].bool().clone()
+    white_robust = aa[WHITE_BOX].bool().clone()
     for a in attacks:
         if _kind(a) != BLACK:
             white_robust &= flags[a].bool()
@@ -288,20 +343,23 @@ def _checks(aa: Mapping[str, torch.Tensor], flags: Mapping[str, torch.Tensor], *
     for a in attacks:
         if _kind(a) == BLACK:
             black_broken |= white_robust & ~flags[a].bool()
-    grad = flags['grad-ce'][clean]
-    vanishing = float((grad <= config.grad_tol).double().mean()) if len(grad) else 0.0
+    def fraction(values: torch.Tensor, at_most: float) -> float:
+        return float((values <= at_most).double().mean()) if len(values) else 0.0
+    grad, ce_grad = flags['grad-margin'][clean], flags['grad-ce'][clean]
+    vanishing = fraction(grad, config.grad_tol)
     return {
-        'large_eps': _check(big_acc <= config.large_eps_max_acc, eps=big, acc=big_acc, max_acc=config.large_eps_max_acc,
-                            attack='apgd-ce'),
+        'large_eps': _check(reached is not None, eps=big, acc=big_acc, max_acc=config.large_eps_max_acc,
+                            attack='apgd-margin', broken_by_eps=reached, ladder=ladder, acc_on_ladder=accs),
         'monotonic_eps': _check(not rises, curve=[list(p) for p in points],
                                 rises=[[a[0], b[0]] for a, b in rises]),
         'white_vs_black_box': _check(int(black_broken.sum()) <= config.square_alpha * n,
                                      points=int(black_broken.sum()), max_points=config.square_alpha * n),
-        'gradient_norms': _check(vanishing <= config.grad_max_fraction, vanishing_fraction=vanishing,
-                                 zero_fraction=float((grad == 0).double().mean()) if len(grad) else 0.0,
-                                 margin_zero_fraction=float((flags['grad-margin'][clean] == 0).double().mean())
-                                 if len(grad) else 0.0,
-                                 median_ce_norm=float(grad.median()) if len(grad) else None,
+        'gradient_norms': _check(vanishing <= config.grad_max_fraction, loss='margin', vanishing_fraction=vanishing,
+                                 zero_fraction=fraction(grad, 0.0),
+                                 median_margin_norm=float(grad.median()) if len(grad) else None,
+                                 ce_vanishing_fraction=fraction(ce_grad, config.grad_tol),
+                                 ce_zero_fraction=fraction(ce_grad, 0.0),
+                                 median_ce_norm=float(ce_grad.median()) if len(ce_grad) else None,
                                  tol=config.grad_tol, max_fraction=config.grad_max_fraction),
     }
 
@@ -311,7 +369,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
     """The audit over all points, in the chunks of the AutoAttack run (shared by the processes, resumed from
     ``plan.work_dir``); returns ``summarize_audit``'s section and per-point tensors (with ``plan.fab_distance``, the
     FAB minimal perturbations of the evaluation, counted as row ``fab-min``)."""
-    from .attacks import Chunks, run_chunks
+    from .attacks import Chunks, run_chunks, stage_reporter
     context = plan.context
     stages, skipped = audit_stages(context.num_classes, context.inputs)
     identity = audit_identity(context.inputs.surrogate, context.inputs.train_loss)
@@ -321,7 +379,8 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
     def compute(c, s):
         return audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
                            batch_size=plan.batch_size, stages=stages,
-                           path=None if folder is None else folder / f'chunk-{c:05d}.safetensors')
+                           path=None if folder is None else folder / f'chunk-{c:05d}.safetensors',
+                           report=stage_reporter(f'audit chunk {c}', plan.progress))
     flags = run_chunks(Chunks(len(labels), plan.chunk_size), compute,
                        f'audit {context.norm} ({len(stages)} attacks)', plan.progress)
     return summarize_audit(aa, flags, eps=context.eps, norm=context.norm, input_dim=images[0].numel(),

@@ -20,10 +20,18 @@ from ..options import DEBUG_ENV, flag_names, non_finite_options, option, option_
 from ..threat.budget import DEFAULT_EPS, THREAT_MODELS, check_eps, parse_eps
 
 __all__ = ['AuditConfig', 'AttackConfig', 'LeaderboardMeta', 'EvalConfig', 'AUDIT_BUDGETS', 'DEFAULT_N_EXAMPLES',
-           'WEIGHT_CHOICES', 'STANDARD_ATTACKS']
+           'WEIGHT_CHOICES', 'STANDARD_ATTACKS', 'PROTOCOLS', 'ROBUST', 'WHITE_BOX', 'AutoAttackPlan',
+           'autoattack_plan']
 
 DEFAULT_N_EXAMPLES = 10_000
 STANDARD_ATTACKS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')  # AutoAttack version='standard', in its order
+ROBUST = 'robust'  # an AutoAttack result's flags after the last stage of its plan, whichever it is
+WHITE_BOX = 'white-box'  # ... and after the plan's white-box stages (before Square)
+STANDARD_TARGETS = 9  # target classes of APGD-T and FAB-T in AutoAttack's standard version (Linf, L2)
+PROTOCOLS = ('standard', 'fast', 'rand')
+PROTOCOL_HELP = ("standard: AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square), the leaderboard's; fast: "
+                 "its white-box part APGD-CE + APGD-T (research screening, never a leaderboard entry); rand: "
+                 "AutoAttack's version for randomised defences (APGD-CE, APGD-DLR with EOT over 20 draws)")
 WEIGHT_CHOICES = ('auto', 'ema', 'raw')
 AUDIT = 'adaptive-attack audit (sp_timm.eval.audit: on the points AutoAttack left robust)'
 LEADERBOARD = 'leaderboard entry (RobustBench model_info fields; defaults from the training record)'
@@ -91,12 +99,78 @@ AUDIT_BUDGETS = ('restarts', 'n_iter', 'max_targets', 'margin_restarts', 'margin
 
 
 @dataclass(frozen=True)
+class AutoAttackPlan:
+    """Which AutoAttack stages run, in order, for a protocol and a number of classes K, and how the protocol was
+    adapted to K. The DLR loss needs K >= 3 (it divides by ``z_(1) - z_(3)``), its targeted form K >= 4 (``z_(4)``),
+    and APGD-T / FAB-T target at most the K - 1 other classes (AutoAttack's standard version targets 9):
+
+    * K >= 10: AutoAttack's own version, unchanged;
+    * 4 <= K < 10: the same stages, APGD-T and FAB-T targeting the K - 1 other classes;
+    * K = 3: APGD-T replaced by the untargeted APGD-DLR (the DLR attack defined here), FAB-T targeting 2 classes;
+    * K = 2: no DLR stage; FAB-T's single target makes it untargeted FAB. With two classes CE is a monotone function
+      of the logit margin, so APGD-CE's sign steps follow the margin's gradient (only a saturated softmax, where
+      CE's gradient underflows to 0, stops it: the audit's margin PGD covers that case).
+    """
+    protocol: str
+    num_classes: int
+    attacks: Tuple[str, ...]
+    n_target_classes: int
+    adaptation: Optional[str] = None  # None: the protocol exactly as AutoAttack defines it
+
+    @property
+    def version(self) -> str:
+        """The pyautoattack ``version`` whose attack parameters the stages use."""
+        return 'rand' if self.protocol == 'rand' else 'standard'
+
+    @property
+    def white_box(self) -> Tuple[str, ...]:
+        return tuple(a for a in self.attacks if a != 'square')
+
+    def describe(self) -> str:
+        """One line for a report's headline: the protocol, its stages and how it was adapted."""
+        names = ', '.join(a.upper() for a in self.attacks)
+        text = {'standard': f'AutoAttack standard ({names})',
+                'fast': f'fast protocol: AutoAttack\'s white-box part only ({names}); not the leaderboard protocol',
+                'rand': f'AutoAttack rand, for randomised defences ({names}, EOT over 20 draws)'}[self.protocol]
+        return text + (f'; adapted to {self.num_classes} classes: {self.adaptation}' if self.adaptation else '')
+
+
+def autoattack_plan(num_classes: int, protocol: str = 'standard') -> AutoAttackPlan:
+    """The AutoAttack stages of ``protocol`` (one of ``PROTOCOLS``) for a model of ``num_classes`` outputs."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
+    if num_classes < 2:
+        raise ValueError(f'AutoAttack needs a classifier of >= 2 classes, got {num_classes} output(s).')
+    targets = min(STANDARD_TARGETS, num_classes - 1)
+    if protocol == 'rand':
+        if num_classes >= 3:
+            return AutoAttackPlan(protocol, num_classes, ('apgd-ce', 'apgd-dlr'), targets)
+        return AutoAttackPlan(protocol, num_classes, ('apgd-ce',), targets, 'no APGD-DLR (DLR needs >= 3 classes)')
+    if num_classes >= 4:
+        attacks = STANDARD_ATTACKS
+        note = None if targets == STANDARD_TARGETS else (f'APGD-T and FAB-T target the {targets} other classes '
+                                                         f'(standard: {STANDARD_TARGETS})')
+    elif num_classes == 3:
+        attacks = ('apgd-ce', 'apgd-dlr', 'fab-t', 'square')
+        note = ('APGD-T replaced by untargeted APGD-DLR (the targeted DLR loss needs >= 4 classes); FAB-T targets '
+                'the 2 other classes')
+    else:
+        attacks = ('apgd-ce', 'fab-t', 'square')
+        note = ('no DLR stage (the DLR loss needs >= 3 classes): APGD-CE, FAB-T with the one other class as target '
+                '(untargeted FAB), Square')
+    if protocol == 'fast':
+        attacks = tuple(a for a in attacks if a not in ('fab-t', 'square'))
+    return AutoAttackPlan(protocol, num_classes, attacks, targets, note)
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """What ``evaluate_points`` runs on the points: AutoAttack (``version='standard'``) at ``threat_model`` /
     ``eps`` (default: RobustBench's budget), cut into chunks of ``chunk_size`` points (default ``batch_size``), FAB's
     minimal perturbations in ``min_pert_norms`` on the first ``min_pert_examples`` points (``None``: all; 0: none),
     AutoAttack at each of ``curve_eps`` too, and the adaptive audit when ``audit`` is given (``True``: its defaults)."""
     threat_model: str = option('Linf', 'the norm bounding the perturbation', choices=THREAT_MODELS)
+    protocol: str = option('standard', PROTOCOL_HELP, choices=PROTOCOLS)
     eps: Optional[float] = option(None, 'budget in [0, 1] pixels: 8/255 (Linf default), 0.5 (L2 default)',
                                   type=parse_eps)
     batch_size: int = option(500, 'attack batch size', flags=('-b', '--batch-size'), type=int)
@@ -142,6 +216,8 @@ class AttackConfig:
                 problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {value}.")
         if self.threat_model not in THREAT_MODELS:
             problems.append(f"--threat-model must be one of {', '.join(THREAT_MODELS)}, got {self.threat_model!r}.")
+        if self.protocol not in PROTOCOLS:
+            problems.append(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}.")
             return problems
         for eps in ([self.eps] if self.eps is not None else []) + list(self.curve_eps):
             try:

@@ -16,12 +16,12 @@ from ..files import Tensors, atomic_write_json
 from ..records import AuditSummary
 from ..threat.budget import format_eps
 from ..threat.pgd import LossFn
-from .attacks import (AUTOATTACK_LOGGER, STANDARD_ATTACKS, Chunks, autoattack_chunk, capture_autoattack_warnings,
-                      fab_chunk, run_chunks)
+from .attacks import (AUTOATTACK_LOGGER, ROBUST, Chunks, autoattack_chunk, capture_autoattack_warnings, fab_chunk,
+                      run_chunks, stage_reporter)
 from .audit import AuditPlan, check_surrogate, fab_robust_flags, run_audit
 from .audit_attacks import AuditContext, AuditInputs
 from .autoattack_log import logged_chunk
-from .config import AttackConfig
+from .config import AttackConfig, AutoAttackPlan, autoattack_plan
 
 __all__ = ['evaluate_points', 'PointsResult', 'POINTS_FILE', 'check_points']
 
@@ -34,9 +34,11 @@ class PointsResult:
     ``pred``, ``perturbation``), ``curve`` ({eps: final robust flags}), ``min_perturbation`` ({norm: FAB distance}),
     AutoAttack's ``warnings`` (those of this process's chunks; the checks over all points on the main process only),
     ``log`` (AutoAttack's own log of every chunk, in point order), and with the audit its section (``audit``) and
-    per-point flags (``audit_points``: ``worst`` and each attack's)."""
+    per-point flags (``audit_points``: ``worst`` and each attack's); ``plan``: the AutoAttack stages that ran (the
+    protocol, adapted to the class count)."""
     eps: float
     aa: Tensors
+    plan: Optional[AutoAttackPlan] = None
     curve: Dict[float, torch.Tensor] = field(default_factory=dict)
     min_perturbation: Dict[str, torch.Tensor] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
@@ -89,8 +91,10 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
                     config: Optional[AttackConfig] = None, *, surrogate: Optional[torch.nn.Module] = None,
                     train_loss: Optional[LossFn] = None, loss_note: str = '', work_dir: Optional[Path] = None,
                     progress: bool = True, echo_warnings: bool = True, **settings: Any) -> PointsResult:
-    """AutoAttack (standard) and FAB on ``images`` (float, [0, 1]) with ``labels``, as ``config`` says
-    (``AttackConfig``; keyword ``settings`` override its fields: ``evaluate_points(model, x, y, eps=8/255)``).
+    """AutoAttack (``config.protocol``: standard by default) and FAB on ``images`` (float, [0, 1]) with ``labels``, as
+    ``config`` says (``AttackConfig``; keyword ``settings`` override its fields: ``evaluate_points(model, x, y,
+    eps=8/255)``). Any number of classes >= 2: the protocol is adapted to it (``autoattack_plan``; the result's
+    ``plan`` says how).
 
     Work is cut into chunks of ``config.chunk`` points that the processes of the current Accelerate state share;
     with ``work_dir`` every chunk (and every AutoAttack stage of a chunk) is saved and reused by a later call.
@@ -111,19 +115,20 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     eps, curve_eps = config.budget(images[0].numel()), config.curve_budgets(images[0].numel())
     model = model.to(device).eval()
     num_classes = check_points(model, images, labels, device)
+    plan = autoattack_plan(num_classes, config.protocol)
     if config.audit is not None and surrogate is not None:
         check_surrogate(surrogate, images, num_classes, device)
     if work_dir is not None:
         _check_work_dir(work_dir, model, images.cpu(), labels.cpu(), {'seed': config.seed,
                                                                       'batch_size': config.batch_size,
                         'chunk_size': config.chunk}, main_process)
-    run = _PointsRun(model, images, labels, config, work_dir, progress, device)
+    run = _PointsRun(model, images, labels, config, work_dir, progress, device, plan)
     with capture_autoattack_warnings(echo=echo_warnings) as warnings:
         aa = run.autoattack_at(eps)
-        result = PointsResult(eps=eps, aa=aa, curve={e: run.autoattack_at(e)[STANDARD_ATTACKS[-1]] for e in curve_eps},
-                              min_perturbation=run.min_perturbations())
+        result = PointsResult(eps=eps, aa=aa, curve={e: run.autoattack_at(e)[ROBUST] for e in curve_eps},
+                              min_perturbation=run.min_perturbations(), plan=plan)
         if main_process:  # AutoAttack's own check, which run_standard_evaluation runs over all points: on the gathered
-            _check_square(aa)  # results, so by one process (the warnings of all are gathered into the report)
+            _check_square(aa, plan)  # results, so by one process (the warnings of all are gathered into the report)
     result.warnings = list(warnings)
     result.log = run.gathered_logs([eps, *curve_eps])
     if config.audit is not None:  # its attacks' warnings go to the audit section: the audit's own checks judge them
@@ -143,8 +148,9 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 class _PointsRun:
     """The chunked AutoAttack and FAB runs of one ``evaluate_points`` call, and AutoAttack's log of each chunk."""
 
-    def __init__(self, model, images, labels, config: AttackConfig, work_dir: Optional[Path], progress: bool, device):
-        self.model, self.images, self.labels, self.config = model, images, labels, config
+    def __init__(self, model, images, labels, config: AttackConfig, work_dir: Optional[Path], progress: bool, device,
+                 plan: AutoAttackPlan):
+        self.model, self.images, self.labels, self.config, self.plan = model, images, labels, config, plan
         self.work_dir, self.progress, self.device = work_dir, progress, device
         self.logs: Dict[Tuple[str, int], str] = {}
 
@@ -162,14 +168,19 @@ class _PointsRun:
                 lambda on_stage: autoattack_chunk(self.model, self.images[s], self.labels[s], eps=budget,
                                                   norm=config.threat_model, seed=config.seed,
                                                   batch_size=config.batch_size, device=self.device, path=chunk_path,
-                                                  on_stage=on_stage),
+                                                  on_stage=on_stage, plan=self.plan,
+                                                  report=stage_reporter(f'AutoAttack {format_eps(budget)} chunk {c}',
+                                                                        self.progress)),
                 None if chunk_path is None else chunk_path.with_suffix('.log'), title)
             return out
         return run_chunks(Chunks(len(self.labels), config.chunk), compute,
                           f'AutoAttack {config.threat_model} {format_eps(budget)}', self.progress)
 
     def stage_name(self, budget: float) -> str:
-        return f'autoattack-{self.config.threat_model}-{budget:.8g}'
+        """The folder of the AutoAttack chunks at ``budget``: standard and fast share it (the same stages), rand has
+        its own (its APGD averages gradients over 20 draws)."""
+        rand = '-rand' if self.plan.protocol == 'rand' else ''
+        return f'autoattack-{self.config.threat_model}-{budget:.8g}{rand}'
 
     def min_perturbations(self) -> Dict[str, torch.Tensor]:
         config, count = self.config, len(self.labels)
@@ -194,10 +205,10 @@ class _PointsRun:
         return [gathered[key] for key in sorted(gathered, key=lambda k: (names.index(k[0]), k[1]))]
 
 
-def _check_square(aa: Tensors) -> None:
+def _check_square(aa: Tensors, plan: AutoAttackPlan) -> None:
     from pyautoattack import checks
     stage_acc = {'clean': aa['clean'].double().mean().item()}
-    stage_acc.update({a: aa[a].double().mean().item() for a in STANDARD_ATTACKS})
+    stage_acc.update({a: aa[a].double().mean().item() for a in plan.attacks})
     checks.check_square_sr(stage_acc, logger=logging.getLogger(AUTOATTACK_LOGGER))
 
 
@@ -209,7 +220,7 @@ def _budget_warnings(result: PointsResult, threat_model: str, n: int) -> List[st
                         f"{aa['perturbation'].max().item():.6g} > eps {eps:.6g}")
     distance = result.min_perturbation.get(threat_model)
     if distance is not None:  # FAB flipping a point within eps that AutoAttack counted robust: AutoAttack missed it
-        missed = int((aa[STANDARD_ATTACKS[-1]] & ~fab_robust_flags(distance, eps, n)).sum())
+        missed = int((aa[ROBUST] & ~fab_robust_flags(distance, eps, n)).sum())
         if missed:
             warnings.append(f'FAB (minimal perturbation) flipped {missed} points within eps that AutoAttack '
                             f'left robust: the AutoAttack accuracy overestimates robustness.')

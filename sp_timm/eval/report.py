@@ -8,7 +8,7 @@ from ..formatting import format_ci, percent
 from ..records import (LEADERBOARD_FIELDS, AuditSummary, BudgetAccuracy, ClassResult, EvalReport, EvaluatedModel,
                        GroupResult, GroupRule, LeaderboardEntry, PerturbationSummary, Protocol, StageAccuracy, to_json)
 from ..threat.budget import format_eps
-from .attacks import STANDARD_ATTACKS
+from .attacks import ROBUST
 from .points import PointsResult
 from .stats import accuracy_ci, balanced_accuracy, group_accuracy, per_class_accuracy
 
@@ -64,7 +64,7 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
     counts are known), balanced accuracy, minimal perturbations, the accuracy at other budgets, the audit, the
     verdict, and the leaderboard entry (``meta``: its fields no measurement gives, see ``leaderboard_entry``)."""
     aa, n, num_classes = points.aa, len(labels), len(classes)
-    clean, robust = aa['clean'], aa[STANDARD_ATTACKS[-1]]
+    clean, robust = aa['clean'], aa[ROBUST]
     clean_pc = per_class_accuracy(clean, labels, num_classes)
     robust_pc = per_class_accuracy(robust, labels, num_classes)
     group_of = {c: g for g, members in (long_tail.class_groups or {}).items() for c in members}
@@ -91,14 +91,26 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
     return EvalReport(
         protocol=protocol, model=model, n_points=n, clean_acc=clean_acc, robust_acc=robust_acc,
         clean_ci=list(accuracy_ci(int(clean.sum()), n)), robust_ci=list(accuracy_ci(int(robust.sum()), n)),
-        stages=[StageAccuracy('clean', clean_acc)] + [StageAccuracy(a, percent(aa[a])) for a in STANDARD_ATTACKS],
+        stages=[StageAccuracy('clean', clean_acc)] + [StageAccuracy(a, percent(aa[a])) for a in protocol.attacks],
         max_perturbation=aa['perturbation'].max().item() if n else 0.0,
         balanced_clean_acc=balanced_accuracy(clean_pc), balanced_robust_acc=balanced_accuracy(robust_pc),
         long_tailed=long_tail.long_tailed, per_class=per_class, groups=groups, group_rule=rule,
         min_perturbation={norm: perturbation_summary(d) for norm, d in points.min_perturbation.items()} or None,
         eps_curve=sorted(curve, key=lambda row: row.eps), warnings=warnings, unreliable=unreliable, audit=audit,
-        model_name=model_name, seconds=seconds,
-        leaderboard=leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta))
+        model_name=model_name, seconds=seconds, leaderboard_note=no_leaderboard_reason(protocol),
+        leaderboard=(None if no_leaderboard_reason(protocol)
+                     else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta)))
+
+
+def no_leaderboard_reason(protocol: Protocol) -> Optional[str]:
+    """Why an evaluation gets no RobustBench leaderboard entry (None: it gets one): only AutoAttack's standard
+    version, as published, is the leaderboard's protocol."""
+    if protocol.version != 'standard':
+        return (f"no leaderboard entry: the {protocol.version} protocol is not RobustBench's (AutoAttack standard); "
+                f"run sp-timm eval --protocol standard for one")
+    if protocol.adaptation:
+        return f'no leaderboard entry: AutoAttack standard was adapted to the class count ({protocol.adaptation})'
+    return None
 
 
 def leaderboard_entry(protocol: Protocol, clean_acc: float, robust_acc: float, unreliable: bool,
@@ -120,13 +132,23 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
 _WEIGHT_WORDS = {'ema': "the run's EMA weights (--model-ema)", 'raw': 'the trained (raw) weights'}
 
 
+def protocol_words(protocol: Protocol) -> str:
+    """The protocol as a report's headline says it: which version, which stages, how it was adapted."""
+    p = protocol
+    text = {'standard': f"AutoAttack version='standard' ({', '.join(p.attacks)})",
+            'fast': f"the fast protocol, AutoAttack's white-box part only ({', '.join(p.attacks)}; not the "
+                    f"leaderboard's protocol)",
+            'rand': f"AutoAttack version='rand' for randomised defences ({', '.join(p.attacks)}, EOT over 20 draws)"}
+    words = text.get(p.version, f"AutoAttack {p.version} ({', '.join(p.attacks)})")
+    return words + (f'; adapted to the class count: {p.adaptation}' if p.adaptation else '')
+
+
 def render_summary(report: EvalReport, figures: Sequence[str] = ()) -> str:
     """The report as markdown: protocol, headline numbers with intervals, stages, warnings, perturbations, groups."""
     p, m = report.protocol, report.model
     lines = [f"# AutoAttack evaluation: {m.name or m.source or 'model'}", '',
              f"{p.dataset}, first {p.n_examples} test images in [0, 1]; {p.threat_model} eps = {p.eps}; "
-             f"AutoAttack version='standard' ({', '.join(p.attacks)}), seed {p.seed}, pyautoattack "
-             f"{p.pyautoattack_version}."
+             f"{protocol_words(p)}, seed {p.seed}, pyautoattack {p.pyautoattack_version}."
              + (f" Weights: {_WEIGHT_WORDS.get(m.weights, m.weights)}." if m.weights else ''), '',
              '| metric | accuracy (%) | 95% CI (Clopper-Pearson) |', '|---|---|---|',
              f"| clean | {report.clean_acc:.2f} | {format_ci(report.clean_ci)} |",
@@ -156,7 +178,10 @@ def render_summary(report: EvalReport, figures: Sequence[str] = ()) -> str:
         lines += ['| group (training images) | classes | clean (%) | AutoAttack (%) |', '|---|---|---|---|']
         lines += [f"| {g} | {len(v.classes)} | {_fmt(v.clean_acc)} | {_fmt(v.robust_acc)} |"
                   for g, v in report.groups.items()] + ['']
-    todo = [k for k, v in to_json(report.leaderboard).items() if str(v).startswith(PLACEHOLDER_PREFIX)]
+    todo = [] if report.leaderboard is None else [k for k, v in to_json(report.leaderboard).items()
+                                                  if str(v).startswith(PLACEHOLDER_PREFIX)]
+    if report.leaderboard_note:
+        lines += [report.leaderboard_note[0].upper() + report.leaderboard_note[1:] + '.', '']
     if todo:
         lines += [f"Leaderboard entry (model_info/): fill in {', '.join(todo)} before submitting; each "
                   f"'{PLACEHOLDER_PREFIX.strip()}' value names the sp-timm eval flag that sets it.", '']
@@ -192,4 +217,5 @@ def _audit_lines(audit: AuditSummary) -> List[str]:
         lines.append(f"| {name} | {'pass' if check['passed'] else '**FAIL**'} | {values} |")
     verdict = ('**The audit flags this evaluation unreliable:** ' + '; '.join(audit.reasons) + '.'
                if audit.unreliable else 'The audit found no sign of gradient masking.')
-    return lines + ['', verdict, '']
+    notes = [f'Note: {note}.' for note in audit.notes or []]
+    return lines + ['', verdict, ''] + notes + ([''] if notes else [])

@@ -28,10 +28,9 @@ from ..formatting import format_ci
 from ..model_source import default_model_name, load_model
 from ..records import EvalReport, EvaluatedModel, ModelInfo, Protocol, to_json
 from ..threat.budget import format_eps
-from .attacks import STANDARD_ATTACKS
 from .audit import training_loss_from_run
 from .autoattack_log import AUTOATTACK_LOG, autoattack_log_text
-from .config import DEFAULT_N_EXAMPLES, EvalConfig, LeaderboardMeta
+from .config import DEFAULT_N_EXAMPLES, EvalConfig, LeaderboardMeta, autoattack_plan
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .points import PointsResult, evaluate_points
 from .report import SP_PAPER, LongTail, build_report, placeholder, render_summary
@@ -85,7 +84,8 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     work = _prepare_work(out, identity, config.restart, state.is_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
-        print(f"sp-timm eval: {info.source} on the first {data.n} {data.dataset} test images, AutoAttack standard, "
+        print(f"sp-timm eval: {info.source} on the first {data.n} {data.dataset} test images, "
+              f"{autoattack_plan(data.num_classes, attack.protocol).describe()}, "
               f"{attack.threat_model} eps {format_eps(eps)}, {state.num_processes} process(es) on {state.device}, out "
               f"{out}" + (f", {info.weights} weights" if info.weights else ''))
     result = evaluate_points(model, data.images, data.labels, attack, work_dir=work, progress=not config.no_progress,
@@ -97,10 +97,12 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
         return None
     protocol = Protocol(
         dataset=data.dataset, split='test', threat_model=attack.threat_model, eps=format_eps(eps), eps_value=eps,
-        n_examples=data.n, version='standard', attacks=list(STANDARD_ATTACKS), seed=attack.seed,
+        n_examples=data.n, version=result.plan.protocol, attacks=list(result.plan.attacks), seed=attack.seed,
         batch_size=attack.batch_size, chunk_size=attack.chunk, num_processes=state.num_processes,
         device=str(state.device), pyautoattack_version=pyautoattack.__version__, fab_iters=attack.fab_iters,
-        min_pert_examples=len(next(iter(result.min_perturbation.values()), [])), data_source=data.source)
+        min_pert_examples=len(next(iter(result.min_perturbation.values()), [])), data_source=data.source,
+        n_target_classes=result.plan.n_target_classes if result.plan.num_classes < 10 else None,
+        adaptation=result.plan.adaptation)
     run = info.run
     name = config.leaderboard.model_name or default_model_name(info)
     evaluated = EvaluatedModel(
@@ -111,9 +113,11 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     report = build_report(result, data.labels, data.classes, protocol=protocol, model=evaluated, warnings=warnings,
                           long_tail=data.long_tail, model_name=name, seconds=time.perf_counter() - start,
                           meta=_leaderboard_meta(config.leaderboard, info))
+    _remove_stale_outputs(out)
     figures = write_figures(out, report, result, data.classes, name)
-    atomic_write_json(out / 'model_info' / data.dataset / attack.threat_model / f'{name}.json',
-                      to_json(report.leaderboard))
+    if report.leaderboard is not None:
+        atomic_write_json(out / 'model_info' / data.dataset / attack.threat_model / f'{name}.json',
+                          to_json(report.leaderboard))
     atomic_write_json(out / REPORT_FILE, to_json(report))
     atomic_write_text(out / 'summary.md', render_summary(report, figures))
     atomic_write_text(out / AUTOATTACK_LOG, autoattack_log_text(report, result.log))
@@ -179,6 +183,8 @@ def _long_tail(config: EvalConfig, info: ModelInfo, dataset: str) -> LongTail:
     run = info.run if info.run is not None and info.run.dataset == dataset else None
     if run is not None:
         train_counts = run.train_class_counts
+    elif not dataset_spec(dataset).num_classes:  # the user's own data: no count formula to know its training split
+        return LongTail(long_tailed)
     else:  # the count formula, without loading the training split
         spec = dataset_spec(dataset)
         train_counts = (longtail_counts(spec.train_per_class, spec.num_classes, config.imbalance_ratio,
@@ -248,6 +254,15 @@ def check_eval_folder(out: Path) -> None:
         raise CheckpointError(f"--out '{out}' holds files sp-timm eval did not write ({listed}); its report, summary "
                               f"and figures could replace files of the same names. Choose a new or empty folder, or "
                               f"leave --out out. Nothing was written.")
+
+
+def _remove_stale_outputs(out: Path) -> None:
+    """An earlier evaluation's leaderboard entries and figures (another --model-name, threat model, protocol, or
+    without FAB) go before the new report is written: a finished folder holds only what its report describes.
+    ``check_eval_folder`` has made sure ``out`` is an evaluation folder."""
+    shutil.rmtree(out / 'model_info', ignore_errors=True)
+    for figure in EVAL_FIGURES:
+        (out / figure).unlink(missing_ok=True)
 
 
 def _prepare_work(out: Path, identity: Dict[str, Any], restart: bool, is_main: bool) -> Path:
@@ -333,6 +348,9 @@ def _audit_inputs(config: EvalConfig, info: ModelInfo, num_classes: int) -> Dict
     return {'surrogate': surrogate, 'train_loss': train_loss, 'loss_note': loss_note}
 
 
+EVAL_FIGURES = ('per_class.png', 'min_perturbation_cdf.png', 'robust_acc_vs_eps.png')
+
+
 def write_figures(out: Path, report: EvalReport, result: PointsResult, classes: Sequence[str], label: str) -> List[str]:
     """The evaluation's PNGs; returns their names relative to ``out``."""
     protocol = report.protocol
@@ -372,4 +390,5 @@ def _print_headline(report: EvalReport, out: Path) -> None:
             print('UNRELIABLE: the audit ' + '; '.join(audit.reasons), file=sys.stderr)
     if report.warnings:
         print('UNRELIABLE: AutoAttack warned:\n  ' + '\n  '.join(report.warnings), file=sys.stderr)
-    print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, {out / AUTOATTACK_LOG}, the leaderboard JSON and plots")
+    entry = 'the leaderboard JSON' if report.leaderboard is not None else report.leaderboard_note
+    print(f"wrote {out / REPORT_FILE}, {out / 'summary.md'}, {out / AUTOATTACK_LOG}, plots; {entry}")

@@ -47,8 +47,11 @@ def read_report(path: os.PathLike, weights: str, source: str) -> EvalReport:
     if report.protocol.threat_model not in THREAT_MODELS:
         raise CheckpointError(f"'{path}': protocol.threat_model {report.protocol.threat_model!r} is not one of "
                               f"{', '.join(THREAT_MODELS)}.")
-    safe_path_component(report.leaderboard.dataset, f"'{path}': leaderboard.dataset")
-    safe_path_component(report.model_name or report.leaderboard.name, f"'{path}': model_name")
+    safe_path_component(report.protocol.dataset, f"'{path}': protocol.dataset")
+    if report.leaderboard is not None:
+        safe_path_component(report.leaderboard.dataset, f"'{path}': leaderboard.dataset")
+    safe_path_component(report.model_name or (report.leaderboard.name if report.leaderboard else 'model'),
+                        f"'{path}': model_name")
     recorded = report.model.weights_sha256
     if recorded is None:
         raise CheckpointError(f"'{path}' records no SHA-256 of the weights it evaluated (an older sp-timm eval), so it "
@@ -104,8 +107,9 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
         for report in loaded:
             tm, entry = report.protocol.threat_model, report.leaderboard
             atomic_write_json(tmp / 'eval' / f'{tm}.json', to_json(report))
-            atomic_write_json(tmp / 'model_info' / entry.dataset / tm / f'{report.model_name or entry.name}.json',
-                              to_json(entry))
+            if entry is not None:  # the fast / rand protocols and class-count adaptations have no leaderboard entry
+                atomic_write_json(tmp / 'model_info' / entry.dataset / tm / f'{report.model_name or entry.name}.json',
+                                  to_json(entry))
         card = render_model_card(info, loaded, repo_id=repo_id, folder_name=out.name, license=license)
         (tmp / 'README.md').write_text(card, encoding='utf-8')
     return out

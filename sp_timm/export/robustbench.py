@@ -268,6 +268,8 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
                              f"{', '.join(ROBUSTBENCH_DATASETS)} "
                              f"(and ImageNet): evaluate on its test set, e.g. sp-timm eval --dataset "
                              f"{dataset[:-3] if dataset.endswith('-lt') else 'cifar10'}.")
+        if report.leaderboard is None:
+            raise ValueError(f"'{path}' has no leaderboard entry ({report.leaderboard_note}).")
         log = Path(path).parent / AUTOATTACK_LOG
         if not log.is_file():
             raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the "

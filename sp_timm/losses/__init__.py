@@ -1,11 +1,12 @@
 """ The SP loss family in timm's style: a registry (``register_loss``), factories (``create_loss``,
 ``create_classification_loss``), the ``SPLoss`` base and one module per member; class weights and the per-sample
-losses they need; the CUDA kernel's first-use self-check verdicts. """
+losses they need; logit adjustment (balanced softmax); the CUDA kernel's first-use self-check verdicts. """
 from ._base import SPLoss
 from ._class_weight import (CLASS_WEIGHT_REDUCTION, ClassWeightedLoss, PerSampleCrossEntropy, class_weights,
                             earlier_reduction,
                             per_sample_loss)
 from ._factory import create_classification_loss, create_loss, is_sp_loss, list_losses, timm_loss_types
+from ._logit_adjust import LogitAdjustedLoss, log_prior
 from ._registry import register_loss
 from .sp_ce import SPCrossEntropy
 from .sp_focal import SPFocal
@@ -16,5 +17,6 @@ from ._kernel_check import clear_kernel_verdicts, kernel_verdicts, verify_kernel
 
 __all__ = ['SPLoss', 'ClassWeightedLoss', 'PerSampleCrossEntropy', 'class_weights', 'per_sample_loss',
            'CLASS_WEIGHT_REDUCTION', 'earlier_reduction', 'create_classification_loss', 'create_loss', 'is_sp_loss',
-           'list_losses', 'timm_loss_types', 'register_loss', 'SPCrossEntropy', 'SPFocal', 'SPLogitPenalty',
+           'list_losses', 'timm_loss_types',
+           'LogitAdjustedLoss', 'log_prior', 'register_loss', 'SPCrossEntropy', 'SPFocal', 'SPLogitPenalty',
            'SPLabelSmoothing', 'SPMargin', 'clear_kernel_verdicts', 'kernel_verdicts', 'verify_kernel']

@@ -100,6 +100,7 @@ def create_classification_loss(
         db_neg_scale: float = 2.,
         db_init_bias: float = 0.05,
         db_focal_gamma: float = 2.,
+        logit_adjust_tau: Optional[float] = None,
         **sp_kwargs: Any,
 ) -> nn.Module:
     """Create the training criterion: timm's ``create_classification_loss`` plus the SP family.
@@ -114,10 +115,17 @@ def create_classification_loss(
           ``sum_k t_k l(z, k)``; ``smoothing`` is ignored, as in timm, since Mixup applies it.
         * ``smoothing=s`` with class indices: the member is evaluated on ``t = (1 - s) e_y + s/K``.
         * ``multi_label`` and the timm-only options (class weights, bce_*, asl_*, ...): a ValueError.
+
+    Logit adjustment (not in timm): ``logit_adjust_tau=tau`` with ``class_counts`` (training images per class) wraps
+    the single-label loss (``ce`` or an SP member) in ``LogitAdjustedLoss``: ``l(z + tau log(pi), y)``, ``pi`` the
+    class prior; ``loss_type='ce', logit_adjust_tau=1`` is the balanced softmax.
     """
     call = dict(locals())
     call.pop('sp_kwargs')
+    tau = call.pop('logit_adjust_tau')
     loss_type = call.pop('loss_type') or ('bce' if multi_label else 'ce')
+    if tau is not None:
+        return _create_logit_adjusted(loss_type, call, sp_kwargs, tau)
     if is_registered(loss_type):
         return _create_sp_loss(loss_type, call, sp_kwargs)
     if loss_type not in timm_loss_types():
@@ -129,6 +137,19 @@ def create_classification_loss(
     if timm_create is not None:
         return timm_create(loss_type, **call)
     return _legacy_timm_loss(loss_type, call)
+
+
+def _create_logit_adjusted(loss_type: str, call: dict, sp_kwargs: dict, tau: float) -> nn.Module:
+    """``LogitAdjustedLoss`` around the single-label loss ``loss_type`` (ce or an SP member)."""
+    from ._logit_adjust import LogitAdjustedLoss
+    counts = call.pop('class_counts')
+    if counts is None:
+        raise ValueError('logit_adjust_tau needs class_counts: the training images of each class.')
+    if call['multi_label'] or not (loss_type == 'ce' or is_registered(loss_type)):
+        raise ValueError(f"logit adjustment works with single-label 'ce' and the SP losses, not with "
+                         f"{'multi-label ' if call['multi_label'] else ''}'{loss_type}'.")
+    base = create_classification_loss(loss_type, **call, **sp_kwargs)
+    return LogitAdjustedLoss(base, counts, tau)
 
 
 def _is_default(value: Any, default: Any) -> bool:

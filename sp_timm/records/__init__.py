@@ -7,13 +7,15 @@ from .report import (LEADERBOARD_FIELDS, REPORT_VERSION, AuditAttackRow, AuditSu
                      Protocol,
                      StageAccuracy)
 from .run import (CLASS_WEIGHT_REDUCTION, EARLIER_CLASS_WEIGHT_REDUCTION, EXPORT_RECORD_VERSION, RUN_RECORD_VERSION,
-                  ClassWeighting, ExportRecord, FlagChange, ModelEma, ModelInfo, ReductionChange, RunRecord,
+                  ClassWeighting, ExportRecord, FlagChange, LogitAdjustment,
+                  ModelEma, ModelInfo, ReductionChange, RunRecord,
                   ValidationSplit)
 from .schema import from_json, json_field, to_json
 from .train_config import TrainConfig
 from .upgrade import read_export_record_json, read_report_json, read_run_record_json
 
-__all__ = ['TrainConfig', 'RunRecord', 'ValidationSplit', 'ClassWeighting', 'ReductionChange', 'ModelEma', 'FlagChange',
+__all__ = ['TrainConfig', 'RunRecord', 'ValidationSplit', 'ClassWeighting', 'LogitAdjustment',
+           'ReductionChange', 'ModelEma', 'FlagChange',
            'ExportRecord', 'ModelInfo', 'EvalReport', 'Protocol', 'EvaluatedModel', 'StageAccuracy', 'ClassResult',
            'GroupResult', 'GroupRule', 'PerturbationSummary', 'BudgetAccuracy', 'AuditAttackRow', 'AuditSummary',
            'LeaderboardEntry', 'LEADERBOARD_FIELDS', 'REPORT_VERSION', 'RUN_RECORD_VERSION', 'EXPORT_RECORD_VERSION',

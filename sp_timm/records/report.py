@@ -22,7 +22,7 @@ class Protocol:
     eps: str  # RobustBench's spelling, e.g. '8/255'
     eps_value: float
     n_examples: int
-    version: str
+    version: str  # the protocol: 'standard' or 'rand' (AutoAttack's versions) or 'fast' (its white-box part)
     attacks: List[str]
     seed: int
     batch_size: int
@@ -33,6 +33,8 @@ class Protocol:
     fab_iters: int
     min_pert_examples: int
     data_source: str
+    n_target_classes: Optional[int] = json_field(None, omit_none=True)  # of APGD-T and FAB-T
+    adaptation: Optional[str] = json_field(None, omit_none=True)  # how the protocol was adapted to the class count
 
 
 @dataclass
@@ -127,6 +129,7 @@ class AuditSummary:
     reasons: List[str]
     fab_min_points: int = 0
     warnings: List[str] = json_field(default_factory=list)
+    notes: Optional[List[str]] = json_field(None, omit_none=True)  # what the audit noticed that is no sign of masking
 
 
 # RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
@@ -184,4 +187,6 @@ class EvalReport:
     audit: Optional[AuditSummary] = json_field(None, omit_none=True)
     model_name: str
     seconds: float
-    leaderboard: LeaderboardEntry
+    # None: no RobustBench entry (a protocol other than the unadapted standard one, see ``leaderboard_note``)
+    leaderboard: Optional[LeaderboardEntry] = json_field(None, omit_none=True)
+    leaderboard_note: Optional[str] = json_field(None, omit_none=True)

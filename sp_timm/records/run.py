@@ -8,7 +8,8 @@ from .schema import json_field
 from .train_config import TrainConfig
 
 __all__ = ['RUN_RECORD_VERSION', 'EXPORT_RECORD_VERSION', 'CLASS_WEIGHT_REDUCTION', 'EARLIER_CLASS_WEIGHT_REDUCTION',
-           'RunRecord', 'ValidationSplit', 'ClassWeighting', 'ReductionChange', 'ModelEma', 'FlagChange',
+           'RunRecord', 'ValidationSplit', 'ClassWeighting',
+           'LogitAdjustment', 'ReductionChange', 'ModelEma', 'FlagChange',
            'ExportRecord', 'ModelInfo']
 
 RUN_RECORD_VERSION = 2  # 1: before versions (the flags as `args`, vars() of the argparse namespace)
@@ -49,6 +50,16 @@ class ClassWeighting:
     meaning: str
     reduction: str
     reduction_history: Optional[List[ReductionChange]] = json_field(None, omit_none=True)
+
+
+@dataclass
+class LogitAdjustment:
+    """``--logit-adjust``: the training loss saw ``z + tau * log(pi)``, ``pi`` the prior of the training images per
+    class (``shift`` = ``tau * log(pi)``); the model, what is evaluated and exported, is the plain network."""
+    tau: float
+    class_counts: List[int]
+    shift: List[float]
+    meaning: str
 
 
 @dataclass
@@ -103,6 +114,7 @@ class RunRecord:
     mixed_precision: Optional[str] = json_field(None, omit_none=True)
     validation: Optional[ValidationSplit] = json_field(None, omit_none=True)
     class_weight: Optional[ClassWeighting] = json_field(None, omit_none=True)
+    logit_adjustment: Optional[LogitAdjustment] = json_field(None, omit_none=True)
     model_ema: Optional[ModelEma] = json_field(None, omit_none=True)
     args_history: Optional[List[FlagChange]] = json_field(None, omit_none=True)
     retired_flags: Optional[Dict[str, Any]] = json_field(None, omit_none=True)  # flags this sp-timm no longer has

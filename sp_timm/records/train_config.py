@@ -103,6 +103,11 @@ class TrainConfig:
     drw_epoch: Optional[int] = option(
         None, 'deferred re-weighting (LDAM-DRW): --class-weight applies from epoch E + 1 on (after E epochs), the '
               'plain loss before (default: from the start)', group=LOSS, type=int, metavar='E')
+    logit_adjust: Optional[float] = option(
+        None, "logit adjustment (Menon et al.) of ce or any SP loss: the loss of z + TAU log(prior), the prior from "
+              "the training images used per class; --loss ce --logit-adjust 1 is the balanced softmax (Ren et al., "
+              "AT-BSL). Training only: the model stays the plain network (default: off)", group=LOSS, type=float,
+        metavar='TAU')
     mixup: float = option(0.0, 'mixup alpha (timm: --mixup)', group=LOSS, type=float)
     cutmix: float = option(0.0, 'cutmix alpha (timm: --cutmix)', group=LOSS, type=float)
     mixup_prob: float = option(1.0, 'probability of mixing a batch when --mixup or --cutmix is on (timm: --mixup-prob)',
@@ -168,6 +173,17 @@ class TrainConfig:
     debug: bool = option(False, f'show the full traceback of an error (also: {DEBUG_ENV}=1)', group=RUN,
                          action='store_true')
 
+    def _logit_adjust_problems(self) -> List[str]:
+        problems = []
+        if self.logit_adjust < 0:
+            problems.append(f'--logit-adjust is a scale tau >= 0 of log(prior) (1: balanced softmax), got '
+                            f'{self.logit_adjust}.')
+        if self.class_weight != 'none':
+            problems.append('--logit-adjust and --class-weight both re-balance the classes: give one of them.')
+        if not (self.loss == 'ce' or self.loss.startswith('sp_')):
+            problems.append(f"--logit-adjust works with --loss ce and the SP losses, not with '{self.loss}'.")
+        return problems
+
     def sp_kwargs(self) -> Dict[str, Optional[float]]:
         """The ``--sp-*`` values as ``create_classification_loss``'s ``sp_``-prefixed arguments (None: the default)."""
         return {f'sp_{name}': getattr(self, f'sp_{name}') for name in SP_PARAMETERS}
@@ -200,6 +216,8 @@ class TrainConfig:
             elif not 1 <= self.drw_epoch < self.epochs:
                 problems.append(f'--drw-epoch must be in [1, --epochs - 1] = [1, {self.epochs - 1}] (the weights '
                                 f'switch on after that many epochs), got {self.drw_epoch}.')
+        if self.logit_adjust is not None:
+            problems += self._logit_adjust_problems()
         if not 0 <= self.model_ema_decay < 1:
             problems.append(f"--model-ema-decay must be in [0, 1) (timm's default {DEFAULT_EMA_DECAY}; 0.999 averages "
                             f"over about 1000 updates), got {self.model_ema_decay}.")

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..data import ImageData, class_groups, group_rule
 from ..losses import SPLoss
-from ..records import ClassWeighting, FlagChange, ModelEma, RunRecord, TrainConfig, ValidationSplit
+from ..records import ClassWeighting, FlagChange, LogitAdjustment, ModelEma, RunRecord, TrainConfig, ValidationSplit
 
 __all__ = ['build_run_record', 'model_args_for', 'channel_stats', 'RunSetup']
 
@@ -19,6 +19,7 @@ class RunSetup(NamedTuple):
     mixed_precision: Optional[str] = None
     validation: Optional[ValidationSplit] = None
     class_weight: Optional[ClassWeighting] = None
+    logit_adjustment: Optional[LogitAdjustment] = None
     model_ema: Optional[ModelEma] = None
     args_history: Optional[List[FlagChange]] = None
 
@@ -60,4 +61,4 @@ def build_run_record(config: TrainConfig, model_args: Dict[str, Any], train_data
         num_processes=setup.num_processes, global_batch_size=config.batch_size * setup.num_processes,
         sp_timm_version=__version__, timm_version=timm.__version__, torch_version=torch.__version__,
         mixed_precision=setup.mixed_precision, validation=setup.validation, class_weight=setup.class_weight,
-        model_ema=setup.model_ema, args_history=setup.args_history)
+        logit_adjustment=setup.logit_adjustment, model_ema=setup.model_ema, args_history=setup.args_history)

@@ -27,8 +27,8 @@ from ..checkpoint import EMA_FILE, load_ema_state, load_training_state, read_run
 from ..data import ImageData, TensorLoader, carve_validation, create_dataset, create_mixup
 from ..errors import CheckpointError, Interrupted
 from ..losses import ClassWeightedLoss, SPLoss, class_weights, create_classification_loss
-from ..records import (CLASS_WEIGHT_REDUCTION, ClassWeighting, FlagChange, ModelEma, ReductionChange, TrainConfig,
-                       ValidationSplit)
+from ..records import (CLASS_WEIGHT_REDUCTION, ClassWeighting, FlagChange, LogitAdjustment, ModelEma, ReductionChange,
+                       TrainConfig, ValidationSplit)
 from ..threat.pgd import pgd_attack, trades_attack, trades_kl
 from .metrics import GRAD_STATS, METRICS_FILE, accumulate_grad_norm, accuracy_stats, grad_norm_metrics, write_metrics
 from .config import check_train_config
@@ -116,6 +116,9 @@ class Trainer:
         model_args = model_args_for(config, data.train, data.num_classes)
         self.model = model = self._create_model(model_args)
         member = self.loss_fn  # the run record keeps the SP member's parameters, not the class-weight wrapper's
+        adjustment = None
+        if config.logit_adjust is not None:
+            self.loss_fn, adjustment = self._logit_adjusted_loss(data.train, data.num_classes)
         self.class_weighting, weighting = None, None
         if config.class_weight != 'none':
             self.class_weighting, weighting = self._class_weighting(data.train, data.num_classes)
@@ -143,7 +146,7 @@ class Trainer:
         self.record = build_run_record(config, model_args, data.train, member, RunSetup(
             num_processes=accelerator.num_processes, split_counts=data.split_counts,
             mixed_precision=accelerator.mixed_precision, validation=data.validation, class_weight=weighting,
-            model_ema=ema_record, args_history=history.flags))
+            logit_adjustment=adjustment, model_ema=ema_record, args_history=history.flags))
         if self.main:
             accelerator.init_trackers('sp-timm', config={k: v for k, v in config.to_json().items()
                                                            if isinstance(v, (int, float, str, bool))})
@@ -215,6 +218,24 @@ class Trainer:
             member.compile_backend = backend
         elif self.class_weighting is None:  # the wrapper's on/off switch (--drw-epoch) stays in Python
             self.loss_fn = torch.compile(self.loss_fn, backend=backend)
+
+    def _logit_adjusted_loss(self, train_data: ImageData, num_classes: int) -> Tuple[nn.Module, LogitAdjustment]:
+        """--logit-adjust: the training loss on ``z + tau log(prior)``, the prior from the per-class counts of the
+        training images used (after --val-split and --train-examples). Returns the loss and its record."""
+        config = self.config
+        counts = train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
+        loss = create_classification_loss(config.loss, smoothing=config.smoothing,
+                                          soft_targets=config.mixup > 0 or config.cutmix > 0,
+                                          logit_adjust_tau=config.logit_adjust, class_counts=counts,
+                                          **config.sp_kwargs()).to(self.accelerator.device)
+        shift = [round(v, 6) for v in loss.shift.tolist()]
+        record = LogitAdjustment(tau=config.logit_adjust, class_counts=counts, shift=shift,
+                                 meaning='the training loss of z + shift, shift = tau * log(n_k / N); the model '
+                                         'outputs z')
+        if self.main:
+            print(f'sp-timm train: --logit-adjust {config.logit_adjust:g}: the loss sees the logits shifted by {shift} '
+                  f'(tau * log prior of {counts}); the model is the plain network.')
+        return loss, record
 
     def _class_weighting(self, train_data: ImageData, num_classes: int) -> Tuple[ClassWeightedLoss, ClassWeighting]:
         """--class-weight: weights from the per-class counts of the training images used (after --val-split and
