@@ -114,7 +114,7 @@ _UNSAFE_NAMES = ('', '.', '..')
 
 def safe_path_component(value: Any, what: str) -> str:
     """``value`` if it can name one file or folder inside an output folder: a non-empty string with no path
-    separator, no ``.``/``..``, no control character, at most 200 characters. Anything else (e.g. a ``name`` of
+    separator, no ``.``/``..``, no control character, at most 200 characters and 200 bytes in UTF-8. Anything else (e.g. a ``name`` of
     ``../../tmp/x`` read from a JSON file) raises ``ValueError`` naming ``what`` and the fix."""
     problem = None
     if not isinstance(value, str):
@@ -124,6 +124,8 @@ def safe_path_component(value: Any, what: str) -> str:
         problem = 'is not a single file name (empty, "." or "..", a path separator or a control character)'
     elif len(value) > 200:
         problem = f'is {len(value)} characters long (at most 200)'
+    elif len(value.encode('utf-8')) > 200:  # file systems limit names in bytes (255 on most); '.json' etc. follow
+        problem = f"is {len(value.encode('utf-8'))} bytes long in UTF-8 (at most 200)"
     if problem:
         raise ValueError(f"{what} {str(value)[:120]!r} {problem}: it would be used as a file name, and could write "
                          f"outside the output folder. Use a plain name such as 'Author2026Title_WRN-28-10'.")

@@ -76,9 +76,13 @@ def check_model_args(model_name: Any, model_args: Any, origin: str) -> Dict[str,
     if not isinstance(model_name, str) or not model_name:
         raise CheckpointError(f"{origin}: the model name {model_name!r} is not a timm model name.")
     source, _ = parse_model_name(model_name)
-    if source == 'local-dir':
-        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a folder; a record or config must "
-                              "name a timm architecture (e.g. resnet32_cifar).")
+    if source in ('local-dir', 'hf-hub'):
+        raise CheckpointError(f"{origin}: the model name '{model_name}' points at a "
+                              f"{'folder' if source == 'local-dir' else 'Hub repository'}; a record or config must "
+                              "name a registered timm architecture (e.g. resnet32_cifar), never another model to load.")
+    if not timm.is_model(model_name):
+        raise CheckpointError(f"{origin}: '{model_name}' is not a registered timm architecture (timm.list_models(); "
+                              f"sp-timm's CIFAR models register on `import sp_timm`).")
     if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
         raise CheckpointError(f"{origin}: model_args must be a mapping of argument names to values, got "
                               f"{type(model_args).__name__}.")

@@ -80,6 +80,9 @@ def test_weights_keep_an_sp_members_stationary_point_and_scale_its_gradient(name
     (['--class-weight', 'balanced', '--epochs', '5', '--drw-epoch', '0'], r'--drw-epoch must be in'),
     (['--drw-epoch', '2'], r'--drw-epoch defers class weights'),
     (['--class-weight', 'inverse'], r"invalid choice: 'inverse'"),
+    (['--class-weight-beta', '0.99'], r'--class-weight-beta 0.99 applies to --class-weight effective only'),
+    (['--class-weight', 'balanced', '--class-weight-beta', '0.99'], r'applies to --class-weight effective only'),
+    (['--adv', 'pgd', '--adv-val-examples', '-1'], r'--adv-val-examples must be >= 0'),
 ])
 def test_bad_class_weight_flags_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -122,3 +125,13 @@ def test_drw_trains_unweighted_before_its_epoch_and_weighted_after(tmp_path, cap
     assert record['class_weight']['drw_epoch'] == 1 and len(set(counts)) > 1  # digits-lt: imbalanced
     n, k = sum(counts), len(counts)
     assert record['class_weight']['weights'] == pytest.approx([n / (k * c) if c else 0 for c in counts], rel=1e-5)
+
+
+def test_more_validation_images_than_the_split_holds_is_refused_not_clamped(tmp_path, capsys):
+    from sp_timm.cli import main
+    from conftest import TINY_FLAGS
+    flags = [f for f in TINY_FLAGS]
+    flags[flags.index('--val-examples') + 1] = '100000'
+    assert main(['train', *flags, '--output', str(tmp_path / 'run')]) != 0
+    err = capsys.readouterr().err
+    assert '--val-examples 100000 exceeds the 138 validation images' in err and 'Traceback' not in err

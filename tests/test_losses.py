@@ -269,8 +269,12 @@ def test_bad_inputs(name):
             loss_fn(logits, target)
     with pytest.raises(ValueError, match='rows sum to 1'):
         loss_fn(logits, torch.full((4, 5), 0.5))
-    with pytest.raises(ValueError, match='non-negative'):
+    with pytest.raises(ValueError, match=r'non-negative; 4 of 4 rows have negative entries \(smallest -0.5\)'):
         loss_fn(logits, torch.tensor([[1.5, -0.5, 0, 0, 0]] * 4))
+    nan_targets = torch.full((4, 5), 0.2)
+    nan_targets[1, 3] = float('nan')  # a NaN soft target: an error, never a NaN loss
+    with pytest.raises(ValueError, match='soft targets contain NaN or Inf in 1 of 4 rows'):
+        loss_fn(logits, nan_targets)
     with pytest.raises(ValueError, match=r'shape \(B, K\)'):
         loss_fn(torch.randn(5), torch.tensor([0]))
     with pytest.raises(ValueError, match='K >= 2'):

@@ -63,3 +63,28 @@ def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
         load_model(str(checkpoint))
     assert not executed.exists()
     assert check_model_args('small_cnn_cifar', {'num_classes': 10, 'drop_rate': 0.1}, 'x')
+
+
+@pytest.mark.parametrize('architecture, message', [
+    ('hf-hub:timm/resnet18.a1_in1k', 'points at a Hub repository'),
+    ('local-dir:/tmp', 'points at a folder'),
+    ('no_such_architecture_v9', 'is not a registered timm architecture')])
+def test_an_untrusted_config_names_only_registered_architectures(run, tmp_path, architecture, message, monkeypatch):
+    """A config.json naming another model to load (a Hub repo: timm would look it up online) is refused before
+    timm.create_model is called."""
+    import timm
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    config = json.loads((export / 'config.json').read_text())
+    (export / 'config.json').write_text(json.dumps(dict(config, architecture=architecture)))
+    created = []
+    monkeypatch.setattr(timm, 'create_model', lambda *a, **k: created.append(a))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(f'local-dir:{export}')
+    assert created == []
+
+
+def test_names_are_limited_in_bytes_not_only_characters():
+    from sp_timm.files import safe_path_component
+    assert safe_path_component('é' * 100, 'name') == 'é' * 100  # 200 bytes
+    with pytest.raises(ValueError, match='201 bytes long in UTF-8'):
+        safe_path_component('é' * 100 + 'x', 'name')

@@ -84,3 +84,19 @@ def test_long_tail_protocol_recipes_follow_at_bsl(recipe):
     assert args.loss == ('ce' if loss in ('ce', 'bsl') else 'sp_margin')
     header = recipe.read_text().split('\ndataset:')[0]
     assert 'AT-BSL' in header and 'Reproduces' in header and 'What the papers report' in header
+
+
+def test_every_default_that_differs_from_timms_train_py_says_timms_and_why(capsys):
+    import re
+    from sp_timm.cli import main
+    from sp_timm.records.train_config import TIMM_DEFAULTS, TrainConfig
+    with pytest.raises(SystemExit):
+        main(['train', '--help'])
+    text = re.sub(r'\s+', ' ', capsys.readouterr().out)
+    defaults = TrainConfig.__dataclass_fields__
+    for name, (timm_default, why) in TIMM_DEFAULTS.items():
+        flag = '--' + name.replace('_', '-')
+        assert f"[timm's train.py default: {timm_default}; here: {why}]" in text, flag
+        assert str(defaults[name].default) not in ('', timm_default)  # it does differ
+    docs = (Path(__file__).resolve().parents[1] / 'docs' / 'training.md').read_text()
+    assert all(f"`--{n.replace('_', '-')}`" in docs.split('## Differences from timm')[1] for n in TIMM_DEFAULTS)

@@ -71,6 +71,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     data = _EvalData.load(config, info, state.is_main_process)
     eps = config.attack.budget(data.images[0].numel())
     inputs = _audit_inputs(config, info, data.num_classes)
+    name = safe_path_component(config.leaderboard.model_name or default_model_name(info), 'the model name')
     out = Path(config.out) if config.out else _default_out(config, info, eps)
     out = Path(broadcast_object_list([str(out)])[0])
     check_output_folder(out, '--out')
@@ -104,7 +105,6 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
         n_target_classes=result.plan.n_target_classes if result.plan.num_classes < 10 else None,
         adaptation=result.plan.adaptation)
     run = info.run
-    name = config.leaderboard.model_name or default_model_name(info)
     evaluated = EvaluatedModel(
         name=name, source=info.source, weights_sha256=weights, architecture=info.architecture,
         loss=run.loss if run else None, loss_params=run.loss_params if run else None,

@@ -523,8 +523,16 @@ def _raise_value_error(logits: torch.Tensor, target: torch.Tensor, soft: bool, n
         raise ValueError(f"'{name}': logits contain NaN or Inf in {bad_rows} of {batch} rows; check the model output "
                          f"(a diverged run, or an AMP overflow).")
     if soft:
+        bad_targets = int((~torch.isfinite(target)).any(-1).sum())
+        if bad_targets:
+            raise ValueError(f"'{name}': soft targets contain NaN or Inf in {bad_targets} of {batch} rows; check what "
+                             f"built them (Mixup / CutMix inputs, label smoothing).")
+        negative = int((target < 0).any(-1).sum())
+        if negative:
+            raise ValueError(f"'{name}': soft targets must be non-negative; {negative} of {batch} rows have negative "
+                             f"entries (smallest {float(target.amin()):.4g}).")
         row_sums = target.float().sum(-1)
-        if bool(target.amin() < 0) or bool((row_sums - 1).abs().amax() > _soft_target_tolerance(target)):
+        if bool((row_sums - 1).abs().amax() > _soft_target_tolerance(target)):
             raise ValueError(f"'{name}': soft targets must be non-negative distributions whose rows sum to 1 "
                              f"(row sums seen: {float(row_sums.min()):.4g} .. {float(row_sums.max()):.4g}).")
         return

@@ -6,7 +6,7 @@ adds the checks that need the machine (a writable ``--output``, ``--model-kwargs
 import argparse
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..data.flags import DATA_DIR_HELP, IMBALANCE_PROFILE_HELP, IMBALANCE_RATIO_HELP, dataset_help, dataset_names
 from ..data.split import parse_val_split
@@ -14,6 +14,7 @@ from ..options import DEBUG_ENV, non_finite_options, option
 from ..threat.budget import check_eps, parse_eps
 
 __all__ = ['TrainConfig', 'ADV_MODES', 'ADV_NORMS', 'AMP_DTYPES', 'DEFAULT_EMA_DECAY', 'CLASS_WEIGHT_MODES',
+           'TIMM_DEFAULTS',
            'SP_PARAMETERS']
 
 ADV_MODES = ('none', 'pgd', 'trades')
@@ -41,6 +42,29 @@ class ModelKwargs(argparse.Action):
             parser.error(f"{option_string} takes key=value pairs (e.g. drop_path_rate=0.1), got {' '.join(bad)}.")
         from timm.utils import ParseKwargs
         ParseKwargs.__call__(self, parser, namespace, values, option_string)
+
+
+# flags whose default is not timm train.py's: timm's default and why sp-timm's differs (in --help and the docs)
+TIMM_DEFAULTS: Dict[str, Tuple[str, str]] = {
+    'smoothing': ('0.1', 'label smoothing can mask gradients in robustness evaluations; the study tests it as a '
+                         'baseline of its own'),
+    'lr': ('none: --lr-base 0.1 x global batch / 256', 'CIFAR recipes state the peak rate; sp-timm has no --lr-base'),
+    'weight_decay': ('2e-5', "the CIFAR robust-training value (Madry et al., Rice et al.); timm's is for ImageNet"),
+    'epochs': ('300', 'the usual CIFAR schedule'),
+    'warmup_epochs': ('5', 'CIFAR adversarial training recipes start at the peak rate'),
+    'decay_milestones': ('90 180 270', "CIFAR's multistep schedule (200 epochs)"),
+}
+
+
+def _vs_timm(name: str, text: str) -> str:
+    """``text`` with timm train.py's default of flag ``name`` and the reason sp-timm's differs."""
+    timm_default, why = TIMM_DEFAULTS[name]
+    return f"{text} [timm's train.py default: {timm_default}; here: {why}]"
+
+
+def _default(name: str) -> Any:
+    """The default of ``TrainConfig`` field ``name``."""
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 def val_split_flag(text: str) -> ValSplit:
@@ -93,7 +117,8 @@ class TrainConfig:
     sp_margin: Optional[float] = option(None, "margin of sp_margin (default: the loss's)", group=LOSS, type=float)
     sp_gamma: Optional[float] = option(None, "focusing exponent of sp_focal (default: the loss's)", group=LOSS,
                                        type=float)
-    smoothing: float = option(0.0, 'label smoothing (timm: --smoothing)', group=LOSS, type=float)
+    smoothing: float = option(0.0, _vs_timm('smoothing', 'label smoothing (timm: --smoothing)'), group=LOSS,
+                              type=float)
     class_weight: str = option(
         'none', "per-class weights on every sample's loss (any SP loss, ce): balanced = inverse frequency N/(K n_k); "
                 "effective = Cui et al.'s (1-beta)/(1-beta^n_k), normalised to sum K; counts of the training images "
@@ -116,9 +141,10 @@ class TrainConfig:
         0.5, 'probability of cutmix instead of mixup when both are on (timm: --mixup-switch-prob)', group=LOSS,
         type=float)
     opt: str = option('sgd', "timm optimizer name (sgd is Nesterov in timm; 'momentum' is plain)", group=OPTIM)
-    lr: float = option(0.1, 'learning rate: the peak of the schedule', group=OPTIM, type=float)
+    lr: float = option(0.1, _vs_timm('lr', 'learning rate: the peak of the schedule'), group=OPTIM, type=float)
     momentum: float = option(0.9, 'SGD momentum', group=OPTIM, type=float)
-    weight_decay: float = option(5e-4, 'weight decay of the optimizer', group=OPTIM, type=float)
+    weight_decay: float = option(5e-4, _vs_timm('weight_decay', 'weight decay of the optimizer'), group=OPTIM,
+                                 type=float)
     clip_grad: Optional[float] = option(
         None, 'clip the gradient norm at this value (timm: --clip-grad; default: no clipping); metrics.jsonl then logs '
               'the norm before clipping (grad_norm_mean, grad_norm_max), clipped_pct (the %% of steps it cut) and '
@@ -126,12 +152,14 @@ class TrainConfig:
     sched: str = option('cosine', 'timm scheduler: cosine, step, multistep, plateau, ...', group=OPTIM)
     sched_on_updates: bool = option(False, 'step the schedule every update, not every epoch', group=OPTIM,
                                     action='store_true')
-    epochs: int = option(200, 'epochs to train', group=OPTIM, type=int)
-    warmup_epochs: int = option(0, 'epochs of linear warmup from --warmup-lr', group=OPTIM, type=int)
+    epochs: int = option(200, _vs_timm('epochs', 'epochs to train'), group=OPTIM, type=int)
+    warmup_epochs: int = option(0, _vs_timm('warmup_epochs', 'epochs of linear warmup from --warmup-lr'), group=OPTIM,
+                                type=int)
     warmup_lr: float = option(1e-5, 'learning rate at the start of the warmup', group=OPTIM, type=float)
     min_lr: float = option(0.0, 'floor of the schedule (cosine: the final learning rate)', group=OPTIM, type=float)
     decay_epochs: float = option(90, 'epochs between decays (--sched step)', group=OPTIM, type=float)
-    decay_milestones: List[int] = option([100, 150], 'epochs at which the learning rate decays (--sched multistep)',
+    decay_milestones: List[int] = option([100, 150], _vs_timm('decay_milestones', 'epochs at which the learning rate '
+                                                                                  'decays (--sched multistep)'),
                                          group=OPTIM, type=int, nargs='+', metavar='EPOCH')
     decay_rate: float = option(0.1, 'factor of each decay (step, multistep)', group=OPTIM, type=float)
     batch_size: int = option(128, 'images per process per step; the global batch is batch-size x number of processes',
@@ -210,6 +238,12 @@ class TrainConfig:
             problems += self._adversarial_problems()
         if not 0 <= self.class_weight_beta < 1:
             problems.append(f'--class-weight-beta must be in [0, 1), got {self.class_weight_beta}.')
+        elif self.class_weight != 'effective' and self.class_weight_beta != _default('class_weight_beta'):
+            problems.append(f'--class-weight-beta {self.class_weight_beta:g} applies to --class-weight effective '
+                            f'only; add --class-weight effective or leave --class-weight-beta out.')
+        if self.adv_val_examples < 0:
+            problems.append(f'--adv-val-examples must be >= 0 (0: no PGD validation, `best` on clean accuracy), got '
+                            f'{self.adv_val_examples}.')
         if self.drw_epoch is not None:
             if self.class_weight == 'none':
                 problems.append('--drw-epoch defers class weights: give --class-weight balanced or effective too.')

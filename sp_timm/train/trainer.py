@@ -173,8 +173,11 @@ class Trainer:
         if config.train_examples and config.train_examples < len(train_data):  # random: -lt splits are class-sorted
             keep = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(0))[:config.train_examples]
             train_data = train_data.subset(keep.sort().values, f'{config.train_examples} random (seed 0)')
+        if config.val_examples and config.val_examples > len(val_data):
+            raise ValueError(f'--val-examples {config.val_examples} exceeds the {len(val_data)} validation images '
+                             f'({val_record["source"]}); omit it to validate on all of them.')
         if config.val_examples:
-            val_data = val_data.subset(range(min(config.val_examples, len(val_data))), f'first {config.val_examples}')
+            val_data = val_data.subset(range(config.val_examples), f'first {config.val_examples}')
         num_classes = config.num_classes or train_data.num_classes
         if num_classes < train_data.num_classes:
             raise ValueError(f'--num-classes {num_classes} is smaller than the {train_data.num_classes} classes of '
