@@ -114,8 +114,8 @@ _UNSAFE_NAMES = ('', '.', '..')
 
 def safe_path_component(value: Any, what: str) -> str:
     """``value`` if it can name one file or folder inside an output folder: a non-empty string with no path
-    separator, no ``.``/``..``, no control character, at most 200 characters and 200 bytes in UTF-8. Anything else (e.g. a ``name`` of
-    ``../../tmp/x`` read from a JSON file) raises ``ValueError`` naming ``what`` and the fix."""
+    separator, no ``.``/``..``, no control character, at most 200 characters and 200 bytes in UTF-8. Anything else
+    (e.g. a ``name`` of ``../../tmp/x`` read from a JSON file) raises ``ValueError`` naming ``what`` and the fix."""
     problem = None
     if not isinstance(value, str):
         problem = f'is a {type(value).__name__}, not a string'
