@@ -77,6 +77,11 @@ def test_audit_breaks_a_gradient_masking_model_and_flags_it(masked, tmp_path):
     report = toy_report(result, y)
     assert report.unreliable is True and report.audit.robust_acc == audit.robust_acc
     assert report.leaderboard.unreliable is True
+    # the audited accuracy reaches the leaderboard as RobustBench's `external` field, the footnote names the audit
+    assert report.leaderboard.external == f'{audit.robust_acc:.2f}' and float(report.leaderboard.external) < \
+        float(report.leaderboard.autoattack_acc)
+    assert 'adaptive-attack audit' in report.leaderboard.footnote and 'transfer' in report.leaderboard.footnote
+    assert to_json(report.leaderboard)['external'] == report.leaderboard.external
     summary = render_summary(report)
     assert '## Adaptive-attack audit' in summary and '**FAIL**' in summary and 'transfer' in summary
     json.dumps(to_json(report))  # JSON-ready
@@ -93,6 +98,8 @@ def test_plain_model_audit_agrees_with_autoattack_and_stays_reliable():
     assert audit.checks['large_eps']['acc'] <= SMALL.large_eps_max_acc and audit.unreliable is False
     assert {r.attack for r in audit.attacks} == {'apgd-ce', 'apgd-dlr', 'apgd-t', 'pgd-margin', 'square'}
     assert toy_report(result, y).unreliable is bool(result.warnings)
+    assert toy_report(result, y).leaderboard.external is None  # nothing broken beyond AutoAttack: no external field
+    assert 'external' not in to_json(toy_report(result, y).leaderboard)
 
 
 def test_worst_case_is_the_and_of_the_attack_flags():

@@ -26,7 +26,17 @@ def test_export_refuses_foreign_folders_run_folders_dot_and_files(run, tmp_path,
         assert status == 2 and message in err and 'Nothing was changed' in err, err
     monkeypatch.chdir(foreign)
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', '.'], capsys)
-    assert status == 2 and 'did not write' in err
+    assert status == 2 and 'is the current folder' in err
+    empty = tmp_path / 'empty'  # an empty current folder would be swapped for a new one under the caller's shell
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', '.'], capsys)
+    assert status == 2 and 'is the current folder' in err and empty.is_dir() and not list(empty.iterdir())
+    monkeypatch.chdir(tmp_path)
+    tree = tmp_path / 'tree'
+    (tree / 'a' / 'b').mkdir(parents=True)  # folders holding only folders: not an empty folder to replace
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', tree], capsys)
+    assert status == 2 and 'holds folders (a)' in err and (tree / 'a' / 'b').is_dir()
     assert {p: snapshot(p) for p in (foreign, run)} == before and a_file.read_text() == 'keep me'
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no half-built export left beside
 

@@ -99,7 +99,7 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
         eps_curve=sorted(curve, key=lambda row: row.eps), warnings=warnings, unreliable=unreliable, audit=audit,
         model_name=model_name, seconds=seconds, leaderboard_note=no_leaderboard_reason(protocol),
         leaderboard=(None if no_leaderboard_reason(protocol)
-                     else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta)))
+                     else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta, audit)))
 
 
 def no_leaderboard_reason(protocol: Protocol) -> Optional[str]:
@@ -114,15 +114,23 @@ def no_leaderboard_reason(protocol: Protocol) -> Optional[str]:
 
 
 def leaderboard_entry(protocol: Protocol, clean_acc: float, robust_acc: float, unreliable: bool,
-                      meta: Dict[str, Any]) -> LeaderboardEntry:
+                      meta: Dict[str, Any], audit: Optional[AuditSummary] = None) -> LeaderboardEntry:
     """RobustBench's leaderboard JSON: its fields, its types (accuracies as strings with two decimals). ``meta``:
-    link, name, authors, venue, architecture, additional_data, reported, footnote."""
+    link, name, authors, venue, architecture, additional_data, reported, footnote. Where the ``audit`` broke points
+    AutoAttack left robust, its accuracy goes in RobustBench's ``external`` field and the footnote names the audit."""
+    lowered = audit is not None and audit.broke_beyond_aa > 0
+    footnote = meta.get('footnote') or None
+    if lowered:
+        footnote = ((footnote + '. ') if footnote else '') + (
+            f"External evaluation: an adaptive-attack audit (sp-timm eval --audit: "
+            f"{', '.join(r.attack for r in audit.attacks)}) lowers robust accuracy to {audit.robust_acc:.2f}%")
     return LeaderboardEntry(
         link=meta.get('link') or '', name=meta.get('name') or '', authors=meta.get('authors') or '',
         additional_data=bool(meta.get('additional_data', False)), number_forward_passes=1, dataset=protocol.dataset,
         venue=meta.get('venue') or '', architecture=meta.get('architecture') or '', eps=protocol.eps,
         clean_acc=f'{clean_acc:.2f}', reported=meta.get('reported') or '',  # the paper's claim, never this measurement
-        autoattack_acc=f'{robust_acc:.2f}', footnote=meta.get('footnote') or None, unreliable=unreliable)
+        autoattack_acc=f'{robust_acc:.2f}', footnote=footnote, unreliable=unreliable,
+        external=f'{audit.robust_acc:.2f}' if lowered else None)
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:

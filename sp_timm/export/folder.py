@@ -127,7 +127,15 @@ def check_replaceable(out: Path) -> None:
     if (out / 'last').is_symlink() or (out / 'metrics.jsonl').exists() or (out / 'run.json').exists():
         raise CheckpointError(f"--out '{out}' is a training run or checkpoint folder: export would delete its "
                               f"checkpoints. {nothing}")
+    cwd = Path.cwd().resolve()
+    if cwd == out.resolve() or out.resolve() in cwd.parents:
+        raise CheckpointError(f"--out '{out}' is the current folder or holds it: replacing it would leave your shell in "
+                              f"a deleted folder. {nothing}")
     files = _files_in(out)
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    if not files and folders:
+        raise CheckpointError(f"--out '{out}' holds folders ({', '.join(folders[:5])}), empty or not, that export did "
+                              f"not write. {nothing}")
     if not files:
         return
     if (out / EXPORT_MARKER).is_file():
