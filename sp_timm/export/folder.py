@@ -129,8 +129,8 @@ def check_replaceable(out: Path) -> None:
                               f"checkpoints. {nothing}")
     cwd = Path.cwd().resolve()
     if cwd == out.resolve() or out.resolve() in cwd.parents:
-        raise CheckpointError(f"--out '{out}' is the current folder or holds it: replacing it would leave your shell in "
-                              f"a deleted folder. {nothing}")
+        raise CheckpointError(f"--out '{out}' is the current folder or holds it: replacing it would leave your shell "
+                              f"in a deleted folder. {nothing}")
     files = _files_in(out)
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     if not files and folders:
