@@ -175,3 +175,22 @@ def test_every_stage_reports_the_points_left_robust_on_the_console(capsys):
         assert f'AutoAttack 2/255 chunk 0: {stage.upper()} done in' in out
         assert f'{robust}/8 points left robust' in out
     assert 'audit chunk 0: APGD-CE done in' in out
+
+
+def test_a_surrogate_of_another_dataset_is_refused_before_any_work_and_a_right_one_is_named(tmp_path, tiny_run):
+    data = make_image_folder(tmp_path / 'data', 10, per_class=2, test_per_class=1)
+    other = tmp_path / 'other'
+    train = sp_timm('train', '--dataset', 'imagefolder', '--data-dir', str(data), '--model', 'small_cnn_cifar',
+                    '--epochs', '1', '--batch-size', '10', '--val-split', '0', '--no-progress', '--output', str(other))
+    assert train.returncode == 0, train.stderr[-2000:]
+    out = tmp_path / 'eval'
+    result = sp_timm('eval', '--checkpoint', str(tiny_run), '--audit', '--surrogate', str(other), '--n-examples', '4',
+                     '--no-progress', '--out', str(out))
+    assert result.returncode == 2 and 'was trained on imagefolder, the evaluated data is digits' in result.stderr
+    assert 'Traceback' not in result.stderr and not out.exists()  # refused before anything was written
+    from sp_timm.eval.config import AttackConfig, EvalConfig
+    from sp_timm.eval.runner import _audit_inputs
+    from sp_timm.model_source import load_model
+    config = EvalConfig(checkpoint=str(tiny_run), surrogate=str(tiny_run), attack=AttackConfig(audit=True))
+    inputs, name = _audit_inputs(config, load_model(str(tiny_run))[1], 10, 'digits-lt')
+    assert inputs['surrogate'] is not None and name.startswith(f'{tiny_run} (weights SHA-256 ')

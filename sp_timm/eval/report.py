@@ -209,7 +209,8 @@ def _audit_lines(audit: AuditSummary) -> List[str]:
     """The audit section of the summary: attacks, audited accuracy, checks, verdict."""
     lines = ['## Adaptive-attack audit', '',
              f"On the {audit.attacked_points} points AutoAttack's white-box stages left robust; per point the worst "
-             f"case over AutoAttack and every attack below.", '',
+             f"case over AutoAttack and every attack below."
+             + (f" Transfer attack from {audit.surrogate}." if audit.surrogate else ''), '',
              '| attack | kind | accuracy after AutoAttack + it (%) | broke beyond AutoAttack | only it broke |',
              '|---|---|---|---|---|']
     lines += [f"| {r.attack} | {r.kind} | {r.acc:.2f} | {r.broke_beyond_aa} | {r.broke_only_this} |"

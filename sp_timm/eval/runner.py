@@ -70,7 +70,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     model, info = _load(config)
     data = _EvalData.load(config, info, state.is_main_process)
     eps = config.attack.budget(data.images[0].numel())
-    inputs = _audit_inputs(config, info, data.num_classes)
+    inputs, surrogate_name = _audit_inputs(config, info, data.num_classes, data.dataset)
     name = safe_path_component(config.leaderboard.model_name or default_model_name(info), 'the model name')
     out = Path(config.out) if config.out else _default_out(config, info, eps)
     out = Path(broadcast_object_list([str(out)])[0])
@@ -93,6 +93,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
                              echo_warnings=state.is_main_process, **inputs)
     warnings = [w for part in gather_object([result.warnings]) for w in part]
     if result.audit is not None:
+        result.audit.surrogate = surrogate_name
         result.audit.warnings = [w for part in gather_object([result.audit.warnings]) for w in part]
     if not state.is_main_process:
         return None
@@ -332,20 +333,30 @@ def _leaderboard_meta(meta: LeaderboardMeta, info: ModelInfo) -> Dict[str, Any]:
                 additional_data=meta.additional_data, reported=meta.reported, footnote=footnote)
 
 
-def _audit_inputs(config: EvalConfig, info: ModelInfo, num_classes: int) -> Dict[str, Any]:
-    """``evaluate_points``'s audit inputs: the surrogate (loaded like --checkpoint) and the training loss the run
-    record names."""
+def _audit_inputs(config: EvalConfig, info: ModelInfo, num_classes: int,
+                  dataset: str) -> Tuple[Dict[str, Any], Optional[str]]:
+    """``evaluate_points``'s audit inputs: the surrogate (loaded like --checkpoint; its record, where it has one,
+    must name the evaluated data's dataset, with or without -lt) and the training loss the run record names; and how
+    the report names the surrogate (its source and weights' SHA-256)."""
+    from ..data import LT_SUFFIX
     if config.attack.audit is None:
-        return {}
-    surrogate = None
+        return {}, None
+    surrogate = name = None
     if config.surrogate:
         surrogate, surrogate_info = load_model(config.surrogate)
         trained_for = surrogate_info.num_classes
         if trained_for and trained_for != num_classes:
             raise ValueError(f"--surrogate '{config.surrogate}' was trained for {trained_for} classes "
                              f"({surrogate_info.dataset}); the evaluated data has {num_classes}.")
+        def base(name: str) -> str:
+            return name[:-len(LT_SUFFIX)] if name.endswith(LT_SUFFIX) else name
+        if surrogate_info.dataset and base(surrogate_info.dataset) != base(dataset):
+            raise ValueError(f"--surrogate '{config.surrogate}' was trained on {surrogate_info.dataset}, the evaluated "
+                             f"data is {dataset}: a transfer attack needs a model of the same task. Give a surrogate "
+                             f"trained on {base(dataset)}.")
+        name = f"{config.surrogate} (weights SHA-256 {weights_sha256(surrogate)[:16]})"
     train_loss, loss_note = training_loss_from_run(info.run)
-    return {'surrogate': surrogate, 'train_loss': train_loss, 'loss_note': loss_note}
+    return {'surrogate': surrogate, 'train_loss': train_loss, 'loss_note': loss_note}, name
 
 
 EVAL_FIGURES = ('per_class.png', 'min_perturbation_cdf.png', 'robust_acc_vs_eps.png')

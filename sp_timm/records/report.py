@@ -130,6 +130,7 @@ class AuditSummary:
     fab_min_points: int = 0
     warnings: List[str] = json_field(default_factory=list)
     notes: Optional[List[str]] = json_field(None, omit_none=True)  # what the audit noticed that is no sign of masking
+    surrogate: Optional[str] = json_field(None, omit_none=True)  # the transfer attack's model: source and weights
 
 
 # RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
