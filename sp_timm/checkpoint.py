@@ -27,7 +27,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from .errors import CheckpointError
-from .files import PathLike, fsync_file, fsync_write, make_shareable, read_json_object, sha256_file, staging_folder
+from .files import (PathLike, disk_full_errors, fsync_file, fsync_write, make_shareable, read_json_object, sha256_file,
+                    staging_folder)
 from .records import RunRecord, read_run_record_json, to_json
 
 __all__ = ['WEIGHTS_FILE', 'EMA_FILE', 'TRAINING_FILE', 'STATE_FILE', 'RUN_FILE', 'LINKS', 'save_checkpoint',
@@ -93,7 +94,11 @@ def save_checkpoint(
     from safetensors.torch import save_file
     output = Path(output)
     name = f'epoch-{epoch:04d}'
-    with staging_folder(output, name) as tmp:
+    last = os.readlink(output / 'last') if (output / 'last').is_symlink() else None
+    hint = (f'The last saved checkpoint, {output / last}, is untouched: free some space, then continue with sp-timm '
+            f'train --resume {output}.' if last else 'No checkpoint of this run was saved yet: free some space and '
+                                                     'start the run again.')
+    with disk_full_errors(f'checkpoint {name} in {output}', hint), staging_folder(output, name) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE))
         files = [WEIGHTS_FILE, TRAINING_FILE, RUN_FILE]
         if ema_state is not None:

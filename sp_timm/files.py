@@ -4,6 +4,7 @@ they become paths, JSON objects read with one clear error, and safetensors tenso
 
 The ground floor: every writer of sp-timm (checkpoints, evaluations, exports, the demo) uses these.
 """
+import errno
 import hashlib
 import json
 import os
@@ -15,8 +16,8 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 from .errors import CheckpointError
 
-__all__ = ['PathLike', 'Tensors', 'fsync_write', 'fsync_file', 'atomic_write_text', 'atomic_write_bytes',
-           'atomic_write_json',
+__all__ = ['PathLike', 'Tensors', 'disk_full_errors', 'fsync_write', 'fsync_file', 'atomic_write_text',
+           'atomic_write_bytes', 'atomic_write_json',
            'check_output_folder', 'staging_folder', 'make_shareable', 'sha256_file', 'safe_path_component',
            'read_json_object', 'save_tensors', 'load_tensors']
 
@@ -110,6 +111,26 @@ def sha256_file(path: PathLike) -> str:
 
 
 _UNSAFE_NAMES = ('', '.', '..')
+
+
+_DISK_FULL = ('No space left on device', 'os error 28', 'code: 28', 'StorageFull', 'Disk quota exceeded')
+
+
+@contextmanager
+def disk_full_errors(what: str, hint: str) -> Iterator[None]:
+    """Turn a full file system while ``what`` is written into one ``OSError(ENOSPC)`` that says what was being
+    written and ``hint`` (what is still intact, how to go on): torch and safetensors report it as a
+    ``RuntimeError`` or their own error type, which would otherwise end in a traceback."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(errno.ENOSPC, f'no space left on the device while writing {what}. {hint}') from err
+        raise
+    except Exception as err:  # noqa: BLE001 -- only a full disk is translated; anything else is raised as it was
+        if any(text in str(err) for text in _DISK_FULL):
+            raise OSError(errno.ENOSPC, f'no space left on the device while writing {what}. {hint}') from err
+        raise
 
 
 def safe_path_component(value: Any, what: str) -> str:

@@ -128,3 +128,18 @@ def test_push_leaves_out_the_marker(run, tmp_path, monkeypatch):
     monkeypatch.setattr('huggingface_hub.HfApi', FakeApi)
     push_folder(out, 'me/model', token='hf_fake')
     assert calls['ignore_patterns'] == [EXPORT_MARKER]
+
+
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_earlier_export(run, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+    out = export_model(str(run / 'last'), tmp_path / 'export')
+    before = snapshot(out)
+
+    def full(*args, **kwargs):
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+                           'on device" })')
+    monkeypatch.setattr(safetensors.torch, 'save_file', full)
+    status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
+    assert status == 2 and 'no space left on the device while writing the export' in err and 'is untouched' in err
+    assert 'Traceback' not in err and snapshot(out) == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith('.')]  # the partial export was removed

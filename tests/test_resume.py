@@ -1,6 +1,7 @@
 """ What a resume may change (sp_timm.train.resume): changed flags refused or recorded under args_history, another
 run's folder refused, schedules and losses that cannot continue refused, Ctrl-C says how to resume. """
 import json
+import os
 import signal
 import subprocess
 import time
@@ -137,3 +138,26 @@ def test_a_new_run_into_a_users_folder_of_run_names_is_refused(tmp_path, capsys)
     (out / 'README.md').write_text('unrelated files are left alone')
     status, _ = run_cli(['train', *TINY, '--model', 'small_cnn_cifar', '--output', out], capsys)
     assert status == 0 and (out / 'README.md').read_text() == 'unrelated files are left alone'
+
+
+def test_a_full_disk_while_saving_is_one_line_naming_the_last_saved_epoch(tmp_path, capsys, monkeypatch):
+    """safetensors reports ENOSPC as its own error type: the CLI still prints one line, says which checkpoint is
+    intact and how to resume, and the earlier checkpoint is untouched."""
+    import safetensors.torch
+    from sp_timm.cli import main
+    from conftest import TINY_FLAGS, snapshot
+    out = tmp_path / 'run'
+    assert main(['train', *TINY_FLAGS, '--output', str(out)]) == 0
+    before = snapshot(out / 'epoch-0001')
+
+    def full(*args, **kwargs):
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left '
+                           'on device" })')
+    monkeypatch.setattr(safetensors.torch, 'save_file', full)
+    status = main(['train', *[f if f != '1' else '2' for f in TINY_FLAGS], '--resume', str(out),
+                   '--resume-override'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'no space left on the device while writing checkpoint epoch-0002' in err
+    assert f'{out}/epoch-0001, is untouched' in err and f'--resume {out}' in err and 'Traceback' not in err
+    assert snapshot(out / 'epoch-0001') == before and os.readlink(out / 'last') == 'epoch-0001'
+    assert not [p.name for p in out.iterdir() if p.name.startswith('.')]  # no half-written checkpoint left

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterator, List
 
 from ..errors import CheckpointError
-from ..files import atomic_write_json, fsync_file, make_shareable, read_json_object, sha256_file, staging_folder
+from ..files import (atomic_write_json, disk_full_errors, fsync_file, make_shareable, read_json_object, sha256_file,
+                     staging_folder)
 
 __all__ = ['EXPORT_MARKER', 'export_destination', 'export_folder', 'check_replaceable']
 
@@ -98,7 +99,9 @@ def export_folder(out: Path, written_by: str, weights_hash: str) -> Iterator[Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent):
         _recover_interrupted_export(out)
-        with staging_folder(out.parent, out.name, suffix=_STAGING_SUFFIX) as tmp:
+        with disk_full_errors(f'the export {out}', f'{out} is untouched (the partial export was removed): free '
+                                                   f'some space and export again.'), \
+                staging_folder(out.parent, out.name, suffix=_STAGING_SUFFIX) as tmp:
             yield tmp
             files = _files_in(tmp)
             for f in files:
