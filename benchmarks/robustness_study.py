@@ -1,6 +1,8 @@
 """ The robustness study: does an SP loss buy robustness? Every SP member (defaults plus a small grid) against
 CE, CE + label smoothing, CE with the same gradient clipping and, on the -lt settings, CE with deferred
-re-weighting (CE-DRW, the long-tail literature's baseline), on four settings: digits and digits-lt (ratio 10),
+re-weighting (CE-DRW, the long-tail literature's baseline), the balanced softmax (``ce_bs``, the adversarial long-tail
+literature's baseline) and SP with logit adjustment (``sp_margin_m*_la``, screened apart from SP alone), on four
+settings: digits and digits-lt (ratio 10),
 standard training and PGD-AT (Linf 2/255, 3 steps). The network and recipe are the demo's (small_cnn_cifar,
 sp_timm.demo.demo_train_flags); every run holds out its validation split (``--val-split auto``: 10 % of the
 training split, stratified, seed 0).
@@ -16,8 +18,10 @@ sessions and machines:
 3. ``confirm``: the finalists -- CE, CE + LS, CE-DRW (-lt), the chosen SP configuration, the best of every
    other member, CE + clip 5 and, when the chosen configuration trains with clip 5, the same configuration
    without it (``<chosen>_noclip``: is the gain the loss's or the clipping's?) -- x ``--seeds`` seeds, trained
-   again where the seed is new, scored on ALL test points with AutoAttack (standard), the adaptive audit
-   (``sp-timm eval --audit``) and FAB minimal Linf perturbations. Per point flags are kept, so SP and CE are
+   again where the seed is new (on -lt also the balanced softmax and the best SP + logit adjustment; the CE models of
+   seeds scored earlier are first trained again, side by side, as the audits' surrogates), scored on ALL test
+   points with AutoAttack (standard), the adaptive audit (``sp-timm eval --audit``) and FAB minimal Linf
+   perturbations. Per point flags are kept, so SP and CE are
    compared by paired tests on the same points. A finalist whose run trains the same weights as one already
    scored for that seed, with the same training loss (CE + clip 5 when the clip never acts, ``<chosen>_noclip``
    likewise), takes that job's saved stages -- the same model under the same seeded attacks -- and runs only the

@@ -256,11 +256,12 @@ def test_surrogate_flags_are_checked(monkeypatch):
         return ModelInfo(source='y', weights='raw', architecture='mlp', num_classes=classes)
     monkeypatch.setattr(runner, 'load_model', lambda source: (mlp(), info(5)))
     with pytest.raises(ValueError, match="'y' was trained for 5 classes"):
-        runner._audit_inputs(config, info(10), 10)
+        runner._audit_inputs(config, info(10), 10, 'digits')
     monkeypatch.setattr(runner, 'load_model', lambda source: (mlp(), info(10)))
-    inputs = runner._audit_inputs(config, ModelInfo(source='x', weights='raw', architecture='mlp',
-                                                    run=minimal_run('sp_ls')), 10)
+    inputs, name = runner._audit_inputs(config, ModelInfo(source='x', weights='raw', architecture='mlp',
+                                                          run=minimal_run('sp_ls')), 10, 'digits')
     assert inputs['train_loss'] is not None and isinstance(inputs['surrogate'], nn.Module)
+    assert name.startswith('y (weights SHA-256 ')
 
 
 def test_attacks_that_apply_and_the_training_loss_from_the_record():

@@ -96,7 +96,7 @@ def test_every_default_that_differs_from_timms_train_py_says_timms_and_why(capsy
     defaults = TrainConfig.__dataclass_fields__
     for name, (timm_default, why) in TIMM_DEFAULTS.items():
         flag = '--' + name.replace('_', '-')
-        assert f"[timm's train.py default: {timm_default}; here: {why}]" in text, flag
+        assert f"[timm's train.py: {timm_default}; here: {why}]" in text, flag
         assert str(defaults[name].default) not in ('', timm_default)  # it does differ
     docs = (Path(__file__).resolve().parents[1] / 'docs' / 'training.md').read_text()
     assert all(f"`--{n.replace('_', '-')}`" in docs.split('## Differences from timm')[1] for n in TIMM_DEFAULTS)

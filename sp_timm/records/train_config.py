@@ -59,7 +59,7 @@ TIMM_DEFAULTS: Dict[str, Tuple[str, str]] = {
 def _vs_timm(name: str, text: str) -> str:
     """``text`` with timm train.py's default of flag ``name`` and the reason sp-timm's differs."""
     timm_default, why = TIMM_DEFAULTS[name]
-    return f"{text} [timm's train.py default: {timm_default}; here: {why}]"
+    return f"{text} [timm's train.py: {timm_default}; here: {why}]"
 
 
 def _default(name: str) -> Any:
