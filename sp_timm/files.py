@@ -125,11 +125,11 @@ def disk_full_errors(what: str, hint: str) -> Iterator[None]:
         yield
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(errno.ENOSPC, f'no space left on the device while writing {what}. {hint}') from err
+            raise OSError(errno.ENOSPC, f'No space left on the device while writing {what}. {hint}') from err
         raise
     except Exception as err:  # noqa: BLE001 -- only a full disk is translated; anything else is raised as it was
         if any(text in str(err) for text in _DISK_FULL):
-            raise OSError(errno.ENOSPC, f'no space left on the device while writing {what}. {hint}') from err
+            raise OSError(errno.ENOSPC, f'No space left on the device while writing {what}. {hint}') from err
         raise
 
 

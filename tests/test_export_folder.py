@@ -140,6 +140,6 @@ def test_a_full_disk_during_export_is_one_line_and_keeps_the_earlier_export(run,
                            'on device" })')
     monkeypatch.setattr(safetensors.torch, 'save_file', full)
     status, err = run_cli(['export', '--checkpoint', run / 'last', '--out', out], capsys)
-    assert status == 2 and 'no space left on the device while writing the export' in err and 'is untouched' in err
+    assert status == 2 and 'No space left on the device while writing the export' in err and 'is untouched' in err
     assert 'Traceback' not in err and snapshot(out) == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith('.')]  # the partial export was removed

@@ -280,6 +280,7 @@ def test_export_writes_train_args_that_reproduce_the_run(checkpoint, tmp_path, m
     assert 'sp-timm train --config train_args.yaml' in card
     assert '`--imbalance-ratio` | 10 |' in card and '`--no-aug` | on |' in card and '`--sp-pstar` | 0.85 |' in card
     assert '--adv' not in card and '--trades' not in card  # a standard run: no inert adversarial flags
+    monkeypatch.chdir(tmp_path)  # not from inside it: export refuses to replace the current folder
     assert export_model(str(checkpoint), out) == out  # an earlier export (train_args.yaml included) is replaced
 
 

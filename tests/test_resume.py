@@ -157,7 +157,7 @@ def test_a_full_disk_while_saving_is_one_line_naming_the_last_saved_epoch(tmp_pa
     status = main(['train', *[f if f != '1' else '2' for f in TINY_FLAGS], '--resume', str(out),
                    '--resume-override'])
     err = capsys.readouterr().err
-    assert status == 2 and 'no space left on the device while writing checkpoint epoch-0002' in err
+    assert status == 2 and 'No space left on the device while writing checkpoint epoch-0002' in err
     assert f'{out}/epoch-0001, is untouched' in err and f'--resume {out}' in err and 'Traceback' not in err
     assert snapshot(out / 'epoch-0001') == before and os.readlink(out / 'last') == 'epoch-0001'
     assert not [p.name for p in out.iterdir() if p.name.startswith('.')]  # no half-written checkpoint left
