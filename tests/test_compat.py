@@ -71,6 +71,7 @@ def test_leaderboard_entry_loads_into_robustbench_model_info(tmp_path):
     flags = {'clean': torch.rand(30) < 0.9, 'pred': labels, 'perturbation': torch.zeros(30)}
     for stage in ('apgd-ce', 'apgd-t', 'fab-t', 'square'):
         flags[stage] = flags['clean'] & (torch.rand(30) < 0.5)
+    flags['robust'], flags['white-box'] = flags['square'], flags['fab-t']  # as autoattack_chunk returns them
     report = toy_report(PointsResult(eps=8 / 255, aa=flags), labels, protocol=toy_protocol(30, 8 / 255, 'cifar10'),
                         meta={'name': 'A title', 'architecture': 'WideResNet-28-10'})
     path = tmp_path / 'model_info' / 'cifar10' / 'Linf' / 'Me2026.json'
