@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 from .errors import CheckpointError
 
-__all__ = ['PathLike', 'Tensors', 'disk_full_errors', 'fsync_write', 'fsync_file', 'atomic_write_text',
+__all__ = ['PathLike', 'Tensors', 'EXPORT_MARKER', 'disk_full_errors', 'fsync_write', 'fsync_file', 'atomic_write_text',
            'atomic_write_bytes', 'atomic_write_json',
            'check_output_folder', 'staging_folder', 'make_shareable', 'sha256_file', 'safe_path_component',
            'read_json_object', 'save_tensors', 'load_tensors']
@@ -113,6 +113,7 @@ def sha256_file(path: PathLike) -> str:
 _UNSAFE_NAMES = ('', '.', '..')
 
 
+EXPORT_MARKER = '.sp-timm-export.json'  # written by sp-timm export: every file's SHA-256, to tell edits apart
 _DISK_FULL = ('No space left on device', 'os error 28', 'code: 28', 'StorageFull', 'Disk quota exceeded')
 
 

@@ -10,7 +10,7 @@ import torch
 from .checkpoint import (EMA_FILE, RUN_FILE, WEIGHTS_FILE, has_ema_weights, load_ema_state, load_state_dict_safely,
                          read_run_record, resolve_checkpoint, verify_hash)
 from .errors import CheckpointError
-from .files import PathLike, read_json_object, safe_path_component
+from .files import EXPORT_MARKER, PathLike, read_json_object, safe_path_component, sha256_file
 from .records import ModelInfo, RunRecord, read_export_record_json
 
 __all__ = ['WEIGHT_CHOICES', 'EXPORT_RECORD_FILE', 'check_weights_choice', 'create_model_from_checkpoint',
@@ -132,6 +132,7 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
         raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
                               "that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to "
                               "safetensors.")
+    _check_export_unchanged(folder)
     config = read_json_object(folder / 'config.json', "a timm model config")
     model_args = config.get('model_args') or {}
     if isinstance(model_args, dict) and config.get('num_classes') is not None:
@@ -140,6 +141,23 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
     model = _create_checked(config.get('architecture'), model_args, folder / 'config.json')
     _load_strict(model, state, weights)
     return model
+
+
+def _check_export_unchanged(folder: Path) -> None:
+    """A folder sp-timm export wrote (its marker lists every file's SHA-256) whose weights or export record
+    changed since is refused: its ``sp_timm.json`` (loss, name, run) and card would describe other weights, and a
+    re-export would publish them under the old record. Folders without the marker (the Hub's, a user's) pass."""
+    marker = folder / EXPORT_MARKER
+    if not marker.is_file():
+        return
+    written = read_json_object(marker, 'the export marker').get('files')
+    written = written if isinstance(written, dict) else {}
+    for name in (WEIGHTS_FILE, EXPORT_RECORD_FILE):  # config.json edits meet check_model_args
+        if name in written and (folder / name).is_file() and sha256_file(folder / name) != written[name]:
+            raise CheckpointError(f"'{folder / name}' was changed after sp-timm export wrote this folder (its SHA-256 "
+                                  f"differs from the one recorded in {EXPORT_MARKER}): the folder's record and card "
+                                  f"describe other weights. Export again from the checkpoint; or, to load it as a "
+                                  f"plain timm folder, remove {EXPORT_RECORD_FILE} and {EXPORT_MARKER}.")
 
 
 def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, ModelInfo]:

@@ -355,6 +355,7 @@ def test_default_out_of_a_run_lives_outside_its_epoch_folders(checkpoint):
 def test_eval_refuses_traversal_from_record_name_and_model_name(run, tmp_path, capsys):
     export = export_model(str(run / 'last'), tmp_path / 'export')
     record = json.loads((export / 'sp_timm.json').read_text())
+    (export / '.sp-timm-export.json').unlink()  # a folder without export's file list (the Hub's): the record is read
     (export / 'sp_timm.json').write_text(json.dumps(dict(record, name='../../../../evil')))
     out = tmp_path / 'evals' / 'one'
     status, err = run_cli(['eval', '--checkpoint', f'local-dir:{export}', '--n-examples', '2', '--out', out], capsys)

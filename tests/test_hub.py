@@ -145,6 +145,7 @@ def test_pickles_and_tampered_files_are_refused(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match='not a valid safetensors'):
         load_state_dict_safely(renamed)
     export = export_model(str(checkpoint), tmp_path / 'export')
+    (export / '.sp-timm-export.json').unlink()  # as on the Hub: no file list, so the weights themselves are checked
     (export / 'model.safetensors').write_bytes((export / 'model.safetensors').read_bytes()[:1000])  # truncated
     with pytest.raises(CheckpointError, match='not a valid safetensors'):
         load_model(f'local-dir:{export}')

@@ -88,3 +88,29 @@ def test_names_are_limited_in_bytes_not_only_characters():
     assert safe_path_component('é' * 100, 'name') == 'é' * 100  # 200 bytes
     with pytest.raises(ValueError, match='201 bytes long in UTF-8'):
         safe_path_component('é' * 100 + 'x', 'name')
+
+
+@pytest.mark.parametrize('tampered', ['model.safetensors', 'sp_timm.json'])
+def test_an_export_changed_after_it_was_written_is_refused(run, tmp_path, tampered, capsys):
+    """A local-dir: folder whose weights (or export record) no longer match the SHA-256 its export marker recorded
+    would be evaluated and re-exported under the old record's loss and name: refused, naming the file and the fix."""
+    from safetensors.torch import load_file, save_file
+    from sp_timm.cli import main
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    if tampered == 'model.safetensors':
+        weights = load_file(str(export / 'model.safetensors'))
+        name = next(iter(weights))
+        weights[name] = weights[name] + 1.0  # other weights of the same shapes: they would load
+        save_file(weights, str(export / 'model.safetensors'))
+    else:
+        record = json.loads((export / 'sp_timm.json').read_text())
+        record['run']['loss_params'] = {'pstar': 0.5}
+        (export / 'sp_timm.json').write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=f"{tampered}' was changed after sp-timm export wrote this folder"):
+        load_model(f'local-dir:{export}')
+    status = main(['export', '--checkpoint', f'local-dir:{export}', '--out', str(tmp_path / 'again')])
+    assert status == 2 and 'was changed after sp-timm export' in capsys.readouterr().err
+    assert not (tmp_path / 'again').exists()
+    (export / '.sp-timm-export.json').unlink()
+    (export / 'sp_timm.json').unlink()  # the documented way to load it as a plain timm folder
+    assert load_model(f'local-dir:{export}')[1].run is None

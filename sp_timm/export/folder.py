@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Iterator, List
 
 from ..errors import CheckpointError
-from ..files import (atomic_write_json, disk_full_errors, fsync_file, make_shareable, read_json_object, sha256_file,
-                     staging_folder)
+from ..files import (EXPORT_MARKER, atomic_write_json, disk_full_errors, fsync_file, make_shareable, read_json_object,
+                     sha256_file, staging_folder)
 
 __all__ = ['EXPORT_MARKER', 'export_destination', 'export_folder', 'check_replaceable']
 
-EXPORT_MARKER = '.sp-timm-export.json'
 
 
 _STAGING_SUFFIX = '.sp-timm-staging'
