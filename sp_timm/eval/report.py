@@ -88,6 +88,7 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
     audit = None if points.audit is None else replace(points.audit, warnings=_dedupe(points.audit.warnings))
     unreliable = bool(warnings) or bool(audit is not None and audit.unreliable)
     clean_acc, robust_acc = percent(clean), percent(robust)
+    no_entry = no_leaderboard_reason(protocol)
     return EvalReport(
         protocol=protocol, model=model, n_points=n, clean_acc=clean_acc, robust_acc=robust_acc,
         clean_ci=list(accuracy_ci(int(clean.sum()), n)), robust_ci=list(accuracy_ci(int(robust.sum()), n)),
@@ -97,9 +98,8 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
         long_tailed=long_tail.long_tailed, per_class=per_class, groups=groups, group_rule=rule,
         min_perturbation={norm: perturbation_summary(d) for norm, d in points.min_perturbation.items()} or None,
         eps_curve=sorted(curve, key=lambda row: row.eps), warnings=warnings, unreliable=unreliable, audit=audit,
-        model_name=model_name, seconds=seconds, leaderboard_note=no_leaderboard_reason(protocol),
-        leaderboard=(None if no_leaderboard_reason(protocol)
-                     else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta, audit)))
+        model_name=model_name, seconds=seconds, leaderboard_note=no_entry,
+        leaderboard=None if no_entry else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta, audit))
 
 
 def no_leaderboard_reason(protocol: Protocol) -> Optional[str]:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import EMA_FILE, load_ema_state, load_training_state, read_run_record, save_checkpoint
 from ..data import ImageData, TensorLoader, carve_validation, create_dataset, create_mixup
 from ..errors import CheckpointError, Interrupted
-from ..losses import ClassWeightedLoss, SPLoss, class_weights, create_classification_loss
+from ..losses import ClassWeightedLoss, LogitAdjustedLoss, SPLoss, class_weights, create_classification_loss
 from ..records import (CLASS_WEIGHT_REDUCTION, ClassWeighting, FlagChange, LogitAdjustment, ModelEma, ReductionChange,
                        TrainConfig, ValidationSplit)
 from ..threat.pgd import pgd_attack, trades_attack, trades_kl
@@ -226,11 +226,8 @@ class Trainer:
         """--logit-adjust: the training loss on ``z + tau log(prior)``, the prior from the per-class counts of the
         training images used (after --val-split and --train-examples). Returns the loss and its record."""
         config = self.config
-        counts = train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
-        loss = create_classification_loss(config.loss, smoothing=config.smoothing,
-                                          soft_targets=config.mixup > 0 or config.cutmix > 0,
-                                          logit_adjust_tau=config.logit_adjust, class_counts=counts,
-                                          **config.sp_kwargs()).to(self.accelerator.device)
+        counts = _class_counts(train_data, num_classes)
+        loss = LogitAdjustedLoss(self.loss_fn, counts, config.logit_adjust).to(self.accelerator.device)
         shift = [round(v, 6) for v in loss.shift.tolist()]
         record = LogitAdjustment(tau=config.logit_adjust, class_counts=counts, shift=shift,
                                  meaning='the training loss of z + shift, shift = tau * log(n_k / N); the model '
@@ -244,7 +241,7 @@ class Trainer:
         """--class-weight: weights from the per-class counts of the training images used (after --val-split and
         --train-examples); on from the start, or from epoch --drw-epoch + 1. Returns the loss and its record."""
         config = self.config
-        counts = train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
+        counts = _class_counts(train_data, num_classes)
         weights = class_weights(counts, config.class_weight, config.class_weight_beta)
         loss = ClassWeightedLoss(self.loss_fn, weights, enabled=config.drw_epoch is None).to(self.accelerator.device)
         rounded = [round(w, 6) for w in weights.tolist()]
@@ -572,3 +569,8 @@ def train(config: TrainConfig) -> Path:
         raise
     finally:  # lets a later run in this process choose other mixed-precision settings (the process group stays)
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _class_counts(train_data: ImageData, num_classes: int) -> List[int]:
+    """Training images per class, 0 for the classes (of ``--num-classes``) the data does not hold."""
+    return train_data.class_counts() + [0] * (num_classes - train_data.num_classes)
