@@ -100,14 +100,15 @@ def _train(loss: str, dataset: str, out: Path, epochs: int, progress: bool) -> P
 
 def _evaluate(checkpoint: Path, dataset: str, out: Path, budget: DemoBudget, eps: float, progress: bool,
               surrogate: Optional[Path] = None) -> 'Evaluation':
-    from .eval.config import AttackConfig, EvalConfig
+    from .eval.config import AttackConfig, EvalConfig, LeaderboardMeta
     from .eval.runner import evaluate
     attack = AttackConfig(eps=eps, batch_size=256, min_pert_examples=budget.fab_points, fab_iters=budget.fab_iters,
                           min_pert_norms=budget.fab_norms, audit=budget.audit)
     imbalance = {'imbalance_ratio': DEMO_IMBALANCE} if dataset.endswith('-lt') else {}
     return evaluate(EvalConfig(checkpoint=str(checkpoint), dataset=dataset, n_examples=budget.autoattack_points,
                                out=str(out), no_progress=not progress, attack=attack,
-                               surrogate=None if surrogate is None else str(surrogate), **imbalance))
+                               surrogate=None if surrogate is None else str(surrogate),
+                               leaderboard=LeaderboardMeta(preview=True), **imbalance))  # digits: the format only
 
 
 def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]:
@@ -156,6 +157,8 @@ def toy_boundary(path: Path, steps: int = 1500, seed: int = 0) -> Dict[str, Any]
         ax.set_title(f'{loss_name}: boundary to nearest point\n{gaps[0]:.2f} (class 0) / {gaps[1]:.2f} (class 1)',
                      fontsize=9)
         ax.legend(fontsize=7, loc='lower left')
+        ax.set_xlabel('input feature x1 (class means at -1.5 and 1.5)', fontsize=9)
+    axes[0].set_ylabel('input feature x2', fontsize=9)
     fig.colorbar(shading, ax=list(axes), label='logit margin z1 - z0 (clipped at ±8)', shrink=0.9, pad=0.02)
     fig.suptitle('Where CE and SP put the decision boundary (black; dotted: the middle between the class means)',
                  y=1.04)

@@ -2,6 +2,7 @@
 folder written by ``sp-timm export`` (``local-dir:DIR``) or the Hub (``hf-hub:ORG/NAME``). Weights load only from
 verified safetensors files, strictly; ``timm.create_model`` arguments that could load other files are refused.
 """
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -39,6 +40,7 @@ def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') ->
     checkpoint = resolve_checkpoint(checkpoint)
     verify_hash(checkpoint, RUN_FILE)
     record = read_run_record(checkpoint)
+    info = run_model_info(record, source, 'raw')
     use = 'ema' if weights == 'ema' or (weights == 'auto' and has_ema_weights(checkpoint)) else 'raw'
     if use == 'ema':
         state, origin = load_ema_state(checkpoint), checkpoint / EMA_FILE
@@ -50,11 +52,18 @@ def create_model_from_checkpoint(checkpoint: PathLike, weights: str = 'auto') ->
         state, origin = load_state_dict_safely(checkpoint / WEIGHTS_FILE), checkpoint
     model = _create_checked(record.model, record.model_args, checkpoint / RUN_FILE)
     _load_strict(model, state, origin)
-    return model.eval(), run_model_info(record, source, use)
+    return model.eval(), replace(info, weights=use)
 
 
 def run_model_info(record: RunRecord, source: str, weights: str) -> ModelInfo:
-    """``ModelInfo`` of a model whose run record is known."""
+    """``ModelInfo`` of a model whose run record is known; a record naming a loss the factories cannot rebuild
+    (an unknown name, parameters it does not take) is refused here, before any work."""
+    from .losses import check_recorded_loss
+    try:
+        check_recorded_loss(record.loss, record.loss_params)
+    except ValueError as err:
+        raise CheckpointError(f"The run record of '{source}' names a loss sp-timm cannot rebuild ({err}); it was "
+                              "edited or written by another tool.") from err
     return ModelInfo(source=source, weights=weights, architecture=record.model, model_args=record.model_args,
                      num_classes=record.num_classes, classes=record.classes, run=record)
 
@@ -132,7 +141,6 @@ def _load_hub_folder(folder: Path) -> torch.nn.Module:
         raise CheckpointError(f"'{folder}' holds no {WEIGHTS_FILE}; sp-timm loads a Hub folder's weights only from "
                               "that file, never from a pickle (pytorch_model.bin, *.pth). Convert them to "
                               "safetensors.")
-    _check_export_unchanged(folder)
     config = read_json_object(folder / 'config.json', "a timm model config")
     model_args = config.get('model_args') or {}
     if isinstance(model_args, dict) and config.get('num_classes') is not None:
@@ -187,8 +195,9 @@ def load_model(source: str, weights: str = 'auto') -> Tuple[torch.nn.Module, Mod
         except Exception as err:
             raise CheckpointError(f"Cannot fetch '{source}' from the Hub ({type(err).__name__}: {err}). Offline, "
                                   f"download it elsewhere and use 'local-dir:DIR'.") from err
-    model = _load_hub_folder(folder)
+    _check_export_unchanged(folder)
     info = _hub_model_info(folder, source)
+    model = _load_hub_folder(folder)
     if weights not in ('auto', info.weights):
         fix = ('export them with sp-timm export --weights raw' if info.weights == 'ema' else 'the run had no '
                                                                                              '--model-ema, or export '
@@ -219,7 +228,25 @@ def _hub_model_info(folder: Path, source: str) -> ModelInfo:
               if exported.is_file() else None)
     weights = record.weights if record is not None else 'raw'
     if record is not None and record.run is not None:
+        _check_config_matches(config, record.run.model, record.run.num_classes, folder)
         return run_model_info(record.run, source, weights)
+    num_classes, classes = config.get('num_classes'), config.get('label_names')
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 1):
+        raise CheckpointError(f"'{folder / 'config.json'}': num_classes must be a whole number >= 1, got "
+                              f"{num_classes!r}.")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                                or (num_classes is not None and len(classes) != num_classes)):
+        raise CheckpointError(f"'{folder / 'config.json'}': label_names must be a list of {num_classes} strings (one "
+                              f"per class), got {str(classes)[:80]}.")
     return ModelInfo(source=source, weights=weights, architecture=config.get('architecture'),
-                     model_args=config.get('model_args') or {}, num_classes=config.get('num_classes'),
-                     classes=config.get('label_names'))
+                     model_args=config.get('model_args') or {}, num_classes=num_classes, classes=classes)
+
+
+def _check_config_matches(config: Dict[str, Any], architecture: str, num_classes: int, folder: Path) -> None:
+    """An export's ``config.json`` (what builds the model) and its ``sp_timm.json`` (what describes it) agree."""
+    built = (config.get('architecture'), config.get('num_classes', num_classes))
+    if built != (architecture, num_classes):
+        raise CheckpointError(f"'{folder}': config.json builds {built[0]!r} with {built[1]!r} classes, but "
+                              f"{EXPORT_RECORD_FILE} records {architecture!r} with {num_classes}: the folder was "
+                              "edited. Export it again from the checkpoint.")

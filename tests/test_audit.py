@@ -17,7 +17,7 @@ import sp_timm  # noqa: F401
 from sp_timm.eval import evaluate_points, render_summary
 from sp_timm.eval import audit as audit_module
 from sp_timm.eval.audit import audit_stages, summarize_audit, training_loss_from_run
-from sp_timm.eval.audit_attacks import AuditContext, AuditInputs, audit_attack_names
+from sp_timm.eval.audit_attacks import AuditContext, AuditInputs, audit_attack_names, correct
 from sp_timm.eval.config import AuditConfig
 from sp_timm.records import to_json
 
@@ -286,8 +286,8 @@ def test_attacks_that_apply_and_the_training_loss_from_the_record():
 
 
 def test_loss_aware_apgd_ascends_the_given_loss():
-    """A callable loss goes through APGD unchanged: CE as a callable gives APGD-CE's result exactly; an SP loss
-    runs and returns per-point flags."""
+    """A callable loss goes through APGD unchanged: CE as a callable gives APGD-CE's images exactly; an SP loss
+    runs and returns an image per point within the budget."""
     model = mlp()
     x, y = points(model, n=8)
     def context(train_loss=None):
@@ -296,9 +296,10 @@ def test_loss_aware_apgd_ascends_the_given_loss():
     ce = audit_module.run_stage('apgd-ce', model, x, y, context())
     as_callable = audit_module.run_stage('apgd-loss', model, x, y, context(lambda z, t: F.cross_entropy(
         z, t, reduction='none')))
-    assert torch.equal(ce, as_callable) and ce.dtype == torch.bool and not ce.all()
+    assert torch.equal(ce, as_callable) and ce.shape == x.shape and not correct(model, ce, y).all()
     sp_loss, _ = training_loss_from_run(minimal_run('sp_ls'))
-    assert audit_module.run_stage('apgd-loss', model, x, y, context(sp_loss)).shape == (8,)
+    adversarial = audit_module.run_stage('apgd-loss', model, x, y, context(sp_loss))
+    assert adversarial.shape == x.shape and (adversarial - x).abs().max() <= EPS + 1e-6
 
 
 @pytest.mark.slow
@@ -310,7 +311,8 @@ def test_eval_cli_audit_end_to_end(tmp_path):
     checkpoint = train_tiny(tmp_path / 'run', train_examples=256, loss='sp_ls', lr=0.05) / 'last'
     out = tmp_path / 'eval'
     argv = ['eval', '--checkpoint', str(checkpoint), '--n-examples', '12', '--batch-size', '12', '--eps', '2/255',
-            '--min-pert-examples', '0', '--out', str(out), '--no-progress', '--audit', '--surrogate', str(checkpoint),
+            '--min-pert-examples', '0', '--out', str(out), '--no-progress', '--preview', '--audit', '--surrogate',
+            str(checkpoint),
             '--audit-restarts', '1', '--audit-iters', '10', '--audit-targets', '3', '--audit-margin-restarts', '1',
             '--audit-margin-steps', '10', '--audit-square-queries', '100', '--audit-square-restarts', '1']
     assert cli_main(argv) == 0
@@ -368,3 +370,51 @@ def test_a_saturated_but_honest_model_is_not_called_unreliable():
     assert audit.broke_beyond_aa == 0 and audit.unreliable is False, audit.reasons
     assert any('cross-entropy saturates' in note for note in audit.notes or [])
     assert 'Note: cross-entropy saturates' in render_summary(toy_report(result, y))
+
+
+def test_the_audits_adversarial_examples_make_an_external_evaluation_bundle(masked, tmp_path):
+    """The points the audit broke beyond AutoAttack on the masking model keep their adversarial images; the bundle
+    (RobustBench's "New evaluation" issue: a .pt of the evaluated points' size, the issue text) holds them, each
+    within eps and misclassified, and the model's accuracy on the .pt is what AutoAttack left minus those points."""
+    from sp_timm.eval.audit import ADV_INDEX, ADV_KEPT
+    from sp_timm.eval.external import (IMAGES_FILE, INDEX_FILE, ISSUE_FILE, check_adversarial_examples,
+                                       external_bundle_note, write_external_bundle)
+    from sp_timm.threat.pgd import perturbation_norm
+    base, model, x, y, work, aa = masked
+    result = evaluate_points(model, x, y, work_dir=_copy(work, tmp_path), audit=SMALL, surrogate=base, **SETTINGS)
+    report = toy_report(result, y)
+    kept = result.audit_points[ADV_INDEX]
+    robust = result.aa['robust']
+    assert bool(result.audit_points[ADV_KEPT].all()) and external_bundle_note(report, result.audit_points,
+                                                                              robust) is None
+    broken = (robust & ~result.audit_points['worst']).nonzero().flatten()
+    assert set(broken.tolist()) <= set(kept.tolist())  # every point broken beyond AutoAttack has its image
+    assert result.aa['white-box'][kept].all()  # and only the points the audit attacked have one
+    folder = write_external_bundle(tmp_path / 'out', report, model, x, y, result.audit_points, robust, device='cpu',
+                                   source='test', zoo_model=False, version='test')
+    images = torch.load(folder / IMAGES_FILE, weights_only=True)
+    assert images.shape == x.shape and images.dtype == torch.float32
+    changed = (images != x).flatten(1).any(1).nonzero().flatten()
+    assert set(changed.tolist()) <= set(kept.tolist())
+    assert (perturbation_norm(images - x, 'Linf') <= EPS * (1 + 1e-5)).all() and 0 <= images.min() <= images.max() <= 1
+    with torch.no_grad():
+        assert (model(images[kept]).argmax(1) != y[kept]).all()
+        alone = (model(images).argmax(1) == y)
+    assert int(alone.sum()) == int(result.aa['clean'].sum()) - len(kept)
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert set(map(int, index['points'])) == set(kept.tolist())
+    assert {p['attack'] for p in index['points'].values()} <= set(audit_attack_names())
+    assert sum(p['autoattack_robust'] for p in index['points'].values()) == len(broken)
+    issue = (folder / ISSUE_FILE).read_text()
+    assert issue.startswith('<!-- title: [New evaluation] toy -->')
+    for expected in ('## Target model', '+ **Leaderboard(s):** toy, Linf (eps = 4/255)',
+                     f'+ **Robust accuracy:** {report.audit.robust_acc:.2f}%',
+                     f"AutoAttack's {report.robust_acc:.2f}%",
+                     '+ **Description of the method used:**', 'transfer'):
+        assert expected in issue, expected
+    # a kept example that is no longer adversarial, or one outside the ball, is an error, never evidence
+    with pytest.raises(ValueError, match='classified correctly'):
+        check_adversarial_examples(model, x[kept], x[kept], y[kept], eps=EPS, norm='Linf', device='cpu')
+    with pytest.raises(ValueError, match='outside the Linf ball'):
+        check_adversarial_examples(model, x[kept], (x[kept] + 2 * EPS).clamp(0, 1), y[kept], eps=EPS, norm='Linf',
+                                   device='cpu')

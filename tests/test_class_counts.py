@@ -156,7 +156,7 @@ def test_cli_fast_protocol_says_so_and_writes_no_leaderboard_entry(tmp_path, tin
     assert 'fast protocol' in result.stdout
     # the same folder evaluated again with the standard protocol: the entry appears, nothing stale stays
     again = sp_timm('eval', '--checkpoint', str(tiny_run), '--n-examples', '4', '--min-pert-examples', '0',
-                    '--no-progress', '--out', str(out))
+                    '--no-progress', '--preview', '--out', str(out))
     assert again.returncode == 0, again.stderr[-2000:]
     assert list((out / 'model_info').rglob('*.json'))
     assert json.loads((out / 'report.json').read_text())['protocol']['attacks'] == list(STANDARD_ATTACKS)

@@ -26,6 +26,32 @@ def test_balanced_and_effective_weights_match_their_formulas():
             class_weights(counts, 'effective', bad)
 
 
+@pytest.mark.parametrize('mode, method, beta', [('balanced', 'inv_freq', 0.9999),
+                                                ('effective', 'effective_num', 0.9999),
+                                                ('effective', 'effective_num', 0.99),
+                                                ('effective', 'effective_num', 0.5)])
+def test_weights_equal_timms_compute_class_weights_rescaled(mode, method, beta):
+    """timm's weights have a class mean of 1 and count an empty class as one image: taken over the present classes
+    and rescaled to sp-timm's normalisation (balanced: N / (K n_k); effective: sum K over all K classes)."""
+    import timm.loss
+    from sp_timm.losses._class_weight import class_weights
+    if not hasattr(timm.loss, 'compute_class_weights'):
+        pytest.skip('timm < 1.0.31 has no compute_class_weights')
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50, 0, 1]
+    present = [c for c in counts if c]
+    kind, theirs = timm.loss.compute_class_weights(present, sum(counts), method=method, beta=beta)
+    assert kind == 'class_weight'
+    theirs = theirs.double()
+    n = torch.tensor(present, dtype=torch.float64)
+    if mode == 'balanced':  # w_k n_k = N / K
+        theirs = theirs * (sum(counts) / len(counts)) / (theirs * n).mean()
+    else:
+        theirs = theirs * len(counts) / theirs.sum()
+    expected = torch.zeros(len(counts), dtype=torch.float64)
+    expected[torch.tensor(counts) > 0] = theirs
+    torch.testing.assert_close(class_weights(counts, mode, beta), expected.float(), rtol=3e-7, atol=0)
+
+
 @pytest.mark.parametrize('name', ['ce', *SP_NAMES])
 @pytest.mark.parametrize('soft', [False, True])
 def test_weighted_loss_is_the_normalised_weighted_mean_and_off_is_the_plain_loss(name, soft):

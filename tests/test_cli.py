@@ -143,23 +143,26 @@ def _entry(flags, run):
                              _leaderboard_meta(config.leaderboard, info))
 
 
-def test_baseline_leaderboard_entry_names_the_run_and_says_what_to_fill_in():
+def test_a_leaderboard_entry_names_only_the_paper_its_submitter_gives():
+    """A RobustBench row names the paper that proposes that model: never defaulted from the training record (not the
+    SP-losses paper for an SP model, not a description of the run); placeholders name the flags until given."""
     from dataclasses import replace
     from conftest import minimal_run
     record = replace(minimal_run('ce', adv='pgd'), model='wrn28_10_cifar')
     entry = _entry([], record)
-    assert entry.name == 'WideResNet-28-10 trained with the ce loss, PGD adversarial training (sp-timm baseline)'
-    assert entry.link == 'TO FILL IN: URL of the paper or code (sp-timm eval --link)'
+    assert entry.name == 'TO FILL IN: the title of the paper that proposes this model (sp-timm eval --paper-title)'
+    assert entry.link == 'TO FILL IN: URL of that paper or its code (sp-timm eval --link)'
     assert entry.authors == 'TO FILL IN: the authors (sp-timm eval --authors)'
     assert entry.venue.startswith('TO FILL IN: the venue') and entry.architecture == 'WideResNet-28-10'
     assert entry.reported == '' and entry.autoattack_acc == '50.00'  # a measurement is not the paper's claim
+    assert entry.footnote is None  # a CE model: nothing to cite, and no tool's name
     given = _entry(['--paper-title', 'Our paper', '--link', 'https://x.org', '--authors', 'A. B', '--venue',
                     'ICML 2026', '--reported', '51.3'], record)
     assert (given.name, given.link, given.authors, given.venue, given.reported) == (
         'Our paper', 'https://x.org', 'A. B', 'ICML 2026', '51.3')
 
 
-def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_fields_to_fill():
+def test_sp_leaderboard_entry_cites_the_sp_paper_as_the_loss_and_the_summary_lists_the_fields_to_fill():
     from dataclasses import replace
     from sp_timm.eval.report import SP_PAPER, render_summary
     from sp_timm.records import GroupResult, GroupRule
@@ -168,14 +171,17 @@ def test_sp_leaderboard_entry_cites_the_sp_paper_and_the_summary_lists_the_field
     from sp_timm.records import ModelInfo
     run = minimal_run('sp_margin', {'margin': 2.0})
     entry = _entry([], run)
-    assert (entry.name, entry.link, entry.venue) == (SP_PAPER['name'], SP_PAPER['link'], SP_PAPER['venue'])
+    assert entry.name.startswith('TO FILL IN') and entry.link.startswith('TO FILL IN')
     assert entry.authors.startswith('TO FILL IN') and entry.reported == ''
+    assert entry.footnote == \
+        f"Trained with the SP loss sp_margin (margin=2.0) of {SP_PAPER['name']} ({SP_PAPER['link']})"
+    assert 'sp-timm' not in entry.footnote
     report = replace(fake_report(ModelInfo(source='m', weights='raw', architecture=run.model, run=run),
                                  dataset='digits-lt'),
                      leaderboard=entry, groups={'head': GroupResult(classes=[0], clean_acc=1.0, robust_acc=0.0)},
                      group_rule=GroupRule(name='thirds', description='head / middle / tail: thirds'))
     summary = render_summary(report)
-    assert 'fill in authors before submitting' in summary
+    assert 'fill in link, name, authors, venue before submitting' in summary
     assert 'Long-tail groups: head / middle / tail: thirds.' in summary
 
 

@@ -3,6 +3,8 @@ import sys
 import textwrap
 
 import pytest
+import torch
+from torch import nn
 
 from sp_timm import compat
 
@@ -194,3 +196,89 @@ def test_adapter_speaks_the_api_robustbench_calls():
     with robustbench_autoattack(seed=3) as module:
         assert module.AutoAttack(model, norm='L2', eps=0.5, device='cpu').seed == 3
     assert robustbench.eval.AutoAttack is original
+
+
+class _RoundedLogits(nn.Module):
+    """Logits rounded to a grid: zero input gradients everywhere, so AutoAttack's white-box stages are blind."""
+
+    def forward(self, z):
+        return torch.round(z / 0.02) * 0.02
+
+
+@pytest.mark.robustbench
+@pytest.mark.slow
+def test_external_evaluation_bundle_of_a_masking_robustbench_model(tmp_path, monkeypatch, capsys):
+    """End to end through RobustBench's loading path: a gradient-masking model registered in RobustBench's zoo (its
+    weights where robustbench.utils.load_model reads them), sp-timm eval --robustbench-model --audit with a transfer
+    surrogate (the same network without the rounding) breaks points AutoAttack counted robust, and writes the
+    external-evaluation bundle: each adversarial example within eps and misclassified by the model loaded from
+    RobustBench, the issue text naming the zoo model, the leaderboard and the accuracies."""
+    pytest.importorskip('robustbench', reason='needs the [robustbench] extra')
+    import json
+    import timm
+    import torch
+    import torchvision.datasets.cifar as tv_cifar
+    from safetensors.torch import save_file
+    from torch import nn
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model as rb_load_model
+    from sp_timm.cli import main
+    from sp_timm.data import create_dataset
+    from sp_timm.threat.pgd import perturbation_norm
+    train, test = create_dataset('digits', 'train'), create_dataset('digits', 'test')
+    torch.manual_seed(0)
+    base = timm.create_model('small_cnn_cifar', num_classes=10)
+    optimizer = torch.optim.Adam(base.parameters(), lr=2e-3)
+    x_train = train.images.float() / 255
+    for step in range(60):
+        batch = torch.randint(0, len(x_train), (128,))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(base(x_train[batch]), train.labels[batch]).backward()
+        optimizer.step()
+    base.eval()
+    name, eps = 'Masked2026Rounding', 8 / 255
+    zoo = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    monkeypatch.setitem(zoo, name, {'model': lambda: nn.Sequential(timm.create_model('small_cnn_cifar',
+                                                                                       num_classes=10),
+                                                                     _RoundedLogits()),
+                                    'gdrive_id': 'not-downloaded-in-tests'})
+    models = tmp_path / 'models'
+    (models / 'cifar10' / 'Linf').mkdir(parents=True)
+    torch.save(nn.Sequential(base, _RoundedLogits()).state_dict(), models / 'cifar10' / 'Linf' / f'{name}.pt')
+    surrogate = tmp_path / 'surrogate'
+    surrogate.mkdir()
+    (surrogate / 'config.json').write_text(json.dumps({'architecture': 'small_cnn_cifar', 'num_classes': 10}))
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(surrogate / 'model.safetensors'))
+    data = tmp_path / 'cifar10'
+    _cifar10_copies(data, test.images[:24], test.labels[:24])
+    monkeypatch.setattr(tv_cifar, 'download_and_extract_archive', lambda *a, **k: pytest.fail('download'))
+    out = tmp_path / 'eval'
+    status = main(['eval', '--robustbench-model', name, '--robustbench-dir', str(models), '--dataset', 'cifar10',
+                   '--data-dir', str(data), '--n-examples', '24', '--eps', '8/255', '--batch-size', '24',
+                   '--min-pert-examples', '0', '--no-progress', '--out', str(out), '--audit',
+                   '--surrogate', f'local-dir:{surrogate}', '--audit-restarts', '1', '--audit-iters', '20',
+                   '--audit-targets', '3', '--audit-margin-restarts', '1', '--audit-margin-steps', '20',
+                   '--audit-square-queries', '200', '--audit-square-restarts', '1'])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err[-3000:]
+    report = json.loads((out / 'report.json').read_text())
+    assert report['audit']['broke_beyond_aa'] > 0 and report['audit']['unreliable'] is True
+    assert 'external-evaluation bundle: ' in captured.out
+    bundle = out / 'external-evaluation'
+    images = torch.load(bundle / 'adversarial_images.pt', weights_only=True)
+    points = create_dataset('cifar10', 'test', str(data))
+    x, y = points.images[:24].float() / 255, points.labels[:24]
+    kept = json.loads((bundle / 'external.json').read_text())['points']
+    index = sorted(int(i) for i in kept)
+    assert images.shape == x.shape
+    assert sum(p['autoattack_robust'] for p in kept.values()) == report['audit']['broke_beyond_aa']
+    model = rb_load_model(name, model_dir=str(models), dataset='cifar10', threat_model='Linf').eval()
+    assert (perturbation_norm(images[index] - x[index], 'Linf') <= eps * (1 + 1e-5)).all()
+    with torch.no_grad():
+        assert (model(images[index]).argmax(1) != y[index]).all()  # RobustBench's model misclassifies every one
+    issue = (bundle / 'new-evaluation-issue.md').read_text()
+    assert f'<!-- title: [New evaluation] {name} -->' in issue and f'**Model identifier(s):** {name}\n' in issue
+    assert '**Leaderboard(s):** cifar10, Linf (eps = 8/255)' in issue
+    assert f"**Robust accuracy:** {report['audit']['robust_acc']:.2f}%" in issue
+    assert 'not the whole test set' in issue  # 24 points: the issue says to re-run on the full split

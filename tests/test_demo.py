@@ -30,7 +30,9 @@ def test_demo_runs_end_to_end_and_writes_everything(tmp_path, monkeypatch, capsy
         assert (out / f'{dataset}_per_class.png').read_bytes()[:4] == b'\x89PNG'
         for loss in ('ce', 'sp'):
             assert (out / 'hub' / f'{dataset}-{loss}' / 'README.md').read_text().count('AutoAttack') >= 2
-            assert list((out / 'eval' / f'{dataset}-{loss}' / 'model_info').rglob('*.json'))
+            entries = 'longtail_info' if dataset.endswith('-lt') else 'model_info'  # previews: digits is no board
+            entry = json.loads(next((out / 'eval' / f'{dataset}-{loss}' / entries).rglob('*.json')).read_text())
+            assert 'Preview: the first' in (entry.get('entry', entry)['footnote'])
     assert results['table']['digits-lt']['sp']['few_clean_acc'] is not None
     assert set(results['toy']) == {'ce', 'sp_margin'} and (out / 'toy_boundary.png').exists()
     report = (out / 'report.md').read_text()
@@ -62,8 +64,15 @@ def test_a_demo_folder_is_reused_only_by_the_same_demo(tmp_path):
     assert not (older / 'demo.json').exists()
 
 
-def test_toy_boundary_measures_both_losses(tmp_path):
+def test_toy_boundary_measures_both_losses(tmp_path, monkeypatch):
+    from sp_timm.eval import plots
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, 'save_figure', lambda fig, path: figures.append(fig) or save(fig, path))
     result = demo.toy_boundary(tmp_path / 'toy.png', steps=200)
     for row in result.values():
         assert row['train_acc'] > 90 and row['distance_to_majority'] > 0 and row['distance_to_minority'] > 0
     assert (tmp_path / 'toy.png').read_bytes()[:4] == b'\x89PNG'
+    ce, sp = figures[0].axes[:2]  # the two panels (then the colour bar): the axes are the toy's two input features
+    assert ce.get_xlabel().startswith('input feature x1') and sp.get_xlabel() == ce.get_xlabel()
+    assert ce.get_ylabel() == 'input feature x2'

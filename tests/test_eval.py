@@ -57,6 +57,100 @@ def test_eps_parsing_checking_and_robustbench_spelling():
             check_eps(eps, norm)
 
 
+def _summary_report(threat_model: str = 'Linf'):
+    """A made-up report with an audit and FAB's minimal perturbations (``render_summary``'s audit and FAB tables)."""
+    from conftest import minimal_run
+    from test_hub import fake_report
+    from sp_timm.records import AuditAttackRow, AuditSummary, ModelInfo, PerturbationSummary
+    run = minimal_run('sp_margin', {'margin': 2.0})
+    report = fake_report(ModelInfo(source='m', weights='raw', architecture=run.model, run=run))
+    linf = threat_model == 'Linf'
+    eps, top = (32 / 255, 0.5) if linf else (2.0, 4.0)
+    audit = AuditSummary(
+        config={}, attacked_points=5, attacks=[AuditAttackRow('apgd-ce', 'white-box', 10.0, 1, 0)],
+        skipped={'apgd-loss': 'no training loss given'}, autoattack_acc=12.5, robust_acc=9.38, robust_ci=[2.0, 25.0],
+        drop=3.12, broke_beyond_aa=1, threshold=1.0,
+        checks={'large_eps': {'passed': True, 'eps': eps, 'acc': 0.0, 'broken_by_eps': 2 * eps,
+                              'ladder': [eps, 2 * eps, top]},
+                'monotonic_eps': {'passed': False, 'curve': [[eps / 16, 40.0], [eps / 4, 12.5], [0.0125, 20.0]],
+                                  'rises': [[eps / 4, 0.0125]]}},
+        unreliable=True, reasons=['it rises'], notes=['cross-entropy saturates'])
+    fab = {'Linf': PerturbationSummary(n=32, median=0.0095, q1=0.0, q3=None, flipped_pct=87.5, mean_of_flipped=0.01,
+                                       attack='fab'),
+           'L2': PerturbationSummary(n=32, median=0.3, q1=0.12345, q3=0.9, flipped_pct=100.0, mean_of_flipped=0.4,
+                                     attack='fab')}
+    protocol = replace(report.protocol, threat_model=threat_model, eps='8/255' if linf else '0.5',
+                       eps_value=8 / 255 if linf else 0.5)
+    return replace(report, protocol=protocol, audit=audit, min_perturbation=fab if linf else {'L2': fab['L2']})
+
+
+def test_summary_audit_and_fab_tables_write_linf_budgets_in_x_over_255():
+    from sp_timm.eval import render_summary
+    summary = render_summary(_summary_report('Linf'))
+    audit = summary[summary.index('## Adaptive-attack audit'):summary.index('| minimal perturbation (FAB)')]
+    assert audit == """## Adaptive-attack audit
+
+On the 5 points AutoAttack's white-box stages left robust; per point the worst case over AutoAttack and every attack \
+below.
+
+| attack | kind | accuracy after AutoAttack + it (%) | broke beyond AutoAttack | only it broke |
+|---|---|---|---|---|
+| apgd-ce | white-box | 10.00 | 1 | 0 |
+| apgd-loss | skipped | | | no training loss given |
+
+Audited robust accuracy: **9.38%** [2.00, 25.00] (95% CI) vs AutoAttack 12.50% (1 more points broken; threshold 1 \
+points).
+
+| check | result | values |
+|---|---|---|
+| large_eps | pass | eps=32/255, acc=0, broken_by_eps=64/255, ladder=[32/255, 64/255, 127.5/255] |
+| monotonic_eps | **FAIL** | curve=[[2/255, 40.0], [8/255, 12.5], [3.188/255, 20.0]], rises=[[8/255, 3.188/255]] |
+
+**The audit flags this evaluation unreliable:** it rises.
+
+Note: cross-entropy saturates.
+
+"""
+    assert '| Linf | 2.42/255 | 0/255 – – | 87.5 |\n| L2 | 0.3000 | 0.1235 – 0.9000 | 100.0 |\n' in summary
+    l2 = render_summary(_summary_report('L2'))  # L2 budgets as before
+    assert '| large_eps | pass | eps=2, acc=0, broken_by_eps=4, ladder=[2.0, 4.0, 4.0] |' in l2
+    assert 'curve=[[0.125, 40.0], [0.5, 12.5], [0.0125, 20.0]], rises=[[0.5, 0.0125]] |' in l2
+    assert '| L2 | 0.3000 | 0.1235 – 0.9000 | 100.0 |\n\n' in l2
+
+
+def test_summary_is_rendered_from_its_packaged_template():
+    """``templates/summary.md`` (jinja2) is the summary's layout: warnings, stages, groups, the leaderboard's
+    fields to fill, the per-class table and the figures, with their blank lines."""
+    from sp_timm.eval import render_summary
+    from sp_timm.eval.report import PLACEHOLDER_PREFIX, SUMMARY_TEMPLATE
+    from sp_timm.records import BudgetAccuracy, GroupResult, GroupRule, StageAccuracy
+    assert SUMMARY_TEMPLATE.is_file() and SUMMARY_TEMPLATE.parent.name == 'templates'
+    report = _summary_report()
+    report = replace(report, audit=None, min_perturbation=None, warnings=['w1', 'w2 (x2)'],
+                     stages=[StageAccuracy('clean', 71.88), StageAccuracy('apgd-ce', 20.0)],
+                     eps_curve=[BudgetAccuracy(2 / 255, '2/255', 40.0), BudgetAccuracy(8 / 255, '8/255', 12.5)],
+                     groups={'many': GroupResult([0, 1], 80.0, None)}, group_rule=GroupRule('thirds', 'by thirds'),
+                     leaderboard=replace(report.leaderboard, authors=f'{PLACEHOLDER_PREFIX}authors (--authors)'),
+                     per_class=report.per_class[:2])
+    lines = render_summary(report, ['eval/per_class.png', 'robust_acc_vs_eps.png']).split('\n')
+    start = lines.index('Accuracy left after each stage: clean 71.88 → apgd-ce 20.00.')
+    assert lines[start:] == [
+        'Accuracy left after each stage: clean 71.88 → apgd-ce 20.00.', '',
+        "**AutoAttack's checks warned; the evaluation is flagged unreliable:**", '', '- w1', '- w2 (x2)', '',
+        'AutoAttack accuracy by budget: 2/255: 40.00%, 8/255: 12.50%.', '',
+        'Long-tail groups: by thirds.', '',
+        '| group (training images) | classes | clean (%) | AutoAttack (%) |', '|---|---|---|---|',
+        '| many | 2 | 80.00 | – |', '',
+        "Leaderboard entry (model_info/): fill in authors before submitting; each 'TO FILL IN:' value names the "
+        "sp-timm eval flag that sets it.", '',
+        '| class | points | train images | group | clean (%) | AutoAttack (%) |', '|---|---|---|---|---|---|',
+        '| 0 | 3 | 1 | few | 70.00 | 10.00 |', '| 1 | 3 | 1 | few | 70.00 | 10.00 |', '',
+        '![per class](eval/per_class.png)', '![robust acc vs eps](robust_acc_vs_eps.png)', '']
+    assert lines[:3] == ['# AutoAttack evaluation: sp_ls digits', '',
+                         "digits, first 32 test images in [0, 1]; Linf eps = 8/255; AutoAttack version='standard' "
+                         "(apgd-ce, apgd-t, fab-t, square), seed 0, pyautoattack 0.2.0."]
+
+
 def test_chunk_equals_pyautoattack_run_standard_evaluation():
     """sp-timm's per-attack calls are the loop run_standard_evaluation runs itself: same points flipped, same
     classes."""
@@ -241,7 +335,7 @@ def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path,
     out = tmp_path / 'eval'
     code = cli_main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '24', '--batch-size', '12',
                      '--min-pert-examples', '8', '--fab-iters', '5', '--out', str(out), '--no-progress',
-                     '--model-name', 'Me2026SP_SmallCNN'])
+                     '--model-name', 'Me2026SP_SmallCNN', '--preview'])
     assert code == 0
     report = json.loads((out / 'report.json').read_text())
     assert report['protocol']['dataset'] == 'digits-lt' and report['protocol']['eps'] == '8/255'
@@ -250,12 +344,23 @@ def test_eval_cli_writes_robustbench_json_report_and_plots(checkpoint, tmp_path,
     assert report['clean_ci'][0] <= report['clean_acc'] <= report['clean_ci'][1]
     accs = [s['acc'] for s in report['stages']]
     assert [s['stage'] for s in report['stages']] == ['clean', *STANDARD_ATTACKS] and accs == sorted(accs, reverse=True)
-    entry = json.loads((out / 'model_info' / 'digits-lt' / 'Linf' / 'Me2026SP_SmallCNN.json').read_text())
+    # long-tailed: no RobustBench entry (it has no such board); RobustBench's format plus the long-tail numbers
+    assert not (out / 'model_info').exists() and 'long-tail' in report['leaderboard_note']
+    longtail = json.loads((out / 'longtail_info' / 'digits-lt' / 'Linf' / 'Me2026SP_SmallCNN.json').read_text())
+    entry = longtail['entry']
     assert list(entry) == list(LEADERBOARD_FIELDS)
     assert all(isinstance(entry[k], t) for k, t in LEADERBOARD_FIELDS.items())
     assert entry['eps'] == '8/255' and entry['clean_acc'] == f"{report['clean_acc']:.2f}"
     assert entry['autoattack_acc'] == f"{report['robust_acc']:.2f}" and entry['unreliable'] == report['unreliable']
-    assert entry['name'] == 'Stationary Point Losses for Robust Model' and entry['architecture'] == 'SmallCNN'
+    assert entry['name'].startswith('TO FILL IN') and entry['architecture'] == 'SmallCNN'
+    assert 'Preview: the first 24 digits-lt test images' in entry['footnote']
+    counts = [c['train_count'] for c in report['per_class']]
+    assert longtail['train_class_counts'] == counts
+    assert longtail['imbalance_ratio'] == round(max(counts) / min(counts), 4)
+    assert longtail['balanced_autoattack_acc'] == f"{report['balanced_robust_acc']:.2f}"
+    assert set(longtail['groups']) == set(report['groups']) == {'many', 'medium', 'few'}
+    assert all(g['autoattack_acc'] == f"{report['groups'][name]['robust_acc']:.2f}"
+               for name, g in longtail['groups'].items())
     # long-tailed: per-class rows carry the training counts and groups, and group means exist
     counts = [c['train_count'] for c in report['per_class']]
     assert (counts == json.loads((checkpoint / 'run.json').read_text())['train_class_counts']

@@ -16,8 +16,8 @@ import sp_timm  # noqa: F401  (registers the models)
 from sp_timm.checkpoint import load_state_dict_safely, weights_sha256
 from sp_timm.cli.train import parse_train_args
 from sp_timm.errors import CheckpointError, HubError
-from sp_timm.export.card import render_model_card
-from sp_timm.export.hub import export_model, push_folder
+from sp_timm.export.card import dataset_info, plain_timm_architecture, render_model_card
+from sp_timm.export.hub import export_model, public_record, push_folder
 from sp_timm.model_source import create_model_from_checkpoint, load_model, run_model_info
 from sp_timm.models import CIFAR_MODELS
 from sp_timm.records import (AuditSummary, ClassResult, EvalReport, LeaderboardEntry, StageAccuracy,
@@ -101,7 +101,8 @@ def test_export_then_local_dir_gives_identical_logits(checkpoint, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     via_sp_timm, exported = load_model(f'local-dir:{out}')
-    assert exported.run.loss_params == {'pstar': 0.85} and exported.run == info.run and exported.weights == 'raw'
+    assert exported.run.loss_params == {'pstar': 0.85} and exported.weights == 'raw'
+    assert exported.run == public_record(info.run) and exported.run.config.output == '<local path>/run'
     with torch.no_grad():
         assert torch.equal(via_sp_timm(x), model(x))
 
@@ -298,9 +299,9 @@ def test_model_index_is_complete_with_audit_paper_and_license(checkpoint, tmp_pa
     assert meta['license'] == 'mit'
     results = meta['model-index'][0]['results']
     assert results
-    for result in results:
-        assert result['dataset']['config'] == 'digits-lt-exp-r10'
-        assert result['dataset']['args'] == {'imbalance_ratio': 10.0, 'imbalance_profile': 'exp'}
+    for result in results:  # the balanced test split of digits (not on the Hub: no config), the imbalance in words
+        assert result['dataset']['type'] == 'digits' and 'config' not in result['dataset']
+        assert 'args' not in result['dataset'] and 'ratio-10 exp-profile long-tailed' in result['dataset']['name']
         for metric in result['metrics']:
             assert {'n_examples', 'threat_model', 'eps', 'audited'} <= set(metric['args'])
     metrics = {m['name']: m for r in results for m in r['metrics']}
@@ -335,8 +336,10 @@ def test_committed_cards_reproduce_their_runs(record_path):
     if args.get('adv', 'none') == 'none':
         assert '--adv' not in card
     meta = yaml.safe_load(card.split('---\n', 2)[1])
+    dataset = dataset_info(args['dataset'])
     for result in meta['model-index'][0]['results']:
-        assert result['dataset'].get('config')
+        assert result['dataset']['type'] == (dataset.hub_id or dataset.base) and 'args' not in result['dataset']
+        assert result['dataset'].get('config') == dataset.hub_config
         assert all({'n_examples', 'threat_model', 'eps'} <= set(m.get('args', {})) for m in result['metrics'])
 
 
@@ -427,3 +430,138 @@ def test_export_of_a_cifar_network_keeps_its_own_pretrained_cfg(run, tmp_path):
     cfg = json.loads((out / 'config.json').read_text())['pretrained_cfg']
     reference = timm.create_model('small_cnn_cifar').pretrained_cfg
     assert cfg['input_size'] == list(reference['input_size']) and cfg['license'] == reference['license']
+
+
+# --- what a Hub folder publishes: no local path, how to install and load, the datasets, only measured claims ---------
+
+def _text_files(folder: Path) -> dict:
+    texts = {}
+    for path in sorted(p for p in folder.rglob('*') if p.is_file()):
+        try:
+            texts[path.relative_to(folder).as_posix()] = path.read_text(encoding='utf-8')
+        except UnicodeDecodeError:  # model.safetensors
+            continue
+    return texts
+
+
+def test_export_names_no_path_of_the_machine(checkpoint, plain_run, plain_report, tmp_path, tmp_path_factory):
+    """sp_timm.json, eval/<threat>.json, the leaderboard JSON, train_args.yaml and the card of a real evaluation's
+    export, and of one whose report names local paths everywhere it can, hold no path of this machine."""
+    model, info = create_model_from_checkpoint(checkpoint)
+    audit = AuditSummary(config={}, attacked_points=3, attacks=[], skipped={}, autoattack_acc=12.5, robust_acc=10.0,
+                         robust_ci=[3.5, 25.0], drop=2.5, broke_beyond_aa=1, threshold=1.0, checks={},
+                         unreliable=False, reasons=[], surrogate=f'{plain_run / "last"} (raw weights)')
+    report = fake_report(info, weights_sha256(model), audit=audit)
+    report = replace(report, protocol=replace(report.protocol, data_source=f'{tmp_path / "data"} [first 32 images]'),
+                     model=replace(report.model, source=str(checkpoint)),
+                     warnings=[f"APGD-T on '{checkpoint}': the gradient vanished at {os.getcwd()}/x"])
+    report_path = tmp_path / 'report.json'
+    report_path.write_text(json.dumps(to_json(report)))
+    exports = [export_model(str(checkpoint), tmp_path / 'export', reports=[report_path]),
+               export_model(str(plain_run / 'last'), tmp_path / 'plain', reports=[plain_report])]
+    local = {str(tmp_path_factory.getbasetemp()), str(tmp_path_factory.getbasetemp().resolve()), os.getcwd(),
+             str(Path.cwd().resolve())}
+    for out in exports:
+        texts = _text_files(out)
+        assert {'sp_timm.json', 'eval/Linf.json', 'README.md', 'train_args.yaml'} <= set(texts)
+        assert not [(name, path) for name, text in texts.items() for path in local if path in text]
+    exported = json.loads((exports[0] / 'eval' / 'Linf.json').read_text())
+    assert exported['model']['source'] == '<local path>/best'
+    assert exported['protocol']['data_source'] == '<local path>/data [first 32 images]'
+    assert exported['audit']['surrogate'] == '<local path>/last (raw weights)'
+    assert exported['warnings'] == ["APGD-T on '<local path>/best': the gradient vanished at <local path>/x"]
+    _, reloaded = load_model(f'local-dir:{exports[1]}')  # the record still reads back
+    assert reloaded.run.config.output == '<local path>/run' and reloaded.run.loss == 'ce'
+
+
+def test_public_record_keeps_the_names_not_the_paths():
+    """The run's folders (relative ones too) and a local data source keep their last component, so the card still
+    asks for --data-dir; sources that name no local path (the Hub, scikit-learn) stay as they are."""
+    from sp_timm.records import FlagChange
+    run = replace(minimal_run(data_dir='/home/alice/data/cifar10', output='runs/wrn',
+                              resume='/home/alice/runs/wrn/last', config='/home/alice/recipes/sp.yaml'),
+                  data_source='/home/alice/data/cifar10 [minus 5000 validation images]',
+                  args_history=[FlagChange(until_epoch=3, args={'data_dir': 'data/cifar10', 'lr': 0.1})])
+    public = public_record(run)
+    text = json.dumps(to_json(public))
+    assert 'alice' not in text and 'runs/wrn' not in text and 'data/cifar10' not in text
+    config = public.config
+    assert (config.data_dir, config.output, config.resume, config.config) == (
+        '<local path>/cifar10', '<local path>/wrn', '<local path>/last', '<local path>/sp.yaml')
+    assert public.data_source == '<local path>/cifar10 [minus 5000 validation images]'
+    assert public.args_history[0].args == {'data_dir': '<local path>/cifar10', 'lr': 0.1}
+    assert '--data-dir /path/to/digits' in render_model_card(run_model_info(public, 'x', 'raw'))
+    for source in ('uoft-cs/cifar10 [minus 5000 validation images]', 'sklearn.datasets.load_digits'):
+        assert public_record(replace(run, data_source=source)).data_source == source
+    assert public_record(public) == public
+
+
+def _usage(card: str) -> str:
+    return card.split('## How to use\n', 1)[1].split('\n## ', 1)[0]
+
+
+def test_card_says_how_to_install_and_which_architectures_need_sp_timm(checkpoint, plain_run):
+    """"How to use" starts with pip install sp-timm; a CIFAR architecture needs `import sp_timm` (plain timm fails with
+    the error the card quotes), a timm architecture loads with plain timm."""
+    _, cifar = create_model_from_checkpoint(checkpoint)
+    _, plain = create_model_from_checkpoint(plain_run / 'last')
+    assert [plain_timm_architecture(a) for a in (*CIFAR_MODELS, 'resnet18', 'resnet18.a1_in1k', 'no_such_net', None)
+            ] == [False] * len(CIFAR_MODELS) + [True, True, False, False]
+    usage = _usage(render_model_card(cifar, repo_id='me/sp-digits'))
+    assert usage.lstrip().startswith('```bash\npip install sp-timm\n```')
+    assert '`import sp_timm` registers' in usage and 'Unknown model (resnet20_cifar)' in usage
+    assert 'plain timm' in usage.lower() and '`resnet18`' in usage
+    plain_usage = _usage(render_model_card(plain, repo_id='me/plain'))
+    assert plain_usage.lstrip().startswith('```bash\npip install sp-timm\n```')
+    assert "`resnet18` is one of timm's own architectures: plain timm" in plain_usage
+    assert 'Unknown model' not in plain_usage
+    result = subprocess.run([sys.executable, '-c', "import timm; timm.create_model('resnet20_cifar')"],
+                            capture_output=True, text=True)  # the error the card quotes, without sp_timm
+    assert result.returncode != 0 and 'Unknown model (resnet20_cifar)' in result.stderr
+
+
+@pytest.mark.parametrize('dataset, hub_id', [('cifar10-lt', 'uoft-cs/cifar10'), ('cifar100', 'uoft-cs/cifar100')])
+def test_card_names_the_hub_dataset_and_the_balanced_test_split(dataset, hub_id):
+    """The model-index names the Hub dataset and its load_dataset config; a long-tailed run's evaluation is on the
+    balanced test split, so the imbalance goes in the dataset's name and the card's text, not in its args."""
+    base = minimal_run(imbalance_ratio=100)
+    run = replace(base, dataset=dataset, config=replace(base.config, dataset=dataset))
+    info = run_model_info(run, 'x', 'raw')
+    card = render_model_card(info, [fake_report(info, dataset=dataset)])
+    _, front, body = card.split('---\n', 2)
+    meta = yaml.safe_load(front)
+    assert meta['datasets'] == [hub_id]
+    name = ('CIFAR-10 (test split; model trained on the ratio-100 exp-profile long-tailed train split)'
+            if dataset.endswith('-lt') else 'CIFAR-100')
+    for result in meta['model-index'][0]['results']:
+        ds = result['dataset']
+        assert (ds['type'], ds['config'], ds['split'], ds['name']) == (hub_id, 'plain_text', 'test', name)
+        assert 'args' not in ds
+    if dataset.endswith('-lt'):
+        assert 'the long-tailed training split of CIFAR-10 (imbalance ratio 100, exp profile)' in body
+        assert 'images of the balanced test split' in body
+
+
+@pytest.mark.parametrize('loss', ['ce', 'sp_ls'])
+def test_card_cites_the_sp_paper_only_for_sp_models_and_claims_only_measurements(loss):
+    card = render_model_card(run_model_info(minimal_run(loss), 'x', 'raw'))
+    _, front, body = card.split('---\n', 2)
+    sp = loss != 'ce'
+    assert ('sp-loss' in yaml.safe_load(front)['tags']) == sp
+    assert ('2302.09575' in card) == sp and ('Paper (the SP losses):' in body) == sp and ('@misc' in body) == sp
+    assert ('baseline (not an SP loss) trained with sp-timm for comparison' in body) == (not sp)
+    assert ('stationary point on the correct classification side' in body) == sp
+    assert 'middle between classes' not in card and 'sharpening' not in card  # the paper's claim, not measured here
+
+
+def test_card_says_when_an_evaluation_is_a_preview_of_local_data():
+    """An evaluation of fewer points than the whole test split (sp-timm eval --preview) is no leaderboard result,
+    and data read from --data-dir is a local copy: the card says both, as the entry's footnote and the issue do."""
+    info = run_model_info(minimal_run('sp_ls'), 'x', 'raw')
+    report = fake_report(info, dataset='cifar10')
+    card = render_model_card(info, [report])
+    assert 'A preview' not in card and 'local copy of the test' not in card  # not recorded (older report): no claim
+    preview = replace(report, protocol=replace(report.protocol, full_test_split=False, local_data=True))
+    card = render_model_card(info, [preview])
+    assert 'on the first 32 test images (read from a local copy of the test split)' in card
+    assert '**A preview**: not the whole test split, so not a leaderboard result.' in card

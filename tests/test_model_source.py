@@ -1,6 +1,7 @@
 """ Where a model comes from (sp_timm.model_source): local-dir: loads exactly the verified safetensors, model
 arguments read from files name no file and are checked, pickles never run. """
 import json
+import re
 import shutil
 from pathlib import Path
 import pytest
@@ -71,9 +72,10 @@ def test_model_args_from_files_are_checked(run, tmp_path, model_args, message):
     ('no_such_architecture_v9', 'is not a registered timm architecture')])
 def test_an_untrusted_config_names_only_registered_architectures(run, tmp_path, architecture, message, monkeypatch):
     """A config.json naming another model to load (a Hub repo: timm would look it up online) is refused before
-    timm.create_model is called."""
+    timm.create_model is called (a plain timm folder: in an sp-timm export, sp_timm.json would disagree first)."""
     import timm
     export = export_model(str(run / 'last'), tmp_path / 'export')
+    (export / 'sp_timm.json').unlink()
     config = json.loads((export / 'config.json').read_text())
     (export / 'config.json').write_text(json.dumps(dict(config, architecture=architecture)))
     created = []
@@ -114,3 +116,52 @@ def test_an_export_changed_after_it_was_written_is_refused(run, tmp_path, tamper
     (export / '.sp-timm-export.json').unlink()
     (export / 'sp_timm.json').unlink()  # the documented way to load it as a plain timm folder
     assert load_model(f'local-dir:{export}')[1].run is None
+
+
+def _edit_record_with_its_hash(checkpoint: Path, **fields) -> None:
+    """What an attacker or a careless script does: edit run.json and recompute its SHA-256 in state.json."""
+    record = json.loads((checkpoint / 'run.json').read_text())
+    (checkpoint / 'run.json').write_text(json.dumps(dict(record, **fields)))
+    state = json.loads((checkpoint / 'state.json').read_text())
+    state['sha256']['run.json'] = sha256_file(checkpoint / 'run.json')
+    (checkpoint / 'state.json').write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'loss': 'nope'}, "names a loss sp-timm cannot rebuild \\(Unknown loss 'nope'"),
+    ({'loss_params': {'zzz': 1}}, "'sp_ls' got unknown parameter"),
+    ({'loss': 'ce', 'loss_params': {'pstar': 0.9}}, "timm's loss 'ce' takes no recorded parameters"),
+    ({'classes': ['a', 'b']}, 'classes names 2 classes, num_classes is 10'),
+    ({'num_classes': '10'}, "num_classes: expected a whole number, got str '10'"),
+])
+def test_an_edited_run_record_fails_on_the_command_line_before_any_work(run, tmp_path, fields, message, capsys):
+    """sp-timm eval of a checkpoint whose run.json breaks its rules (hash recomputed, so only the content can tell):
+    one line naming the field, exit status 2, no evaluation folder started."""
+    from sp_timm.cli import main
+    checkpoint = tmp_path / 'ckpt'
+    shutil.copytree(run / 'last', checkpoint)
+    _edit_record_with_its_hash(checkpoint, **fields)
+    capsys.readouterr()
+    status = main(['eval', '--checkpoint', str(checkpoint), '--n-examples', '8', '--out', str(tmp_path / 'ev'),
+                   '--no-progress'])
+    err = capsys.readouterr().err
+    assert status == 2 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not (tmp_path / 'ev').exists()
+
+
+def test_an_export_folder_whose_files_disagree_is_refused(run, tmp_path):
+    """config.json builds the model, sp_timm.json describes it: when they disagree (or a plain folder's label names
+    do not match its class count) the folder is refused before the model is built."""
+    export = export_model(str(run / 'last'), tmp_path / 'export')
+    (export / '.sp-timm-export.json').unlink()  # without the marker only the contents can tell
+    record = json.loads((export / 'sp_timm.json').read_text())
+    record['run']['model'] = 'resnet18'
+    (export / 'sp_timm.json').write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="config.json builds 'small_cnn_cifar' with 10 classes, but sp_timm.json"):
+        load_model(f'local-dir:{export}')
+    (export / 'sp_timm.json').unlink()
+    config = json.loads((export / 'config.json').read_text())
+    (export / 'config.json').write_text(json.dumps(dict(config, label_names=['only', 'three', 'names'])))
+    with pytest.raises(CheckpointError, match='label_names must be a list of 10 strings'):
+        load_model(f'local-dir:{export}')

@@ -84,12 +84,50 @@ def test_cdf_labels_eps_in_x_over_255_and_marks_where_it_stops(close_figures):
             and l2.get_xlabel() == 'L2 minimal perturbation (FAB)')
     assert max(_numbers(_tick_texts(fig, linf))) >= 5
     labels = [t.get_text() for t in linf.get_legend().get_texts()]
-    assert 'ce (median 1/255)' in labels and 'AutoAttack eps 2/255' in labels  # lower median: 1/255
+    assert 'ce (median 1/255, 25% at 0)' in labels and 'AutoAttack eps 2/255' in labels  # lower median: 1/255
+    assert 'sp (median 3/255, 25% never flipped)' in labels
     eps_line = next(line for line in linf.get_lines() if line.get_label() == 'AutoAttack eps 2/255')
     assert list(eps_line.get_xdata()) == pytest.approx([2.0, 2.0])
     assert any('stops at 75%' in t.get_text() for t in linf.texts)
     assert 'Linf eps 2/255' in fig._suptitle.get_text()
     assert _legend_outside(fig, linf)
+
+
+def test_cdf_explains_where_it_starts_and_stops(close_figures):
+    """A curve starting above 0 (misclassified points: perturbation 0) or stopping below 100% (points FAB never
+    flipped: infinite) is explained in the legend; a curve doing neither needs no explanation."""
+    series = {'weak': {'Linf': torch.tensor([0.0] * 7 + [1.0]) / 255},
+              'sp': {'Linf': torch.tensor([1.0, 2.0, 3.0, float('inf')]) / 255}}
+    ax = min_perturbation_cdf_figure(series, context=CONTEXT).axes[0]
+    title = ax.get_legend().get_title().get_text()
+    assert 'misclassified without attack' in title and 'perturbation 0' in title
+    assert 'FAB found no perturbation' in title and 'infinite' in title
+    weak = next(line for line in ax.get_lines() if line.get_label().startswith('weak'))
+    assert weak.get_label() == 'weak (median 0/255, 88% at 0)'
+    assert weak.get_drawstyle() == 'steps-post' and max(weak.get_ydata()) == 1.0
+    assert list(weak.get_ydata()).count(0.875) == 1  # the step at 0: 7 of 8 points
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == '100%'
+    plain = min_perturbation_cdf_figure({'m': {'Linf': torch.tensor([1.0, 2.0]) / 255}}).axes[0]
+    assert plain.get_legend().get_title().get_text() == ''
+
+
+def test_cdf_is_axes_ecdf_and_the_fallback_draws_the_same_steps(close_figures, monkeypatch):
+    from matplotlib.axes import Axes
+    from sp_timm.eval.plots import _ecdf, pyplot
+    values = [0.0, 0.0, 3.0, 1.0, float('inf')]
+    calls = []
+    if hasattr(Axes, 'ecdf'):
+        ecdf = Axes.ecdf
+        monkeypatch.setattr(Axes, 'ecdf', lambda self, *a, **k: calls.append(a) or ecdf(self, *a, **k), raising=True)
+        min_perturbation_cdf_figure({'m': {'L2': torch.tensor(values)}})
+        assert len(calls) == 1  # matplotlib >= 3.8: Axes.ecdf draws the curve
+    line = _ecdf(pyplot().subplots()[1], values)
+    monkeypatch.delattr(Axes, 'ecdf', raising=False)
+    by_hand = _ecdf(pyplot().subplots()[1], values)
+    assert by_hand.get_drawstyle() == line.get_drawstyle() == 'steps-post'
+    assert list(by_hand.get_xdata()) == list(line.get_xdata()) == [0.0, 0.0, 0.0, 1.0, 3.0, float('inf')]
+    assert list(by_hand.get_ydata()) == pytest.approx(list(line.get_ydata()))
+    assert list(line.get_ydata()) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
 def test_per_class_bars_carry_test_counts_and_tell_zero_from_missing(close_figures):

@@ -90,3 +90,58 @@ def test_version_1_upgrade_keeps_what_older_runs_did():
     assert run.retired_flags == {'retired_flag': 3}
     assert run.earlier_reduction() == 'mean_i w_i l_i'
     assert read_run_record_json(dict(v1, args={}), 'run.json').config is None  # no flags recorded
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda d: d.update(classes=d['classes'][:3]), 'classes names 3 classes, num_classes is 10'),
+    (lambda d: d.update(num_classes=0, classes=[], model_args={}), 'num_classes must be >= 1'),
+    (lambda d: d.update(model_args={'num_classes': 7}), 'model_args.num_classes is 7, num_classes is 10'),
+    (lambda d: d.update(train_class_counts=[1, 2]), 'train_class_counts has 2 entries for 10 classes'),
+    (lambda d: d.update(split_class_counts=[-1] * 10), 'split_class_counts holds a negative count'),
+    (lambda d: d.update(class_groups={'few': [10]}), 'class_groups.few names a class outside 0..9'),
+    (lambda d: d.update(input_range=[1.0]), 'input_range must be [low, high]'),
+    (lambda d: d.update(input_range=[0.0, float('inf')]), 'input_range must be a finite number'),
+    (lambda d: d.update(input_mean=[0.5], input_std=[0.0]), 'input_std must be >= 1e-12'),
+    (lambda d: d.update(input_mean=[0.5, 0.5, 0.5], input_std=[0.2]), 'input_mean and input_std must both be'),
+    (lambda d: d.update(num_processes=0), 'num_processes and global_batch_size must be >= 1'),
+])
+def test_a_run_record_breaking_its_own_rules_is_one_error(edit, message):
+    """Right JSON types, wrong content (what an edited or foreign record holds): refused when read, before any work."""
+    data = json.loads(json.dumps(to_json(minimal_run())))
+    edit(data)
+    with pytest.raises(RecordError) as err:
+        read_run_record_json(data, 'run.json')
+    assert message in str(err.value) and '\n' not in str(err.value)
+
+
+def test_an_export_record_names_which_weights():
+    with pytest.raises(RecordError, match="weights must be 'ema' or 'raw', got 'best'"):
+        read_export_record_json({'schema_version': EXPORT_RECORD_VERSION, 'weights': 'best', 'run': None}, 'x.json')
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda d: d.update(clean_acc='ninety'), "clean_acc: expected a number, got str 'ninety'"),
+    (lambda d: d.update(clean_acc=1e309), 'clean_acc must be a percentage in [0, 100], got inf'),
+    (lambda d: d.update(robust_acc=-5), 'robust_acc must be a percentage in [0, 100], got -5'),
+    (lambda d: d.update(robust_ci=[0.0, 101.0]), 'robust_ci must be a percentage'),
+    (lambda d: d.update(n_points=-1), 'n_points must be >= 0'),
+    (lambda d: d.update(seconds=float('nan')), 'seconds must be a finite number'),
+    (lambda d: d['stages'][0].update(acc=150.0), 'stages[0]: acc must be a percentage'),
+    (lambda d: d['per_class'][0].update(clean_acc=-1.0), 'per_class[0]: clean_acc must be a percentage'),
+    (lambda d: d['protocol'].update(eps_value=-0.1), 'eps_value must be >= 0'),
+    (lambda d: d['leaderboard'].update(clean_acc='ninety'), 'leaderboard: clean_acc must be a percentage'),
+    (lambda d: d['leaderboard'].update(autoattack_acc='NaN'), 'leaderboard: autoattack_acc must be a percentage'),
+])
+def test_a_report_breaking_its_own_rules_is_one_error(edit, message):
+    """A report with impossible numbers (an accuracy of "ninety", 1e309 (inf in JSON) or -5) is refused when read: an
+    export or a RobustBench bundle never carries it."""
+    data = json.loads(REPORTS[0].read_text())
+    data.setdefault('leaderboard', {'link': '', 'name': 'x', 'authors': '', 'additional_data': False,
+                                    'number_forward_passes': 1, 'dataset': 'cifar10', 'venue': '',
+                                    'architecture': 'x', 'eps': '8/255', 'clean_acc': '90.00', 'reported': '',
+                                    'autoattack_acc': '50.00', 'footnote': None, 'unreliable': False})
+    read_report_json(json.loads(json.dumps(data)), 'report.json')  # as committed: valid
+    edit(data)
+    with pytest.raises(RecordError) as err:
+        read_report_json(json.loads(json.dumps(data)), 'report.json')
+    assert message in str(err.value) and '\n' not in str(err.value)

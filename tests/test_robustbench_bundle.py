@@ -80,11 +80,13 @@ def _export(checkpoint, out, *reports, extra=()):
 def test_bundle_holds_the_submission(preact, tmp_path):
     checkpoint, linf, l2 = preact
     out = tmp_path / 'submission'
-    assert _export(checkpoint, out, linf, l2, extra=['--authors', AUTHORS, '--license', 'mit',
+    assert _export(checkpoint, out, linf, l2, extra=['--authors', AUTHORS, '--license', 'mit', '--reported',
+                                                      'Linf=40.1', '--reported', 'L2=55', '--preview',
                                                       '--checkpoint-url', 'https://example.org/w.pt']) == 0
-    for tm in ('Linf', 'L2'):
+    for tm, reported in (('Linf', '40.10'), ('L2', '55.00')):
         entry = json.loads((out / 'model_info' / 'cifar10' / tm / f'{NAME}.json').read_text())
         assert entry['authors'] == AUTHORS and entry['dataset'] == 'cifar10' and entry['autoattack_acc'] == '35.00'
+        assert entry['reported'] == reported and 'Preview: the first 20 test images' in entry['footnote']
         assert (out / f'autoattack-{tm}.log').read_text() == f'AutoAttack log of the {tm} evaluation\n'
         state = torch.load(out / 'models' / 'cifar10' / tm / f'{NAME}.pt', weights_only=True)
     model, _ = create_model_from_checkpoint(checkpoint)
@@ -101,15 +103,22 @@ def test_bundle_holds_the_submission(preact, tmp_path):
     assert "LINF_ENTRY = ('Lovelace2023Stationary_PreActResNet-18'" in source and 'L2_ENTRY' in source
     issue = (out / ISSUE_FILE).read_text()
     for line in ('- **Paper Title**: Stationary Point Losses for Robust Model', f'- **Paper authors**: {AUTHORS}',
-                 '- **Threat Model**: Linf', '- **eps**: 8/255', '- **Threat Model**: L2', '- **eps**: 0.5',
-                 '- **Clean accuracy**: 60.00%', '- **Robust accuracy**: 35.00%', '- **Additional data**: false',
-                 'checkpoint https://example.org/w.pt', '- [x] I agree to release my model(s) under MIT license'):
+                 '- **Dataset**: cifar10', '- **Threat Model**: Linf', '- **eps**: 8/255', '- **Threat Model**: L2',
+                 '- **eps**: 0.5', '- **Clean accuracy**: 60.00%',
+                 '- **Robust accuracy**: 35.00% (the paper reports 40.10%)', '- **Additional data**: false',
+                 'checkpoint https://example.org/w.pt', '- [x] I agree to release my model(s) under MIT license',
+                 '- [x] I want to add my models to the Model Zoo'):
         assert line in issue
-    assert 'not the 10,000' in issue and 'pyautoattack 0.2.0' in issue  # 20 points: the issue says so
-    # an earlier submission folder is replaced; a custom licence is not ticked as MIT
-    assert _export(checkpoint, out, linf, extra=['--model-name', 'Me2026Mine_PRN18', '--authors', AUTHORS]) == 0
+    assert 'PREVIEW: 20 points, not the 10,000' in issue  # the issue says so
+    assert 'pyautoattack 0.2.0' in issue and "RobustBench's benchmark() uses AutoAttack from the git commit" in issue
+    # an earlier submission folder is replaced; a custom licence is not ticked as MIT; a private submission
+    assert _export(checkpoint, out, linf, extra=['--model-name', 'Me2026Mine_PRN18', '--authors', AUTHORS,
+                                                 '--reported', '40', '--preview', '--no-model-zoo', '--hub-repo',
+                                                 'lovelace/prn18-sp']) == 0
     assert sorted(p.name for p in (out / 'model_info' / 'cifar10').iterdir()) == ['Linf']
-    assert '- [ ] I agree' in (out / ISSUE_FILE).read_text() and 'apache-2.0' in (out / ISSUE_FILE).read_text()
+    issue = (out / ISSUE_FILE).read_text()
+    assert '- [ ] I agree' in issue and 'apache-2.0' in issue and '- [ ] I want to add my models' in issue
+    assert "the model's Hub export hf-hub:lovelace/prn18-sp" in issue
     assert (out / 'models' / 'cifar10' / 'Linf' / 'Me2026Mine_PRN18.pt').is_file()
 
 
@@ -128,14 +137,19 @@ def test_wide_resnet_keys_and_zoo_class():
     ('no_eval', 'needs the evaluation to submit'),
     ('no_log', 'no autoattack.log beside'),
     ('digits', "RobustBench's leaderboards are cifar10, cifar100"),
-    ('no_authors', "missing: the first author's surname (--authors)"),
+    ('no_authors', "still says 'TO FILL IN' for authors: a RobustBench row names the paper that proposes this model"),
+    ('no_reported', "the robust accuracy the paper reports is missing for Linf"),
+    ('bad_reported', "--reported 'ninety'"),
+    ('preview', 'evaluated 20 cifar10 test images, not the whole test split (10,000)'),
+    ('long_tail', 'RobustBench has no long-tail leaderboard'),
+    ('placeholder_paper', "still says 'TO FILL IN' for link, name, venue"),
     ('two_linf', 'are both Linf evaluations'),
     ('quoted_name', "holds letters, digits, '_', '-' and '.' only"),
     ('superscript_name', "holds letters, digits, '_', '-' and '.' only"),
 ])
 def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     checkpoint, linf, _ = preact
-    reports, extra = [linf], ['--authors', AUTHORS]
+    reports, extra = [linf], ['--authors', AUTHORS, '--reported', '40', '--preview']
     if case == 'small_cnn':
         checkpoint = _checkpoint(tmp_path, 'small_cnn_cifar')
         reports = [_report(checkpoint, tmp_path / 'eval')]
@@ -146,7 +160,23 @@ def test_bundle_errors_write_nothing(preact, tmp_path, capsys, case, message):
     elif case == 'digits':
         reports = [_report(checkpoint, tmp_path / 'eval', dataset='digits')]
     elif case == 'no_authors':
-        extra = []
+        extra = extra[2:]
+    elif case == 'no_reported':
+        extra = ['--authors', AUTHORS, '--preview']
+    elif case == 'bad_reported':
+        extra = ['--authors', AUTHORS, '--preview', '--reported', 'ninety']
+    elif case == 'preview':
+        extra = extra[:-1]
+    elif case == 'long_tail':
+        reports = [_report(checkpoint, tmp_path / 'eval', dataset='cifar10-lt')]
+    elif case == 'placeholder_paper':  # the submitter's paper is not defaulted from the loss the model used
+        report = json.loads(linf.read_text())
+        for key in ('name', 'link', 'venue'):
+            report['leaderboard'][key] = f'TO FILL IN: {key}'
+        (tmp_path / 'eval').mkdir()
+        (tmp_path / 'eval' / 'report.json').write_text(json.dumps(report))
+        (tmp_path / 'eval' / 'autoattack.log').write_text('log')
+        reports = [tmp_path / 'eval' / 'report.json']
     elif case == 'two_linf':
         reports = [linf, _report(checkpoint, tmp_path / 'eval-again')]
     elif case == 'quoted_name':  # would end the string literal in model_zoo_entry.py
@@ -167,12 +197,13 @@ def test_an_export_that_fails_or_finds_new_files_while_built_changes_nothing(pre
     import sp_timm.export.folder as folder
     from sp_timm.errors import CheckpointError
     from sp_timm.export.hub import export_model
-    from sp_timm.export.robustbench import export_robustbench
+    from sp_timm.export.robustbench import Submission, export_robustbench
     checkpoint, linf, _ = preact
 
     def export(out):
         if bundle:
-            return export_robustbench(str(checkpoint), out, [linf], model_name=NAME, authors=AUTHORS)
+            return export_robustbench(str(checkpoint), out, [linf], Submission(model_name=NAME, authors=AUTHORS,
+                                                                               reported=('40',), preview=True))
         return export_model(str(checkpoint), out, [linf])
 
     out = export(tmp_path / 'export')
@@ -272,7 +303,7 @@ def test_bundle_loads_in_robustbench_with_the_same_logits(preact, tmp_path):
     import dataclasses
     checkpoint, linf, _ = preact
     out = tmp_path / 'submission'
-    assert _export(checkpoint, out, linf, extra=['--authors', AUTHORS]) == 0
+    assert _export(checkpoint, out, linf, extra=['--authors', AUTHORS, '--reported', '40', '--preview']) == 0
     theirs = _robustbench_load(out, NAME)
     ours, _ = create_model_from_checkpoint(checkpoint)
     assert isinstance(theirs, PreActResNet) and not theirs.training
@@ -305,10 +336,24 @@ def test_wide_resnet_state_dict_loads_in_robustbench_wide_resnet():
     assert a.shape == (6, 7) and torch.allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+# RobustBench's "New Model" issue template: every field line a maintainer reads, in its order
+NEW_MODEL_TEMPLATE_LINES = ('# Paper Information', '- **Paper Title**:', '- **Paper URL**:', '- **Paper authors**:',
+                            '# Leaderboard Claim(s)', '## Model 1', '- **Architecture**:', '- **Threat Model**:',
+                            '- **eps**:', '- **Clean accuracy**:', '- **Robust accuracy**:', '- **Additional data**:',
+                            '- **Evaluation method**:', '- **Checkpoint and code**:', '# Model Zoo:',
+                            'I want to add my models to the Model Zoo (check if true)',
+                            'I use an architecture that is **not** included among those',
+                            'I agree to release my model(s) under MIT license (check if true) **OR**',
+                            'I want my models to be released under a custom license, located here:')
+
+
 @pytest.mark.slow
 def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path):
     """The README's path, every step through the CLI: train a PreAct-18 on a tiny local CIFAR-10 (the Hub schema),
-    evaluate it, export the Hub folder, then the RobustBench bundle; nothing edited by hand in between."""
+    evaluate it, export the Hub folder, then the RobustBench bundle; nothing edited by hand in between. The entry is
+    checked field by field against RobustBench's model_info JSON (keys, order, types) and the issue against its
+    template; 4 points make it a preview, which the eval, the entry and the issue must all say."""
+    from sp_timm.records import LEADERBOARD_FIELDS
     from test_data import make_cifar_like
     data = tmp_path / 'cifar10'
     for split, ds in make_cifar_like((48, 8)).items():
@@ -319,22 +364,43 @@ def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path
                      '--epochs', '1', '--batch-size', '16', '--val-split', '16', '--no-aug', '--no-progress',
                      '--loss', 'sp_margin', '--clip-grad', '5', '--output', str(run)]) == 0
     evaluation = tmp_path / 'eval'
-    assert cli_main(['eval', '--checkpoint', str(run / 'last'), '--data-dir', str(data), '--n-examples', '4',
-                     '--batch-size', '4', '--min-pert-norms', 'Linf', '--min-pert-examples', '2', '--fab-iters', '2',
-                     '--out', str(evaluation), '--no-progress', '--authors', 'Ada Lovelace']) == 0
+    common = ['--checkpoint', str(run / 'last'), '--data-dir', str(data), '--n-examples', '4', '--batch-size', '4',
+              '--min-pert-norms', 'Linf', '--min-pert-examples', '2', '--fab-iters', '2', '--out', str(evaluation),
+              '--no-progress', '--authors', 'Ada Lovelace', '--paper-title', 'Stationary margins for robust nets',
+              '--link', 'https://example.org/paper', '--venue', 'ICML 2023']
+    assert cli_main(['eval', *common]) == 0
+    report = json.loads((evaluation / 'report.json').read_text())
+    assert 'leaderboard' not in report and 'whole test split' in report['leaderboard_note']  # 4 of 8 points
+    assert cli_main(['eval', *common, '--preview']) == 0  # reuses the saved chunks
+    report = json.loads((evaluation / 'report.json').read_text())
+    assert report['protocol']['full_test_split'] is False and report['protocol']['local_data'] is True
     assert cli_main(['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'),
                      '--out', str(tmp_path / 'hub')]) == 0
     assert (tmp_path / 'hub' / 'model.safetensors').is_file() and (tmp_path / 'hub' / 'README.md').is_file()
     bundle = tmp_path / 'submission'
-    assert cli_main(['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'),
-                     '--out', str(bundle), '--robustbench', '--year', '2023']) == 0
-    report = json.loads((evaluation / 'report.json').read_text())
+    submit = ['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'), '--out',
+              str(bundle), '--robustbench', '--reported', '41.5']
+    assert cli_main(submit) == 2 and not bundle.exists()  # a preview is refused without its flag
+    assert cli_main(submit + ['--preview']) == 0
     entries = list((bundle / 'model_info' / 'cifar10' / 'Linf').glob('*.json'))
     assert [e.stem for e in entries] == ['Lovelace2023Stationary_PreActResNet-18']
     entry = json.loads(entries[0].read_text())
+    assert list(entry) == list(LEADERBOARD_FIELDS)  # RobustBench's keys in its order (no external: no audit)
+    for key, kind in LEADERBOARD_FIELDS.items():
+        assert isinstance(entry[key], kind), key
+    assert entry['name'] == 'Stationary margins for robust nets' and entry['link'] == 'https://example.org/paper'
+    assert entry['venue'] == 'ICML 2023' and entry['reported'] == '41.50' and entry['dataset'] == 'cifar10'
     assert (entry['clean_acc'] == f"{report['clean_acc']:.2f}"
             and entry['autoattack_acc'] == f"{report['robust_acc']:.2f}")
+    assert entry['footnote'].startswith('Trained with the SP loss sp_margin') and 'sp-timm' not in entry['footnote']
+    assert 'Preview: the first 4 cifar10 test images' in entry['footnote']
+    assert 'Evaluated on a local copy of the test split' in entry['footnote']
     weights = torch.load(bundle / 'models' / 'cifar10' / 'Linf' / f'{entries[0].stem}.pt', weights_only=True)
     assert 'mu' in weights and 'sigma' in weights
     assert (bundle / 'autoattack-Linf.log').read_text() == (evaluation / 'autoattack.log').read_text()
-    assert 'Lovelace2023Stationary_PreActResNet-18' in (bundle / 'new_model_issue.md').read_text()
+    issue = (bundle / 'new_model_issue.md').read_text()
+    assert issue.startswith('<!-- title: [New Model] Lovelace2023Stationary_PreActResNet-18 -->')
+    positions = [issue.find(line) for line in NEW_MODEL_TEMPLATE_LINES]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(NEW_MODEL_TEMPLATE_LINES, positions))
+    assert '- **Dataset**: cifar10' in issue and 'PREVIEW: 4 points' in issue and 'a local copy of the test split' in \
+        issue

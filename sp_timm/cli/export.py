@@ -29,7 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument('--model-name', default=None,
                     help='the submission name (default: <Author><Year><Word>_<Arch> from --authors, --year, '
                          "--title-word or the report's leaderboard entry, e.g. Gao2023Stationary_WRN-28-10)")
-    rb.add_argument('--authors', default=None, help="the paper's authors, first author first (default: the report's)")
+    rb.add_argument('--paper-title', default=None,
+                    help="the title of the paper that proposes this model (RobustBench's 'name'; default: the "
+                         "report's, given to sp-timm eval; required)")
+    rb.add_argument('--link', default=None, help="that paper's URL (default: the report's; required)")
+    rb.add_argument('--authors', default=None,
+                    help="the paper's authors, first author first (default: the report's; required)")
+    rb.add_argument('--venue', default=None, help="e.g. 'NeurIPS 2023' (default: the report's; required)")
+    rb.add_argument('--reported', action='append', default=[], metavar='[THREAT=]ACC',
+                    help="the robust accuracy (%%) the paper reports, RobustBench's 'reported' (required): ACC for one "
+                         "--eval, THREAT=ACC for each of several (Linf=53.4)")
+    rb.add_argument('--preview', action='store_true',
+                    help='accept evaluations of fewer points than the whole test split; the entries and the issue '
+                         'say it is a preview')
+    rb.add_argument('--no-model-zoo', action='store_true',
+                    help="a private submission: the leaderboard only, not RobustBench's model zoo (the issue's box "
+                         "unticked; the checkpoint goes to the maintainers by email)")
+    rb.add_argument('--hub-repo', default=None, metavar='ORG/NAME',
+                    help="the model's Hub export (sp-timm export --push --repo-id ORG/NAME): the checkpoint the issue "
+                         "points to (RobustBench loads timm-registered models from the Hub)")
     rb.add_argument('--year', type=int, default=None, help="the paper's year (default: from the report's venue)")
     rb.add_argument('--title-word', default=None, help="the name's word (default: the first word of the paper's title)")
     rb.add_argument('--checkpoint-url', default=None, help="where the .pt will be downloadable (default: 'TO FILL IN')")
@@ -44,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     import json
     if args.robustbench:
-        from ..export.robustbench import export_robustbench
-        out = export_robustbench(args.checkpoint, args.out, args.eval or (), model_name=args.model_name,
-                                 authors=args.authors, year=args.year, title_word=args.title_word,
-                                 checkpoint_url=args.checkpoint_url, code_url=args.code_url, license=args.license,
-                                 weights=args.weights)
+        from ..export.robustbench import Submission, export_robustbench
+        submission = Submission(
+            model_name=args.model_name, paper_title=args.paper_title, link=args.link, authors=args.authors,
+            venue=args.venue, year=args.year, title_word=args.title_word, reported=tuple(args.reported),
+            preview=args.preview, model_zoo=not args.no_model_zoo, hub_repo=args.hub_repo,
+            checkpoint_url=args.checkpoint_url, code_url=args.code_url, license=args.license, weights=args.weights)
+        out = export_robustbench(args.checkpoint, args.out, args.eval or (), submission)
         print(f"wrote the RobustBench submission of '{args.checkpoint}' to '{out}': "
               + ', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.'))))
         print(f"check it: robustbench.utils.load_model(NAME, model_dir='{out / 'models'}') after pasting the class of "

@@ -12,7 +12,8 @@ with the budget; no point broken by a black-box attack but by no white-box one; 
 at the clean points. Each attack and check is a stage of a chunk, saved as it finishes (``attacks.run_chunks``
 shares and resumes the chunks), so an interrupted audit resumes at the first unfinished stage. Every attack is
 seeded per call (``seed + 1``, so it does not replay AutoAttack's own random starts): a chunk's flags depend only
-on its points.
+on its points. The adversarial images of the points an audit attack broke are kept with the chunk (``ADV_KEYS``):
+the evidence ``external_bundle`` hands to a leaderboard.
 """
 import hashlib
 import json
@@ -30,11 +31,13 @@ from ..formatting import percent
 from ..records import AuditAttackRow, AuditSummary, RunRecord
 from ..threat.pgd import LossFn
 from .attacks import ROBUST, WHITE_BOX, StageReport
-from .audit_attacks import BLACK, AuditContext, AuditInputs, apgd, audit_attack, audit_attack_names, margin_loss
+from .audit_attacks import (BLACK, AuditContext, AuditInputs, apgd, audit_attack, audit_attack_names, correct,
+                            margin_loss)
 from .config import AUDIT_BUDGETS, AuditConfig
 from .stats import accuracy_ci
 
-__all__ = ['AuditPlan', 'FAB_MIN', 'CHECK_STAGES', 'POINT_KEYS', 'audit_chunk', 'audit_stages', 'audit_key',
+__all__ = ['AuditPlan', 'FAB_MIN', 'CHECK_STAGES', 'POINT_KEYS', 'ADV_KEYS', 'ADV_IMAGES', 'ADV_INDEX', 'ADV_ATTACK',
+           'ADV_KEPT', 'audit_chunk', 'audit_stages', 'audit_key',
            'audit_identity', 'audit_folder', 'loss_identity', 'check_surrogate', 'large_eps', 'run_audit', 'run_stage',
            'summarize_audit', 'training_loss_from_run', 'fab_robust_flags']
 
@@ -47,6 +50,11 @@ LARGE_EPS = 'large-eps-margin'
 CHECK_STAGES = (LARGE_EPS, 'grad-ce', 'grad-margin')
 CE_SATURATION_NOTE = 0.01  # a note when CE's input gradient vanishes at more than this fraction of clean points
 POINT_KEYS = ('points-attacked', 'points-clean')  # saved with a chunk's stages: the points they were run on
+# the adversarial images of the points the audit's attacks broke (each by the first attack that did), their point
+# indices, the attack (its position in audit_attack_names()); ADV_KEPT per chunk: False for a chunk audited before
+# sp-timm kept images (its broken points have none)
+ADV_IMAGES, ADV_INDEX, ADV_ATTACK, ADV_KEPT = 'adv-images', 'adv-index', 'adv-attack', 'adv-kept'
+ADV_KEYS = (ADV_IMAGES, ADV_INDEX, ADV_ATTACK, ADV_KEPT)
 
 
 @dataclass(frozen=True)
@@ -195,14 +203,15 @@ def _input_grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
 
 
 def run_stage(stage: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: AuditContext) -> torch.Tensor:
-    """One stage on points ``x`` (all attacked): robust flags for an attack; for ``large-eps-margin`` the smallest
-    budget of ``large_eps_ladder`` at which APGD on the logit margin broke the point (inf: none did); input-gradient
-    norms for ``grad-ce`` / ``grad-margin``."""
+    """One stage on points ``x`` (all attacked): an attack's adversarial images (``AuditAttack.run``); for
+    ``large-eps-margin`` the smallest budget of ``large_eps_ladder`` at which APGD on the logit margin broke the point
+    (inf: none did); input-gradient norms for ``grad-ce`` / ``grad-margin``."""
     if stage == LARGE_EPS:
         broken_at = torch.full((len(x),), float('inf'))
         left = torch.arange(len(x))
         for budget in large_eps_ladder(context.eps, context.norm, context.config.large_eps_factor, x[0].numel()):
-            robust = apgd(model, x[left], y[left], context, margin_loss, eps=budget, restarts=1).cpu()
+            robust = correct(model, apgd(model, x[left], y[left], context, margin_loss, eps=budget, restarts=1),
+                             y[left]).cpu()
             broken_at[left[~robust]] = budget
             left = left[robust]
             if not len(left):
@@ -225,13 +234,18 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     not break it; for ``large-eps``, the same over the clean-correct points; the gradient norms over all points.
     With ``path``, saved after every stage with the points they attacked; a partial result there is continued,
     never recomputed -- unless AutoAttack's flags changed since (its chunk recomputed): then the audit starts over.
-    ``report`` hears of every attack that ran (the points it left robust)."""
+    ``report`` hears of every attack that ran (the points it left robust). The images of the points the attacks
+    broke are kept under ``ADV_KEYS`` (indices within the chunk)."""
     import time
     attacked = aa[WHITE_BOX].bool()
     points = dict(zip(POINT_KEYS, (attacked, aa['clean'].bool())))
     result = load_tensors(path)
     if any(key not in result or not torch.equal(result[key].bool(), value.cpu()) for key, value in points.items()):
         result = dict(points)  # stages of other points (or of a file that did not record them) would be misread
+    if ADV_INDEX not in result:  # a new chunk, or one audited before images were kept (its attacks' ones are lost)
+        result.update({ADV_IMAGES: images[:0].cpu().float(), ADV_INDEX: torch.zeros(0, dtype=torch.long),
+                       ADV_ATTACK: torch.zeros(0, dtype=torch.long),
+                       ADV_KEPT: torch.tensor([not any(stage in result for stage in stages)])})
     for stage in (*stages, *CHECK_STAGES):
         if stage in result:  # done before an interruption
             continue
@@ -244,13 +258,29 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
         began = time.perf_counter()
         for start in range(0, len(index), batch_size):
             part = index[start:start + batch_size]
-            flags = run_stage(stage, model, images[part].to(context.device), labels[part].to(context.device), context)
+            x, y = images[part].to(context.device), labels[part].to(context.device)
+            flags = run_stage(stage, model, x, y, context)
+            if not measured:
+                flags = _keep_adversarial(result, stage, part, adversarial=flags, robust=correct(model, flags, y))
             out[part] = flags.detach().cpu().to(out.dtype)
         result[stage] = out
         save_tensors(path, result)
         if report is not None and stage in stages:
             report(stage, int(out[index].sum()), len(index), time.perf_counter() - began)
     return result
+
+
+def _keep_adversarial(result: Tensors, stage: str, part: torch.Tensor, adversarial: torch.Tensor,
+                      robust: torch.Tensor) -> torch.Tensor:
+    """Add to ``result``'s ``ADV_KEYS`` the images of the points of ``part`` that ``stage`` broke and no earlier
+    attack had; returns ``robust``."""
+    broken = part[~robust.cpu()]
+    new = ~torch.isin(broken, result[ADV_INDEX])
+    code = torch.full((int(new.sum()),), audit_attack_names().index(stage), dtype=torch.long)
+    result[ADV_IMAGES] = torch.cat([result[ADV_IMAGES], adversarial.detach().cpu().float()[~robust.cpu()][new]])
+    result[ADV_INDEX] = torch.cat([result[ADV_INDEX], broken[new]])
+    result[ADV_ATTACK] = torch.cat([result[ADV_ATTACK], code])
+    return robust
 
 
 def fab_robust_flags(distance: torch.Tensor, eps: float, n: int) -> torch.Tensor:
@@ -377,12 +407,14 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa: 
               audit_folder(plan.work_dir, context.norm, context.eps, context.config, context.seed, identity))
     stage_context = replace(context, seed=context.seed + 1)  # not AutoAttack's own random starts
     def compute(c, s):
-        return audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
-                           batch_size=plan.batch_size, stages=stages,
-                           path=None if folder is None else folder / f'chunk-{c:05d}.safetensors',
-                           report=stage_reporter(f'audit chunk {c}', plan.progress))
+        out = audit_chunk(model, images[s], labels[s], {k: v[s] for k, v in aa.items()}, stage_context,
+                          batch_size=plan.batch_size, stages=stages,
+                          path=None if folder is None else folder / f'chunk-{c:05d}.safetensors',
+                          report=stage_reporter(f'audit chunk {c}', plan.progress))
+        return dict(out, **{ADV_INDEX: out[ADV_INDEX] + s.start})  # of all points, not of the chunk
     flags = run_chunks(Chunks(len(labels), plan.chunk_size), compute,
                        f'audit {context.norm} ({len(stages)} attacks)', plan.progress)
-    return summarize_audit(aa, flags, eps=context.eps, norm=context.norm, input_dim=images[0].numel(),
-                           config=context.config, skipped=skipped, curve=plan.curve, seed=context.seed,
-                           fab_distance=plan.fab_distance)
+    summary, tensors = summarize_audit(aa, flags, eps=context.eps, norm=context.norm, input_dim=images[0].numel(),
+                                       config=context.config, skipped=skipped, curve=plan.curve, seed=context.seed,
+                                       fab_distance=plan.fab_distance)
+    return summary, dict(tensors, **{key: flags[key] for key in ADV_KEYS})

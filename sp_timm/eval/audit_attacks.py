@@ -1,6 +1,7 @@
 """ The attacks of the adaptive audit, each one registered class (as AutoAttack's attacks are classes with one
 interface): ``name``, ``kind`` (white-box or black-box), ``skip_reason`` (whether it applies to K classes and to the
-inputs at hand) and ``run`` (points -> robust flags: True where the point is still classified correctly). A new
+inputs at hand) and ``run`` (points -> adversarial images within the budget: where the attack broke a point, an image
+the model misclassifies; the audit keeps those, an external evaluation's evidence). A new
 attack is one class with ``@register_audit_attack``; the audit runs the registered attacks in registration order,
 reports each one's row, and its checks count black-box attacks apart.
 
@@ -51,7 +52,8 @@ class AuditContext:
 
 
 class AuditAttack:
-    """One attack of the audit. ``run`` attacks every point it is given and returns the robust flags."""
+    """One attack of the audit. ``run`` attacks every point it is given and returns one image per point within the
+    budget around it: misclassified where the attack succeeded (``correct`` gives the robust flags)."""
     name: ClassVar[str] = ''
     kind: ClassVar[str] = WHITE
 
@@ -115,14 +117,15 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: AuditConte
          eps: Optional[float] = None, restarts: Optional[int] = None) -> torch.Tensor:
     """APGD (Croce & Hein 2020): x_{k+1} = P(x_k + eta_k s(grad L) ) with momentum 0.75, eta_0 = 2 eps halved when
     the loss stops rising; ``loss`` 'ce', 'dlr' (-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)) or a per-sample callable.
-    ``eps`` / ``restarts``: the context's budget and ``config.restarts`` unless given."""
+    ``eps`` / ``restarts``: the context's budget and ``config.restarts`` unless given. Returns the adversarial images
+    (``x`` itself where APGD found none)."""
     from pyautoattack.autopgd_base import APGDAttack
     common = dict(norm=context.norm, eps=context.eps if eps is None else eps, n_iter=context.config.n_iter,
                   n_restarts=context.config.restarts if restarts is None else restarts, seed=context.seed,
                   device=context.device, logger=logging.getLogger(AUTOATTACK_LOGGER))
     adversary = (APGDAttack(model, loss=loss, **common) if isinstance(loss, str)
                  else _apgd_on_loss(model, loss, **common))
-    return correct(model, adversary.perturb(x, y), y)
+    return adversary.perturb(x, y)
 
 
 def pgd_margin_step_size(step: int, steps: int, eps: float) -> float:
@@ -166,20 +169,22 @@ class ApgdTargeted(AuditAttack):
         adversary = APGDAttack_targeted(model, norm=context.norm, eps=context.eps, n_iter=context.config.n_iter,
                                         n_restarts=1, n_target_classes=targets, seed=context.seed,
                                         device=context.device, logger=logging.getLogger(AUTOATTACK_LOGGER))
-        return correct(model, adversary.perturb(x, y), y)
+        return adversary.perturb(x, y)
 
 
 @register_audit_attack
 class PgdMargin(AuditAttack):
     """PGD on the CW margin m = max_{j!=y} z_j - z_y: x_{t+1} = P_{B(x, eps) cap [0,1]^d}(x_t + a_t s(grad m)),
     s = sign (Linf) or g / ||g||_2 (L2), a_t by ``pgd_margin_step_size``, from a uniform random start in the ball
-    each restart; a point counts broken as soon as any iterate of any restart is misclassified."""
+    each restart; a point counts broken as soon as any iterate of any restart is misclassified (that iterate is its
+    adversarial image)."""
     name = 'pgd-margin'
 
     def run(self, model, x, y, context):
         eps, norm, steps = context.eps, context.norm, context.config.margin_steps
         generator = torch.Generator().manual_seed(context.seed)
         robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
+        found = x.detach().clone()
         for _ in range(context.config.margin_restarts):
             index = robust.nonzero().flatten()
             if not len(index):
@@ -191,10 +196,15 @@ class PgdMargin(AuditAttack):
                 with torch.enable_grad():
                     logits = model(adv)
                     grad, = torch.autograd.grad(margin_loss(logits, y0).sum(), adv)
-                robust[index[logits.detach().argmax(1) != y0]] = False
+                fooled = logits.detach().argmax(1) != y0
+                found[index[fooled]] = adv.detach()[fooled]
+                robust[index[fooled]] = False
+                index, x0, y0, adv, grad = (t[~fooled] for t in (index, x0, y0, adv, grad))
+                if not len(index):
+                    break
                 adv = project(adv.detach() + pgd_margin_step_size(step, steps, eps) * steepest_direction(grad, norm),
                               x0, eps, norm)
-        return robust
+        return found
 
 
 @register_audit_attack
@@ -221,7 +231,7 @@ class Square(AuditAttack):
         adversary = SquareAttack(model, norm=context.norm, eps=context.eps, n_queries=context.config.square_queries,
                                  n_restarts=context.config.square_restarts, p_init=0.8, loss='margin',
                                  resc_schedule=True, seed=context.seed, device=context.device)
-        return correct(model, adversary.perturb(x, y), y)
+        return adversary.perturb(x, y)
 
 
 @register_audit_attack
@@ -238,4 +248,4 @@ class Transfer(AuditAttack):
         adversary = APGDAttack(context.inputs.surrogate, loss='ce', eps=context.eps, n_restarts=context.config.restarts,
                                logger=logging.getLogger(AUTOATTACK_LOGGER), norm=context.norm,
                                n_iter=context.config.n_iter, seed=context.seed, device=context.device)
-        return correct(model, adversary.perturb(x, y), y)
+        return adversary.perturb(x, y)

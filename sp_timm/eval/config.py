@@ -23,7 +23,9 @@ __all__ = ['AuditConfig', 'AttackConfig', 'LeaderboardMeta', 'EvalConfig', 'AUDI
            'WEIGHT_CHOICES', 'STANDARD_ATTACKS', 'PROTOCOLS', 'ROBUST', 'WHITE_BOX', 'AutoAttackPlan',
            'autoattack_plan']
 
-DEFAULT_N_EXAMPLES = 10_000
+FULL_TEST_SPLIT = 10_000  # CIFAR-10 / CIFAR-100's test split: what a leaderboard entry is measured on
+LEADERBOARD_CLASSES = {'cifar10': 10, 'cifar100': 100}  # RobustBench's leaderboards whose data sp-timm reads
+DEFAULT_N_EXAMPLES = FULL_TEST_SPLIT
 STANDARD_ATTACKS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')  # AutoAttack version='standard', in its order
 ROBUST = 'robust'  # an AutoAttack result's flags after the last stage of its plan, whichever it is
 WHITE_BOX = 'white-box'  # ... and after the plan's white-box stages (before Square)
@@ -229,30 +231,33 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class LeaderboardMeta:
-    """RobustBench's ``model_info`` fields that a measurement cannot give. Unset: what the training record implies
-    (the SP-losses paper for SP models, a description of the run for other sp-timm models), else a placeholder that
-    names the flag. ``reported`` only from ``--reported``: it is the paper's number, not this measurement."""
+    """RobustBench's ``model_info`` fields that a measurement cannot give. A leaderboard row names the paper that
+    proposes *that* model: the title, link, authors and venue come from the flags only (unset: a placeholder naming
+    the flag; the SP-losses paper is cited in the footnote as the loss used, never as the model's paper).
+    ``reported`` only from ``--reported``: it is the paper's number, not this measurement. ``preview``: an entry for
+    fewer points than the whole test split, marked as a preview in its footnote."""
     model_name: Optional[str] = option(
         None, 'file name of the entry, e.g. Author2026Title_WRN-28-10 (default: DATASET-MODEL-LOSS of the training '
               'record)', group=LEADERBOARD)
     paper_title: Optional[str] = option(
-        None, "RobustBench's 'name', the paper's title (default: the SP-losses paper for SP models, a description of "
-              f"the run for other sp-timm models, else {PLACEHOLDER})", group=LEADERBOARD)
-    link: Optional[str] = option(None, f'URL of the paper or code (default: the SP-losses paper for SP models, else '
-                                       f'{PLACEHOLDER})', group=LEADERBOARD)
+        None, f"RobustBench's 'name': the title of the paper that proposes this model (default: {PLACEHOLDER})",
+        group=LEADERBOARD)
+    link: Optional[str] = option(None, f'URL of that paper or its code (default: {PLACEHOLDER})', group=LEADERBOARD)
     authors: Optional[str] = option(None, f"the paper's authors, e.g. 'A. Author, B. Author' (default: {PLACEHOLDER})",
                                     group=LEADERBOARD)
-    venue: Optional[str] = option(None, f"e.g. 'NeurIPS 2023' (default: 'arXiv, Feb 2023' for SP models, else "
-                                        f"{PLACEHOLDER})", group=LEADERBOARD)
+    venue: Optional[str] = option(None, f"e.g. 'NeurIPS 2023' (default: {PLACEHOLDER})", group=LEADERBOARD)
     architecture: Optional[str] = option(
         None, "RobustBench's spelling, e.g. WideResNet-28-10 (default: from the model's timm name)", group=LEADERBOARD)
     additional_data: bool = option(False, 'trained with data beyond the training set', group=LEADERBOARD,
                                    action='store_true')
     reported: Optional[str] = option(
         None, "the robust accuracy (%%) the paper reports: RobustBench's 'reported' (default: empty, since a "
-              "measurement is not a paper's claim)", group=LEADERBOARD)
-    footnote: Optional[str] = option(None, "RobustBench's footnote (default: the run's loss and training)",
+              "measurement is not a paper's claim; a submission needs it)", group=LEADERBOARD)
+    footnote: Optional[str] = option(None, "RobustBench's footnote (default: the SP loss used, for SP models)",
                                      group=LEADERBOARD)
+    preview: bool = option(False, 'write the leaderboard entry although the points are not the whole test split '
+                                  '(10,000 images); its footnote says it is a preview, and a submission refuses it',
+                           group=LEADERBOARD, action='store_true')
 
     def problems(self) -> List[str]:
         if self.model_name is None:

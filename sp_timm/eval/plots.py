@@ -142,47 +142,71 @@ def plot_per_class(path: Path, classes: Sequence[str], series: Mapping[str, Tupl
                        path)
 
 
-def _stop_note(ax: Any, x: float, y: float, text: str, color: str) -> None:
+def _stop_note(ax: Any, x: float, y: float, text: str, color: str, middle: float = 50) -> None:
     ax.plot([x], [y], marker='o', markersize=4, color=color, clip_on=False)
-    above = y < 50  # the note on the side of the point with more room
+    above = y < middle  # the note on the side of the point with more room
     ax.annotate(text, (x, y), textcoords='offset points', xytext=(-6, 6 if above else -6), ha='right',
                 va='bottom' if above else 'top', fontsize=7, color=color)
+
+
+_CDF_ENDS = ("at 0: misclassified without attack (perturbation 0: the curve's start)\n"
+             'never flipped: FAB found no perturbation (infinite: the gap below 100%)')
+
+
+def _ecdf(ax: Any, values: Sequence[float], **kwargs: Any) -> Any:
+    """The empirical CDF of ``values`` as a step line from 0 to 1: ``Axes.ecdf`` (matplotlib >= 3.8), or the same
+    steps drawn by hand. Infinite values count in the total but are never reached: the curve stops below 1."""
+    values = sorted(values)
+    if hasattr(ax, 'ecdf') and values:
+        return ax.ecdf(values, **kwargs)
+    cumulative = [(i + 1) / len(values) for i in range(len(values))]
+    return ax.plot(values[:1] + values, [0.0] * bool(values) + cumulative, drawstyle='steps-post', **kwargs)[0]
 
 
 def min_perturbation_cdf_figure(series: Mapping[str, Mapping[str, torch.Tensor]],
                                 eps: Optional[Mapping[str, float]] = None, title: str = '', *,
                                 context: Optional[FigureContext] = None) -> Any:
     """Empirical CDF of the FAB minimal perturbation, one panel per norm (Linf in x/255); a curve further right
-    means larger perturbations are needed. A curve that stops below 100% says so: the points FAB could not flip."""
+    means larger perturbations are needed. Points misclassified without attack count as perturbation 0 and points
+    FAB could not flip as infinite, so a curve may start above 0% and stop below 100%: the legend says how many
+    (and why), a note marks where a curve stops."""
+    from matplotlib.ticker import PercentFormatter
     plt = pyplot()
     norms = sorted({n for per_norm in series.values() for n in per_norm}, key=lambda n: (n != 'Linf', n))
     fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.6), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         scale = _scale(norm)
+        explain = False
         for s, (label, per_norm) in enumerate(series.items()):
             if norm not in per_norm:
                 continue
             color = _COLORS[s % len(_COLORS)]
-            d = per_norm[norm].double().sort().values
+            d = per_norm[norm].double()
             finite = d[torch.isfinite(d)] * scale
-            y = 100 * torch.arange(1, len(finite) + 1, dtype=torch.double) / max(1, len(d))
             median = d.median().item()
-            median_text = format_budget(median, norm) if math.isfinite(median) else 'not reached'
-            ax.step([0.0] + finite.tolist(), [0.0] + y.tolist(), where='post', color=color,
-                    label=f'{label} (median {median_text})')
+            words = [f"median {format_budget(median, norm) if math.isfinite(median) else 'not reached'}"]
+            if len(d) and (d == 0).any():
+                words.append(f'{100 * (d == 0).double().mean().item():.0f}% at 0')
+            if len(finite) < len(d):
+                words.append(f'{100 * (1 - len(finite) / len(d)):.0f}% never flipped')
+            explain |= len(words) > 1
+            _ecdf(ax, (d * scale).tolist(), color=color, label=f"{label} ({', '.join(words)})")
             if len(finite) < len(d) and len(finite):
-                _stop_note(ax, finite[-1].item(), y[-1].item(), f'stops at {y[-1].item():.0f}%: FAB flipped no more',
-                           color)
+                reached = len(finite) / len(d)
+                _stop_note(ax, finite.max().item(), reached, f'stops at {100 * reached:.0f}%: FAB flipped no more',
+                           color, middle=0.5)
         if eps and norm in eps:
             ax.axvline(eps[norm] * scale, color='gray', linestyle='--', linewidth=1,
                        label=f'AutoAttack eps {format_budget(eps[norm], norm)}')
         ax.set_xlabel(budget_axis_label(norm, 'minimal perturbation (FAB)'))
-        ax.set_ylabel('points flipped (%)')
-        ax.set_ylim(0, 100)
+        ax.set_ylabel('points flipped')
+        ax.set_ylim(0, 1)
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
         ax.set_xlim(left=0)
         _readable_x(ax, norm)
         ax.grid(alpha=0.3)
-        ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)
+        ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.24 if explain else -0.2), fontsize=7, frameon=False,
+                  title=_CDF_ENDS if explain else None, title_fontsize=7)
     _title(fig, title or 'minimal adversarial perturbation (FAB), cumulative', context)
     fig.tight_layout()
     return fig

@@ -1,23 +1,27 @@
 """ The evaluation report (JSON), the RobustBench leaderboard entry and the markdown summary. """
 from dataclasses import replace
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from ..formatting import format_ci, percent
 from ..records import (LEADERBOARD_FIELDS, AuditSummary, BudgetAccuracy, ClassResult, EvalReport, EvaluatedModel,
-                       GroupResult, GroupRule, LeaderboardEntry, PerturbationSummary, Protocol, StageAccuracy, to_json)
-from ..threat.budget import format_eps
+                       GroupAccuracy, GroupResult, GroupRule, LeaderboardEntry, LongTailEntry, PerturbationSummary,
+                       Protocol, StageAccuracy, to_json)
+from ..threat.budget import LINF_SCALE, format_budget, format_eps
 from .attacks import ROBUST
 from .points import PointsResult
 from .stats import accuracy_ci, balanced_accuracy, group_accuracy, per_class_accuracy
 
-__all__ = ['LEADERBOARD_FIELDS', 'LongTail', 'build_report', 'leaderboard_entry', 'render_summary',
+__all__ = ['LEADERBOARD_FIELDS', 'LongTail', 'build_report', 'leaderboard_entry', 'longtail_entry', 'render_summary',
            'perturbation_summary', 'SP_PAPER', 'placeholder', 'PLACEHOLDER_PREFIX']
 
 SP_PAPER = {'link': 'https://arxiv.org/abs/2302.09575', 'name': 'Stationary Point Losses for Robust Model',
+            'authors': 'Weiwei Gao, Dazhi Zhang, Yao Li, Zhichang Guo, Ovanes Petrosian',
             'venue': 'arXiv, Feb 2023'}
 PLACEHOLDER_PREFIX = 'TO FILL IN: '
+SUMMARY_TEMPLATE = Path(__file__).resolve().parents[1] / 'templates' / 'summary.md'
 
 
 def placeholder(what: str, flag: str) -> str:
@@ -88,42 +92,75 @@ def build_report(points: PointsResult, labels: torch.Tensor, classes: Sequence[s
     audit = None if points.audit is None else replace(points.audit, warnings=_dedupe(points.audit.warnings))
     unreliable = bool(warnings) or bool(audit is not None and audit.unreliable)
     clean_acc, robust_acc = percent(clean), percent(robust)
-    no_entry = no_leaderboard_reason(protocol)
+    preview = bool(meta.get('preview'))
+    no_entry = no_leaderboard_reason(protocol, preview, long_tail.long_tailed)
+    entry = (None if no_leaderboard_reason(protocol, preview) else
+             leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta, audit))
+    balanced = (balanced_accuracy(clean_pc), balanced_accuracy(robust_pc))
     return EvalReport(
         protocol=protocol, model=model, n_points=n, clean_acc=clean_acc, robust_acc=robust_acc,
         clean_ci=list(accuracy_ci(int(clean.sum()), n)), robust_ci=list(accuracy_ci(int(robust.sum()), n)),
         stages=[StageAccuracy('clean', clean_acc)] + [StageAccuracy(a, percent(aa[a])) for a in protocol.attacks],
         max_perturbation=aa['perturbation'].max().item() if n else 0.0,
-        balanced_clean_acc=balanced_accuracy(clean_pc), balanced_robust_acc=balanced_accuracy(robust_pc),
+        balanced_clean_acc=balanced[0], balanced_robust_acc=balanced[1],
         long_tailed=long_tail.long_tailed, per_class=per_class, groups=groups, group_rule=rule,
         min_perturbation={norm: perturbation_summary(d) for norm, d in points.min_perturbation.items()} or None,
         eps_curve=sorted(curve, key=lambda row: row.eps), warnings=warnings, unreliable=unreliable, audit=audit,
         model_name=model_name, seconds=seconds, leaderboard_note=no_entry,
-        leaderboard=None if no_entry else leaderboard_entry(protocol, clean_acc, robust_acc, unreliable, meta, audit))
+        leaderboard=None if long_tail.long_tailed else entry,
+        longtail_entry=None if entry is None or not long_tail.long_tailed else longtail_entry(entry, long_tail,
+                                                                                              balanced, groups))
 
 
-def no_leaderboard_reason(protocol: Protocol) -> Optional[str]:
+def no_leaderboard_reason(protocol: Protocol, preview: bool = False, long_tailed: bool = False) -> Optional[str]:
     """Why an evaluation gets no RobustBench leaderboard entry (None: it gets one): only AutoAttack's standard
-    version, as published, is the leaderboard's protocol."""
+    version, as published, unadapted, on the whole test split (or, with ``preview``, fewer points, said in the
+    footnote); a long-tailed evaluation's entry goes to ``longtail_info/`` (RobustBench has no such leaderboard)."""
     if protocol.version != 'standard':
         return (f"no leaderboard entry: the {protocol.version} protocol is not RobustBench's (AutoAttack standard); "
                 f"run sp-timm eval --protocol standard for one")
     if protocol.adaptation:
         return f'no leaderboard entry: AutoAttack standard was adapted to the class count ({protocol.adaptation})'
+    if protocol.full_test_split is False and not preview:
+        return (f"no leaderboard entry: an entry is measured on the whole test split of CIFAR-10 / CIFAR-100 (10,000 "
+                f"images), these are the first {protocol.n_examples} {protocol.dataset} test images; --preview writes "
+                f"one marked as a preview")
+    if long_tailed:
+        return ("no RobustBench entry: RobustBench has no long-tail leaderboard; the same entry format, with the "
+                "imbalance and the balanced and per-group accuracies, is in longtail_info/")
     return None
+
+
+def longtail_entry(entry: LeaderboardEntry, long_tail: LongTail, balanced: Tuple[float, float],
+                   groups: Optional[Dict[str, GroupResult]]) -> LongTailEntry:
+    """The long-tail entry of a long-tailed evaluation: RobustBench's entry, the training imbalance (most / fewest
+    images per class), balanced accuracies and per-group accuracies, as strings with two decimals like RobustBench's."""
+    counts = [int(c) for c in (long_tail.train_counts or [])]
+    return LongTailEntry(
+        entry=entry, imbalance_ratio=round(max(counts) / max(min(counts), 1), 4) if counts else 1.0,
+        train_class_counts=counts, balanced_clean_acc=_fmt(balanced[0]), balanced_autoattack_acc=_fmt(balanced[1]),
+        groups={g: GroupAccuracy(clean_acc=_fmt(r.clean_acc), autoattack_acc=_fmt(r.robust_acc))
+                for g, r in (groups or {}).items()},
+        group_rule=long_tail.group_rule)
 
 
 def leaderboard_entry(protocol: Protocol, clean_acc: float, robust_acc: float, unreliable: bool,
                       meta: Dict[str, Any], audit: Optional[AuditSummary] = None) -> LeaderboardEntry:
     """RobustBench's leaderboard JSON: its fields, its types (accuracies as strings with two decimals). ``meta``:
     link, name, authors, venue, architecture, additional_data, reported, footnote. Where the ``audit`` broke points
-    AutoAttack left robust, its accuracy goes in RobustBench's ``external`` field and the footnote names the audit."""
+    AutoAttack left robust, its accuracy goes in RobustBench's ``external`` field and the footnote names the audit;
+    the footnote also says when the points are a preview (not the whole test split) or local data."""
     lowered = audit is not None and audit.broke_beyond_aa > 0
-    footnote = meta.get('footnote') or None
+    notes = [meta.get('footnote') or '']
     if lowered:
-        footnote = ((footnote + '. ') if footnote else '') + (
-            f"External evaluation: an adaptive-attack audit (sp-timm eval --audit: "
-            f"{', '.join(r.attack for r in audit.attacks)}) lowers robust accuracy to {audit.robust_acc:.2f}%")
+        notes.append(f"External evaluation: an adaptive-attack audit ({', '.join(r.attack for r in audit.attacks)}) "
+                     f"lowers robust accuracy to {audit.robust_acc:.2f}%")
+    if protocol.full_test_split is False:
+        notes.append(f'Preview: the first {protocol.n_examples} {protocol.dataset} test images, not the whole test '
+                     f'split; not a leaderboard result')
+    if protocol.local_data:
+        notes.append('Evaluated on a local copy of the test split')
+    footnote = '. '.join(n.rstrip('.') for n in notes if n) or None
     return LeaderboardEntry(
         link=meta.get('link') or '', name=meta.get('name') or '', authors=meta.get('authors') or '',
         additional_data=bool(meta.get('additional_data', False)), number_forward_passes=1, dataset=protocol.dataset,
@@ -152,79 +189,60 @@ def protocol_words(protocol: Protocol) -> str:
 
 
 def render_summary(report: EvalReport, figures: Sequence[str] = ()) -> str:
-    """The report as markdown: protocol, headline numbers with intervals, stages, warnings, perturbations, groups."""
-    p, m = report.protocol, report.model
-    lines = [f"# AutoAttack evaluation: {m.name or m.source or 'model'}", '',
-             f"{p.dataset}, first {p.n_examples} test images in [0, 1]; {p.threat_model} eps = {p.eps}; "
-             f"{protocol_words(p)}, seed {p.seed}, pyautoattack {p.pyautoattack_version}."
-             + (f" Weights: {_WEIGHT_WORDS.get(m.weights, m.weights)}." if m.weights else ''), '',
-             '| metric | accuracy (%) | 95% CI (Clopper-Pearson) |', '|---|---|---|',
-             f"| clean | {report.clean_acc:.2f} | {format_ci(report.clean_ci)} |",
-             f"| AutoAttack | {report.robust_acc:.2f} | {format_ci(report.robust_ci)} |",
-             f"| balanced clean | {report.balanced_clean_acc:.2f} | |",
-             f"| balanced AutoAttack | {report.balanced_robust_acc:.2f} | |", '',
-             'Accuracy left after each stage: ' + ' → '.join(f"{s.stage} {s.acc:.2f}" for s in report.stages) + '.',
-             '']
-    if report.warnings:
-        lines += ["**AutoAttack's checks warned; the evaluation is flagged unreliable:**", '']
-        lines += [f'- {w}' for w in report.warnings] + ['']
-    else:
-        lines += ["AutoAttack's checks raised no warning.", '']
-    if report.audit is not None:
-        lines += _audit_lines(report.audit)
-    if report.min_perturbation:
-        lines += ['| minimal perturbation (FAB) | median | quartiles | flipped (%) |', '|---|---|---|---|']
-        for norm, s in report.min_perturbation.items():
-            lines.append(f"| {norm} | {_fmt(s.median, 4)} | {_fmt(s.q1, 4)} – {_fmt(s.q3, 4)} | {s.flipped_pct:.1f} |")
-        lines.append('')
-    if len(report.eps_curve) > 1:
-        lines += ['AutoAttack accuracy by budget: ' + ', '.join(f"{r.eps_str}: {r.robust_acc:.2f}%"
-                                                            for r in report.eps_curve) + '.', '']
-    if report.groups:
-        rule = report.group_rule
-        lines += [f"Long-tail groups: {rule.description}.", ''] if rule else []
-        lines += ['| group (training images) | classes | clean (%) | AutoAttack (%) |', '|---|---|---|---|']
-        lines += [f"| {g} | {len(v.classes)} | {_fmt(v.clean_acc)} | {_fmt(v.robust_acc)} |"
-                  for g, v in report.groups.items()] + ['']
-    todo = [] if report.leaderboard is None else [k for k, v in to_json(report.leaderboard).items()
-                                                  if str(v).startswith(PLACEHOLDER_PREFIX)]
-    if report.leaderboard_note:
-        lines += [report.leaderboard_note[0].upper() + report.leaderboard_note[1:] + '.', '']
-    if todo:
-        lines += [f"Leaderboard entry (model_info/): fill in {', '.join(todo)} before submitting; each "
-                  f"'{PLACEHOLDER_PREFIX.strip()}' value names the sp-timm eval flag that sets it.", '']
-    header = '| class | points | train images | group | clean (%) | AutoAttack (%) |'
-    lines += [header, '|---|---|---|---|---|---|']
-    lines += [f"| {c.name} | {c.n} | {'' if c.train_count is None else c.train_count} | {c.group or ''} | "
-              f"{_fmt(c.clean_acc)} | {_fmt(c.robust_acc)} |" for c in report.per_class] + ['']
-    lines += [f'![{_figure_title(f)}]({f})' for f in figures]
-    return '\n'.join(lines) + '\n'
+    """The report as markdown (``templates/summary.md``): protocol, headline numbers with intervals, stages,
+    warnings, audit, perturbations, groups, per class, ``figures``. Linf budgets read x/255, as in the figures."""
+    import jinja2
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                                     lstrip_blocks=True)
+    environment.filters.update(num=_fmt, ci=format_ci, distance=_distance_text, check_values=_check_values,
+                               figure_title=_figure_title)
+    m = report.model
+    to_fill = [] if report.leaderboard is None else [k for k, v in to_json(report.leaderboard).items()
+                                                     if str(v).startswith(PLACEHOLDER_PREFIX)]
+    template = environment.from_string(SUMMARY_TEMPLATE.read_text(encoding='utf-8'))
+    return template.render(r=report, p=report.protocol, model=m, audit=report.audit,
+                           protocol_words=protocol_words(report.protocol),
+                           weights=_WEIGHT_WORDS.get(m.weights, m.weights) if m.weights else '', to_fill=to_fill,
+                           placeholder=PLACEHOLDER_PREFIX.strip(), figures=list(figures))
 
 
 def _figure_title(name: str) -> str:
     return name.rsplit('/', 1)[-1].rsplit('.', 1)[0].replace('_', ' ')
 
 
-def _audit_lines(audit: AuditSummary) -> List[str]:
-    """The audit section of the summary: attacks, audited accuracy, checks, verdict."""
-    lines = ['## Adaptive-attack audit', '',
-             f"On the {audit.attacked_points} points AutoAttack's white-box stages left robust; per point the worst "
-             f"case over AutoAttack and every attack below."
-             + (f" Transfer attack from {audit.surrogate}." if audit.surrogate else ''), '',
-             '| attack | kind | accuracy after AutoAttack + it (%) | broke beyond AutoAttack | only it broke |',
-             '|---|---|---|---|---|']
-    lines += [f"| {r.attack} | {r.kind} | {r.acc:.2f} | {r.broke_beyond_aa} | {r.broke_only_this} |"
-              for r in audit.attacks]
-    lines += [f'| {name} | skipped | | | {why} |' for name, why in audit.skipped.items()]
-    lines += ['', f"Audited robust accuracy: **{audit.robust_acc:.2f}%** {format_ci(audit.robust_ci)} (95% CI) vs "
-                  f"AutoAttack {audit.autoattack_acc:.2f}% ({audit.broke_beyond_aa} more points broken; "
-                  f"threshold {audit.threshold:g} points).", '',
-              '| check | result | values |', '|---|---|---|']
-    for name, check in audit.checks.items():
-        values = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                           for k, v in check.items() if k != 'passed')
-        lines.append(f"| {name} | {'pass' if check['passed'] else '**FAIL**'} | {values} |")
-    verdict = ('**The audit flags this evaluation unreliable:** ' + '; '.join(audit.reasons) + '.'
-               if audit.unreliable else 'The audit found no sign of gradient masking.')
-    notes = [f'Note: {note}.' for note in audit.notes or []]
-    return lines + ['', verdict, ''] + notes + ([''] if notes else [])
+def _distance_text(value: Optional[float], norm: str) -> str:
+    """A minimal perturbation of the FAB table: Linf in x/255 (three significant digits), L2 with four decimals."""
+    if value is None:
+        return '–'
+    return format_budget(value, norm) if norm == 'Linf' else _fmt(value, 4)
+
+
+def _budget_text(value: Any) -> str:
+    """An audit check's Linf budget (or list of them) in x/255: exactly ``k/255`` where it is one, else to four
+    significant digits (the ladder's top, 0.5, is 127.5/255)."""
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(_budget_text(v) for v in value) + ']'
+    if not isinstance(value, float):
+        return str(value)
+    exact = format_eps(value)
+    return exact if exact.endswith('/255') else f'{value * LINF_SCALE:.4g}/255'
+
+
+_CHECK_BUDGETS = ('eps', 'broken_by_eps', 'ladder', 'rises')  # audit check values that are budgets (or lists of)
+
+
+def _check_values(check: Dict[str, Any], norm: str) -> str:
+    """The values of an audit check, ``key=value`` (floats to four significant digits); Linf budgets in x/255, also
+    in ``curve``'s (budget, accuracy) pairs."""
+    values = []
+    for key, value in check.items():
+        if key == 'passed':
+            continue
+        if norm == 'Linf' and key in _CHECK_BUDGETS:
+            text = _budget_text(value)
+        elif norm == 'Linf' and key == 'curve':
+            text = '[' + ', '.join(f'[{_budget_text(eps)}, {acc}]' for eps, acc in value) + ']'
+        else:
+            text = f'{value:.4g}' if isinstance(value, float) else str(value)
+        values.append(f'{key}={text}')
+    return ', '.join(values)

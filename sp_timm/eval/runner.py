@@ -8,6 +8,10 @@ An evaluation folder::
       report.json                         everything measured (``records.EvalReport``)
       summary.md                          the same, for people
       model_info/<dataset>/<threat_model>/<name>.json   the RobustBench leaderboard entry
+      longtail_info/<dataset>/<threat_model>/<name>.json   a long-tailed evaluation's entry (RobustBench's format
+                                          plus imbalance, balanced and per-group accuracies; no RobustBench board)
+      external-evaluation/                with --audit, when it broke points AutoAttack counted robust: the adversarial
+                                          images and RobustBench's "New evaluation" issue (``eval.external``)
       autoattack.log                      AutoAttack's own log of the evaluation (what RobustBench submitters attach)
       per_class.png, min_perturbation_cdf.png, robust_acc_vs_eps.png
       .work/                              per-chunk results (safetensors), kept so a rerun resumes
@@ -28,18 +32,22 @@ from ..formatting import format_ci
 from ..model_source import default_model_name, load_model
 from ..records import EvalReport, EvaluatedModel, ModelInfo, Protocol, to_json
 from ..threat.budget import format_eps
+from ..version import __version__
+from .attacks import ROBUST
 from .audit import training_loss_from_run
 from .autoattack_log import AUTOATTACK_LOG, autoattack_log_text
-from .config import DEFAULT_N_EXAMPLES, EvalConfig, LeaderboardMeta, autoattack_plan
+from .external import EXTERNAL_FOLDER, external_bundle_note, write_external_bundle
+from .config import (DEFAULT_N_EXAMPLES, FULL_TEST_SPLIT, LEADERBOARD_CLASSES, EvalConfig, LeaderboardMeta,
+                     autoattack_plan)
 from .plots import FigureContext, plot_min_perturbation_cdf, plot_per_class, plot_robust_accuracy_vs_eps
 from .points import PointsResult, evaluate_points
 from .report import SP_PAPER, LongTail, build_report, placeholder, render_summary
 
 __all__ = ['evaluate', 'Evaluation', 'check_eval_folder', 'REPORT_FILE', 'AUTOATTACK_LOG', 'WORK_FOLDER',
-           'architecture_name',
-           'write_figures', 'saved_stages']
+           'LONGTAIL_FOLDER', 'architecture_name', 'is_full_test_split', 'write_figures', 'saved_stages']
 
 REPORT_FILE = 'report.json'
+LONGTAIL_FOLDER = 'longtail_info'
 WORK_FOLDER = '.work'  # per-chunk results, kept so that a rerun resumes
 _ARCHITECTURES = {'wrn28_10_cifar': 'WideResNet-28-10', 'wrn34_10_cifar': 'WideResNet-34-10',
                   'wrn34_20_cifar': 'WideResNet-34-20', 'wrn70_16_cifar': 'WideResNet-70-16',
@@ -104,7 +112,7 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
         device=str(state.device), pyautoattack_version=pyautoattack.__version__, fab_iters=attack.fab_iters,
         min_pert_examples=len(next(iter(result.min_perturbation.values()), [])), data_source=data.source,
         n_target_classes=result.plan.n_target_classes if result.plan.num_classes < 10 else None,
-        adaptation=result.plan.adaptation)
+        adaptation=result.plan.adaptation, full_test_split=data.full_test_split, local_data=bool(config.data_dir))
     run = info.run
     evaluated = EvaluatedModel(
         name=name, source=info.source, weights_sha256=weights, architecture=info.architecture,
@@ -119,11 +127,31 @@ def evaluate(config: EvalConfig) -> Optional[Evaluation]:
     if report.leaderboard is not None:
         atomic_write_json(out / 'model_info' / data.dataset / attack.threat_model / f'{name}.json',
                           to_json(report.leaderboard))
+    if report.longtail_entry is not None:
+        atomic_write_json(out / LONGTAIL_FOLDER / data.dataset / attack.threat_model / f'{name}.json',
+                          to_json(report.longtail_entry))
     atomic_write_json(out / REPORT_FILE, to_json(report))
     atomic_write_text(out / 'summary.md', render_summary(report, figures))
     atomic_write_text(out / AUTOATTACK_LOG, autoattack_log_text(report, result.log))
     _print_headline(report, out)
+    _external_bundle(out, report, result, model, data, config, info, state.device)
     return Evaluation(out, report, result)
+
+
+def _external_bundle(out: Path, report: EvalReport, result: PointsResult, model: torch.nn.Module, data: '_EvalData',
+                     config: EvalConfig, info: ModelInfo, device: Any) -> None:
+    """With an audit that broke points AutoAttack left robust: the external-evaluation bundle (``eval.external``)."""
+    if report.audit is None:
+        return
+    why_not = external_bundle_note(report, result.audit_points, result.aa[ROBUST])
+    if why_not is not None:
+        print(f'external-evaluation bundle: none ({why_not})')
+        return
+    folder = write_external_bundle(out, report, model, data.images, data.labels, result.audit_points,
+                                   result.aa[ROBUST], device=device, source=info.source,
+                                   zoo_model=bool(config.robustbench_model), version=__version__)
+    print(f"external-evaluation bundle: {folder} (the audit's adversarial examples and RobustBench's \"New "
+          f"evaluation\" issue text; {EXTERNAL_FOLDER}/new-evaluation-issue.md)")
 
 
 def _load(config: EvalConfig) -> Tuple[torch.nn.Module, ModelInfo]:
@@ -142,6 +170,7 @@ class _EvalData(NamedTuple):
     classes: List[str]
     source: str
     long_tail: LongTail
+    full_test_split: bool  # the points are a leaderboard dataset's whole test split (``is_full_test_split``)
 
     @property
     def n(self) -> int:
@@ -173,7 +202,19 @@ class _EvalData(NamedTuple):
             raise ValueError(f"'{config.checkpoint}' was trained for {info.num_classes} classes ({info.dataset}); "
                              f"{dataset} has {test.num_classes}.")
         return _EvalData(dataset, test.images[:n].float().div_(255), labels, list(test.classes), test.source,
-                         _long_tail(config, info, dataset))
+                         _long_tail(config, info, dataset), is_full_test_split(dataset, test.labels, test.images, n))
+
+
+def is_full_test_split(dataset: str, labels: torch.Tensor, images: torch.Tensor, n: int) -> bool:
+    """Whether the first ``n`` of a test split (``labels``, ``images``) are what a RobustBench entry is measured on:
+    the whole split of CIFAR-10 / CIFAR-100 (or their -lt variants, whose test split is the balanced one), 10,000
+    images of balanced classes at 32x32."""
+    from ..data import LT_SUFFIX
+    classes = LEADERBOARD_CLASSES.get(dataset[:-len(LT_SUFFIX)] if dataset.endswith(LT_SUFFIX) else dataset)
+    if classes is None or not n == len(labels) == FULL_TEST_SPLIT or tuple(images.shape[-2:]) != (32, 32):
+        return False
+    counts = torch.bincount(labels.long(), minlength=classes)
+    return len(counts) == classes and bool((counts == FULL_TEST_SPLIT // classes).all())
 
 
 def _long_tail(config: EvalConfig, info: ModelInfo, dataset: str) -> LongTail:
@@ -262,6 +303,8 @@ def _remove_stale_outputs(out: Path) -> None:
     without FAB) go before the new report is written: a finished folder holds only what its report describes.
     ``check_eval_folder`` has made sure ``out`` is an evaluation folder."""
     shutil.rmtree(out / 'model_info', ignore_errors=True)
+    shutil.rmtree(out / LONGTAIL_FOLDER, ignore_errors=True)
+    shutil.rmtree(out / EXTERNAL_FOLDER, ignore_errors=True)
     for figure in EVAL_FIGURES:
         (out / figure).unlink(missing_ok=True)
 
@@ -303,34 +346,27 @@ def _default_out(config: EvalConfig, info: ModelInfo, eps: float) -> Path:
 
 
 def _leaderboard_meta(meta: LeaderboardMeta, info: ModelInfo) -> Dict[str, Any]:
-    """RobustBench's model_info fields: the flags; else what the training record implies (the SP-losses paper for
-    SP models, a description of the run for the other sp-timm models, e.g. CE baselines); else a placeholder that
-    says what to fill in. ``reported`` only from --reported: it is the paper's number, not this measurement."""
+    """RobustBench's model_info fields: the paper's (title, link, authors, venue) from the flags only, else a
+    placeholder naming the flag -- a leaderboard row names the paper that proposes that model, which a training
+    record cannot know; the footnote cites the SP-losses paper as the loss an SP model was trained with. ``reported``
+    only from --reported: it is the paper's number, not this measurement."""
     from ..losses import is_sp_loss
     run = info.run
     loss = run.loss if run is not None else None
-    sp = bool(loss) and is_sp_loss(loss)
-    adv = run.config.adv if run is not None and run.config is not None else None
-    training = f'{adv.upper()} adversarial training' if adv not in (None, 'none') else 'standard training'
-    architecture = meta.architecture or architecture_name(info.architecture)
     footnote = meta.footnote
-    if footnote is None and loss:
+    if footnote is None and loss and is_sp_loss(loss):
         params = ', '.join(f'{k}={v}' for k, v in run.loss_params.items())
-        footnote = f"sp-timm, loss {loss}" + (f' ({params})' if params else '') + f', {training}'
-    if sp:
-        known = SP_PAPER
-    elif loss:
-        known = {'name': f'{architecture or info.architecture} trained with the {loss} loss, {training} '
-                         f'(sp-timm baseline)'}
-    else:
-        known = {'name': info.name}
+        footnote = f"Trained with the SP loss {loss}" + (f' ({params})' if params else '') + \
+            f" of {SP_PAPER['name']} ({SP_PAPER['link']})"
     given = {'name': meta.paper_title, 'link': meta.link, 'authors': meta.authors, 'venue': meta.venue}
-    asks = {'name': ('the paper title', '--paper-title'), 'link': 'URL of the paper or code', 'authors': 'the authors',
-            'venue': 'the venue, e.g. NeurIPS 2023'}
-    fields = {k: given[k] or known.get(k) or placeholder(*(ask if isinstance(ask, tuple) else (ask, f'--{k}')))
-              for k, ask in asks.items()}
+    asks = {'name': ('the title of the paper that proposes this model', '--paper-title'),
+            'link': ('URL of that paper or its code', '--link'), 'authors': ('the authors', '--authors'),
+            'venue': ('the venue, e.g. NeurIPS 2023', '--venue')}
+    fields = {k: given[k] or placeholder(*asks[k]) for k in asks}
+    architecture = meta.architecture or architecture_name(info.architecture)
     return dict(fields, architecture=architecture or placeholder("RobustBench's architecture name", '--architecture'),
-                additional_data=meta.additional_data, reported=meta.reported, footnote=footnote)
+                additional_data=meta.additional_data, reported=meta.reported, footnote=footnote,
+                preview=meta.preview)
 
 
 def _audit_inputs(config: EvalConfig, info: ModelInfo, num_classes: int,

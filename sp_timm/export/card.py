@@ -6,16 +6,16 @@ reproduces it.
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..formatting import format_ci
 from ..model_source import default_model_name
 from ..records import AuditSummary, EvalReport, ModelInfo, RunRecord, TrainConfig, to_json
 from ..threat.budget import exact_eps, format_eps
 
-__all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE',
-           'DATASET_CARD_INFO',
-           'TRAIN_ARGS_FILE', 'TRAIN_ARGS_NOT_WRITTEN', 'DEFAULT_LICENSE', 'PAPER_ARXIV_ID', 'dataset_info']
+__all__ = ['render_model_card', 'train_config', 'train_args_yaml', 'check_license', 'CARD_TEMPLATE', 'CARD_TAGS',
+           'SP_TAG', 'DATASET_CARD_INFO', 'DatasetCardInfo', 'TRAIN_ARGS_FILE', 'TRAIN_ARGS_NOT_WRITTEN',
+           'DEFAULT_LICENSE', 'PAPER_ARXIV_ID', 'dataset_info', 'plain_timm_architecture']
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[1] / 'templates' / 'model_card.md'
 TRAIN_ARGS_FILE = 'train_args.yaml'
@@ -25,26 +25,46 @@ TRAIN_ARGS_NOT_WRITTEN = ('config', 'output', 'resume', 'resume_override', 'data
 DEFAULT_LICENSE = 'apache-2.0'
 PAPER_ARXIV_ID = '2302.09575'  # Stationary Point Losses for Robust Model
 
-
-
-
 _LICENSE_ID = re.compile(r'^[a-z0-9][a-z0-9.+-]*$')
 
+CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench']
+SP_TAG = 'sp-loss'  # only on the cards of models trained with an SP loss
 
-CARD_TAGS = ['image-classification', 'timm', 'adversarial-robustness', 'robustbench', 'sp-loss']
+
+class DatasetCardInfo(NamedTuple):
+    """How a card names a dataset: its Hub dataset id and ``load_dataset`` config (None where it is not on the Hub),
+    its title, and whether it is sp-timm's long-tailed variant (the test split stays balanced)."""
+    hub_id: Optional[str]
+    hub_config: Optional[str]
+    title: str
+    base: str
+    long_tailed: bool
 
 
 DATASET_CARD_INFO = {
-    'cifar10': ('uoft-cs/cifar10', 'CIFAR-10'),
-    'cifar100': ('uoft-cs/cifar100', 'CIFAR-100'),
-    'digits': (None, "scikit-learn's digits (8x8 handwritten digits, resized to 32x32)"),
+    'cifar10': ('uoft-cs/cifar10', 'plain_text', 'CIFAR-10'),
+    'cifar100': ('uoft-cs/cifar100', 'plain_text', 'CIFAR-100'),
+    'digits': (None, None, "scikit-learn's digits (8x8 handwritten digits, resized to 32x32)"),
 }
 
 
-def dataset_info(dataset: str):
-    base = dataset[:-3] if dataset.endswith('-lt') else dataset
-    hub_id, title = DATASET_CARD_INFO.get(base, (None, base))
-    return hub_id, (f'{title}, long-tailed' if dataset.endswith('-lt') else title)
+def dataset_info(dataset: str) -> DatasetCardInfo:
+    """The card's names of sp-timm dataset ``dataset`` (``cifar10-lt``: CIFAR-10 on the Hub, long-tailed)."""
+    long_tailed = dataset.endswith('-lt')
+    base = dataset[:-3] if long_tailed else dataset
+    hub_id, hub_config, title = DATASET_CARD_INFO.get(base, (None, None, base))
+    return DatasetCardInfo(hub_id, hub_config, title, base, long_tailed)
+
+
+def plain_timm_architecture(architecture: Optional[str]) -> bool:
+    """Whether plain timm (without ``import sp_timm``) builds ``architecture``: one of timm's own models, not one
+    of sp-timm's CIFAR networks (``sp_timm.models.CIFAR_MODELS``, registered with timm by ``import sp_timm``)."""
+    import timm
+    from ..models import CIFAR_MODELS
+    if not architecture:
+        return False
+    name = architecture.split('.', 1)[0]  # timm's 'model.pretrained_tag'
+    return name not in CIFAR_MODELS and timm.is_model(name)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -171,7 +191,8 @@ def _evaluation_context(report: EvalReport) -> Dict[str, Any]:
                 balanced_clean_acc=_fmt(report.balanced_clean_acc),
                 balanced_robust_acc=_fmt(report.balanced_robust_acc),
                 warnings=report.warnings, unreliable=report.unreliable, per_class=per_class,
-                audit=_audit_context(report.audit))
+                audit=_audit_context(report.audit), preview=protocol.full_test_split is False,
+                local_data=bool(protocol.local_data))
 
 
 def _audit_context(audit: Optional[AuditSummary]) -> Optional[Dict[str, Any]]:
@@ -180,32 +201,45 @@ def _audit_context(audit: Optional[AuditSummary]) -> Optional[Dict[str, Any]]:
     return dict(robust_acc=_fmt(audit.robust_acc), robust_ci=format_ci(audit.robust_ci), unreliable=audit.unreliable)
 
 
-def _dataset_config(dataset: str, config: Optional[TrainConfig]) -> Tuple[str, str, Optional[Dict[str, Any]]]:
-    """(config, name, args) of an evaluation's dataset in the model-index: the sp-timm dataset name, and for the
-    -lt variants the training distribution (imbalance ratio and profile) in the config, name and args."""
-    _, title = dataset_info(dataset)
-    if not dataset.endswith('-lt') or config is None:
-        return dataset, title, None
-    ratio, profile = float(config.imbalance_ratio), config.imbalance_profile
-    return (f'{dataset}-{profile}-r{ratio:g}', f'{title} (imbalance ratio {ratio:g}, {profile} profile)',
-            {'imbalance_ratio': ratio, 'imbalance_profile': profile})
+def _training_split(info: DatasetCardInfo, config: Optional[TrainConfig]) -> str:
+    """The training data of a run on ``info`` in words: the dataset, or its long-tailed training split with the
+    imbalance ratio and profile where the record holds them."""
+    if not info.long_tailed:
+        return info.title
+    if config is None:
+        return f'a long-tailed training split of {info.title}'
+    return (f'the long-tailed training split of {info.title} (imbalance ratio {float(config.imbalance_ratio):g}, '
+            f'{config.imbalance_profile} profile)')
+
+
+def _eval_dataset(dataset: str, split: str, trained_on: DatasetCardInfo,
+                  config: Optional[TrainConfig]) -> Tuple[str, Optional[str], str]:
+    """(type, config, name) of an evaluation's dataset in the model-index: the Hub dataset id and its
+    ``load_dataset`` config where it is on the Hub (else sp-timm's dataset name and no config), and a name. The
+    evaluated split of a ``-lt`` dataset is the balanced one, so the training imbalance is in the name only."""
+    info = dataset_info(dataset)
+    name = info.title
+    if trained_on.long_tailed:
+        imbalance = (f'ratio-{float(config.imbalance_ratio):g} {config.imbalance_profile}-profile '
+                     if config is not None else '')
+        name = f'{info.title} ({split} split; model trained on the {imbalance}long-tailed train split)'
+    return info.hub_id or info.base, info.hub_config, name
 
 
 def _eval_results(info: ModelInfo, reports: Sequence[EvalReport]) -> list:
     """The model-index entries of the reports: clean, AutoAttack and (when the report has an audit) audited
     robust accuracy in percent, each with the number of test points, threat model, eps and whether it is audited,
-    on the dataset config of the run (imbalance ratio and profile for the -lt variants)."""
+    on the evaluated dataset (``_eval_dataset``: the Hub dataset id and config, the split)."""
     from huggingface_hub import EvalResult
     config = info.run.config if info.run is not None else None
+    trained_on = dataset_info(info.dataset or 'unknown')
     results = []
     for report in reports:
         protocol = report.protocol
-        dataset = protocol.dataset or info.dataset or 'unknown'
-        hub_dataset, _ = dataset_info(dataset)
-        dataset_config, dataset_name, dataset_args = _dataset_config(dataset, config)
-        common = dict(task_type='image-classification', dataset_type=hub_dataset or dataset, dataset_name=dataset_name,
-                      dataset_config=dataset_config, dataset_args=dataset_args, dataset_split=protocol.split,
-                      metric_type='accuracy')
+        dataset_type, dataset_config, dataset_name = _eval_dataset(
+            protocol.dataset or info.dataset or 'unknown', protocol.split, trained_on, config)
+        common = dict(task_type='image-classification', dataset_type=dataset_type, dataset_name=dataset_name,
+                      dataset_config=dataset_config, dataset_split=protocol.split, metric_type='accuracy')
         audit = report.audit
         tm, eps, n = protocol.threat_model, protocol.eps, protocol.n_examples
         context = {'n_examples': n, 'threat_model': tm, 'eps': eps, 'audited': audit is not None}
@@ -237,9 +271,10 @@ def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_
 
     ``info`` is the loaded model's ``ModelInfo`` (its run record and which weights); ``reports`` are ``sp-timm eval``
     reports. The front matter's ``model-index`` holds clean, AutoAttack and (where audited) audited robust accuracy
-    (percent) of every report with its number of test points, dataset config, threat model and eps; ``license`` is
-    the Hub licence id. The training table and command come from the run's configuration (``train_config``,
-    ``train_args.yaml``).
+    (percent) of every report with its number of test points, Hub dataset id and config, threat model and eps;
+    ``license`` is the Hub licence id. Only a model trained with an SP loss is tagged ``sp-loss`` and cites the SP
+    paper. The training table and command come from the run's configuration (``train_config``, ``train_args.yaml``);
+    "How to use" says whether plain timm builds the architecture (``plain_timm_architecture``).
     """
     from huggingface_hub import ModelCard, ModelCardData
     import timm
@@ -247,21 +282,22 @@ def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_
     from ..losses import create_loss, is_sp_loss
     record = info.run
     dataset = info.dataset or 'unknown'
-    hub_dataset, dataset_title = dataset_info(dataset)
+    trained_on = dataset_info(dataset)
+    config = record.config if record is not None else None
+    loss_name = record.loss if record is not None else 'unknown'
+    is_sp = is_sp_loss(loss_name)
     name = default_model_name(info)
     repo_id = repo_id or f'ORG/{name}'
     eval_results = _eval_results(info, reports)
-    card_data = ModelCardData(library_name='timm', license=check_license(license), tags=list(CARD_TAGS),
-                              model_name=name,
-                              datasets=[hub_dataset] if hub_dataset else None, pipeline_tag='image-classification',
-                              eval_results=eval_results or None)
-    loss_name = record.loss if record is not None else 'unknown'
+    card_data = ModelCardData(library_name='timm', license=check_license(license),
+                              tags=CARD_TAGS + [SP_TAG] if is_sp else list(CARD_TAGS), model_name=name,
+                              datasets=[trained_on.hub_id] if trained_on.hub_id else None,
+                              pipeline_tag='image-classification', eval_results=eval_results or None)
     loss_params = record.loss_params if record is not None else {}
     try:
         formula = create_loss(loss_name, **loss_params).formula
     except (ValueError, TypeError, AttributeError):
         formula = 'see sp-timm losses'
-    config = record.config if record is not None else None
     adversarial = None
     if config is not None and config.adv != 'none':
         adversarial = (f"{config.adv.upper()} ({config.adv_norm}, eps {format_eps(config.adv_eps)}, {config.adv_steps} "
@@ -269,7 +305,8 @@ def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_
     model_args = info.model_args
     card = ModelCard.from_template(
         card_data, template_path=str(template), model_name=name, architecture=info.architecture, dataset=dataset,
-        dataset_title=dataset_title, loss_name=loss_name, loss_formula=formula, is_sp=is_sp_loss(loss_name),
+        training_split=_training_split(trained_on, config), long_tailed=trained_on.long_tailed,
+        plain_timm=plain_timm_architecture(info.architecture), loss_name=loss_name, loss_formula=formula, is_sp=is_sp,
         loss_params=', '.join(f'{k}={v}' for k, v in loss_params.items()) or 'defaults', adversarial=adversarial,
         sp_timm_version=record.sp_timm_version if record is not None else __version__,
         timm_version=record.timm_version if record is not None else timm.__version__,
@@ -277,9 +314,7 @@ def render_model_card(info: ModelInfo, reports: Sequence[EvalReport] = (), repo_
         input_std=tuple(model_args.get('input_std') or (record.input_std if record is not None else None) or ()),
         training_rows=_training_rows(train_config(record)[0]), train_args_file=TRAIN_ARGS_FILE,
         resumed_with_changes=bool(record is not None and record.args_history), arxiv_id=PAPER_ARXIV_ID,
-        train_counts=record.train_class_counts if record is not None and dataset.endswith('-lt') else None,
-        imbalance_note=(f"imbalance ratio {config.imbalance_ratio}, {config.imbalance_profile} profile"
-                        if config is not None else 'imbalance ratio None, None profile'),
+        train_counts=record.train_class_counts if record is not None and trained_on.long_tailed else None,
         train_command=_train_command(record), evaluations=[_evaluation_context(r) for r in reports],
         repo_id=repo_id, folder_name=folder_name,
         ema=record.model_ema if record is not None and info.weights == 'ema' else None)

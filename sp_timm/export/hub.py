@@ -17,22 +17,100 @@ An export folder::
 marker lists, unchanged: a run folder, ``.``, or a folder holding anyone else's files is refused untouched.
 Names read from reports (dataset, model name) must be single safe file names, and every report must carry the
 SHA-256 of the weights being exported (``sp-timm eval`` records it).
+
+Nothing in the folder names a path of the machine that made it (``public_record``): the records' paths (the run's
+output, resume, config and data folders, the evaluated checkpoint, a local data source, any absolute path in their
+text) are written as ``<local path>/NAME``, their last component only.
 """
+import dataclasses
 import os
-from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Dict, Optional, Sequence, Tuple, TypeVar
 
 from ..checkpoint import weights_sha256
 from ..data import dataset_spec
+from ..data.sources import DATASETS
 from ..errors import CheckpointError, HubError, RecordError
 from ..files import atomic_write_json, read_json_object, safe_path_component
 from ..model_source import EXPORT_RECORD_FILE, load_model
-from ..records import EvalReport, ExportRecord, Protocol, RunRecord, read_report_json, to_json
+from ..records import EvalReport, ExportRecord, FlagChange, Protocol, RunRecord, read_report_json, to_json
 from ..threat.budget import THREAT_MODELS
 from .card import DEFAULT_LICENSE, TRAIN_ARGS_FILE, check_license, render_model_card, train_args_yaml, train_config
 from .folder import EXPORT_MARKER, check_replaceable, export_destination, export_folder
 
-__all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_threat_model']
+__all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_threat_model', 'public_record',
+           'public_path', 'LOCAL_PATH']
+
+LOCAL_PATH = '<local path>'
+# TrainConfig fields holding paths of the machine that trained (also as keys of a resume's earlier flags)
+_PATH_FLAGS = ('config', 'output', 'resume', 'data_dir')
+# where data comes from when it is not a local folder: the Hub datasets and scikit-learn's digits
+_PUBLIC_DATA_SOURCES = {spec.hub_id for spec in DATASETS.values() if spec.hub_id} | {'sklearn.datasets.load_digits'}
+_PUBLIC_MODEL_SOURCES = ('hf-hub:', 'robustbench:')
+# an absolute POSIX, home or Windows path inside text, up to a space, quote, bracket or separator
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=local-dir:)|(?<![\w.:/~>-]))(?:/|~/|[A-Za-z]:[\\/])[^\s'\"`<>|,;()\[\]{}]+")
+
+T = TypeVar('T')
+
+
+def public_path(path: str) -> str:
+    """``path`` as an export writes it: ``<local path>/NAME``, its last component only."""
+    stripped = path.rstrip('/\\')
+    name = (PureWindowsPath if '\\' in stripped else PurePosixPath)(stripped).name
+    return f'{LOCAL_PATH}/{name}' if name else LOCAL_PATH
+
+
+def _public_text(value: Any) -> Any:
+    """``value`` (a record, or anything inside one) with every absolute path in its strings made ``public_path``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _public_text(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda match: public_path(match.group()), value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_public_text(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _public_text(v) for k, v in value.items()}
+    return value
+
+
+def _public_flags(flags: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: public_path(v) if k in _PATH_FLAGS and isinstance(v, str) and v else v for k, v in flags.items()}
+
+
+def _public_data_source(source: str) -> str:
+    """A data source (``DIR [note] [note]``, see ``ImageData.subset``) with a local folder made ``public_path``."""
+    head, sep, notes = source.partition(' [')
+    return source if head in _PUBLIC_DATA_SOURCES or not head else public_path(head) + sep + notes
+
+
+def _public_model_source(source: Optional[str]) -> Optional[str]:
+    if not source or source.startswith(_PUBLIC_MODEL_SOURCES):
+        return source
+    prefix = 'local-dir:' if source.startswith('local-dir:') else ''
+    return prefix + public_path(source[len(prefix):])
+
+
+def public_record(record: T) -> T:
+    """A ``RunRecord``, ``ExportRecord`` or ``EvalReport`` as an export writes it: the same record with no path of this
+    machine in it (the run's output, resume, config and data folders, a local data source, the evaluated checkpoint
+    and any other absolute path in its text as ``public_path``)."""
+    if isinstance(record, ExportRecord):
+        return dataclasses.replace(record, run=public_record(record.run) if record.run is not None else None)
+    if isinstance(record, RunRecord):
+        config = (dataclasses.replace(record.config, **_public_flags(
+            {k: getattr(record.config, k) for k in _PATH_FLAGS})) if record.config is not None else None)
+        history = ([FlagChange(change.until_epoch, _public_flags(change.args)) for change in record.args_history]
+                   if record.args_history is not None else None)
+        record = dataclasses.replace(record, config=config, data_source=_public_data_source(record.data_source),
+                                     args_history=history)
+    elif isinstance(record, EvalReport):
+        protocol, model = record.protocol, record.model
+        record = dataclasses.replace(
+            record, protocol=dataclasses.replace(protocol, data_source=_public_data_source(protocol.data_source)),
+            model=dataclasses.replace(model, source=_public_model_source(model.source)))
+    return _public_text(record)
 
 
 def read_report(path: os.PathLike, weights: str, source: str) -> EvalReport:
@@ -98,6 +176,8 @@ def export_model(source: str, out: os.PathLike, reports: Sequence[os.PathLike] =
     check_one_report_per_threat_model(reports, loaded)
     if info.run is not None:
         model.pretrained_cfg = trained_pretrained_cfg(model.pretrained_cfg, info.run)
+        info = dataclasses.replace(info, run=public_record(info.run))
+    loaded = [public_record(report) for report in loaded]
     with export_folder(out, f'sp-timm {__version__} export', weights) as tmp:
         model_config = {'label_names': info.classes} if info.classes else None
         save_for_hf(model, tmp, model_config=model_config, model_args=info.model_args or None, safe_serialization=True)

@@ -21,12 +21,14 @@ import io
 import os
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..checkpoint import weights_sha256
+from ..eval.config import FULL_TEST_SPLIT
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_path_component
 from ..model_source import load_model
 from ..records import EvalReport, LeaderboardEntry, to_json
@@ -35,14 +37,15 @@ from .card import check_license
 from .folder import check_replaceable, export_destination, export_folder
 from .hub import check_one_report_per_threat_model, read_report
 
-__all__ = ['export_robustbench', 'robustbench_architecture', 'robustbench_state_dict', 'submission_name',
+__all__ = ['export_robustbench', 'Submission', 'is_preview', 'issue_text', 'robustbench_architecture',
+           'robustbench_state_dict', 'submission_name',
            'zoo_entry_source', 'ROBUSTBENCH_DATASETS', 'ZOO_ENTRY_FILE', 'ISSUE_FILE', 'RobustBenchArchitecture']
 
 ROBUSTBENCH_DATASETS = ('cifar10', 'cifar100')  # RobustBench's leaderboards among the datasets sp-timm evaluates
 ZOO_ENTRY_FILE = 'model_zoo_entry.py'
 ISSUE_FILE = 'new_model_issue.md'
 AUTOATTACK_LOG = 'autoattack.log'  # what sp-timm eval writes beside report.json (sp_timm.eval.runner.AUTOATTACK_LOG)
-_FULL_TEST_SET = 10_000
+ISSUE_TEMPLATE = Path(__file__).resolve().parents[1] / 'templates' / 'new_model_issue.md'
 
 
 class RobustBenchArchitecture:
@@ -191,105 +194,170 @@ def _year_of(venue: Optional[str]) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
-def _with_percent_sign(value: str) -> str:
-    return f'{value}%' if value else value
+@dataclass(frozen=True)
+class Submission:
+    """What a RobustBench submission says that no evaluation measured (``sp-timm export --robustbench``'s flags).
+
+    The paper (``paper_title``, ``link``, ``authors``, ``venue``) is the one that proposes *this* model, the
+    submitter's: given here or to ``sp-timm eval``; a placeholder left in the entry is an error. ``reported``: the
+    robust accuracy the paper reports, ``ACC`` for one evaluation or ``THREAT=ACC`` each (every leaderboard entry
+    carries it). ``preview``: accept evaluations of fewer points than the whole test split, said in the entry's
+    footnote and the issue. ``model_zoo``: False for a private submission (the leaderboard only). ``hub_repo``: the
+    model's Hub export (``sp-timm export --push --repo-id``), the checkpoint the issue points to; ``checkpoint_url``:
+    where the RobustBench ``.pt`` is downloadable."""
+    model_name: Optional[str] = None
+    paper_title: Optional[str] = None
+    link: Optional[str] = None
+    authors: Optional[str] = None
+    venue: Optional[str] = None
+    year: Optional[int] = None
+    title_word: Optional[str] = None
+    reported: Tuple[str, ...] = ()
+    preview: bool = False
+    model_zoo: bool = True
+    hub_repo: Optional[str] = None
+    checkpoint_url: Optional[str] = None
+    code_url: Optional[str] = None
+    license: str = 'mit'
+    weights: str = 'auto'
+
+    def reported_for(self, threat_models: Sequence[str]) -> Dict[str, str]:
+        """``reported`` per threat model, checked: a number in [0, 100] for each evaluation, or a ``ValueError``
+        naming the flag."""
+        values: Dict[str, str] = {}
+        for item in self.reported:
+            threat, _, number = item.rpartition('=')
+            if not threat and len(threat_models) > 1:
+                raise ValueError(f"--reported {item!r}: with {len(threat_models)} evaluations give one per threat "
+                                 f"model, e.g. --reported Linf=53.4 --reported L2=71.2.")
+            threat = threat or threat_models[0]
+            try:
+                value = float(number)
+            except ValueError:
+                value = float('nan')
+            if threat not in threat_models or not 0 <= value <= 100:
+                raise ValueError(f"--reported {item!r}: expected the paper's robust accuracy in percent (0-100) for "
+                                 f"one of {', '.join(threat_models)}.")
+            values[threat] = f'{value:.2f}'
+        missing = [t for t in threat_models if t not in values]
+        if missing:
+            raise ValueError(f"the robust accuracy the paper reports is missing for {', '.join(missing)}: every "
+                             f"RobustBench entry carries it in 'reported'. Give --reported ACC (or THREAT=ACC per "
+                             f"evaluation). Nothing was written.")
+        return values
+
+
+def is_preview(report: EvalReport) -> bool:
+    """Whether ``report`` evaluated fewer points than the whole test split (reports of an older sp-timm, which did
+    not record it, by their number of points)."""
+    full = report.protocol.full_test_split
+    return not full if full is not None else report.n_points < FULL_TEST_SPLIT
+
+
+def _evaluation_method(report: EvalReport, version: str) -> str:
+    p = report.protocol
+    which = 'the first' if is_preview(report) else 'the whole'
+    method = (f"AutoAttack, standard version ({', '.join(a.upper() for a in p.attacks)}), seed {p.seed}, batch size "
+              f"{p.batch_size}, run by sp-timm {version} eval on {which} {p.n_examples} {p.dataset} test images"
+              f"{' (a local copy of the test split)' if p.local_data else ''}; "
+              f"the AutoAttack log is attached (autoattack-{p.threat_model}.log). AutoAttack's code: pyautoattack "
+              f"{p.pyautoattack_version} (the AutoAttack authors' package), while RobustBench's benchmark() uses "
+              f"AutoAttack from the git commit its setup.py pins; sp-timm's test suite runs RobustBench's own "
+              f"benchmark() through pyautoattack and checks it gives the clean and robust accuracy of sp-timm eval")
+    if is_preview(report):
+        method += (f". PREVIEW: {p.n_examples} points, not the {FULL_TEST_SPLIT:,} of RobustBench's leaderboard; "
+                   f"re-run sp-timm eval on the whole test split before submitting")
+    if report.warnings:
+        method += '. AutoAttack warned: ' + '; '.join(report.warnings)
+    audit = report.audit
+    if audit is not None:
+        verdict = ('flagged unreliable: ' + '; '.join(audit.reasons)) if audit.unreliable else 'no sign of masking'
+        method += f'. An adaptive-attack audit (sp-timm eval --audit) gives {audit.robust_acc:.2f}% ({verdict})'
+    return method
 
 
 def issue_text(name: str, reports: Sequence[EvalReport], entries: Sequence[LeaderboardEntry],
-               arch: RobustBenchArchitecture, checkpoint_url: Optional[str], code_url: Optional[str], license: str,
-               version: str) -> str:
-    """RobustBench's "New Model" issue (its template's sections and fields), filled in from the reports."""
-    def todo(v, what):
-        return v or f'TO FILL IN: {what}'
+               arch: RobustBenchArchitecture, submission: Submission, version: str) -> str:
+    """RobustBench's "New Model" issue (its template's sections and fields, plus a Dataset line per model), rendered
+    from ``templates/new_model_issue.md``."""
+    import jinja2
     first = entries[0]
-    lines = [f'<!-- title: [New Model] {name} -->', '', '# Paper Information', '',
-             f"- **Paper Title**: {first.name}", f"- **Paper URL**: {first.link}",
-             f"- **Paper authors**: {first.authors}", '', '# Leaderboard Claim(s)', '']
-    for i, (report, entry) in enumerate(zip(reports, entries), 1):
-        p = report.protocol
-        method = (f"AutoAttack, standard version ({', '.join(a.upper() for a in p.attacks)}), pyautoattack "
-                  f"{p.pyautoattack_version}, run by sp-timm {version} eval on the first {p.n_examples} "
-                  f"{p.dataset} test images, seed {p.seed}, batch size {p.batch_size}; the AutoAttack "
-                  f"log is attached (autoattack-{p.threat_model}.log)")
-        if p.n_examples < _FULL_TEST_SET:
-            method += (f". Note: {p.n_examples} points, not the {_FULL_TEST_SET:,} of RobustBench's leaderboard: "
-                       f"re-run sp-timm eval with --n-examples {_FULL_TEST_SET} before submitting")
-        if report.warnings:
-            method += '. AutoAttack warned: ' + '; '.join(report.warnings)
-        lines += [f'## Model {i}', '', f"- **Architecture**: {entry.architecture}",
-                  f"- **Threat Model**: {p.threat_model}", f"- **eps**: {entry.eps}",
-                  f"- **Clean accuracy**: {_with_percent_sign(entry.clean_acc)}",
-                  f"- **Robust accuracy**: {_with_percent_sign(entry.autoattack_acc)}",
-                  f"- **Additional data**: {str(bool(entry.additional_data)).lower()}",
-                  f'- **Evaluation method**: {method}',
-                  "- **Checkpoint and code**: checkpoint "
-                  f"{todo(checkpoint_url, 'the URL of the .pt (sp-timm export --checkpoint-url)')}"
-                  f" (models/{entry.dataset}/{p.threat_model}/{name}.pt of this folder); code "
-                  f"{todo(code_url, 'the URL of the training code (sp-timm export --code-url)')}", '']
-    mit = license.lower() == 'mit'
-    lines += ['# Model Zoo:', '', '- [x] I want to add my models to the Model Zoo (check if true)',
-              '- [x] I use an architecture that is included among those '
-              '[here](https://github.com/RobustBench/robustbench/tree/master/robustbench/model_zoo/architectures) or '
-              'in `timm`. If not, I added the link to the architecture implementation so that it can be added. '
-              f'({arch.class_name} of {arch.module}; the class and entry are in {ZOO_ENTRY_FILE})',
-              f"- [{'x' if mit else ' '}] I agree to release my model(s) under MIT license (check if true) **OR** "
-              "under a custom license, located "
-              "here: " + ('' if mit else f"{license} (TO FILL IN: the licence's URL)"), '']
-    return '\n'.join(lines)
+    state_dict = f"; RobustBench's state dict {submission.checkpoint_url}" if submission.checkpoint_url else ''
+    if submission.hub_repo:
+        checkpoint = (f"the model's Hub export hf-hub:{submission.hub_repo} (timm's format: pip install sp-timm, "
+                      f"import sp_timm, timm.create_model('hf-hub:{submission.hub_repo}', pretrained=True))"
+                      + state_dict)
+    elif submission.checkpoint_url:
+        checkpoint = f'checkpoint {submission.checkpoint_url}'
+    else:
+        checkpoint = ('checkpoint TO FILL IN: the Hub export (sp-timm export --push --repo-id, then --hub-repo) or '
+                      'the URL of the .pt (--checkpoint-url)')
+    models = [dict(architecture=e.architecture, dataset=e.dataset, threat_model=r.protocol.threat_model, eps=e.eps,
+                   clean_acc=e.clean_acc, robust_acc=e.autoattack_acc, reported=e.reported,
+                   additional_data=str(bool(e.additional_data)).lower(), method=_evaluation_method(r, version))
+              for r, e in zip(reports, entries)]
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        ISSUE_TEMPLATE.read_text(encoding='utf-8'))
+    return template.render(
+        name=name, paper=dict(name=first.name, link=first.link, authors=first.authors), models=models,
+        checkpoint=checkpoint, code=submission.code_url or 'TO FILL IN: the URL of the training code (--code-url)',
+        model_zoo=submission.model_zoo, arch_included=True,
+        arch_note=f'({arch.class_name} of {arch.module}; the class and entry are in {ZOO_ENTRY_FILE})',
+        mit=submission.license.lower() == 'mit', license=submission.license)
 
 
-def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathLike], *,
-                       model_name: Optional[str] = None, authors: Optional[str] = None, year: Optional[int] = None,
-                       title_word: Optional[str] = None,
-                       checkpoint_url: Optional[str] = None, code_url: Optional[str] = None, license: str = 'mit',
-                       weights: str = 'auto') -> Path:
+def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathLike],
+                       submission: Submission = Submission()) -> Path:
     """Write the RobustBench submission folder of ``source`` (see the module docstring) from its ``sp-timm eval``
-    reports (``report.json``, with ``autoattack.log`` beside it). Everything is checked before anything is
-    written; the folder is built beside ``out`` and renamed into place when complete (an existing ``out`` is
-    replaced only if it is an earlier export). ``authors`` fills the entry's authors; the name defaults to
-    ``submission_name``'s."""
+    reports (``report.json``, with ``autoattack.log`` beside it) and what ``submission`` says. Everything is checked
+    before anything is written: each report is the standard protocol on the whole test split of a RobustBench
+    dataset (or ``submission.preview``), the paper's fields and ``reported`` are given. The folder is built beside
+    ``out`` and renamed into place when complete (an existing ``out`` is replaced only if it is an earlier export)."""
     from ..eval.report import PLACEHOLDER_PREFIX
-    check_license(license)
+    check_license(submission.license)
     if not reports:
         raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
                          '(one per threat model).')
     out = export_destination(out)
     check_replaceable(out)
-    model, info = load_model(source, weights=weights)
+    model, info = load_model(source, weights=submission.weights)
     arch = robustbench_architecture(model, info.architecture)
     digest = weights_sha256(model)
     loaded = [read_report(path, digest, source) for path in reports]
     check_one_report_per_threat_model(reports, loaded)
+    for path, report in zip(reports, loaded):
+        _check_submittable(path, report, submission.preview)
+    reported = submission.reported_for([r.protocol.threat_model for r in loaded])
+    paper = {k: v for k, v in (('name', submission.paper_title), ('link', submission.link),
+                               ('authors', submission.authors), ('venue', submission.venue)) if v}
     logs, entries = [], []
     for path, report in zip(reports, loaded):
-        dataset = report.protocol.dataset
-        if dataset not in ROBUSTBENCH_DATASETS:
-            raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are "
-                             f"{', '.join(ROBUSTBENCH_DATASETS)} "
-                             f"(and ImageNet): evaluate on its test set, e.g. sp-timm eval --dataset "
-                             f"{dataset[:-3] if dataset.endswith('-lt') else 'cifar10'}.")
-        if report.leaderboard is None:
-            raise ValueError(f"'{path}' has no leaderboard entry ({report.leaderboard_note}).")
         log = Path(path).parent / AUTOATTACK_LOG
         if not log.is_file():
             raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the "
                              f"same sp-timm eval command (it reuses its saved results and writes the log).")
         logs.append(log.read_text(encoding='utf-8'))
-        entries.append(dataclasses.replace(report.leaderboard, dataset=dataset,
-                                           **({'authors': authors} if authors else {})))
-    name = model_name or submission_name(entries[0].authors, year or _year_of(entries[0].venue), entries[0].name,
-                                         arch.short_name, title_word)
+        entry = dataclasses.replace(report.leaderboard, dataset=report.protocol.dataset,
+                                    reported=reported[report.protocol.threat_model], **paper)
+        if is_preview(report) and 'Preview' not in (entry.footnote or ''):
+            entry = dataclasses.replace(entry, footnote='. '.join(filter(None, [entry.footnote, (
+                f'Preview: the first {report.n_points} test images, not the whole test split')])))
+        entries.append(entry)
+    unfilled = sorted({k for e in entries for k, v in to_json(e).items()
+                       if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
+    if unfilled:
+        flags = {'name': '--paper-title', 'link': '--link', 'authors': '--authors', 'venue': '--venue',
+                 'architecture': "sp-timm eval's --architecture"}
+        raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: a RobustBench row "
+                         f"names the paper that proposes this model; give "
+                         f"{', '.join(flags.get(k, k) for k in unfilled)}. Nothing was written.")
+    name = submission.model_name or submission_name(entries[0].authors, submission.year or _year_of(entries[0].venue),
+                                                    entries[0].name, arch.short_name, submission.title_word)
     safe_path_component(name, '--model-name')
     # it goes into model_zoo_entry.py's string literals and class name (a letter, then an identifier's characters)
     if not name[:1].isalpha() or not re.sub(r'[.\-]', '', name).isidentifier():
         raise ValueError(f"--model-name {name!r}: a RobustBench name holds letters, digits, '_', '-' and '.' only "
                          f"(no quotes or spaces), e.g. 'Gao2023Stationary_WRN-28-10'. Nothing was written.")
-    unfilled = sorted({k for e in entries for k, v in to_json(e).items()
-                       if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
-    if unfilled:
-        raise ValueError(f"the leaderboard entry still says 'TO FILL IN' for {', '.join(unfilled)}: give them to "
-                         "sp-timm eval (--paper-title, --link, --authors, --venue, --architecture; a rerun reuses its "
-                         "saved results) or --authors here. Nothing was written.")
     state = io.BytesIO()
     torch.save(robustbench_state_dict(model, info.architecture), state)
     with export_folder(out, f'sp-timm {__version__} export --robustbench', digest) as tmp:
@@ -302,6 +370,27 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
             atomic_write_text(tmp / f'autoattack-{tm}.log', log)
         atomic_write_text(tmp / ZOO_ENTRY_FILE, zoo_entry_source(name, model, threat_models, entries[0].dataset,
                                                                  __version__))
-        atomic_write_text(tmp / ISSUE_FILE, issue_text(name, loaded, entries, arch, checkpoint_url, code_url, license,
-                                                       __version__))
+        atomic_write_text(tmp / ISSUE_FILE, issue_text(name, loaded, entries, arch, submission, __version__))
     return out
+
+
+def _check_submittable(path: os.PathLike, report: EvalReport, preview: bool) -> None:
+    """A ``ValueError`` unless ``report`` can go to a RobustBench leaderboard: its dataset has one, the entry exists
+    (the standard protocol, unadapted), the points are the whole test split unless ``preview``."""
+    dataset = report.protocol.dataset
+    if dataset.endswith('-lt'):
+        raise ValueError(f"'{path}' evaluated on {dataset}: RobustBench has no long-tail leaderboard. sp-timm eval "
+                         f"wrote the long-tail entry (RobustBench's format plus imbalance, balanced and per-group "
+                         f"accuracies) to longtail_info/ beside the report; collect those to compare long-tail "
+                         f"results.")
+    if dataset not in ROBUSTBENCH_DATASETS:
+        raise ValueError(f"'{path}' evaluated on {dataset}; RobustBench's leaderboards are "
+                         f"{', '.join(ROBUSTBENCH_DATASETS)} (and ImageNet): evaluate on its test set, e.g. sp-timm "
+                         f"eval --dataset cifar10.")
+    if report.leaderboard is None:
+        raise ValueError(f"'{path}' has no leaderboard entry ({report.leaderboard_note}).")
+    if is_preview(report) and not preview:
+        raise ValueError(f"'{path}' evaluated {report.n_points} {dataset} test images, not the whole test split "
+                         f"({FULL_TEST_SPLIT:,}): a leaderboard entry is measured on all of them. Re-run sp-timm eval "
+                         f"without --n-examples (it reuses its saved chunks), or give --preview for a submission "
+                         f"marked as a preview. Nothing was written.")

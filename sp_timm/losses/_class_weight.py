@@ -40,7 +40,11 @@ def class_weights(counts: Sequence[int], mode: str, beta: float = 0.9999) -> tor
 
     balanced: inverse frequency ``N / (K n_k)`` (the count-weighted mean weight is 1).
     effective: Cui et al. 2019's inverse effective number ``(1 - beta) / (1 - beta^n_k)``, normalised to sum to K.
-    A class without training images gets weight 0 (it never appears as a label)."""
+    A class without training images gets weight 0 (it never appears as a label).
+
+    timm >= 1.0.31's ``compute_class_weights`` ('inv_freq', 'effective_num') gives these weights up to the
+    normalisation (a class mean of 1), but weighs an empty class as one image and rejects ``beta = 0``; the formulas
+    stay so that every timm version gives the same float32 weights (timm's, rescaled, differ in the last bit)."""
     if mode not in CLASS_WEIGHT_MODES[1:]:
         raise ValueError(f"class weight mode must be one of {CLASS_WEIGHT_MODES[1:]}, got {mode!r}.")
     if not 0 <= beta < 1:

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from ._registry import get_loss_cls, is_registered, list_registered, unknown_name_error
 
-__all__ = ['create_loss', 'create_classification_loss', 'list_losses', 'is_sp_loss', 'timm_loss_types']
+__all__ = ['create_loss', 'create_classification_loss', 'list_losses', 'is_sp_loss', 'timm_loss_types',
+           'check_recorded_loss']
 
 # Loss types of timm's train.py before timm had a loss factory.
 _LEGACY_TIMM_LOSS_TYPES = ('ce', 'bce', 'jsd')
@@ -61,6 +62,17 @@ def create_loss(name: str, **kwargs: Any) -> nn.Module:
     if name in timm_loss_types():
         return create_classification_loss(name, **kwargs)
     raise unknown_name_error(name, list_losses())
+
+
+def check_recorded_loss(name: str, params: dict) -> None:
+    """A ``ValueError`` unless ``name`` is a loss of the factories and ``params`` (a run record's ``loss_params``: an
+    SP member's own parameters, none for timm's losses) build it: what a record names must be what it can rebuild."""
+    if not is_registered(name) and name not in timm_loss_types():
+        raise unknown_name_error(name, list_losses())
+    if not is_registered(name) and params:
+        raise ValueError(f"timm's loss '{name}' takes no recorded parameters, got {sorted(params)}.")
+    if is_registered(name):
+        create_loss(name, **params)
 
 
 def _init_params(cls: type) -> List[str]:

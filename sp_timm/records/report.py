@@ -4,11 +4,11 @@ by ``sp_timm.eval.report.build_report``. """
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .schema import json_field
+from .schema import check_finite, check_percent, json_field, require
 
 __all__ = ['REPORT_VERSION', 'LEADERBOARD_FIELDS', 'Protocol', 'EvaluatedModel', 'StageAccuracy', 'ClassResult',
            'GroupResult', 'GroupRule', 'PerturbationSummary', 'BudgetAccuracy', 'AuditAttackRow', 'AuditSummary',
-           'LeaderboardEntry', 'EvalReport']
+           'LeaderboardEntry', 'GroupAccuracy', 'LongTailEntry', 'EvalReport']
 
 REPORT_VERSION = 2  # 1: before versions
 
@@ -35,6 +35,17 @@ class Protocol:
     data_source: str
     n_target_classes: Optional[int] = json_field(None, omit_none=True)  # of APGD-T and FAB-T
     adaptation: Optional[str] = json_field(None, omit_none=True)  # how the protocol was adapted to the class count
+    # the points are the whole test split of a leaderboard's dataset (10,000 images of 10 / 100 balanced classes at
+    # 32x32): what a leaderboard entry is measured on; None where not determined (a report built by the Python API)
+    full_test_split: Optional[bool] = json_field(None, omit_none=True)
+    local_data: Optional[bool] = json_field(None, omit_none=True)  # read from a local copy (--data-dir)
+
+    def check_values(self, where: str) -> None:
+        check_finite({'eps_value': self.eps_value}, where, minimum=0)
+        require(min(self.n_examples, self.fab_iters, self.min_pert_examples) >= 0, where,
+                'n_examples, fab_iters and min_pert_examples must be >= 0')
+        require(min(self.batch_size, self.chunk_size, self.num_processes) >= 1, where,
+                'batch_size, chunk_size and num_processes must be >= 1')
 
 
 @dataclass
@@ -57,6 +68,9 @@ class StageAccuracy:
     stage: str
     acc: float
 
+    def check_values(self, where: str) -> None:
+        check_percent({'acc': self.acc}, where)
+
 
 @dataclass
 class ClassResult:
@@ -68,12 +82,19 @@ class ClassResult:
     train_count: Optional[int] = json_field(None, omit_none=True)
     group: Optional[str] = json_field(None, omit_none=True)
 
+    def check_values(self, where: str) -> None:
+        check_percent({'clean_acc': self.clean_acc, 'robust_acc': self.robust_acc}, where)
+        require(self.n >= 0 and self.label >= 0, where, 'class and n must be >= 0')
+
 
 @dataclass
 class GroupResult:
     classes: List[int]
     clean_acc: Optional[float]
     robust_acc: Optional[float]
+
+    def check_values(self, where: str) -> None:
+        check_percent({'clean_acc': self.clean_acc, 'robust_acc': self.robust_acc}, where)
 
 
 @dataclass
@@ -93,12 +114,21 @@ class PerturbationSummary:
     mean_of_flipped: Optional[float]
     attack: str
 
+    def check_values(self, where: str) -> None:  # the quartiles may be infinite (points no attack flipped)
+        require(all(v is None or v >= 0 for v in (self.median, self.q1, self.q3, self.mean_of_flipped)), where,
+                'perturbations must be >= 0')
+        check_percent({'flipped_pct': self.flipped_pct}, where)
+
 
 @dataclass
 class BudgetAccuracy:
     eps: float
     eps_str: str
     robust_acc: float
+
+    def check_values(self, where: str) -> None:
+        check_finite({'eps': self.eps}, where, minimum=0)
+        check_percent({'robust_acc': self.robust_acc}, where)
 
 
 @dataclass
@@ -108,6 +138,10 @@ class AuditAttackRow:
     acc: float
     broke_beyond_aa: int
     broke_only_this: int
+
+    def check_values(self, where: str) -> None:
+        check_percent({'acc': self.acc}, where)
+        require(min(self.broke_beyond_aa, self.broke_only_this) >= 0, where, 'counts of broken points must be >= 0')
 
 
 @dataclass
@@ -131,6 +165,13 @@ class AuditSummary:
     warnings: List[str] = json_field(default_factory=list)
     notes: Optional[List[str]] = json_field(None, omit_none=True)  # what the audit noticed that is no sign of masking
     surrogate: Optional[str] = json_field(None, omit_none=True)  # the transfer attack's model: source and weights
+
+    def check_values(self, where: str) -> None:
+        check_percent({'autoattack_acc': self.autoattack_acc, 'robust_acc': self.robust_acc,
+                       'robust_ci': self.robust_ci}, where)
+        check_finite({'drop': self.drop, 'threshold': self.threshold}, where)
+        require(min(self.attacked_points, self.broke_beyond_aa, self.fab_min_points) >= 0, where,
+                'counts of points must be >= 0')
 
 
 # RobustBench's model_info/<dataset>/<threat_model>/<name>.json, in its order and types
@@ -160,6 +201,37 @@ class LeaderboardEntry:
     # RobustBench's field for a stronger evaluation than AutoAttack's (it lists min(autoattack_acc, external)): the
     # audited robust accuracy, written only where the audit lowered AutoAttack's
     external: Optional[str] = json_field(None, omit_none=True)
+
+    def check_values(self, where: str) -> None:
+        for name in ('clean_acc', 'autoattack_acc', 'external') + (('reported',) if self.reported else ()):
+            text = getattr(self, name)
+            try:
+                value = float(text) if text is not None else None
+            except ValueError:
+                value = float('nan')
+            check_percent({name: value}, where)
+        require(self.number_forward_passes >= 1, where, 'number_forward_passes must be >= 1')
+
+
+@dataclass
+class GroupAccuracy:
+    clean_acc: str
+    autoattack_acc: str
+
+
+@dataclass
+class LongTailEntry:
+    """A long-tailed evaluation in RobustBench's entry format (``LeaderboardEntry``'s fields, the dataset named
+    ``cifar10-lt`` / ``cifar100-lt``) plus what a long-tail comparison needs: the training imbalance, the balanced
+    accuracies and the per-group accuracies. RobustBench has no long-tail leaderboard: sp-timm writes these under
+    ``longtail_info/`` so that long-tail results can be collected and compared in one format."""
+    entry: LeaderboardEntry
+    imbalance_ratio: float  # of the training split: most / fewest images per class
+    train_class_counts: List[int]
+    balanced_clean_acc: str
+    balanced_autoattack_acc: str
+    groups: Dict[str, GroupAccuracy]
+    group_rule: Optional[str] = None
 
 
 @dataclass(kw_only=True)
@@ -194,3 +266,14 @@ class EvalReport:
     # None: no RobustBench entry (a protocol other than the unadapted standard one, see ``leaderboard_note``)
     leaderboard: Optional[LeaderboardEntry] = json_field(None, omit_none=True)
     leaderboard_note: Optional[str] = json_field(None, omit_none=True)
+    longtail_entry: Optional[LongTailEntry] = json_field(None, omit_none=True)
+
+    def check_values(self, where: str) -> None:
+        """The rules a report keeps (``records.schema``): accuracies and intervals in [0, 100], counts >= 0, finite
+        budgets and times, one row per class."""
+        check_percent({name: getattr(self, name) for name in ('clean_acc', 'robust_acc', 'clean_ci', 'robust_ci',
+                                                               'balanced_clean_acc', 'balanced_robust_acc')}, where)
+        require(len(self.clean_ci) == 2 and len(self.robust_ci) == 2, where, 'an interval is two numbers [low, high]')
+        check_finite({'max_perturbation': self.max_perturbation, 'seconds': self.seconds}, where, minimum=0)
+        require(self.n_points >= 0, where, f'n_points must be >= 0, got {self.n_points}')
+        require(len({row.label for row in self.per_class}) == len(self.per_class), where, 'per_class repeats a class')

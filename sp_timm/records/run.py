@@ -4,7 +4,7 @@ through ``records.upgrade``, which brings every older record to the current sche
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .schema import json_field
+from .schema import check_finite, json_field, require
 from .train_config import TrainConfig
 
 __all__ = ['RUN_RECORD_VERSION', 'EXPORT_RECORD_VERSION', 'CLASS_WEIGHT_REDUCTION', 'EARLIER_CLASS_WEIGHT_REDUCTION',
@@ -119,6 +119,30 @@ class RunRecord:
     args_history: Optional[List[FlagChange]] = json_field(None, omit_none=True)
     retired_flags: Optional[Dict[str, Any]] = json_field(None, omit_none=True)  # flags this sp-timm no longer has
 
+    def check_values(self, where: str) -> None:
+        """The rules a run record keeps (``records.schema``): its counts agree with ``num_classes``, class groups
+        name existing classes, the input range is ``[low, high]``, mean and std describe the same channels."""
+        k = self.num_classes
+        require(k >= 1, where, f'num_classes must be >= 1, got {k}')
+        require(len(self.classes) == k, where, f'classes names {len(self.classes)} classes, num_classes is {k}')
+        recorded = self.model_args.get('num_classes', k)
+        require(recorded == k, where, f'model_args.num_classes is {recorded!r}, num_classes is {k}')
+        for name in ('train_class_counts', 'split_class_counts'):
+            counts = getattr(self, name)
+            require(len(counts) in (0, k), where, f'{name} has {len(counts)} entries for {k} classes')
+            require(all(c >= 0 for c in counts), where, f'{name} holds a negative count')
+        for group, members in self.class_groups.items():
+            require(all(0 <= c < k for c in members), where, f'class_groups.{group} names a class outside 0..{k - 1}')
+        check_finite({'input_range': self.input_range, 'input_mean': self.input_mean}, where)
+        check_finite({'input_std': self.input_std}, where, minimum=1e-12)
+        require(len(self.input_range) == 2 and self.input_range[0] < self.input_range[1], where,
+                f'input_range must be [low, high] with low < high, got {self.input_range}')
+        require((self.input_mean is None) == (self.input_std is None)
+                and (self.input_mean is None or len(self.input_mean) == len(self.input_std)), where,
+                'input_mean and input_std must both be null or lists of one number per channel')
+        require(self.num_processes >= 1 and self.global_batch_size >= 1, where,
+                'num_processes and global_batch_size must be >= 1')
+
     def earlier_reduction(self) -> Optional[str]:
         """The batch loss the class weights trained with when it is not today's (``CLASS_WEIGHT_REDUCTION``); None
         without class weights or with today's."""
@@ -133,6 +157,9 @@ class ExportRecord:
     schema_version: int = EXPORT_RECORD_VERSION
     weights: str
     run: Optional[RunRecord]  # None: exported from a plain timm folder (its config.json says what is known)
+
+    def check_values(self, where: str) -> None:
+        require(self.weights in ('ema', 'raw'), where, f"weights must be 'ema' or 'raw', got {self.weights!r}")
 
 
 @dataclass

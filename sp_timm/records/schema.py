@@ -3,17 +3,21 @@
 ``to_json(record)`` gives the record's fields in their order (nested records as objects, tuples as lists);
 ``from_json(cls, data, where)`` builds ``cls`` from such an object and checks each value against the field's type
 (``int``, ``float`` (an int is accepted), ``str``, ``bool``, ``Optional``, ``Union``, ``List``, ``Tuple``, ``Dict``,
-nested dataclasses, ``Any``): an untrusted or edited file fails there, in one ``RecordError`` line naming the file,
-the field and what was expected, before any work. Unknown keys are errors too. Records written by an older sp-timm
-are brought to the current schema first (``records.upgrade``); one written by a newer sp-timm is refused.
+nested dataclasses, ``Any``), then each record's own rules (its ``check_values(where)``: counts that must agree,
+accuracies within [0, 100], finite numbers): an untrusted or edited file fails there, in one ``RecordError`` line
+naming the file, the field and what was expected, before any work. Unknown keys are errors too. Records written by
+an older sp-timm are brought to the current schema first (``records.upgrade``); one written by a newer sp-timm is
+refused.
 """
 import dataclasses
+import math
 import typing
-from typing import Any, Dict, Type, TypeVar, Union
+from typing import Any, Dict, Iterable, Optional, Type, TypeVar, Union
 
 from ..errors import RecordError
 
-__all__ = ['to_json', 'from_json', 'json_field', 'check_schema_version', 'RecordError']
+__all__ = ['to_json', 'from_json', 'json_field', 'check_schema_version', 'require', 'check_percent', 'check_finite',
+           'RecordError']
 
 T = TypeVar('T')
 
@@ -78,7 +82,39 @@ def _dataclass(cls: type, data: Any, where: str) -> Any:
             values[f.name] = _value(hints[f.name], data[key], f'{where}: {key}')
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecordError(f'{where}: {cls.__name__} field {key!r} is missing.')
-    return cls(**values)
+    record = cls(**values)
+    check_values = getattr(record, 'check_values', None)
+    if check_values is not None:
+        check_values(where)
+    return record
+
+
+def require(condition: bool, where: str, problem: str) -> None:
+    """A ``RecordError`` ``'{where}: {problem}'`` unless ``condition``: a record's own rule, broken."""
+    if not condition:
+        raise RecordError(f'{where}: {problem}; the file was edited or is not what it claims to be.')
+
+
+def check_finite(values: Dict[str, Any], where: str, minimum: Optional[float] = None) -> None:
+    """Every number of ``values`` (name -> number, list of numbers or None) finite, and >= ``minimum`` if given."""
+    for name, value in values.items():
+        for number in _numbers(value):
+            require(math.isfinite(number), where, f'{name} must be a finite number, got {number!r}')
+            require(minimum is None or number >= minimum, where, f'{name} must be >= {minimum}, got {number!r}')
+
+
+def check_percent(values: Dict[str, Any], where: str) -> None:
+    """Every number of ``values`` (name -> accuracy, list of them or None) a percentage in [0, 100]."""
+    for name, value in values.items():
+        for number in _numbers(value):
+            require(math.isfinite(number) and 0 <= number <= 100, where,
+                    f'{name} must be a percentage in [0, 100], got {number!r}')
+
+
+def _numbers(value: Any) -> Iterable[float]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _value(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 -- one branch per kind of type
