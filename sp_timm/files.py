@@ -8,10 +8,11 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Dict, Iterator, Optional, Union
 
 from .errors import CheckpointError
@@ -19,7 +20,7 @@ from .errors import CheckpointError
 __all__ = ['PathLike', 'Tensors', 'EXPORT_MARKER', 'disk_full_errors', 'fsync_write', 'fsync_file', 'atomic_write_text',
            'atomic_write_bytes', 'atomic_write_json',
            'check_output_folder', 'staging_folder', 'make_shareable', 'sha256_file', 'safe_path_component',
-           'read_json_object', 'save_tensors', 'load_tensors']
+           'read_json_object', 'save_tensors', 'load_tensors', 'LOCAL_PATH', 'public_path', 'public_text']
 
 PathLike = Union[str, os.PathLike]
 Tensors = Dict[str, 'torch.Tensor']  # noqa: F821 -- torch is imported where tensors are read or written
@@ -152,6 +153,25 @@ def safe_path_component(value: Any, what: str) -> str:
         raise ValueError(f"{what} {str(value)[:120]!r} {problem}: it would be used as a file name, and could write "
                          f"outside the output folder. Use a plain name such as 'Author2026Title_WRN-28-10'.")
     return value
+
+
+LOCAL_PATH = '<local path>'
+# an absolute POSIX, home or Windows path (or a file: URL) inside text, up to a space, quote, bracket or separator;
+# not after a word character, ')' or '/' (a ratio such as '(0.5)/sqrt(d)' is no path)
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=local-dir:)|(?<![\w.:/~>)-]))(?:file://)?(?:/|~/|[A-Za-z]:[\\/])"
+                            r"[^\s'\"`<>|,;()\[\]{}]+")
+
+
+def public_path(path: str) -> str:
+    """``path`` as a published file writes it: ``<local path>/NAME``, its last component only."""
+    stripped = str(path).rstrip('/\\')
+    name = (PureWindowsPath if '\\' in stripped else PurePosixPath)(stripped).name
+    return f'{LOCAL_PATH}/{name}' if name else LOCAL_PATH
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute path in it written as ``public_path``."""
+    return _ABSOLUTE_PATH.sub(lambda match: public_path(match.group()), text)
 
 
 def read_json_object(path: PathLike, what: str) -> Dict[str, Any]:

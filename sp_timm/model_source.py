@@ -245,8 +245,10 @@ def _hub_model_info(folder: Path, source: str) -> ModelInfo:
 
 def _check_config_matches(config: Dict[str, Any], architecture: str, num_classes: int, folder: Path) -> None:
     """An export's ``config.json`` (what builds the model) and its ``sp_timm.json`` (what describes it) agree."""
+    from timm.models import split_model_name_tag
     built = (config.get('architecture'), config.get('num_classes', num_classes))
-    if built != (architecture, num_classes):
+    untagged = split_model_name_tag(str(built[0]))[0], split_model_name_tag(architecture)[0]
+    if untagged[0] != untagged[1] or built[1] != num_classes:  # timm writes the name without its tag
         raise CheckpointError(f"'{folder}': config.json builds {built[0]!r} with {built[1]!r} classes, but "
                               f"{EXPORT_RECORD_FILE} records {architecture!r} with {num_classes}: the folder was "
                               "edited. Export it again from the checkpoint.")

@@ -237,3 +237,12 @@ def test_the_python_api_refuses_non_finite_options_naming_the_flag():
     with pytest.raises(ValueError, match='--audit-iters must be >= 1, got 0'):
         AuditConfig(n_iter=0)
     assert AttackConfig(curve_eps=(float('inf'),)).problems() == ['--curve-eps must be a finite number, got (inf,).']
+
+
+@pytest.mark.parametrize('reported', ['53.4%', 'ninety', '101', 'nan'])
+def test_eval_refuses_a_reported_accuracy_no_report_could_hold(reported, capsys):
+    """--reported goes into the leaderboard entry, which every later read checks as a percentage: refused when
+    given, before any work, not after the evaluation when export reads the report."""
+    assert main(['eval', '--checkpoint', 'no/such/run', '--reported', reported]) == 2
+    err = capsys.readouterr().err
+    assert f"--reported {reported!r}: expected the paper's robust accuracy in percent" in err and 'Traceback' not in err

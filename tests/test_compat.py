@@ -273,10 +273,13 @@ def test_external_evaluation_bundle_of_a_masking_robustbench_model(tmp_path, mon
     index = sorted(int(i) for i in kept)
     assert images.shape == x.shape
     assert sum(p['autoattack_robust'] for p in kept.values()) == report['audit']['broke_beyond_aa']
+    assert {p['broken_by'] for p in kept.values() if not p['autoattack_robust']} == {'autoattack'}
     model = rb_load_model(name, model_dir=str(models), dataset='cifar10', threat_model='Linf').eval()
     assert (perturbation_norm(images[index] - x[index], 'Linf') <= eps * (1 + 1e-5)).all()
     with torch.no_grad():
         assert (model(images[index]).argmax(1) != y[index]).all()  # RobustBench's model misclassifies every one
+        alone = float((model(images).argmax(1) == y).double().mean()) * 100
+    assert alone == pytest.approx(report['audit']['robust_acc'])  # the .pt alone gives the audited accuracy
     issue = (bundle / 'new-evaluation-issue.md').read_text()
     assert f'<!-- title: [New evaluation] {name} -->' in issue and f'**Model identifier(s):** {name}\n' in issue
     assert '**Leaderboard(s):** cifar10, Linf (eps = 8/255)' in issue

@@ -50,9 +50,9 @@ def _report(checkpoint: Path, folder: Path, threat_model: str = 'Linf', dataset:
     model, info = create_model_from_checkpoint(checkpoint)
     eps = '8/255' if threat_model == 'Linf' else '0.5'
     base = fake_report(info, weights_sha256(model), dataset=dataset, threat_model=threat_model, eps=eps, n=20)
-    entry = replace(base.leaderboard, link='https://arxiv.org/abs/2302.09575',
-                    name='Stationary Point Losses for Robust Model',
-                    authors=authors, venue='arXiv, Feb 2023', architecture='PreActResNet-18', clean_acc='60.00',
+    entry = replace(base.leaderboard, link='https://example.org/lovelace-2023',
+                    name='Stationary margins make robust nets',
+                    authors=authors, venue='ICML 2023', architecture='PreActResNet-18', clean_acc='60.00',
                     reported='', autoattack_acc='35.00', footnote='sp-timm, loss sp_ls')
     report = to_json(replace(base, protocol=replace(base.protocol, batch_size=500), clean_acc=60.0, robust_acc=35.0,
                              clean_ci=[36.1, 80.9], robust_ci=[15.4, 59.2], model_name='run', leaderboard=entry))
@@ -102,7 +102,7 @@ def test_bundle_holds_the_submission(preact, tmp_path):
     assert 'class Lovelace2023Stationary_PreActResNet18Net(PreActResNet):' in source
     assert "LINF_ENTRY = ('Lovelace2023Stationary_PreActResNet-18'" in source and 'L2_ENTRY' in source
     issue = (out / ISSUE_FILE).read_text()
-    for line in ('- **Paper Title**: Stationary Point Losses for Robust Model', f'- **Paper authors**: {AUTHORS}',
+    for line in ('- **Paper Title**: Stationary margins make robust nets', f'- **Paper authors**: {AUTHORS}',
                  '- **Dataset**: cifar10', '- **Threat Model**: Linf', '- **eps**: 8/255', '- **Threat Model**: L2',
                  '- **eps**: 0.5', '- **Clean accuracy**: 60.00%',
                  '- **Robust accuracy**: 35.00% (the paper reports 40.10%)', '- **Additional data**: false',
@@ -367,7 +367,7 @@ def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path
     common = ['--checkpoint', str(run / 'last'), '--data-dir', str(data), '--n-examples', '4', '--batch-size', '4',
               '--min-pert-norms', 'Linf', '--min-pert-examples', '2', '--fab-iters', '2', '--out', str(evaluation),
               '--no-progress', '--authors', 'Ada Lovelace', '--paper-title', 'Stationary margins for robust nets',
-              '--link', 'https://example.org/paper', '--venue', 'ICML 2023']
+              '--link', 'https://example.org/paper', '--venue', 'ICML 2023', '--reported', '41.5']
     assert cli_main(['eval', *common]) == 0
     report = json.loads((evaluation / 'report.json').read_text())
     assert 'leaderboard' not in report and 'whole test split' in report['leaderboard_note']  # 4 of 8 points
@@ -379,7 +379,7 @@ def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path
     assert (tmp_path / 'hub' / 'model.safetensors').is_file() and (tmp_path / 'hub' / 'README.md').is_file()
     bundle = tmp_path / 'submission'
     submit = ['export', '--checkpoint', str(run / 'last'), '--eval', str(evaluation / 'report.json'), '--out',
-              str(bundle), '--robustbench', '--reported', '41.5']
+              str(bundle), '--robustbench']  # --reported 41.5 was given to sp-timm eval
     assert cli_main(submit) == 2 and not bundle.exists()  # a preview is refused without its flag
     assert cli_main(submit + ['--preview']) == 0
     entries = list((bundle / 'model_info' / 'cifar10' / 'Linf').glob('*.json'))
@@ -397,10 +397,31 @@ def test_tiny_run_goes_from_training_to_a_submission_with_no_hand_edits(tmp_path
     assert 'Evaluated on a local copy of the test split' in entry['footnote']
     weights = torch.load(bundle / 'models' / 'cifar10' / 'Linf' / f'{entries[0].stem}.pt', weights_only=True)
     assert 'mu' in weights and 'sigma' in weights
-    assert (bundle / 'autoattack-Linf.log').read_text() == (evaluation / 'autoattack.log').read_text()
+    from sp_timm.files import public_text
+    assert (bundle / 'autoattack-Linf.log').read_text() == public_text((evaluation / 'autoattack.log').read_text())
+    texts = [p.read_text() for p in bundle.rglob('*') if p.suffix in ('.json', '.md', '.log', '.py')]
+    assert len(texts) >= 4 and not any(str(tmp_path) in text for text in texts)  # no path of this machine
     issue = (bundle / 'new_model_issue.md').read_text()
     assert issue.startswith('<!-- title: [New Model] Lovelace2023Stationary_PreActResNet-18 -->')
     positions = [issue.find(line) for line in NEW_MODEL_TEMPLATE_LINES]
     assert -1 not in positions and positions == sorted(positions), dict(zip(NEW_MODEL_TEMPLATE_LINES, positions))
     assert '- **Dataset**: cifar10' in issue and 'PREVIEW: 4 points' in issue and 'a local copy of the test split' in \
         issue
+
+
+def test_an_older_report_naming_the_sp_paper_as_the_models_paper_is_refused(preact, tmp_path, capsys):
+    """Reports of an older sp-timm eval named the SP-losses paper as an SP model's paper by default: a submission
+    from one needs the submitter's paper (the same title is accepted when given: that paper's own model)."""
+    checkpoint, linf, _ = preact
+    report = json.loads(linf.read_text())
+    report['leaderboard'].update(name='Stationary Point Losses for Robust Model',
+                                 link='https://arxiv.org/abs/2302.09575')  # what older reports held
+    (tmp_path / 'eval').mkdir()
+    (tmp_path / 'eval' / 'autoattack.log').write_text('log')
+    linf = tmp_path / 'eval' / 'report.json'
+    linf.write_text(json.dumps(report))
+    out = tmp_path / 'submission'
+    assert _export(checkpoint, out, linf, extra=['--authors', AUTHORS, '--reported', '40', '--preview']) == 2
+    assert "names the SP-losses paper as this model's paper" in capsys.readouterr().err and not out.exists()
+    assert _export(checkpoint, out, linf, extra=['--authors', AUTHORS, '--reported', '40', '--preview',
+                                                 '--paper-title', 'Stationary Point Losses for Robust Model']) == 0

@@ -26,7 +26,8 @@ from ..threat.pgd import perturbation_norm
 from .config import ROBUST, STANDARD_ATTACKS, WHITE_BOX, AutoAttackPlan, autoattack_plan
 
 __all__ = ['STANDARD_ATTACKS', 'AUTOATTACK_LOGGER', 'ROBUST', 'WHITE_BOX', 'Chunks', 'capture_autoattack_warnings',
-           'autoattack_chunk', 'fab_chunk', 'run_chunks', 'predict', 'StageReport', 'stage_reporter']
+           'autoattack_chunk', 'adversarial_path', 'load_adversarial_images', 'ADVERSARIAL_SUFFIX', 'fab_chunk',
+           'run_chunks', 'predict', 'StageReport', 'stage_reporter']
 
 StageReport = Callable[[str, int, int, float], None]  # (stage, points left robust, points, seconds)
 
@@ -42,6 +43,29 @@ def stage_reporter(label: str, enabled: bool = True) -> Optional[StageReport]:
     return report
 
 AUTOATTACK_LOGGER = 'auto-attack'
+ADVERSARIAL_SUFFIX = '.adv.safetensors'  # beside a chunk: the adversarial images of the points AutoAttack broke
+
+
+def adversarial_path(path: Optional[Path]) -> Optional[Path]:
+    """Where ``autoattack_chunk`` keeps the adversarial images of the chunk saved at ``path``."""
+    return None if path is None else Path(path).with_name(Path(path).stem + ADVERSARIAL_SUFFIX)
+
+
+def load_adversarial_images(paths: List[Optional[Path]], starts: List[int]) -> Tensors:
+    """The adversarial images AutoAttack found, over the chunks saved at ``paths`` (chunk ``i`` starting at point
+    ``starts[i]``): ``images``, their point ``index`` and ``kept`` (False where a chunk's earlier stages ran before
+    sp-timm kept images, so some of its broken points have none)."""
+    images, index, kept = [], [], True
+    for path, start in zip(paths, starts):
+        saved = load_tensors(adversarial_path(path))
+        if 'index' not in saved:
+            kept = False
+            continue
+        images.append(saved['images'])
+        index.append(saved['index'] + start)
+        kept = kept and bool(saved['kept'].all())
+    return {'images': torch.cat(images) if images else torch.zeros(0), 'index': torch.cat(index).long() if index
+            else torch.zeros(0, dtype=torch.long), 'kept': torch.tensor([kept])}
 
 
 @dataclass(frozen=True)
@@ -97,17 +121,22 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
     stage), ``robust`` (after the last stage) and ``white-box`` (after the last stage before Square), ``pred`` (the
     class of the adversarial example, or the clean prediction) and ``perturbation`` (the norm of the adversarial
     perturbation; 0 where none was found). With ``path``, the result is saved after every stage and a partial result
-    there is continued. ``report`` hears of every stage that ran (``stage_reporter``)."""
+    there is continued, and the adversarial images of the points broken are kept beside it (``adversarial_path``:
+    ``images``, ``index`` within the chunk). ``report`` hears of every stage that ran (``stage_reporter``)."""
     import time
     from pyautoattack import AutoAttack
     if plan is None:
         with torch.no_grad():
             plan = autoattack_plan(model(images[:1].to(device)).shape[1])
-    result = load_tensors(path)
+    result, kept = load_tensors(path), load_tensors(adversarial_path(path))
     if 'clean' not in result or len(result['clean']) != len(labels):  # none saved, or saved for other points
         pred = predict(model, images, batch_size, device)
         result = {'clean': pred == labels, 'pred': pred, 'perturbation': torch.zeros(len(labels))}
+        kept = {}
         save_tensors(path, result)
+    if 'index' not in kept:  # stages saved before sp-timm kept images: their broken points have none
+        kept = {'images': images[:0].float().cpu(), 'index': torch.zeros(0, dtype=torch.long),
+                'kept': torch.tensor([not any(attack in result for attack in plan.attacks)])}
     adversary = AutoAttack(model, norm=norm, eps=eps, seed=seed, device=device, version=plan.version)
     adversary.apgd_targeted.n_target_classes = adversary.fab.n_target_classes = plan.n_target_classes
     robust = result['clean'].clone()
@@ -126,7 +155,11 @@ def autoattack_chunk(model: torch.nn.Module, images: torch.Tensor, labels: torch
             robust[hit] = False
             result['pred'][hit] = adv_pred.cpu()[fooled]
             result['perturbation'][hit] = perturbation_norm(adv_images.cpu()[fooled] - images[hit], norm)
+            again = torch.isin(kept['index'], hit)  # a stage run again after an interruption: its images replace
+            kept = dict(kept, images=torch.cat([kept['images'][~again], adv_images.detach().cpu().float()[fooled]]),
+                        index=torch.cat([kept['index'][~again], hit]))
         result[attack] = robust.clone()
+        save_tensors(adversarial_path(path), kept)  # before the stage's flags: a kill between leaves no gap
         save_tensors(path, result)
         if on_stage is not None:
             on_stage(attack)

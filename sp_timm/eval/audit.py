@@ -242,10 +242,10 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
     result = load_tensors(path)
     if any(key not in result or not torch.equal(result[key].bool(), value.cpu()) for key, value in points.items()):
         result = dict(points)  # stages of other points (or of a file that did not record them) would be misread
-    if ADV_INDEX not in result:  # a new chunk, or one audited before images were kept (its attacks' ones are lost)
+    if ADV_INDEX not in result:  # a new chunk, or one audited before images were kept: lost only if a stage broke one
+        lost = any(stage in result and not bool(result[stage][attacked].all()) for stage in stages)
         result.update({ADV_IMAGES: images[:0].cpu().float(), ADV_INDEX: torch.zeros(0, dtype=torch.long),
-                       ADV_ATTACK: torch.zeros(0, dtype=torch.long),
-                       ADV_KEPT: torch.tensor([not any(stage in result for stage in stages)])})
+                       ADV_ATTACK: torch.zeros(0, dtype=torch.long), ADV_KEPT: torch.tensor([not lost])})
     for stage in (*stages, *CHECK_STAGES):
         if stage in result:  # done before an interruption
             continue
@@ -261,6 +261,10 @@ def audit_chunk(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, aa
             x, y = images[part].to(context.device), labels[part].to(context.device)
             flags = run_stage(stage, model, x, y, context)
             if not measured:
+                if flags.shape != x.shape or not torch.is_floating_point(flags):
+                    raise TypeError(f"audit attack '{stage}' returned {tuple(flags.shape)} {flags.dtype}; an "
+                                    f"AuditAttack's run returns adversarial images shaped like its points "
+                                    f"{tuple(x.shape)} (sp-timm >= 0.1: images, not robust flags).")
                 flags = _keep_adversarial(result, stage, part, adversarial=flags, robust=correct(model, flags, y))
             out[part] = flags.detach().cpu().to(out.dtype)
         result[stage] = out

@@ -256,17 +256,26 @@ class LeaderboardMeta:
     footnote: Optional[str] = option(None, "RobustBench's footnote (default: the SP loss used, for SP models)",
                                      group=LEADERBOARD)
     preview: bool = option(False, 'write the leaderboard entry although the points are not the whole test split '
-                                  '(10,000 images); its footnote says it is a preview, and a submission refuses it',
+                                  '(10,000 images); its footnote says it is a preview (sp-timm export --robustbench '
+                                  'takes it only with its own --preview)',
                            group=LEADERBOARD, action='store_true')
 
     def problems(self) -> List[str]:
-        if self.model_name is None:
-            return []
-        try:
-            safe_path_component(self.model_name, '--model-name')
-        except ValueError as err:
-            return [str(err)]
-        return []
+        problems = []
+        if self.model_name is not None:
+            try:
+                safe_path_component(self.model_name, '--model-name')
+            except ValueError as err:
+                problems.append(str(err))
+        if self.reported is not None:
+            try:
+                value = float(self.reported)
+            except ValueError:
+                value = float('nan')
+            if not 0 <= value <= 100:
+                problems.append(f"--reported {self.reported!r}: expected the paper's robust accuracy in percent, a "
+                                f"number in [0, 100] such as 53.4.")
+        return problems
 
 
 @dataclass(frozen=True)

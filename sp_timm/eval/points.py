@@ -17,6 +17,7 @@ from ..records import AuditSummary
 from ..threat.budget import format_eps
 from ..threat.pgd import LossFn
 from .attacks import (AUTOATTACK_LOGGER, ROBUST, Chunks, autoattack_chunk, capture_autoattack_warnings, fab_chunk,
+                      load_adversarial_images,
                       run_chunks, stage_reporter)
 from .audit import AuditPlan, check_surrogate, fab_robust_flags, run_audit
 from .audit_attacks import AuditContext, AuditInputs
@@ -34,8 +35,9 @@ class PointsResult:
     ``pred``, ``perturbation``), ``curve`` ({eps: final robust flags}), ``min_perturbation`` ({norm: FAB distance}),
     AutoAttack's ``warnings`` (those of this process's chunks; the checks over all points on the main process only),
     ``log`` (AutoAttack's own log of every chunk, in point order), and with the audit its section (``audit``) and
-    per-point flags (``audit_points``: ``worst`` and each attack's); ``plan``: the AutoAttack stages that ran (the
-    protocol, adapted to the class count)."""
+    per-point flags (``audit_points``: ``worst`` and each attack's, and the images of the points its attacks broke);
+    ``plan``: the AutoAttack stages that ran (the protocol, adapted to the class count); ``adversarial``: with a
+    work folder, the adversarial images AutoAttack found at ``eps``."""
     eps: float
     aa: Tensors
     plan: Optional[AutoAttackPlan] = None
@@ -45,6 +47,7 @@ class PointsResult:
     log: List[str] = field(default_factory=list)
     audit: Optional[AuditSummary] = None
     audit_points: Optional[Tensors] = None
+    adversarial: Optional[Tensors] = None  # AutoAttack's adversarial images at eps (``load_adversarial_images``)
 
 
 def check_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> int:
@@ -126,7 +129,9 @@ def evaluate_points(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     with capture_autoattack_warnings(echo=echo_warnings) as warnings:
         aa = run.autoattack_at(eps)
         result = PointsResult(eps=eps, aa=aa, curve={e: run.autoattack_at(e)[ROBUST] for e in curve_eps},
-                              min_perturbation=run.min_perturbations(), plan=plan)
+                              min_perturbation=run.min_perturbations(), plan=plan,
+                              adversarial=run.adversarial_images(eps) if work_dir is not None and main_process
+                              else None)
         if main_process:  # AutoAttack's own check, which run_standard_evaluation runs over all points: on the gathered
             _check_square(aa, plan)  # results, so by one process (the warnings of all are gathered into the report)
     result.warnings = list(warnings)
@@ -175,6 +180,12 @@ class _PointsRun:
             return out
         return run_chunks(Chunks(len(self.labels), config.chunk), compute,
                           f'AutoAttack {config.threat_model} {format_eps(budget)}', self.progress)
+
+    def adversarial_images(self, budget: float) -> Tensors:
+        """AutoAttack's adversarial images at ``budget``, read back from every chunk's saved file."""
+        chunks = Chunks(len(self.labels), self.config.chunk)
+        return load_adversarial_images([self.path(self.stage_name(budget), c) for c in range(len(chunks))],
+                                       [chunks.slice(c).start for c in range(len(chunks))])
 
     def stage_name(self, budget: float) -> str:
         """The folder of the AutoAttack chunks at ``budget``: standard and fast share it (the same stages), rand has

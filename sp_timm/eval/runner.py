@@ -147,8 +147,8 @@ def _external_bundle(out: Path, report: EvalReport, result: PointsResult, model:
     if why_not is not None:
         print(f'external-evaluation bundle: none ({why_not})')
         return
-    folder = write_external_bundle(out, report, model, data.images, data.labels, result.audit_points,
-                                   result.aa[ROBUST], device=device, source=info.source,
+    folder = write_external_bundle(out, report, model, data.images, data.labels, result.audit_points, result.aa,
+                                   result.adversarial, device=device, source=info.source,
                                    zoo_model=bool(config.robustbench_model), version=__version__)
     print(f"external-evaluation bundle: {folder} (the audit's adversarial examples and RobustBench's \"New "
           f"evaluation\" issue text; {EXTERNAL_FOLDER}/new-evaluation-issue.md)")
@@ -274,12 +274,15 @@ def saved_stages(folder: Path) -> int:
     """How many stages (AutoAttack's, FAB's, the audit's attacks and checks, each per chunk) the evaluation in
     ``folder`` has saved so far: progress, read from outside the process that runs it. Files being written count 0."""
     from safetensors import safe_open
-    from .audit import POINT_KEYS
+    from .attacks import ADVERSARIAL_SUFFIX
+    from .audit import ADV_KEYS, POINT_KEYS
     count = 0
     for chunk in (Path(folder) / WORK_FOLDER).glob('*/chunk-*.safetensors'):
+        if chunk.name.endswith(ADVERSARIAL_SUFFIX):  # images kept beside a chunk, no stage
+            continue
         try:
             with safe_open(str(chunk), 'pt') as f:
-                count += sum(1 for key in f.keys() if key not in POINT_KEYS)
+                count += sum(1 for key in f.keys() if key not in POINT_KEYS + ADV_KEYS)
         except Exception:  # noqa: BLE001 -- being written
             continue
     return count

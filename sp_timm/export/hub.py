@@ -24,15 +24,14 @@ text) are written as ``<local path>/NAME``, their last component only.
 """
 import dataclasses
 import os
-import re
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, TypeVar
 
 from ..checkpoint import weights_sha256
 from ..data import dataset_spec
 from ..data.sources import DATASETS
 from ..errors import CheckpointError, HubError, RecordError
-from ..files import atomic_write_json, read_json_object, safe_path_component
+from ..files import LOCAL_PATH, atomic_write_json, public_path, public_text, read_json_object, safe_path_component
 from ..model_source import EXPORT_RECORD_FILE, load_model
 from ..records import EvalReport, ExportRecord, FlagChange, Protocol, RunRecord, read_report_json, to_json
 from ..threat.budget import THREAT_MODELS
@@ -42,23 +41,13 @@ from .folder import EXPORT_MARKER, check_replaceable, export_destination, export
 __all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_threat_model', 'public_record',
            'public_path', 'LOCAL_PATH']
 
-LOCAL_PATH = '<local path>'
 # TrainConfig fields holding paths of the machine that trained (also as keys of a resume's earlier flags)
 _PATH_FLAGS = ('config', 'output', 'resume', 'data_dir')
 # where data comes from when it is not a local folder: the Hub datasets and scikit-learn's digits
 _PUBLIC_DATA_SOURCES = {spec.hub_id for spec in DATASETS.values() if spec.hub_id} | {'sklearn.datasets.load_digits'}
 _PUBLIC_MODEL_SOURCES = ('hf-hub:', 'robustbench:')
-# an absolute POSIX, home or Windows path inside text, up to a space, quote, bracket or separator
-_ABSOLUTE_PATH = re.compile(r"(?:(?<=local-dir:)|(?<![\w.:/~>-]))(?:/|~/|[A-Za-z]:[\\/])[^\s'\"`<>|,;()\[\]{}]+")
 
 T = TypeVar('T')
-
-
-def public_path(path: str) -> str:
-    """``path`` as an export writes it: ``<local path>/NAME``, its last component only."""
-    stripped = path.rstrip('/\\')
-    name = (PureWindowsPath if '\\' in stripped else PurePosixPath)(stripped).name
-    return f'{LOCAL_PATH}/{name}' if name else LOCAL_PATH
 
 
 def _public_text(value: Any) -> Any:
@@ -67,7 +56,7 @@ def _public_text(value: Any) -> Any:
         return dataclasses.replace(value, **{f.name: _public_text(getattr(value, f.name))
                                              for f in dataclasses.fields(value) if f.init})
     if isinstance(value, str):
-        return _ABSOLUTE_PATH.sub(lambda match: public_path(match.group()), value)
+        return public_text(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_public_text(v) for v in value)
     if isinstance(value, dict):

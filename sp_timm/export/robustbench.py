@@ -29,7 +29,7 @@ import torch
 
 from ..checkpoint import weights_sha256
 from ..eval.config import FULL_TEST_SPLIT
-from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_path_component
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, public_text, safe_path_component
 from ..model_source import load_model
 from ..records import EvalReport, LeaderboardEntry, to_json
 from ..version import __version__
@@ -221,10 +221,10 @@ class Submission:
     license: str = 'mit'
     weights: str = 'auto'
 
-    def reported_for(self, threat_models: Sequence[str]) -> Dict[str, str]:
-        """``reported`` per threat model, checked: a number in [0, 100] for each evaluation, or a ``ValueError``
-        naming the flag."""
-        values: Dict[str, str] = {}
+    def reported_for(self, threat_models: Sequence[str], from_eval: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        """``reported`` per threat model, checked: a number in [0, 100] for each evaluation (given here, else the one
+        given to ``sp-timm eval --reported``, ``from_eval``), or a ``ValueError`` naming the flag."""
+        values: Dict[str, str] = {t: f'{float(v):.2f}' for t, v in (from_eval or {}).items() if v}
         for item in self.reported:
             threat, _, number = item.rpartition('=')
             if not threat and len(threat_models) > 1:
@@ -313,7 +313,7 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     before anything is written: each report is the standard protocol on the whole test split of a RobustBench
     dataset (or ``submission.preview``), the paper's fields and ``reported`` are given. The folder is built beside
     ``out`` and renamed into place when complete (an existing ``out`` is replaced only if it is an earlier export)."""
-    from ..eval.report import PLACEHOLDER_PREFIX
+    from ..eval.report import PLACEHOLDER_PREFIX, SP_PAPER
     check_license(submission.license)
     if not reports:
         raise ValueError('--robustbench needs the evaluation to submit: give --eval OUT/report.json of sp-timm eval '
@@ -327,7 +327,8 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
     check_one_report_per_threat_model(reports, loaded)
     for path, report in zip(reports, loaded):
         _check_submittable(path, report, submission.preview)
-    reported = submission.reported_for([r.protocol.threat_model for r in loaded])
+    reported = submission.reported_for([r.protocol.threat_model for r in loaded],
+                                       {r.protocol.threat_model: r.leaderboard.reported for r in loaded})
     paper = {k: v for k, v in (('name', submission.paper_title), ('link', submission.link),
                                ('authors', submission.authors), ('venue', submission.venue)) if v}
     logs, entries = [], []
@@ -336,13 +337,18 @@ def export_robustbench(source: str, out: os.PathLike, reports: Sequence[os.PathL
         if not log.is_file():
             raise ValueError(f"no {AUTOATTACK_LOG} beside '{path}': submitters attach AutoAttack's log. Re-run the "
                              f"same sp-timm eval command (it reuses its saved results and writes the log).")
-        logs.append(log.read_text(encoding='utf-8'))
+        logs.append(public_text(log.read_text(encoding='utf-8')))  # its header names the model's and data's paths
         entry = dataclasses.replace(report.leaderboard, dataset=report.protocol.dataset,
                                     reported=reported[report.protocol.threat_model], **paper)
         if is_preview(report) and 'Preview' not in (entry.footnote or ''):
             entry = dataclasses.replace(entry, footnote='. '.join(filter(None, [entry.footnote, (
                 f'Preview: the first {report.n_points} test images, not the whole test split')])))
         entries.append(entry)
+    if not submission.paper_title and any((e.name, e.link) == (SP_PAPER['name'], SP_PAPER['link']) for e in entries):
+        raise ValueError("the leaderboard entry names the SP-losses paper as this model's paper (an older sp-timm eval "
+                         "filled it in): a RobustBench row names the paper that proposes this model. Give "
+                         "--paper-title, --link, --authors and --venue (the same title if it is that paper's own "
+                         "model). Nothing was written.")
     unfilled = sorted({k for e in entries for k, v in to_json(e).items()
                        if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)})
     if unfilled:
@@ -388,7 +394,8 @@ def _check_submittable(path: os.PathLike, report: EvalReport, preview: bool) -> 
                          f"{', '.join(ROBUSTBENCH_DATASETS)} (and ImageNet): evaluate on its test set, e.g. sp-timm "
                          f"eval --dataset cifar10.")
     if report.leaderboard is None:
-        raise ValueError(f"'{path}' has no leaderboard entry ({report.leaderboard_note}).")
+        raise ValueError(f"'{path}' has {report.leaderboard_note or 'no leaderboard entry'} (sp-timm eval decides when "
+                         f"it writes one).")
     if is_preview(report) and not preview:
         raise ValueError(f"'{path}' evaluated {report.n_points} {dataset} test images, not the whole test split "
                          f"({FULL_TEST_SPLIT:,}): a leaderboard entry is measured on all of them. Re-run sp-timm eval "

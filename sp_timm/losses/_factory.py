@@ -19,6 +19,9 @@ __all__ = ['create_loss', 'create_classification_loss', 'list_losses', 'is_sp_lo
 # Loss types of timm's train.py before timm had a loss factory.
 _LEGACY_TIMM_LOSS_TYPES = ('ce', 'bce', 'jsd')
 SP_KWARG_PREFIX = 'sp_'
+# every loss type of timm's factory (timm >= 1.0.31) and of its earlier train.py: a record names one of these
+# whichever timm reads it (the [robustbench] extra pins timm 1.0.9, whose list is shorter)
+TIMM_LOSS_NAMES = ('ce', 'bce', 'jsd', 'asl', 'poly', 'twoway', 'zlpr', 'db', 'cross_entropy')
 
 
 def _timm_factory() -> Optional[Callable[..., nn.Module]]:
@@ -67,7 +70,7 @@ def create_loss(name: str, **kwargs: Any) -> nn.Module:
 def check_recorded_loss(name: str, params: dict) -> None:
     """A ``ValueError`` unless ``name`` is a loss of the factories and ``params`` (a run record's ``loss_params``: an
     SP member's own parameters, none for timm's losses) build it: what a record names must be what it can rebuild."""
-    if not is_registered(name) and name not in timm_loss_types():
+    if not is_registered(name) and name not in set(timm_loss_types()) | set(TIMM_LOSS_NAMES):
         raise unknown_name_error(name, list_losses())
     if not is_registered(name) and params:
         raise ValueError(f"timm's loss '{name}' takes no recorded parameters, got {sorted(params)}.")

@@ -10,7 +10,7 @@ __all__ = ['REPORT_VERSION', 'LEADERBOARD_FIELDS', 'Protocol', 'EvaluatedModel',
            'GroupResult', 'GroupRule', 'PerturbationSummary', 'BudgetAccuracy', 'AuditAttackRow', 'AuditSummary',
            'LeaderboardEntry', 'GroupAccuracy', 'LongTailEntry', 'EvalReport']
 
-REPORT_VERSION = 2  # 1: before versions
+REPORT_VERSION = 3  # 1: before versions; 2: before full_test_split, local_data and longtail_entry
 
 
 @dataclass

@@ -9,7 +9,8 @@
 * export record (``sp_timm.json``), version 1: the run record with ``weights`` beside its keys (``raw`` when
   missing: exports before ``--model-ema`` held the trained weights); or, for a folder exported from a plain timm
   folder, only what its ``config.json`` said.
-* evaluation report (``report.json``), version 1: unchanged fields; an audit without ``fab_min_points`` had none.
+* evaluation report (``report.json``), versions 1 and 2: unchanged fields; an audit without ``fab_min_points`` had
+  none; a report before version 3 did not record whether its points were the whole test split (``None``: unknown).
 """
 from dataclasses import fields
 from typing import Any, Dict
@@ -44,7 +45,7 @@ def read_export_record_json(data: Any, where: str) -> ExportRecord:
 
 def read_report_json(data: Any, where: str) -> EvalReport:
     """The ``EvalReport`` of a ``report.json``, of any version sp-timm has written."""
-    if check_schema_version(data, REPORT_VERSION, 'an evaluation report', where) == 1:
+    if check_schema_version(data, REPORT_VERSION, 'an evaluation report', where) < REPORT_VERSION:
         data = dict(data, schema_version=REPORT_VERSION)
     return from_json(EvalReport, data, where)
 
