@@ -20,7 +20,8 @@ from .errors import CheckpointError
 __all__ = ['PathLike', 'Tensors', 'EXPORT_MARKER', 'disk_full_errors', 'fsync_write', 'fsync_file', 'atomic_write_text',
            'atomic_write_bytes', 'atomic_write_json',
            'check_output_folder', 'staging_folder', 'make_shareable', 'sha256_file', 'safe_path_component',
-           'read_json_object', 'save_tensors', 'load_tensors', 'LOCAL_PATH', 'public_path', 'public_text']
+           'read_json_object', 'save_tensors', 'load_tensors', 'LOCAL_PATH', 'public_path', 'public_source',
+           'public_text']
 
 PathLike = Union[str, os.PathLike]
 Tensors = Dict[str, 'torch.Tensor']  # noqa: F821 -- torch is imported where tensors are read or written
@@ -167,6 +168,15 @@ def public_path(path: str) -> str:
     stripped = str(path).rstrip('/\\')
     name = (PureWindowsPath if '\\' in stripped else PurePosixPath)(stripped).name
     return f'{LOCAL_PATH}/{name}' if name else LOCAL_PATH
+
+
+def public_source(source: Optional[str]) -> Optional[str]:
+    """A model's source as published: a Hub or RobustBench name as it is, a local folder (``local-dir:`` too) by
+    ``public_path``."""
+    if not source or source.startswith(('hf-hub:', 'robustbench:')):
+        return source
+    prefix = 'local-dir:' if source.startswith('local-dir:') else ''
+    return prefix + public_path(source[len(prefix):])
 
 
 def public_text(text: str) -> str:

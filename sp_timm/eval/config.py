@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 from ..data.flags import DATA_DIR_HELP, IMBALANCE_PROFILE_HELP, IMBALANCE_RATIO_HELP, dataset_help, dataset_names
 from ..files import safe_path_component
 from ..options import DEBUG_ENV, flag_names, non_finite_options, option, option_fields
+from ..records import percent_value
 from ..threat.budget import DEFAULT_EPS, THREAT_MODELS, check_eps, parse_eps
 
 __all__ = ['AuditConfig', 'AttackConfig', 'LeaderboardMeta', 'EvalConfig', 'AUDIT_BUDGETS', 'DEFAULT_N_EXAMPLES',
@@ -268,11 +269,7 @@ class LeaderboardMeta:
             except ValueError as err:
                 problems.append(str(err))
         if self.reported is not None:
-            try:
-                value = float(self.reported)
-            except ValueError:
-                value = float('nan')
-            if not 0 <= value <= 100:
+            if not 0 <= percent_value(self.reported) <= 100:
                 problems.append(f"--reported {self.reported!r}: expected the paper's robust accuracy in percent, a "
                                 f"number in [0, 100] such as 53.4.")
         return problems

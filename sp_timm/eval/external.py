@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..files import Tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, public_path
+from ..files import Tensors, atomic_write_bytes, atomic_write_json, atomic_write_text, public_source
 from ..records import EvalReport
 from ..threat.pgd import perturbation_norm
 from .attacks import ROBUST, predict
@@ -114,7 +114,7 @@ def write_external_bundle(out: Path, report: EvalReport, model: torch.nn.Module,
     atomic_write_bytes(folder / IMAGES_FILE, buffer.getvalue())
     fab_points = next((row.broke_only_this for row in audit.attacks if row.attack == FAB_MIN), 0)
     values: Dict[str, Any] = dict(
-        model_name=report.model_name, source=_shown_source(source), zoo_model=zoo_model, dataset=protocol.dataset,
+        model_name=report.model_name, source=public_source(source), zoo_model=zoo_model, dataset=protocol.dataset,
         threat_model=protocol.threat_model, eps=protocol.eps, n_points=report.n_points,
         shape=f"({report.n_points}, {', '.join(str(d) for d in images.shape[1:])})", images_file=IMAGES_FILE,
         index_file=INDEX_FILE, full_test_set=bool(protocol.full_test_split), n_adversarial=len(index),
@@ -133,11 +133,6 @@ def write_external_bundle(out: Path, report: EvalReport, model: torch.nn.Module,
         left_out_not_misclassified=dropped, points=points))
     atomic_write_text(folder / ISSUE_FILE, _render(values))
     return folder
-
-
-def _shown_source(source: str) -> str:
-    """The model's source as the issue shows it: a Hub or zoo name as it is, a local path by its last part."""
-    return source if source.startswith(('hf-hub:', 'robustbench:')) else public_path(source)
 
 
 def _render(values: Dict[str, Any]) -> str:

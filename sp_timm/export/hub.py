@@ -31,7 +31,8 @@ from ..checkpoint import weights_sha256
 from ..data import dataset_spec
 from ..data.sources import DATASETS
 from ..errors import CheckpointError, HubError, RecordError
-from ..files import LOCAL_PATH, atomic_write_json, public_path, public_text, read_json_object, safe_path_component
+from ..files import (LOCAL_PATH, atomic_write_json, public_path, public_source, public_text, read_json_object,
+                     safe_path_component)
 from ..model_source import EXPORT_RECORD_FILE, load_model
 from ..records import EvalReport, ExportRecord, FlagChange, Protocol, RunRecord, read_report_json, to_json
 from ..threat.budget import THREAT_MODELS
@@ -45,7 +46,6 @@ __all__ = ['export_model', 'push_folder', 'read_report', 'check_one_report_per_t
 _PATH_FLAGS = ('config', 'output', 'resume', 'data_dir')
 # where data comes from when it is not a local folder: the Hub datasets and scikit-learn's digits
 _PUBLIC_DATA_SOURCES = {spec.hub_id for spec in DATASETS.values() if spec.hub_id} | {'sklearn.datasets.load_digits'}
-_PUBLIC_MODEL_SOURCES = ('hf-hub:', 'robustbench:')
 
 T = TypeVar('T')
 
@@ -74,13 +74,6 @@ def _public_data_source(source: str) -> str:
     return source if head in _PUBLIC_DATA_SOURCES or not head else public_path(head) + sep + notes
 
 
-def _public_model_source(source: Optional[str]) -> Optional[str]:
-    if not source or source.startswith(_PUBLIC_MODEL_SOURCES):
-        return source
-    prefix = 'local-dir:' if source.startswith('local-dir:') else ''
-    return prefix + public_path(source[len(prefix):])
-
-
 def public_record(record: T) -> T:
     """A ``RunRecord``, ``ExportRecord`` or ``EvalReport`` as an export writes it: the same record with no path of this
     machine in it (the run's output, resume, config and data folders, a local data source, the evaluated checkpoint
@@ -98,7 +91,7 @@ def public_record(record: T) -> T:
         protocol, model = record.protocol, record.model
         record = dataclasses.replace(
             record, protocol=dataclasses.replace(protocol, data_source=_public_data_source(protocol.data_source)),
-            model=dataclasses.replace(model, source=_public_model_source(model.source)))
+            model=dataclasses.replace(model, source=public_source(model.source)))
     return _public_text(record)
 
 

@@ -31,7 +31,7 @@ from ..checkpoint import weights_sha256
 from ..eval.config import FULL_TEST_SPLIT
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_text, public_text, safe_path_component
 from ..model_source import load_model
-from ..records import EvalReport, LeaderboardEntry, to_json
+from ..records import EvalReport, LeaderboardEntry, percent_value, to_json
 from ..version import __version__
 from .card import check_license
 from .folder import check_replaceable, export_destination, export_folder
@@ -230,11 +230,7 @@ class Submission:
             if not threat and len(threat_models) > 1:
                 raise ValueError(f"--reported {item!r}: with {len(threat_models)} evaluations give one per threat "
                                  f"model, e.g. --reported Linf=53.4 --reported L2=71.2.")
-            threat = threat or threat_models[0]
-            try:
-                value = float(number)
-            except ValueError:
-                value = float('nan')
+            threat, value = threat or threat_models[0], percent_value(number)
             if threat not in threat_models or not 0 <= value <= 100:
                 raise ValueError(f"--reported {item!r}: expected the paper's robust accuracy in percent (0-100) for "
                                  f"one of {', '.join(threat_models)}.")

@@ -9,7 +9,7 @@ from .run import (CLASS_WEIGHT_REDUCTION, EARLIER_CLASS_WEIGHT_REDUCTION, EXPORT
                   ClassWeighting, ExportRecord, FlagChange, LogitAdjustment,
                   ModelEma, ModelInfo, ReductionChange, RunRecord,
                   ValidationSplit)
-from .schema import from_json, json_field, to_json
+from .schema import from_json, json_field, percent_value, to_json
 from .train_config import TrainConfig
 from .upgrade import read_export_record_json, read_report_json, read_run_record_json
 
@@ -20,4 +20,4 @@ __all__ = ['TrainConfig', 'RunRecord', 'ValidationSplit', 'ClassWeighting', 'Log
            'LeaderboardEntry', 'GroupAccuracy', 'LongTailEntry', 'LEADERBOARD_FIELDS', 'REPORT_VERSION',
            'RUN_RECORD_VERSION', 'EXPORT_RECORD_VERSION',
            'CLASS_WEIGHT_REDUCTION', 'EARLIER_CLASS_WEIGHT_REDUCTION', 'to_json', 'from_json', 'json_field',
-           'read_run_record_json', 'read_export_record_json', 'read_report_json']
+           'percent_value', 'read_run_record_json', 'read_export_record_json', 'read_report_json']

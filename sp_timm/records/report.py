@@ -4,7 +4,7 @@ by ``sp_timm.eval.report.build_report``. """
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .schema import check_finite, check_percent, json_field, require
+from .schema import check_finite, check_percent, json_field, percent_value, require
 
 __all__ = ['REPORT_VERSION', 'LEADERBOARD_FIELDS', 'Protocol', 'EvaluatedModel', 'StageAccuracy', 'ClassResult',
            'GroupResult', 'GroupRule', 'PerturbationSummary', 'BudgetAccuracy', 'AuditAttackRow', 'AuditSummary',
@@ -205,11 +205,7 @@ class LeaderboardEntry:
     def check_values(self, where: str) -> None:
         for name in ('clean_acc', 'autoattack_acc', 'external') + (('reported',) if self.reported else ()):
             text = getattr(self, name)
-            try:
-                value = float(text) if text is not None else None
-            except ValueError:
-                value = float('nan')
-            check_percent({name: value}, where)
+            check_percent({name: None if text is None else percent_value(text)}, where)
         require(self.number_forward_passes >= 1, where, 'number_forward_passes must be >= 1')
 
 

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, Optional, Type, TypeVar, Union
 from ..errors import RecordError
 
 __all__ = ['to_json', 'from_json', 'json_field', 'check_schema_version', 'require', 'check_percent', 'check_finite',
+           'percent_value',
            'RecordError']
 
 T = TypeVar('T')
@@ -109,6 +110,15 @@ def check_percent(values: Dict[str, Any], where: str) -> None:
         for number in _numbers(value):
             require(math.isfinite(number) and 0 <= number <= 100, where,
                     f'{name} must be a percentage in [0, 100], got {number!r}')
+
+
+def percent_value(text: Optional[str]) -> float:
+    """A percentage written as text (RobustBench's ``"53.42"``) as a number; NaN where it is none (then
+    ``check_percent`` refuses it)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float('nan')
 
 
 def _numbers(value: Any) -> Iterable[float]:
